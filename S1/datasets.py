@@ -1,0 +1,296 @@
+"""Dataset names, the candle schema and atomic Parquet I/O -- the one place that
+builds data file names. Every sprint asks this module for its paths.
+
+Naming: ``<symbol>_<interval>_<days>d[_<kind>].parquet`` in the data directory,
+e.g. ``ethusdc_1h_365d.parquet`` (S1), ``ethusdc_1h_365d_ta.parquet`` (S2),
+``ethusdc_1h_365d_signals.parquet`` (S4). A non-Binance exchange id is prefixed
+(``okx_btcusdt_1h_30d.parquet``). The month interval ``1M`` is spelled ``1mo`` in
+file names so it never collides with ``1m`` on case-insensitive file systems.
+
+>>> dataset_path("ETHUSDC", "1h", 365, data_dir=Path("data")).as_posix()
+'data/ethusdc_1h_365d.parquet'
+>>> dataset_path("ETHUSDC", "1h", 365, "signals", data_dir=Path("data")).name
+'ethusdc_1h_365d_signals.parquet'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from S1.cli import UserError
+from S1.intervals import check_interval
+
+#: Dataset kinds and their file-name suffix / extension.
+KINDS: dict[str, tuple[str, str]] = {
+    "candles": ("", ".parquet"),
+    "ta": ("_ta", ".parquet"),
+    "signals": ("_signals", ".parquet"),
+    "ml": ("_ml", ".parquet"),
+    "equity": ("_equity", ".parquet"),
+    "trades": ("_trades", ".parquet"),
+    "backtest": ("_backtest", ".json"),
+    "stress": ("_stress", ".json"),
+}
+
+PRICE_COLUMNS = ("open", "high", "low", "close")
+FLOAT_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume",
+                 "taker_buy_base", "taker_buy_quote")
+#: Column order of a candle frame (index: ``open_time``).
+CANDLE_COLUMNS = ("open", "high", "low", "close", "volume", "close_time",
+                  "quote_volume", "trades", "taker_buy_base", "taker_buy_quote")
+
+CANDLE_SCHEMA = pa.schema(
+    [pa.field("open_time", pa.timestamp("ms", tz="UTC"), nullable=False)]
+    + [pa.field(c, pa.float64()) for c in ("open", "high", "low", "close", "volume")]
+    + [pa.field("close_time", pa.timestamp("ms", tz="UTC")),
+       pa.field("quote_volume", pa.float64()),
+       pa.field("trades", pa.int64()),
+       pa.field("taker_buy_base", pa.float64()),
+       pa.field("taker_buy_quote", pa.float64())]
+)
+
+META_KEY = b"toolkit"
+_SYMBOL_RE = re.compile(r"^[A-Za-z0-9]{2,30}$")
+
+
+# ---------------------------------------------------------------------------- names
+def data_dir(data_dir: Path | None = None) -> Path:
+    if data_dir is not None:
+        return Path(data_dir)
+    from S1.settings import get_settings
+
+    return get_settings().data_dir
+
+
+def reports_dir() -> Path:
+    from S1.settings import get_settings
+
+    return get_settings().reports_dir
+
+
+def normalize_symbol(symbol: str) -> str:
+    """``'eth/usdc'`` / ``'ethusdc'`` -> ``'ETHUSDC'``; rejects anything else."""
+    s = str(symbol).replace("/", "").replace("-", "").replace("_", "").strip().upper()
+    if not _SYMBOL_RE.match(s):
+        raise UserError(f"invalid symbol {symbol!r}", "use an exchange symbol such as BTCUSDT or ETHUSDC")
+    return s
+
+
+def interval_token(interval: str) -> str:
+    check_interval(interval)
+    return "1mo" if interval == "1M" else interval
+
+
+def dataset_stem(symbol: str, interval: str, days: int, *, exchange: str | None = None) -> str:
+    if int(days) <= 0:
+        raise UserError(f"--days must be positive, got {days}", "pass a number of days such as --days 365")
+    prefix = "" if exchange in (None, "", "binance") else f"{exchange.lower()}_"
+    return f"{prefix}{normalize_symbol(symbol).lower()}_{interval_token(interval)}_{int(days)}d"
+
+
+def dataset_path(symbol: str, interval: str, days: int, kind: str = "candles", *,
+                 data_dir: Path | None = None, exchange: str | None = None) -> Path:
+    """Path of a dataset of ``kind`` (see :data:`KINDS`) for one market and window."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r}; one of {sorted(KINDS)}")
+    suffix, ext = KINDS[kind]
+    base = globals()["data_dir"](data_dir)
+    return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}{suffix}{ext}"
+
+
+def report_path(symbol: str, interval: str, days: int, name: str, ext: str = "html", *,
+                exchange: str | None = None, reports: Path | None = None) -> Path:
+    """``reports/<stem>_<name>.<ext>`` e.g. ``reports/ethusdc_1h_365d_backtest.html``."""
+    base = Path(reports) if reports is not None else reports_dir()
+    return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}_{name}.{ext}"
+
+
+def realtime_db_path(symbols: list[str] | str, interval: str, *, data_dir: Path | None = None) -> Path:
+    """The streamer's SQLite file: ``btcusdt_1m_realtime.db`` (first symbol names it)."""
+    first = symbols if isinstance(symbols, str) else symbols[0]
+    base = globals()["data_dir"](data_dir)
+    return base / f"{normalize_symbol(first).lower()}_{interval_token(interval)}_realtime.db"
+
+
+def sentiment_path(interval: str = "1h", *, data_dir: Path | None = None) -> Path:
+    return globals()["data_dir"](data_dir) / f"sentiment_{interval_token(interval)}.parquet"
+
+
+def news_items_path(*, data_dir: Path | None = None) -> Path:
+    return globals()["data_dir"](data_dir) / "news_items.parquet"
+
+
+def orders_log_path(*, data_dir: Path | None = None) -> Path:
+    return globals()["data_dir"](data_dir) / "orders.jsonl"
+
+
+def archive_cache_dir(*, data_dir: Path | None = None) -> Path:
+    return globals()["data_dir"](data_dir) / "archive"
+
+
+def models_dir(*, data_dir: Path | None = None) -> Path:
+    return globals()["data_dir"](data_dir) / "models"
+
+
+def exchange_info_path(*, data_dir: Path | None = None) -> Path:
+    """Cached ``GET /api/v3/exchangeInfo`` body (symbols, filters, rate limits)."""
+    return globals()["data_dir"](data_dir) / "exchange_info.json"
+
+
+def state_path(name: str, *, data_dir: Path | None = None) -> Path:
+    """Small state files (kill-switch, executor DB …) under ``data/state/``."""
+    return globals()["data_dir"](data_dir) / "state" / name
+
+
+# --------------------------------------------------------------------------- schema
+def empty_candles() -> pd.DataFrame:
+    return candles_from_arrays(np.empty((0, 12)))
+
+
+def candles_from_arrays(rows: np.ndarray) -> pd.DataFrame:
+    """Candle frame from an ``(n, >=11)`` numeric array in the Binance kline row layout
+    (open_time ms, o, h, l, c, v, close_time ms, quote_volume, trades, taker base, taker quote)."""
+    rows = np.asarray(rows)
+    open_ms = rows[:, 0].astype(np.int64)
+    frame = pd.DataFrame(
+        {
+            "open": rows[:, 1].astype(np.float64),
+            "high": rows[:, 2].astype(np.float64),
+            "low": rows[:, 3].astype(np.float64),
+            "close": rows[:, 4].astype(np.float64),
+            "volume": rows[:, 5].astype(np.float64),
+            "close_time": pd.to_datetime(rows[:, 6].astype(np.int64), unit="ms", utc=True).as_unit("ns"),
+            "quote_volume": rows[:, 7].astype(np.float64),
+            "trades": rows[:, 8].astype(np.float64).astype(np.int64),
+            "taker_buy_base": rows[:, 9].astype(np.float64),
+            "taker_buy_quote": rows[:, 10].astype(np.float64),
+        },
+        index=pd.DatetimeIndex(pd.to_datetime(open_ms, unit="ms", utc=True).as_unit("ns"), name="open_time"),
+    )
+    return frame
+
+
+def validate_candles(df: pd.DataFrame, *, what: str = "candles") -> pd.DataFrame:
+    """Check and normalise a candle frame to the schema; raise :class:`UserError` if
+    it cannot be. Returns a frame with the canonical column order and dtypes."""
+    missing = [c for c in CANDLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"{what}: missing columns {missing}",
+                        f"a candle frame needs {list(CANDLE_COLUMNS)} (as written by S1/historical.py)")
+    if not isinstance(df.index, pd.DatetimeIndex):
+        raise UserError(f"{what}: the index must be the UTC open_time", "use df.set_index('open_time')")
+    idx = df.index
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    if not idx.is_unique:
+        raise UserError(f"{what}: {int(idx.duplicated().sum())} duplicate open times",
+                        "deduplicate with df[~df.index.duplicated()]")
+    if not idx.is_monotonic_increasing:
+        raise UserError(f"{what}: open times are not increasing", "sort with df.sort_index()")
+    out = df.loc[:, list(CANDLE_COLUMNS) + [c for c in df.columns if c not in CANDLE_COLUMNS]].copy()
+    out.index = idx.as_unit("ns").rename("open_time")
+    for c in FLOAT_COLUMNS:
+        out[c] = out[c].astype(np.float64)
+    out["trades"] = out["trades"].astype(np.int64)
+    ct = pd.DatetimeIndex(out["close_time"])
+    out["close_time"] = (ct.tz_localize("UTC") if ct.tz is None else ct.tz_convert("UTC")).as_unit("ns")
+    return out
+
+
+# ------------------------------------------------------------------------------ I/O
+def _atomic_target(path: Path) -> tuple[Path, int]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return Path(tmp), fd
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same folder and a rename."""
+    path = Path(path)
+    tmp, fd = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_parquet(df: pd.DataFrame, path: Path, *, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``df`` (index kept) to ``path`` atomically; ``metadata`` is stored as JSON
+    under the ``toolkit`` key of the Parquet schema metadata."""
+    path = Path(path)
+    table = pa.Table.from_pandas(df, preserve_index=True)
+    table = table.cast(_ms_timestamps(table.schema))
+    if metadata:
+        meta = dict(table.schema.metadata or {})
+        meta[META_KEY] = json.dumps(metadata, default=str).encode()
+        table = table.replace_schema_metadata(meta)
+    tmp, fd = _atomic_target(path)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _ms_timestamps(schema: pa.Schema) -> pa.Schema:
+    """Store UTC timestamps at ms resolution (Binance's own) to keep files small."""
+    fields = []
+    for f in schema:
+        if pa.types.is_timestamp(f.type) and f.type.unit in ("us", "ns"):
+            f = f.with_type(pa.timestamp("ms", tz=f.type.tz))
+        fields.append(f)
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def read_parquet(path: Path, *, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a toolkit Parquet file; timestamps come back as ``datetime64[ns, UTC]``."""
+    df = pq.read_table(path, columns=columns).to_pandas()
+    if isinstance(df.index, pd.DatetimeIndex):
+        df.index = df.index.as_unit("ns")
+    for c in df.columns:
+        if isinstance(df[c].dtype, pd.DatetimeTZDtype):
+            df[c] = df[c].dt.as_unit("ns")
+    return df
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The ``toolkit`` metadata dict of a Parquet file ({} if none)."""
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(META_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def read_candles(path: Path, *, how_to_create: str | None = None) -> pd.DataFrame:
+    """Read and validate a candle file; a missing file names the command that creates it."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist",
+                        f"create it first with: {how_to_create}" if how_to_create else "run S1/historical.py first")
+    return validate_candles(read_parquet(path), what=str(path))
+
+
+def history_command(symbol: str, interval: str, days: int) -> str:
+    """The exact S1 command that writes the candle file of a market and window."""
+    return f"python S1/historical.py --symbol {normalize_symbol(symbol)} --interval {interval} --days {int(days)}"

@@ -1,0 +1,82 @@
+"""Shared fixtures. Real data comes from ``../shared`` (beside the checkout) when it
+is there; tests that need it skip with a reason when it is not."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TOOLKIT_SHARED_DIR", REPO.parent / "shared"))
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("RUN_INTERNET_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs the real internet (set RUN_INTERNET_TESTS=1)")
+    for item in items:
+        if "internet" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` -- skip the test cleanly when it is absent."""
+    if not (SHARED / "data").is_dir():
+        pytest.skip(f"real data folder {SHARED} is absent")
+    return SHARED
+
+
+@pytest.fixture
+def settings_env(tmp_path, monkeypatch):
+    """Isolated settings: data and reports under tmp_path, no .env file, no keys.
+
+    Tests change further settings with ``monkeypatch.setenv`` and then call
+    ``S1.settings.get_settings.cache_clear()``.
+    """
+    from S1.settings import get_settings
+
+    empty_env = tmp_path / "empty.env"
+    empty_env.write_text("")
+    monkeypatch.setenv("TOOLKIT_ENV_FILE", str(empty_env))
+    for key in list(os.environ):
+        if key.startswith(("BINANCE_", "OPENAI_", "CRYPTOPANIC_", "X_BEARER", "ALERT_WEBHOOK")):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("REPORTS_DIR", str(tmp_path / "reports"))
+    # the Settings class reads its env_file at class creation; pass it per instance
+    import S1.settings as settings_mod
+
+    monkeypatch.setitem(settings_mod.Settings.model_config, "env_file", str(empty_env))
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def btc_1h_real(shared_dir) -> pd.DataFrame:
+    """Real Binance BTCUSDT 1h candles, Jan-May 2023 (3,623 rows, one real gap)."""
+    from S1.kline_files import sniff_and_read
+
+    files = sorted((shared_dir / "data/klines/binance_dump").glob("BTCUSDT-1h-2023-*.csv"))
+    return pd.concat([sniff_and_read(p, "1h") for p in files]).sort_index()
+
+
+@pytest.fixture(scope="session")
+def btc_1h_sim() -> pd.DataFrame:
+    """Simulated BTCUSDT 1h candles (2023-01-01 .. 2023-06-01), for tests that must
+    run without ``../shared``."""
+    from S1.simulated import simulate_candles
+
+    return simulate_candles("BTCUSDT", "1h", "2023-01-01", "2023-06-01")
+
+
+@pytest.fixture(scope="session")
+def btc_1h(request) -> pd.DataFrame:
+    """Real BTCUSDT 1h candles when ``../shared`` is present, simulated otherwise."""
+    if (SHARED / "data").is_dir():
+        return request.getfixturevalue("btc_1h_real")
+    return request.getfixturevalue("btc_1h_sim")

@@ -138,6 +138,7 @@ class LocalBinance:
         self.simulate_days = simulate_days
         self.host, self.port = host, port
         self.market: dict[tuple[str, str], np.ndarray] = {}
+        self._rendered: dict[tuple[str, str], np.ndarray] = {}  # pre-rendered JSON rows
         self.faults: list[Fault] = []
         self.requests: list[RequestRecord] = []
         self.archive_header = False
@@ -176,8 +177,11 @@ class LocalBinance:
     def add_candles(self, symbol: str, interval: str, df: pd.DataFrame) -> None:
         """Serve ``df`` (a candle frame) as the exchange's klines of ``symbol``/``interval``."""
         rows = _rows_from_frame(df)
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        rendered = np.array([json.dumps(r, separators=(",", ":")) for r in kline_json_rows(rows)], dtype=object)
         with self._lock:
-            self.market[(symbol.upper(), interval)] = rows[np.argsort(rows[:, 0], kind="stable")]
+            self.market[(symbol.upper(), interval)] = rows
+            self._rendered[(symbol.upper(), interval)] = rendered
 
     def inject(self, kind: str, *, path: str = "klines", count: int = 1, **kw) -> Fault:
         """Queue a fault for the next ``count`` requests whose path contains ``path``."""
@@ -414,19 +418,20 @@ class LocalBinance:
         if rows is None or len(rows) == 0:
             return web.json_response([])
         now = self.now_ms()
-        visible = rows[rows[:, 0] <= now]
+        n_visible = int(np.searchsorted(rows[:, 0], now, side="right"))
         if start is None and end is None:
-            sel = visible[-limit:]
+            lo, hi = max(0, n_visible - limit), n_visible
         else:
-            lo = 0 if start is None else int(np.searchsorted(visible[:, 0], start, side="left"))
-            hi = len(visible) if end is None else int(np.searchsorted(visible[:, 0], end, side="right"))
+            lo = 0 if start is None else int(np.searchsorted(rows[:n_visible, 0], start, side="left"))
+            hi = n_visible if end is None else int(np.searchsorted(rows[:n_visible, 0], end, side="right"))
             if start is None:
                 lo = max(lo, hi - limit)
-            sel = visible[lo:min(hi, lo + limit)]
-        sel = sel.copy()
-        if len(sel) and sel[-1, 6] >= now:  # the candle in progress: partial values
-            sel[-1] = self._partial(sel[-1], interval, now)
-        return web.json_response(kline_json_rows(sel))
+            hi = min(hi, lo + limit)
+        parts = list(self._rendered[(symbol, interval)][lo:hi])
+        if hi > lo and rows[hi - 1, 6] >= now:  # the candle in progress: partial values
+            partial = self._partial(rows[hi - 1], interval, now)
+            parts[-1] = json.dumps(kline_json_rows(partial[None, :])[0], separators=(",", ":"))
+        return web.Response(text="[" + ",".join(parts) + "]", content_type="application/json")
 
     @staticmethod
     def _partial(row: np.ndarray, interval: str, now: int) -> np.ndarray:
@@ -497,8 +502,17 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     p.add_argument("--days", type=int, default=400, help="history to simulate per symbol")
+    p.add_argument("--now", default=None, help="fixed server clock (ISO UTC); default: the real clock")
+    p.add_argument("--preload", default="", help="SYMBOL:INTERVAL,... to simulate before serving")
+    p.add_argument("--weight-limit", type=int, default=6000, help="REQUEST_WEIGHT per minute")
     args = p.parse_args(argv)
-    server = LocalBinance(simulate=True, simulate_days=args.days, latency=args.latency, port=args.port).start()
+    now = to_ms(args.now) if args.now else None
+    server = LocalBinance(simulate=True, simulate_days=args.days, latency=args.latency, port=args.port,
+                          now_ms=now, weight_limit=args.weight_limit)
+    for item in filter(None, args.preload.split(",")):
+        sym, iv = item.split(":")
+        server._rows(sym.upper(), iv)
+    server.start()
     print(f"simulated Binance market on {server.api_url} (archive at {server.url}); Ctrl-C stops it", flush=True)
     print(f"  export BINANCE_API_URL={server.api_url} BINANCE_ARCHIVE_URL={server.url}", flush=True)
     try:

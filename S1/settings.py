@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     # --- HTTP behaviour -----------------------------------------------------------
     http_timeout: float = Field(10.0, gt=0, description="seconds per request")
     http_max_retries: int = Field(6, ge=0, le=20)
-    rest_max_in_flight: int = Field(16, ge=1, le=64, description="parallel kline pages")
+    rest_max_in_flight: int = Field(32, ge=1, le=64, description="parallel kline pages")
     rest_weight_budget: float = Field(
         0.8, gt=0, le=1, description="share of the exchange's REQUEST_WEIGHT limit to use"
     )
@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     # --- Alerts (S6) ----------------------------------------------------------------
     alert_webhook_url: SecretStr | None = None
     alert_webhook_kind: str = "generic"
+
+    # --- Offline mode ---------------------------------------------------------------
+    simulated_market: bool = Field(
+        False, description="set by the offline mode: every output is labelled 'simulated'")
 
     # --- Logging --------------------------------------------------------------------
     log_level: str = "INFO"

@@ -1,0 +1,395 @@
+"""Kline history: download a window, merge it into the dataset file, report gaps.
+
+Importable for notebooks and later sprints::
+
+    from S1.history import download, update_dataset
+    df = download("BTCUSDT", "1h", "2024-01-01", "2024-02-01")      # a DataFrame, nothing written
+    summary = update_dataset(symbol="ETHUSDC", interval="1h", days=365)  # data/ethusdc_1h_365d.parquet
+
+Guarantees:
+
+- only **closed** candles: a candle is kept when its whole span lies before
+  ``end`` (which defaults to the exchange's clock, so the candle in progress is
+  never written) -- the window is ``[end - days, end)``;
+- **incremental and idempotent**: the file's metadata records the window it
+  covers; a re-run with the same or a wider window fetches only what is missing
+  before and after, and a narrower one fetches nothing;
+- **atomic**: the file is replaced by a rename only after everything succeeded,
+  so a failed or killed run leaves the previous file intact;
+- **gaps are data**: missing candles inside the window are reported (count and
+  first ranges) and kept as gaps, never filled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from S1.archive import ArchiveClient, plan_archive
+from S1.cli import NetworkError, UserError
+from S1.datasets import (candles_from_arrays, dataset_path, empty_candles, normalize_symbol, read_metadata,
+                         read_parquet, validate_candles, write_parquet)
+from S1.intervals import ceil_ms, check_interval, close_time_ms, interval_ms, ms_to_ts, open_times, to_ms
+from S1.kline_files import ImportReport, sniff_and_read
+from S1.rest_client import BinanceRest, page_windows, run, sorted_unique
+from S1.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+SOURCES = ("auto", "rest", "archive")
+DAY_MS = 86_400_000
+
+
+# ------------------------------------------------------------------ coverage & gaps
+@dataclass(frozen=True)
+class Gap:
+    start: pd.Timestamp  # first missing open time
+    end: pd.Timestamp    # last missing open time
+    missing: int
+
+    def __str__(self) -> str:
+        if self.missing == 1:
+            return f"{self.start:%Y-%m-%d %H:%M}"
+        return f"{self.start:%Y-%m-%d %H:%M} .. {self.end:%Y-%m-%d %H:%M} ({self.missing})"
+
+
+def find_gaps(index: pd.DatetimeIndex, interval: str) -> list[Gap]:
+    """Missing candles between the first and last open time of ``index``."""
+    if len(index) < 2:
+        return []
+    t = index.as_unit("ms").asi8
+    expected = open_times(int(t[0]), int(close_time_ms(int(t[-1]), interval)) + 1, interval)
+    missing = np.setdiff1d(expected, t, assume_unique=True)
+    if len(missing) == 0:
+        return []
+    pos = np.searchsorted(expected, missing)
+    breaks = np.flatnonzero(np.diff(pos) != 1) + 1
+    gaps = []
+    for run_ in np.split(np.arange(len(missing)), breaks):
+        a, b = missing[run_[0]], missing[run_[-1]]
+        gaps.append(Gap(ms_to_ts(a), ms_to_ts(b), len(run_)))
+    return gaps
+
+
+def missing_ranges(have: tuple[int, int] | None, want: tuple[int, int]) -> list[tuple[int, int]]:
+    """Parts of the wanted window ``[a, b)`` outside the covered window ``have``."""
+    a, b = want
+    if have is None or have[1] <= a or have[0] >= b:
+        return [(a, b)] if b > a else []
+    out = []
+    if a < have[0]:
+        out.append((a, have[0]))
+    if have[1] < b:
+        out.append((have[1], b))
+    return out
+
+
+# ----------------------------------------------------------------------- fetching
+@dataclass
+class FetchStats:
+    rest_requests: int = 0
+    rest_retries: int = 0
+    rate_limit_waits: int = 0
+    archive_downloaded: int = 0
+    archive_cached: int = 0
+    archive_missing: int = 0
+    local_files: int = 0
+    sources: set = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+
+async def _fetch_async(symbol: str, interval: str, ranges: list[tuple[int, int]], *, source: str,
+                       settings: Settings, today_ms: int, stats: FetchStats, progress: bool) -> list[np.ndarray]:
+    """Fetch ``ranges`` (``[a, b)`` in ms) as raw kline rows from the archive and/or REST."""
+    archive_files, rest_ranges = [], []
+    for a, b in ranges:
+        if source == "rest":
+            rest_ranges.append((a, b))
+            continue
+        files, rest = plan_archive(symbol, interval, a, b, today_ms=today_ms)
+        archive_files += files
+        if source == "archive" and rest:
+            # strict archive mode: partial days come from the day's file, trimmed
+            for ra, rb in rest:
+                day = ra - ra % DAY_MS
+                while day < rb and day + DAY_MS <= today_ms:
+                    archive_files.append(plan_archive(symbol, interval, day, day + DAY_MS, today_ms=today_ms)[0][0])
+                    day += DAY_MS
+                if day < rb:
+                    stats.notes.append(f"{ms_to_ts(max(day, ra)):%Y-%m-%d %H:%M} .. {ms_to_ts(rb):%Y-%m-%d %H:%M} "
+                                       "is not in the archive yet (use --source auto to fetch it over REST)")
+        else:
+            rest_ranges += rest
+    n_pages = sum(len(page_windows(a, b, interval)) for a, b in rest_ranges)
+    bar = tqdm(total=len(archive_files) + n_pages, unit="req", desc=f"{symbol} {interval}",
+               disable=True if not progress or (len(archive_files) + n_pages) < 3 else None, leave=False)
+    parts: list[np.ndarray] = []
+    api = BinanceRest(settings, progress=bar.update)
+    try:
+        await api.__aenter__()
+        try:  # symbol check (suggests close matches) and the exchange's weight limit
+            await api.check_symbol(symbol)
+        except NetworkError:
+            if rest_ranges or source != "archive":
+                raise
+        if archive_files:
+            async with ArchiveClient(settings.binance_archive_url, progress=bar.update) as arc:
+                blobs = await asyncio.gather(*(arc.fetch(f) for f in archive_files))
+            stats.archive_downloaded += arc.downloaded
+            stats.archive_cached += arc.cached
+            stats.archive_missing += arc.missing
+            from S1.kline_files import read_zip
+            for f, blob in zip(archive_files, blobs):
+                if blob is None:
+                    if source == "auto":
+                        rest_ranges.append((f.start_ms, f.end_ms))
+                    else:
+                        stats.notes.append(f"{f.name} is not in the archive")
+                    continue
+                stats.sources.add("archive")
+                df = read_zip(blob)
+                parts.append(_frame_rows(df))
+            if source == "auto" and stats.archive_missing:
+                bar.total += sum(len(page_windows(a, b, interval)) for a, b in rest_ranges) - n_pages
+        if rest_ranges:
+            for a, b in _merge_ranges(rest_ranges):
+                parts.append(await api.klines_range(symbol, interval, a, b))
+            stats.sources.add("rest")
+    finally:
+        stats.rest_requests += api.budget.requests
+        stats.rest_retries += api.retries
+        stats.rate_limit_waits += api.budget.waits
+        await api.__aexit__(None, None, None)
+        bar.close()
+    return parts
+
+
+def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _frame_rows(df: pd.DataFrame) -> np.ndarray:
+    from S1.local_exchange import _rows_from_frame
+
+    return _rows_from_frame(df)
+
+
+def _rows_to_frame(parts: list[np.ndarray], start_ms: int, end_ms: int, interval: str) -> pd.DataFrame:
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return empty_candles()
+    rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    # closed candles only: the whole span before end (drops the candle in progress)
+    last_open = end_ms - (interval_ms(interval) if interval != "1M" else 0)
+    rows = sorted_unique(rows, start_ms, last_open + 1)
+    if interval == "1M" and len(rows):
+        rows = rows[close_time_ms(rows[:, 0].astype(np.int64), interval) < end_ms]
+    return candles_from_arrays(rows)
+
+
+def _local_files(archive_dir: Path, symbol: str, interval: str, start_ms: int, end_ms: int,
+                 stats: FetchStats) -> pd.DataFrame:
+    """Candles from local archive files (zip/csv of any supported layout) in ``archive_dir``."""
+    archive_dir = Path(archive_dir)
+    if not archive_dir.is_dir():
+        raise UserError(f"--archive-dir {archive_dir} is not a folder", "pass the folder holding the zip/csv files")
+    token = "1mo" if interval == "1M" else interval
+    files = sorted(p for p in archive_dir.rglob("*")
+                   if p.suffix.lower() in (".zip", ".csv") and symbol in p.name.upper().replace("_", "-")
+                   .replace("-", "") and f"-{interval}-" in f"-{p.stem.replace('_', '-')}-".replace(token, interval))
+    if not files:
+        raise UserError(f"no {symbol} {interval} files in {archive_dir}",
+                        f"expected names like {symbol}-{interval}-2023-01.zip (or .csv)")
+    report = ImportReport()
+    frames = [sniff_and_read(p, interval, report=report) for p in files]
+    stats.local_files += len(files)
+    stats.sources.add("local files")
+    stats.notes.extend(report.lines())
+    df = pd.concat(frames).sort_index(kind="stable")
+    df = df[~df.index.duplicated(keep="last")]
+    return _rows_to_frame([_frame_rows(df)], start_ms, end_ms, interval)
+
+
+# -------------------------------------------------------------------- public API
+def _resolve_end(end, settings: Settings) -> int:
+    """``end`` in ms; default: the exchange's clock (falls back to ours)."""
+    now_local = int(time.time() * 1000)
+    if end is None:
+        async def server_now():
+            async with BinanceRest(settings, max_retries=min(2, settings.http_max_retries)) as api:
+                return await api.server_time()
+        try:
+            return run(server_now())
+        except UserError:
+            raise
+    end_ms = to_ms(end)
+    if end_ms > now_local + 60_000:
+        raise UserError(f"--end {ms_to_ts(end_ms):%Y-%m-%d %H:%M} is in the future",
+                        "omit --end (= now) or pass a past UTC date such as 2024-01-01")
+    return end_ms
+
+
+def download(symbol: str, interval: str, start, end=None, *, source: str = "auto",
+             archive_dir: Path | None = None, settings: Settings | None = None,
+             progress: bool = True, stats: FetchStats | None = None) -> pd.DataFrame:
+    """Closed candles of ``symbol``/``interval`` with open time in ``[start, end)``.
+
+    ``source``: ``rest``, ``archive`` (public zips), or ``auto`` (archive for whole
+    past months/days, REST for the rest); ``archive_dir`` reads local files instead.
+    """
+    settings = settings or get_settings()
+    symbol = normalize_symbol(symbol)
+    check_interval(interval)
+    if source not in SOURCES:
+        raise UserError(f"unknown --source {source!r}", f"use one of {', '.join(SOURCES)}")
+    end_ms = _resolve_end(end, settings)
+    start_ms = to_ms(start)
+    return _download_ms(symbol, interval, start_ms, end_ms, source=source, archive_dir=archive_dir,
+                        settings=settings, progress=progress, stats=stats or FetchStats())
+
+
+def _download_ms(symbol, interval, start_ms, end_ms, *, source, archive_dir, settings, progress, stats):
+    if end_ms <= start_ms:
+        return empty_candles()
+    if archive_dir is not None:
+        return _local_files(archive_dir, symbol, interval, start_ms, end_ms, stats)
+    today_ms = end_ms - end_ms % DAY_MS  # periods that ended before today's UTC midnight may be archived
+    parts = run(_fetch_async(symbol, interval, [(start_ms, end_ms)], source=source, settings=settings,
+                             today_ms=today_ms, stats=stats, progress=progress))
+    return _rows_to_frame(parts, start_ms, end_ms, interval)
+
+
+@dataclass
+class Summary:
+    path: Path
+    rows: int
+    first: pd.Timestamp | None
+    last: pd.Timestamp | None
+    gaps: list[Gap]
+    fetched: list[tuple[int, int]]
+    new_rows: int
+    seconds: float
+    stats: FetchStats
+    planned: bool = False
+    listing_note: str | None = None
+
+    def line(self) -> str:
+        span = f"{self.first:%Y-%m-%d %H:%M} .. {self.last:%Y-%m-%d %H:%M} UTC" if self.rows else "no candles"
+        n_missing = sum(g.missing for g in self.gaps)
+        gaps = (f"{len(self.gaps)} gap(s), {n_missing} candle(s) missing: "
+                + ", ".join(str(g) for g in self.gaps[:3]) + (" ..." if len(self.gaps) > 3 else "")
+                ) if self.gaps else "no gaps"
+        how = ", ".join(sorted(self.stats.sources)) or "nothing fetched (file already covers the window)"
+        return (f"{self.path}: {self.rows:,} candles, {span}; {gaps}; +{self.new_rows:,} new via {how}; "
+                f"{self.seconds:.1f}s")
+
+
+def update_dataset(*, symbol: str, interval: str, days: int, end=None, out: Path | None = None,
+                   source: str = "auto", archive_dir: Path | None = None, plan: bool = False,
+                   settings: Settings | None = None, progress: bool = True) -> Summary:
+    """Bring ``data/<symbol>_<interval>_<days>d.parquet`` (or ``out``) to the window
+    ``[end - days, end)``, fetching only what the file does not cover yet."""
+    t0 = time.perf_counter()
+    settings = settings or get_settings()
+    symbol = normalize_symbol(symbol)
+    check_interval(interval)
+    if not isinstance(days, int) or days <= 0:
+        raise UserError(f"--days must be a positive whole number, got {days!r}", "e.g. --days 365")
+    if source not in SOURCES:
+        raise UserError(f"unknown --source {source!r}", f"use one of {', '.join(SOURCES)}")
+    path = Path(out) if out is not None else dataset_path(symbol, interval, days)
+    end_ms = _resolve_end(end, settings) if not plan or end is not None else int(time.time() * 1000)
+    start_ms = ceil_ms(end_ms - days * DAY_MS, interval)
+
+    existing, have = _existing(path, symbol, interval)
+    todo = missing_ranges(have, (start_ms, end_ms))
+    stats = FetchStats()
+    if plan:
+        return _plan(path, existing, have, todo, interval, stats, t0)
+
+    parts = [existing] if existing is not None else []
+    for a, b in todo:
+        parts.append(_download_ms(symbol, interval, a, b, source=source, archive_dir=archive_dir,
+                                  settings=settings, progress=progress, stats=stats))
+    frames = [p for p in parts if p is not None and len(p)]
+    merged = pd.concat(frames).sort_index(kind="stable") if frames else empty_candles()
+    merged = merged[~merged.index.duplicated(keep="last")]
+    window = merged[(merged.index >= ms_to_ts(start_ms)) & (merged["close_time"] < ms_to_ts(end_ms))]
+    window = validate_candles(window, what=str(path))
+    new_rows = len(window) - (0 if existing is None else int(
+        ((existing.index >= ms_to_ts(start_ms)) & (existing["close_time"] < ms_to_ts(end_ms))).sum()))
+    gaps = find_gaps(window.index, interval)
+    listing = None
+    if len(window) and window.index[0] > ms_to_ts(start_ms):
+        listing = f"no candles before {window.index[0]:%Y-%m-%d %H:%M} UTC (listing date or exchange history start)"
+    meta = {
+        "symbol": symbol, "interval": interval, "days": days,
+        "coverage_start_ms": start_ms, "coverage_end_ms": end_ms,
+        "exchange": "binance", "source_url": settings.redact(settings.binance_api_url),
+        "sources": sorted(stats.sources | set(read_metadata(path).get("sources", []) if path.exists() else [])),
+        "simulated": bool(settings.simulated_market),
+        "gaps": [str(g) for g in gaps[:50]],
+        "updated_at": pd.Timestamp.now(tz="UTC").isoformat(),
+    }
+    if todo or have != (start_ms, end_ms) or not path.exists():
+        write_parquet(window, path, metadata=meta)
+    return Summary(path, len(window), window.index[0] if len(window) else None,
+                   window.index[-1] if len(window) else None, gaps, todo, max(0, new_rows),
+                   time.perf_counter() - t0, stats, listing_note=listing)
+
+
+def _existing(path: Path, symbol: str, interval: str) -> tuple[pd.DataFrame | None, tuple[int, int] | None]:
+    if not path.exists():
+        return None, None
+    try:
+        meta = read_metadata(path)
+        df = validate_candles(read_parquet(path), what=str(path))
+    except Exception as exc:
+        raise UserError(f"{path} exists but cannot be read ({exc})",
+                        "move it away (it is left untouched) or pass --out to write elsewhere") from exc
+    if meta.get("symbol", symbol) != symbol or meta.get("interval", interval) != interval:
+        raise UserError(f"{path} holds {meta.get('symbol')} {meta.get('interval')}, not {symbol} {interval}",
+                        "pass --out to write elsewhere")
+    if "coverage_start_ms" in meta:
+        have = (int(meta["coverage_start_ms"]), int(meta["coverage_end_ms"]))
+    elif len(df):
+        t = df.index.as_unit("ms").asi8
+        have = (int(t[0]), int(close_time_ms(int(t[-1]), interval)) + 1)
+    else:
+        have = None
+    return df, have
+
+
+def _plan(path, existing, have, todo, interval, stats, t0) -> Summary:
+    lines = []
+    if existing is None:
+        lines.append(f"{path}: does not exist yet")
+    else:
+        gaps = find_gaps(existing.index, interval)
+        lines.append(f"{path}: {len(existing):,} candles covering {ms_to_ts(have[0]):%Y-%m-%d %H:%M} .. "
+                     f"{ms_to_ts(have[1]):%Y-%m-%d %H:%M} UTC, {len(gaps)} gap(s)"
+                     + (": " + ", ".join(str(g) for g in gaps[:5]) if gaps else ""))
+    if not todo:
+        lines.append("missing: nothing -- a run would fetch nothing")
+    for a, b in todo:
+        n = len(open_times(a, b, interval)) if interval != "1M" else "?"
+        pages = len(page_windows(a, b, interval))
+        lines.append(f"missing: {ms_to_ts(a):%Y-%m-%d %H:%M} .. {ms_to_ts(b):%Y-%m-%d %H:%M} UTC "
+                     f"(up to {n} candles, {pages} REST request(s) or archive files)")
+    stats.notes.extend(lines)
+    return Summary(path, 0 if existing is None else len(existing),
+                   existing.index[0] if existing is not None and len(existing) else None,
+                   existing.index[-1] if existing is not None and len(existing) else None,
+                   [], todo, 0, time.perf_counter() - t0, stats, planned=True)

@@ -148,7 +148,7 @@ class ArchiveClient:
             try:
                 async for attempt in AsyncRetrying(
                         stop=stop_after_attempt(self.max_retries + 1), reraise=True,
-                        wait=wait_exponential_jitter(initial=0.2, max=8), retry=retry_if_exception(_retryable)):
+                        wait=wait_exponential_jitter(multiplier=0.2, max=8), retry=retry_if_exception(_retryable)):
                     with attempt:
                         data = await self._get_verified(f)
             except _ChecksumMismatch as exc:

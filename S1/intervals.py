@@ -109,10 +109,19 @@ def open_times(start_ms: int, end_ms: int, interval: str) -> np.ndarray:
 
 
 def to_ms(ts) -> int:
-    """UTC milliseconds of a timestamp-like value (naive values are taken as UTC)."""
-    t = pd.Timestamp(ts)
+    """UTC milliseconds of a timestamp-like value (naive values are taken as UTC).
+
+    >>> to_ms("2024-01-01"), to_ms("2999-01-01T00:00:00Z")
+    (1704067200000, 32472144000000)
+    """
+    try:
+        t = pd.Timestamp(ts)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise UserError(f"cannot read the date {ts!r}", "use ISO UTC such as 2024-01-01 or 2024-01-01T12:00") from exc
+    if t is pd.NaT:
+        raise UserError(f"cannot read the date {ts!r}", "use ISO UTC such as 2024-01-01 or 2024-01-01T12:00")
     t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return int(t.value // 1_000_000)
+    return int(t.as_unit("ms").asm8.view("i8"))
 
 
 def ms_to_ts(t_ms: int) -> pd.Timestamp:

@@ -73,7 +73,8 @@ class RequestRecord:
     path: str
     params: dict
     status: int
-    t: float
+    t: float  # when the server answered
+    arrived: float = 0.0  # when the request arrived
 
 
 def _rows_from_frame(df: pd.DataFrame) -> np.ndarray:
@@ -241,17 +242,21 @@ class LocalBinance:
 
     # --------------------------------------------------------------- plumbing
     def _take_fault(self, path: str) -> Fault | None:
+        """The fault for this request: ``after`` counts every matching request since injection."""
+        chosen = None
         with self._lock:
-            for f in self.faults:
-                if f.path in path:
-                    if f.after > 0:
-                        f.after -= 1
-                        return None
+            for f in list(self.faults):
+                if f.path not in path:
+                    continue
+                if f.after > 0:
+                    f.after -= 1
+                    continue
+                if chosen is None:
+                    chosen = f
                     f.count -= 1
                     if f.count <= 0:
                         self.faults.remove(f)
-                    return f
-        return None
+        return chosen
 
     def _weight(self, path: str, params) -> int:
         name = path.rsplit("/", 1)[-1]
@@ -263,6 +268,7 @@ class LocalBinance:
     async def _middleware(self, request: web.Request, handler):
         path = request.path
         params = dict(request.query)
+        arrived = time.time()
         if self.latency:
             await asyncio.sleep(self.latency)
         fault = self._take_fault(path)
@@ -278,14 +284,14 @@ class LocalBinance:
                     self.violations += 1
                     self._ban_until = max(self._ban_until, now + 120)  # escalate: 418 ban
                     retry = int(self._ban_until - now) + 1
-                    self._record(path, params, 418)
+                    self._record(path, params, 418, arrived)
                     return self._error(418, -1003, "Way too many requests; IP banned until later.",
                                        {"Retry-After": str(retry)})
                 weight = self._weight(path, params)
                 if self._weight_used + weight > self.weight_limit:
                     retry = int((minute + 1) * 60 - now) + 1
                     self._ban_until = now + retry
-                    self._record(path, params, 429)
+                    self._record(path, params, 429, arrived)
                     return self._error(429, -1003, "Too much request weight used; current limit is "
                                        f"{self.weight_limit} request weight per 1 MINUTE.",
                                        {"Retry-After": str(retry)})
@@ -295,18 +301,18 @@ class LocalBinance:
             if fault.kind == "delay":
                 await asyncio.sleep(fault.delay)
             elif fault.kind in ("429", "418"):
-                self._record(path, params, int(fault.kind))
+                self._record(path, params, int(fault.kind), arrived)
                 if is_api:
                     self._ban_until = max(self._ban_until, now + fault.retry_after) if fault.kind == "418" else self._ban_until
                 hdr = {"Retry-After": str(int(fault.retry_after) if fault.retry_after == int(fault.retry_after)
                                           else fault.retry_after), **headers}
                 return self._error(int(fault.kind), -1003, "Too many requests (injected).", hdr)
             elif fault.kind == "status":
-                self._record(path, params, fault.status)
+                self._record(path, params, fault.status, arrived)
                 return web.Response(status=fault.status, text="<html><body>Service Unavailable</body></html>",
                                     content_type="text/html", headers=headers)
             elif fault.kind == "drop":
-                self._record(path, params, 0)
+                self._record(path, params, 0, arrived)
                 if request.transport is not None:
                     request.transport.abort()
                 raise asyncio.CancelledError()
@@ -317,7 +323,7 @@ class LocalBinance:
             stream.content_length = len(body)
             await stream.prepare(request)
             await stream.write(body[: len(body) // 2])
-            self._record(path, params, -200)
+            self._record(path, params, -200, arrived)
             if request.transport is not None:
                 request.transport.abort()
             return stream
@@ -330,12 +336,12 @@ class LocalBinance:
             response = web.Response(body=bytes(body), status=response.status, headers=response.headers)
         for k, v in headers.items():
             response.headers[k] = v
-        self._record(path, params, response.status)
+        self._record(path, params, response.status, arrived)
         return response
 
-    def _record(self, path: str, params: dict, status: int) -> None:
+    def _record(self, path: str, params: dict, status: int, arrived: float) -> None:
         with self._lock:
-            self.requests.append(RequestRecord(path, params, status, time.time()))
+            self.requests.append(RequestRecord(path, params, status, time.time(), arrived))
 
     @staticmethod
     def _error(status: int, code: int, msg: str, headers: dict | None = None) -> web.Response:

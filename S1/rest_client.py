@@ -172,7 +172,7 @@ def _wait(retry_state) -> float:
     return _backoff(retry_state)
 
 
-_backoff = wait_exponential_jitter(initial=0.2, max=10.0, jitter=0.2)
+_backoff = wait_exponential_jitter(multiplier=0.2, max=10.0, jitter=0.2)
 
 
 class BinanceRest:
@@ -356,7 +356,7 @@ def parse_klines_body(body: bytes) -> np.ndarray:
     >>> parse_klines_body(b'[[1,"2.5","3","1","2","10",59999,"20",7,"4","8","0"]]')[0, [0, 1, 8]]
     array([1. , 2.5, 7. ])
     """
-    body = body.strip()
+    body = body.translate(None, b" \n\r\t")
     if body == b"[]":
         return np.empty((0, 11))
     if not (body.startswith(b"[[") and body.endswith(b"]]")):

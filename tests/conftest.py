@@ -80,3 +80,25 @@ def btc_1h(request) -> pd.DataFrame:
     if (SHARED / "data").is_dir():
         return request.getfixturevalue("btc_1h_real")
     return request.getfixturevalue("btc_1h_sim")
+
+
+#: the local exchange's clock in the ``exchange`` fixture: mid-candle, so the 12:00 candle is in progress
+SERVER_NOW = "2023-05-31 12:30"
+
+
+@pytest.fixture
+def exchange(btc_1h, settings_env, monkeypatch):
+    """A running local Binance server (REST + archive) serving BTCUSDT 1h Jan-May 2023 (real when
+    ``../shared`` is present) with its clock at 2023-05-31 12:30 UTC, and settings pointed at it."""
+    from S1.intervals import to_ms
+    from S1.local_exchange import LocalBinance
+    from S1.settings import get_settings
+
+    with LocalBinance(now_ms=to_ms(SERVER_NOW)) as ex:
+        ex.add_candles("BTCUSDT", "1h", btc_1h)
+        monkeypatch.setenv("BINANCE_API_URL", ex.api_url)
+        monkeypatch.setenv("BINANCE_ARCHIVE_URL", ex.url)
+        monkeypatch.setenv("HTTP_MAX_RETRIES", "3")
+        get_settings.cache_clear()
+        yield ex
+    get_settings.cache_clear()

@@ -22,6 +22,7 @@ import pandas as pd
 
 from S1.datasets import candles_from_arrays
 from S1.intervals import close_time_ms, interval_ms, open_times, to_ms
+from S1.resample import aggregate_rows, bucket_opens
 
 ANCHOR = "2017-01-01"
 _BASE_PRICE = {"BTC": 30_000.0, "ETH": 2_000.0, "SOL": 100.0, "BNB": 300.0, "ADA": 0.5}
@@ -93,19 +94,4 @@ def simulate_candles(symbol: str, interval: str, start, end) -> pd.DataFrame:
     m = simulate_minutes(symbol, lo, hi)
     if interval == "1m":
         return candles_from_arrays(m)
-    return candles_from_arrays(aggregate_rows(m, opens, interval))
-
-
-def aggregate_rows(minute_rows: np.ndarray, opens: np.ndarray, interval: str) -> np.ndarray:
-    """Aggregate 1m kline rows into buckets opening at ``opens`` (Binance rules)."""
-    idx = np.searchsorted(opens, minute_rows[:, 0], side="right") - 1
-    starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
-    o = minute_rows[starts, 1]
-    h = np.maximum.reduceat(minute_rows[:, 2], starts)
-    low = np.minimum.reduceat(minute_rows[:, 3], starts)
-    ends = np.r_[starts[1:], len(minute_rows)] - 1
-    c = minute_rows[ends, 4]
-    sums = np.add.reduceat(minute_rows[:, [5, 7, 8, 9, 10]], starts, axis=0)
-    t = opens[idx[starts]]
-    return np.column_stack([t, o, h, low, c, sums[:, 0], close_time_ms(t, interval),
-                            sums[:, 1], sums[:, 2], sums[:, 3], sums[:, 4]])
+    return candles_from_arrays(aggregate_rows(m, bucket_opens(m[:, 0].astype(np.int64), interval), interval))

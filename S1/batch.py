@@ -1,0 +1,57 @@
+"""Run many downloads (and the sprints after them) from one YAML file.
+
+    python S1/batch.py --config S1/batch.yaml
+    python S1/batch.py --config S1/batch.yaml --filter 'btc.*1h' --plan
+    python S1/batch.py --config S1/batch.yaml --derive 4h 1d   # resample from each downloaded interval
+
+Continue-on-error: every dataset gets a row in the summary table; the exit code is
+1 when any failed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from S1.batch_runner import expand, load_config, plan_lines, run_task, sorted_targets
+from S1.cli import ArgumentParser, UserError, add_common_args, main_entry
+from S1.resample import can_derive
+
+
+def main(argv=None) -> int:
+    p = ArgumentParser(prog="python S1/batch.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", type=Path, required=True, help="YAML file (see S1/batch.yaml)")
+    p.add_argument("--filter", default=None, help="regex on dataset names, e.g. 'btcusdt_1h'")
+    p.add_argument("--plan", action="store_true", help="show what exists and what is missing; download nothing")
+    p.add_argument("--derive", nargs="+", default=[], metavar="INTERVAL",
+                   help="also write these intervals resampled from each downloaded one (e.g. 5m 1h 4h)")
+    add_common_args(p)
+    args = p.parse_args(argv)
+    tasks = expand(load_config(args.config), args.filter)
+    if not tasks:
+        raise UserError(f"--filter {args.filter!r} matches no dataset", "drop --filter or loosen the regex")
+    targets = sorted_targets(args.derive)
+    console = Console()
+    if args.plan:
+        for line in plan_lines(tasks):
+            console.print(line, highlight=False)
+        return 0
+    table = Table(title="batch summary")
+    for col in ("dataset", "status", "steps", "detail", "s"):
+        table.add_column(col)
+    failed = 0
+    for task in tasks:
+        derive = [t for t in targets if can_derive(task.interval, t)]
+        out = run_task(task, derive=derive)
+        failed += out.status != "ok"
+        style = "green" if out.status == "ok" else "red"
+        table.add_row(task.stem, f"[{style}]{out.status}[/{style}]", ", ".join(out.steps), out.detail,
+                      f"{out.seconds:.1f}")
+    console.print(table)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    main_entry(main)

@@ -207,9 +207,20 @@ def validate_candles(df: pd.DataFrame, *, what: str = "candles") -> pd.DataFrame
 
 
 # ------------------------------------------------------------------------------ I/O
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _atomic_target(path: Path) -> tuple[Path, int]:
+    """A temp file beside ``path`` with the permissions a plain ``open()`` would give."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600 files; data and reports are for sharing
     return Path(tmp), fd
 
 

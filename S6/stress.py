@@ -1,0 +1,88 @@
+"""Stress tests of a backtest's trades: bootstrap / reshuffle, worst historical moves,
+stops gapped through. Reads the S5 trades/equity files and the S1 candle file.
+
+    python S6/stress.py --symbol BTCUSDT --interval 1h --days 365
+    python S6/stress.py --symbol BTCUSDT --interval 1h --days 365 --paths 20000 --seed 7 --ruin 0.6
+
+Writes data/<stem>_stress.json, reports/<stem>_stress.html (offline, plotly
+embedded) and reports/<stem>_stress.png. The logic lives in S6.stress_lib and
+S6.stress_report.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from S1.cli import ArgumentParser, add_common_args, main_entry
+
+log = logging.getLogger("S6.stress")
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python S6/stress.py", description="Stress-test a backtest's trades.")
+    add_common_args(p)
+    p.add_argument("--symbol", required=True, help="e.g. BTCUSDT")
+    p.add_argument("--interval", required=True, help="candle interval of the backtest, e.g. 1h")
+    p.add_argument("--days", type=int, required=True, help="history window of the backtest in days")
+    p.add_argument("--paths", type=int, help="simulated paths per method (default stress.paths of the config)")
+    p.add_argument("--seed", type=int, help="random seed (same seed, same numbers)")
+    p.add_argument("--ruin", type=float, help="ruin = equity at or below this share of the start (default 0.5)")
+    p.add_argument("--top", type=int, help="worst moves per window (default 5)")
+    p.add_argument("--initial-equity", type=float, help="default: first value of the equity file")
+    p.add_argument("--config", type=Path, help="risk settings YAML (default S6/risk.yaml)")
+    p.add_argument("--no-html", action="store_true", help="skip the HTML report")
+    p.add_argument("--no-png", action="store_true", help="skip the PNG report")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from S1.datasets import dataset_path, history_command, read_candles, report_path
+    from S6.config import RiskConfig
+    from S6.stress_lib import load_backtest, run_stress
+    from S6.stress_report import summary_rows, write_html, write_json, write_png
+
+    cfg = RiskConfig.load(args.config)
+    if args.paths is not None and not 100 <= args.paths <= 200_000:
+        from S1.cli import UserError
+
+        raise UserError(f"--paths must be within 100..200000, got {args.paths}", "e.g. --paths 5000")
+    bt = load_backtest(args.symbol, args.interval, args.days, initial_equity=args.initial_equity)
+    cpath = dataset_path(args.symbol, args.interval, args.days)
+    candles = None
+    if cpath.exists():
+        candles = read_candles(cpath)
+    else:
+        log.warning("no candle file %s: worst-move replay skipped (create it with: %s)", cpath,
+                    history_command(args.symbol, args.interval, args.days))
+    result = run_stress(bt, candles, config=cfg, paths=args.paths, seed=args.seed, ruin_level=args.ruin,
+                        top=args.top, progress=True)
+    outputs = [write_json(result, dataset_path(args.symbol, args.interval, args.days, kind="stress"))]
+    if not args.no_html:
+        outputs.append(write_html(result, report_path(args.symbol, args.interval, args.days, "stress", "html")))
+    if not args.no_png:
+        outputs.append(write_png(result, report_path(args.symbol, args.interval, args.days, "stress", "png")))
+
+    s = result.summary
+    h = s["historical"]
+    print(f"{bt.symbol} {bt.interval} {bt.days}d: {h['trades']} trades, final {h['final_equity']:,.2f} "
+          f"from {s['initial_equity']:,.2f}, max drawdown {h['max_drawdown_trades']:.1%} (trade by trade)")
+    print(f"{'scenario':<10} {'final equity p5 / p50 / p95':<40} {'max DD p50 / p95':<18} P(ruin <= {s['ruin_level']:.0%})")
+    for name, fe, dd, ruin in summary_rows(result):
+        print(f"{name:<10} {fe:<40} {dd:<18} {ruin}")
+    for win, rows in s["worst_moves"].items():
+        worst = rows[0]
+        gap = worst.get("loss_R_gapped")
+        gap_txt = f", a stopped long loses {gap:.2f} R gapped through" if gap is not None else ""
+        print(f"worst {win} move {worst['move']:.1%} at {worst['start']}{gap_txt}")
+    for note in s["notes"]:
+        print(f"note: {note}")
+    for path in outputs:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    main_entry(main)

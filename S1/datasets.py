@@ -108,6 +108,26 @@ def dataset_path(symbol: str, interval: str, days: int, kind: str = "candles", *
     return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}{suffix}{ext}"
 
 
+#: Export formats of candle datasets and their file extension (Parquet is the chained format).
+EXPORT_EXTENSIONS: dict[str, str] = {"parquet": ".parquet", "csv": ".csv", "feather": ".feather", "sqlite": ".sqlite"}
+
+
+def export_path(symbol: str, interval: str, days: int, fmt: str, *, exchange: str | None = None,
+                gzip: bool = False, data_dir: Path | None = None) -> Path:
+    """Path of a candle export beside the dataset: ``data/<stem>.csv[.gz]|.feather|.sqlite``.
+
+    >>> export_path("ETHUSDC", "1h", 365, "csv", gzip=True, data_dir=Path("data")).as_posix()
+    'data/ethusdc_1h_365d.csv.gz'
+    """
+    if fmt not in EXPORT_EXTENSIONS:
+        raise UserError(f"unknown --format {fmt!r}", f"use one of {', '.join(EXPORT_EXTENSIONS)}")
+    if gzip and fmt != "csv":
+        raise UserError(f"--gzip applies to --format csv only, not {fmt}", "drop --gzip or use --format csv")
+    base = globals()["data_dir"](data_dir)
+    ext = EXPORT_EXTENSIONS[fmt] + (".gz" if gzip else "")
+    return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}{ext}"
+
+
 def report_path(symbol: str, interval: str, days: int, name: str, ext: str = "html", *,
                 exchange: str | None = None, reports: Path | None = None) -> Path:
     """``reports/<stem>_<name>.<ext>`` e.g. ``reports/ethusdc_1h_365d_backtest.html``."""
@@ -140,6 +160,17 @@ def archive_cache_dir(*, data_dir: Path | None = None) -> Path:
 
 def models_dir(*, data_dir: Path | None = None) -> Path:
     return globals()["data_dir"](data_dir) / "models"
+
+
+def llm_cache_path(*, data_dir: Path | None = None) -> Path:
+    """S3's LLM verdict cache (content hash + model -> label)."""
+    return globals()["data_dir"](data_dir) / "cache" / "llm_sentiment.sqlite"
+
+
+def sentiment_report_path(interval: str, *, reports: Path | None = None) -> Path:
+    """``reports/sentiment_<interval>.html``."""
+    base = Path(reports) if reports is not None else reports_dir()
+    return base / f"sentiment_{interval_token(interval)}.html"
 
 
 def exchange_info_path(*, data_dir: Path | None = None) -> Path:

@@ -183,5 +183,6 @@ def setup_logging(level: str | None = None, *, verbose: bool = False) -> None:
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(lvl)
-    for noisy in ("urllib3", "asyncio", "aiohttp.access", "websockets", "numba", "matplotlib"):
+    for noisy in ("urllib3", "asyncio", "aiohttp.access", "websockets", "numba", "matplotlib",
+                  "httpx", "httpx2", "httpcore", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,127 @@
+"""The main job: the whole chain for one market, online or offline.
+
+    python S1/pipeline.py                       # BTCUSDT 1h, one year: S1 -> S2 -> S3 -> S4 -> S5 -> S7 dry-run
+    python S1/pipeline.py --offline             # force the local simulated market
+    python S1/pipeline.py --symbol ETHUSDC --days 180
+
+Every step is the sprint script a user would run (same code paths, same files).
+With internet it talks to the real Binance and news endpoints (no keys needed;
+the offline sentiment classifier when no OpenAI key is set). Without internet it
+says so in one line, starts the project's local Binance-compatible replay server
+(:mod:`S1.local_exchange`) with a deterministic simulated market and a local news
+feed, and labels every output "simulated" (file metadata, report titles).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from S1.cli import ArgumentParser, UserError, add_common_args, main_entry
+from S1.datasets import dataset_path, normalize_symbol, report_path, sentiment_path
+from S1.settings import get_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Step:
+    name: str
+    argv: list[str]
+    outputs: list[Path]
+
+
+def online(api_url: str, timeout: float = 4.0) -> bool:
+    """True when the Binance REST API answers ``/v3/ping``."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/v3/ping", timeout=timeout) as r:
+            return r.status == 200
+    except Exception:
+        return False
+
+
+def build_steps(symbol: str, interval: str, days: int, *, rules: str, sources: str, dry_run_seconds: int,
+                since: str) -> list[Step]:
+    py = sys.executable
+    common = ["--symbol", symbol, "--interval", interval, "--days", str(days)]
+    return [
+        Step("S1 history", [py, "S1/historical.py", *common], [dataset_path(symbol, interval, days)]),
+        Step("S2 indicators", [py, "S2/indicators.py", *common], [dataset_path(symbol, interval, days, "ta")]),
+        Step("S3 sentiment", [py, "S3/sentiment.py", "--since", since, "--interval", interval,
+                              "--sources", sources], [sentiment_path(interval)]),
+        Step("S4 signals", [py, "S4/decision.py", *common, "--rules", rules],
+             [dataset_path(symbol, interval, days, "signals")]),
+        Step("S5 backtest", [py, "S5/backtest.py", *common],
+             [report_path(symbol, interval, days, "backtest", "html"), dataset_path(symbol, interval, days, "backtest")]),
+        Step("S7 dry-run", [py, "S7/executor.py", "--symbol", symbol, "--interval", interval, "--rules", rules,
+                            "--dry-run", "--replay-days", "7", "--duration", str(dry_run_seconds)],
+             []),
+    ]
+
+
+def main(argv=None) -> int:
+    p = ArgumentParser(prog="python S1/pipeline.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--symbol", default="BTCUSDT")
+    p.add_argument("--interval", default="1h")
+    p.add_argument("--days", type=int, default=365)
+    p.add_argument("--rules", default="S4/rules.yaml")
+    p.add_argument("--offline", action="store_true", help="use the local simulated market even with internet")
+    p.add_argument("--dry-run-seconds", type=int, default=20, help="length of the S7 dry-run session")
+    p.add_argument("--skip", nargs="*", default=[], help="steps to skip, e.g. S3 S7")
+    add_common_args(p)
+    args = p.parse_args(argv)
+    symbol = normalize_symbol(args.symbol)
+    settings = get_settings()
+    env = dict(os.environ)
+    server = news = None
+    offline = args.offline or not online(settings.binance_api_url)
+    sources = "rss"
+    if offline:
+        if not args.offline:
+            print(f"no internet ({settings.binance_api_url} unreachable): running offline on a local simulated "
+                  "market; every output is labelled 'simulated'", flush=True)
+        from S1.local_exchange import LocalBinance
+        from S3.local_news import LocalNews
+        from S3.simulated_news import simulated_rss
+
+        server = LocalBinance(simulate=True, simulate_days=args.days + 30).start()
+        news = LocalNews().start()
+        feed = news.add_feed("simulated", simulated_rss(symbol=symbol, days=args.days))
+        env.update(BINANCE_API_URL=server.api_url, BINANCE_ARCHIVE_URL=server.url,
+                   BINANCE_TESTNET_API_URL=server.api_url, SIMULATED_MARKET="1", NEWS_FEEDS=feed)
+    since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - args.days * 86400))
+    steps = [s for s in build_steps(symbol, args.interval, args.days, rules=args.rules, sources=sources,
+                                    dry_run_seconds=args.dry_run_seconds, since=since)
+             if s.name.split()[0] not in args.skip]
+    failed = None
+    try:
+        for step in steps:
+            t0 = time.perf_counter()
+            print(f"==> {step.name}: {' '.join(Path(a).name if i == 0 else a for i, a in enumerate(step.argv))}",
+                  flush=True)
+            r = subprocess.run(step.argv, cwd=REPO, env=env)
+            if r.returncode != 0:
+                failed = step
+                break
+            for out in step.outputs:
+                print(f"    wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}", flush=True)
+            print(f"    ({time.perf_counter() - t0:.1f}s)", flush=True)
+    finally:
+        if server:
+            server.stop()
+        if news:
+            news.stop()
+    if failed:
+        raise UserError(f"the chain stopped at {failed.name} (its error is above)",
+                        "fix that and re-run: completed steps are reused, nothing is fetched twice")
+    print("done" + (" (simulated market)" if offline else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    main_entry(main)

@@ -1,0 +1,154 @@
+"""Frozen, validated configuration of the S3 sentiment pipeline.
+
+Everything that is not a secret or an endpoint (those live in :mod:`S1.settings`)
+comes from ``S3/sentiment.yaml`` (or the file passed as ``--config``): the news
+sources' query parameters, HTTP retry policy, symbol aliases, LLM batching and
+the price table, and the decay of the sentiment series. Unknown keys are
+rejected with a message naming them, so a typo never silently does nothing.
+
+>>> cfg = load_config()
+>>> cfg.llm.batch_size > 0 and cfg.series.half_life
+'6h'
+>>> try:
+...     S3Config.model_validate({"llm": {"batch_size": 0}})
+... except ValidationError as exc:
+...     print(exc.errors()[0]["loc"])
+('llm', 'batch_size')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from S1.cli import UserError
+
+DEFAULT_CONFIG = Path(__file__).with_name("sentiment.yaml")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RssConfig(_Frozen):
+    #: Feed URLs; empty means ``settings.news_feeds`` (``NEWS_FEEDS`` in ``.env``).
+    feeds: tuple[str, ...] = ()
+
+
+class CryptoPanicConfig(_Frozen):
+    kind: Literal["news", "media", "all"] = "news"
+    currencies: str = ""
+    regions: str = "en"
+    filter: str = ""
+    max_pages: int = Field(3, ge=1, le=50)
+
+
+class XConfig(_Frozen):
+    query: str = "(bitcoin OR btc OR ethereum OR crypto) lang:en -is:retweet"
+    max_results: int = Field(100, ge=10, le=100)
+    max_pages: int = Field(3, ge=1, le=50)
+
+
+class SourcesConfig(_Frozen):
+    rss: RssConfig = RssConfig()
+    cryptopanic: CryptoPanicConfig = CryptoPanicConfig()
+    x: XConfig = XConfig()
+
+
+class HttpConfig(_Frozen):
+    max_attempts: int = Field(4, ge=1, le=20)
+    backoff_initial: float = Field(0.5, ge=0)
+    backoff_max: float = Field(8.0, ge=0)
+    #: Longest Retry-After we wait out; beyond it the source is skipped.
+    max_retry_after: float = Field(120.0, ge=0)
+    max_bytes: int = Field(10_000_000, ge=1_000)
+    user_agent: str = "binance-research-toolkit/0.1 (+news sentiment; feedparser)"
+
+
+class ItemsConfig(_Frozen):
+    #: Two items with the same normalised title within this window are one story.
+    title_dedup_window_hours: float = Field(72.0, ge=0)
+    #: A published_at later than the fetch time by more than this is clamped to the fetch time.
+    max_future_skew_seconds: float = Field(300.0, ge=0)
+    #: Date-only timestamps in imported files: ``end_of_day`` (no look-ahead) or ``start_of_day``.
+    date_only: Literal["end_of_day", "start_of_day"] = "end_of_day"
+
+
+class LlmConfig(_Frozen):
+    batch_size: int = Field(20, ge=1, le=200)
+    max_concurrency: int = Field(4, ge=1, le=64)
+    #: Attempts per batch for transport errors (429/5xx/timeouts) and for invalid replies.
+    max_attempts: int = Field(4, ge=1, le=20)
+    backoff_initial: float = Field(1.0, ge=0)
+    backoff_max: float = Field(30.0, ge=0)
+    max_retry_after: float = Field(120.0, ge=0)
+    timeout: float = Field(60.0, gt=0)
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_text_chars: int = Field(400, ge=20, le=5000)
+    response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
+    #: USD per million tokens, by model name (longest matching prefix wins).
+    prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, v: dict) -> dict:
+        for model, p in v.items():
+            if set(p) - {"input", "output"} or any(x < 0 for x in p.values()):
+                raise ValueError(f"prices.{model} must be {{input: USD/1M, output: USD/1M}}")
+        return v
+
+
+class SeriesConfig(_Frozen):
+    #: Half-life of an item's influence (pandas offset such as ``6h``, ``90min``, ``1d``).
+    half_life: str = "6h"
+    #: Weight of the neutral prior: evidence below it shrinks the score towards 0.
+    prior_weight: float = Field(1.0, gt=0)
+
+    @field_validator("half_life")
+    @classmethod
+    def _hl(cls, v: str) -> str:
+        try:
+            td = pd.Timedelta(v)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"half_life {v!r} is not a duration such as 6h or 90min") from exc
+        if td <= pd.Timedelta(0):
+            raise ValueError("half_life must be positive")
+        return v
+
+    @property
+    def half_life_ms(self) -> int:
+        return int(pd.Timedelta(self.half_life).total_seconds() * 1000)
+
+
+class S3Config(_Frozen):
+    sources: SourcesConfig = SourcesConfig()
+    http: HttpConfig = HttpConfig()
+    items: ItemsConfig = ItemsConfig()
+    #: Symbol -> lower-case aliases found in titles (whole words); cashtags ($BTC) always count.
+    symbols: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    llm: LlmConfig = LlmConfig()
+    series: SeriesConfig = SeriesConfig()
+
+
+def load_config(path: str | Path | None = None) -> S3Config:
+    """Read and validate the YAML config (default ``S3/sentiment.yaml``)."""
+    p = Path(path) if path is not None else DEFAULT_CONFIG
+    if not p.exists():
+        raise UserError(f"config file {p} does not exist", f"pass an existing YAML file, e.g. --config {DEFAULT_CONFIG}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}", "fix the syntax") from exc
+    if not isinstance(raw, dict):
+        raise UserError(f"{p} must hold a mapping at the top level", "see S3/sentiment.yaml for the layout")
+    try:
+        return S3Config.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise UserError(f"{p}: {where}: {first['msg']}",
+                        f"fix it ({len(exc.errors())} problem(s)); S3/sentiment.yaml documents every key") from exc

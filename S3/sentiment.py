@@ -1,0 +1,72 @@
+"""Build the timestamped sentiment_score series: data/sentiment_<interval>.parquet.
+
+    python S3/sentiment.py --since 2024-01-01 --interval 1h
+    python S3/sentiment.py --since 2022-01-01 --until 2022-02-01 --sources file:headlines.csv --classifier lexicon
+    python S3/sentiment.py --since 2024-06-01 --no-fetch --classifier openai
+
+One row per candle open time (UTC): sentiment_score in [-1, 1] (confidence-weighted,
+exponentially decayed, half-life in S3/sentiment.yaml), n_items, evidence. The value
+at open time t uses only items published before t.
+"""
+
+from __future__ import annotations
+
+from S1.cli import main_entry
+from S3.cli_common import parser, quiet_http_logs
+
+
+def main(argv=None) -> int:
+    p = parser("news sentiment per candle (no look-ahead)")
+    p.add_argument("--since", required=True, help="first candle, UTC (e.g. 2024-01-01)")
+    p.add_argument("--until", default=None, help="last candle, UTC (default: now)")
+    p.add_argument("--interval", default="1h", help="Binance interval of the candles (default 1h)")
+    p.add_argument("--sources", default=None,
+                   help="fetch first: rss, cryptopanic, x, file:PATH (default: rss + sources with tokens)")
+    p.add_argument("--no-fetch", action="store_true", help="use only the stored data/news_items.parquet")
+    p.add_argument("--classifier", default="auto", help="lexicon | local:PATH | openai | auto (default)")
+    p.add_argument("--half-life", default=None, help="override series.half_life (e.g. 6h, 90min)")
+    p.add_argument("--out", default=None, help="output Parquet (default data/sentiment_<interval>.parquet)")
+    p.add_argument("--plot", action="store_true", help="also write reports/sentiment_<interval>.html")
+    args = p.parse_args(argv)
+    quiet_http_logs()
+    from S1.cli import UserError
+    from S3.config import S3Config, load_config
+    from S3.pipeline import build_sentiment
+    from S3.sources import parse_source_specs
+
+    config = load_config(args.config)
+    if args.half_life:
+        try:
+            config = S3Config.model_validate({**config.model_dump(),
+                                              "series": {**config.series.model_dump(), "half_life": args.half_life}})
+        except Exception as exc:
+            raise UserError(f"--half-life {args.half_life!r} is not a duration", "use e.g. 6h or 90min") from exc
+    if args.no_fetch and args.sources:
+        raise UserError("--no-fetch and --sources contradict each other", "drop one of them")
+    specs = parse_source_specs(args.sources) if args.sources else None
+    series, run = build_sentiment(since=args.since, until=args.until, interval=args.interval, sources=specs,
+                                  fetch=not args.no_fetch, classifier=args.classifier, config=config,
+                                  out_path=args.out)
+    if run.ingest is not None:
+        print("news sources:")
+        print("\n".join(run.ingest.lines()))
+    if run.llm_summary:
+        print(run.llm_summary)
+    print(f"{run.items_used} item(s) classified with {run.classifier}: "
+          + ", ".join(f"{k} {v}" for k, v in run.label_counts.items()))
+    busy = int((series["n_items"] > 0).sum())
+    print(f"{len(series)} {args.interval} candle(s) {series.index[0] if len(series) else '-'} .. "
+          f"{series.index[-1] if len(series) else '-'}, {busy} with new items; score "
+          f"min {series['sentiment_score'].min():.3f} mean {series['sentiment_score'].mean():.3f} "
+          f"max {series['sentiment_score'].max():.3f} -> {run.path}")
+    if args.plot:
+        from S3.plots import sentiment_report_path, write_sentiment_html
+
+        html = write_sentiment_html(series, sentiment_report_path(args.interval),
+                                    title=f"News sentiment {args.interval} ({run.classifier})")
+        print(f"plot -> {html}")
+    return 0
+
+
+if __name__ == "__main__":
+    main_entry(main)

@@ -336,3 +336,9 @@ def read_candles(path: Path, *, how_to_create: str | None = None) -> pd.DataFram
 def history_command(symbol: str, interval: str, days: int) -> str:
     """The exact S1 command that writes the candle file of a market and window."""
     return f"python S1/historical.py --symbol {normalize_symbol(symbol)} --interval {interval} --days {int(days)}"
+
+
+def indicators_command(symbol: str, interval: str, days: int) -> str:
+    """The exact S2 command that writes the ``_ta`` file of a market and window."""
+    return (f"python S2/indicators.py --symbol {normalize_symbol(symbol)} --interval {interval} "
+            f"--days {int(days)}")

@@ -1,0 +1,83 @@
+"""Fuse TA rules, sentiment and the ML score into buy/sell signals.
+
+    python S4/decision.py --symbol ETHUSDC --interval 1h --days 365 --rules S4/rules.yaml
+    python S4/decision.py --symbol BTCUSDT --interval 1h --days 365 --rules S4/rules_ta_only.yaml --set rsi_buy=35
+
+reads ``data/ethusdc_1h_365d_ta.parquet`` (S2), ``data/sentiment_1h.parquet`` (S3) when
+the rules read sentiment, ``data/ethusdc_1h_365d_ml.parquet`` (S4/model.py) when they
+read ml_proba, and writes ``data/ethusdc_1h_365d_signals.parquet``: the inputs plus
+entry, exit (bool), signal (1 buy, -1 sell, 0 hold) and rule (which rule fired),
+and a chart ``reports/ethusdc_1h_365d_signals.png``. The rule language: S4/README.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from S1.cli import ArgumentParser, UserError, add_common_args, main_entry
+
+DEFAULT_RULES = Path(__file__).resolve().with_name("rules.yaml")
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="S4/decision.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--symbol", required=True, help="e.g. ETHUSDC")
+    p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
+    p.add_argument("--days", required=True, type=int, help="window of the S1/S2 files, e.g. 365")
+    p.add_argument("--rules", default=str(DEFAULT_RULES),
+                   help="rule file (default S4/rules.yaml; see S4/rules_ta_only.yaml, S4/rules_ml.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", metavar="PARAM=VALUE", default=[],
+                   help="override a param of the rule file (repeatable), e.g. --set rsi_buy=35")
+    p.add_argument("--sentiment", default=None,
+                   help="sentiment Parquet (default data/sentiment_<interval>.parquet, else sentiment_1h)")
+    p.add_argument("--sentiment-max-age", default=None, metavar="DURATION",
+                   help="leave candles without sentiment when the last score is older than this (e.g. 1d)")
+    p.add_argument("--no-plot", action="store_true", help="do not write the PNG chart")
+    add_common_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import pandas as pd
+
+    from S1.datasets import report_path
+    from S4.rules import parse_assignments
+    from S4.signals import build_signals
+
+    max_age = None
+    if args.sentiment_max_age:
+        try:
+            max_age = pd.Timedelta(args.sentiment_max_age)
+        except ValueError:
+            raise UserError(f"--sentiment-max-age {args.sentiment_max_age!r} is not a duration",
+                            "use e.g. 6h or 1d") from None
+    res = build_signals(args.symbol, args.interval, args.days, args.rules,
+                        params=parse_assignments(args.overrides), sentiment_file=args.sentiment,
+                        sentiment_max_age=max_age)
+    c = res.counts
+    label = " (simulated market data)" if res.simulated else ""
+    print(f"wrote {res.path}: {c['rows']:,} rows, {c['entries']} entries, {c['exits']} exits{label}")
+    print("params: " + (", ".join(f"{k}={v}" for k, v in res.rules.params.items()) or "(none)"))
+    fired = res.by_rule()
+    print("fired: " + (", ".join(f"{k} {v}" for k, v in fired.items()) or "nothing"))
+    for col, share in res.coverage.items():
+        print(f"{col} known on {share:.1%} of the bars" + (" -- rules reading it cannot fire on the rest"
+                                                           if share < 1 else ""))
+    last = res.frame.iloc[-1] if len(res.frame) else None
+    if last is not None:
+        state = {1: "BUY", -1: "SELL", 0: "hold"}[int(last["signal"])]
+        print(f"last bar {res.frame.index[-1]}: {state}")
+    if not args.no_plot and len(res.frame):
+        from S4.plots import save_png, signals_chart
+
+        title = f"{args.symbol.upper()} {args.interval} {args.days}d -- {Path(args.rules).name}" + label
+        png = save_png(signals_chart(res.frame, title=title),
+                       report_path(args.symbol, args.interval, args.days, "signals", "png"))
+        print(f"chart: {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    main_entry(main)

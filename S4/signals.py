@@ -1,0 +1,299 @@
+"""From files to signals: join sentiment (as-of) and the ML score onto an indicator
+frame, evaluate the rules, write the ``_signals`` file.
+
+- :func:`asof_positions` / :func:`join_sentiment`: a candle opening at ``t`` gets the
+  last sentiment row whose index is ``<= t`` -- never a later one. S3 guarantees
+  that the row at ``t`` uses only news published before ``t``, so the joined value
+  is known at the candle's open. Optional ``max_age`` leaves candles NaN when the
+  last known row is older than that (a sentiment file that stopped updating).
+- :func:`join_ml`: ``ml_proba`` on the same bars (exact open times), NaN where the
+  ML file has no row.
+- :func:`signals_frame`: frame + joins + :func:`S4.evaluate.evaluate` (pure; S5's
+  look-ahead check and S7's executor call it on their own frames).
+- :func:`build_signals`: the file job behind ``python S4/decision.py``.
+
+>>> import pandas as pd
+>>> candles = pd.DataFrame({"close": [1.0, 2.0, 3.0]},
+...     index=pd.to_datetime(["2024-01-01 10:00", "2024-01-01 11:00", "2024-01-01 12:00"], utc=True))
+>>> sent = pd.DataFrame({"sentiment_score": [0.5, -0.2]},
+...     index=pd.to_datetime(["2024-01-01 10:30", "2024-01-01 12:00"], utc=True))
+>>> join_sentiment(candles, sent, columns=["sentiment_score"])["sentiment_score"].tolist()
+[nan, 0.5, -0.2]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from S1.cli import UserError
+from S1.datasets import (
+    indicators_command,
+    dataset_path,
+    normalize_symbol,
+    read_metadata,
+    read_parquet,
+    sentiment_path,
+    write_parquet,
+)
+from S4.evaluate import OUTPUT_COLUMNS, evaluate
+from S4.rules import ML_COLUMNS, SENTIMENT_COLUMNS, RuleSet, load_rules
+
+
+# ------------------------------------------------------------------------- commands
+def sentiment_command(interval: str, since: pd.Timestamp | None = None) -> str:
+    """The S3 command that writes ``data/sentiment_<interval>.parquet`` from ``since``."""
+    day = (since.strftime("%Y-%m-%d") if since is not None else "2024-01-01")
+    return f"python S3/sentiment.py --since {day} --interval {interval}"
+
+
+def model_command(symbol: str, interval: str, days: int) -> str:
+    """The S4 command that writes the ``_ml`` file (``ml_proba``)."""
+    return f"python S4/model.py --symbol {normalize_symbol(symbol)} --interval {interval} --days {int(days)}"
+
+
+# ---------------------------------------------------------------------------- joins
+def _utc_index(index: pd.Index, what: str) -> pd.DatetimeIndex:
+    if not isinstance(index, pd.DatetimeIndex):
+        raise UserError(f"{what}: the index must be UTC timestamps (open_time)", "use frame.set_index('open_time')")
+    return index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+
+
+def asof_positions(left: pd.DatetimeIndex, right: pd.DatetimeIndex) -> np.ndarray:
+    """For each time in ``left``, the position of the last ``right`` time ``<= it``
+    (-1 when there is none). ``right`` must be increasing.
+
+    >>> t = pd.to_datetime(["2024-01-01 10:00", "2024-01-01 11:00"], utc=True)
+    >>> asof_positions(t, pd.to_datetime(["2024-01-01 10:00:01"], utc=True)).tolist()
+    [-1, 0]
+    """
+    lv = _utc_index(left, "frame").as_unit("ns").asi8
+    rv = _utc_index(right, "sentiment").as_unit("ns").asi8
+    return np.searchsorted(rv, lv, side="right") - 1
+
+
+def check_sentiment(sentiment: pd.DataFrame, *, what: str = "sentiment", columns: Iterable[str] = ()
+                    ) -> pd.DataFrame:
+    """Validate a sentiment frame (UTC index, increasing, unique, the columns present)."""
+    if not isinstance(sentiment, pd.DataFrame):
+        raise UserError(f"{what}: expected a DataFrame, got {type(sentiment).__name__}",
+                        "read it with S1.datasets.read_parquet(sentiment_path('1h'))")
+    idx = _utc_index(sentiment.index, what)
+    if not (idx.is_monotonic_increasing and idx.is_unique):
+        raise UserError(f"{what}: the index is not strictly increasing",
+                        "re-create it with python S3/sentiment.py")
+    missing = [c for c in columns if c not in sentiment.columns]
+    if missing:
+        raise UserError(f"{what}: no column(s) {missing} (has {list(sentiment.columns)})",
+                        "re-create it with python S3/sentiment.py")
+    if idx is not sentiment.index:
+        sentiment = sentiment.set_axis(idx)
+    return sentiment
+
+
+def join_sentiment(frame: pd.DataFrame, sentiment: pd.DataFrame, *, columns: Iterable[str] | None = None,
+                   max_age: pd.Timedelta | str | None = None) -> pd.DataFrame:
+    """``frame`` plus the sentiment ``columns`` (default: every sentiment column the
+    file has), as-of each row's open time (the last sentiment row at or before it).
+    Rows before the first sentiment row, or whose last row is older than ``max_age``,
+    get NaN."""
+    if columns is None:
+        columns = [c for c in SENTIMENT_COLUMNS if c in sentiment.columns]
+    columns = list(columns)
+    sentiment = check_sentiment(sentiment, columns=columns)
+    pos = asof_positions(frame.index, sentiment.index)
+    ok = pos >= 0
+    if max_age is not None:
+        age_limit = pd.Timedelta(max_age)
+        lv = _utc_index(frame.index, "frame").as_unit("ns").asi8
+        rv = sentiment.index.as_unit("ns").asi8
+        ok &= (lv - rv[np.clip(pos, 0, None)]) <= age_limit.value
+    out = frame.drop(columns=[c for c in columns if c in frame.columns])
+    new = {}
+    for c in columns:
+        vals = sentiment[c].to_numpy(dtype=np.float64, na_value=np.nan)
+        col = np.full(len(frame), np.nan)
+        col[ok] = vals[pos[ok]]
+        new[c] = col
+    return pd.concat([out, pd.DataFrame(new, index=frame.index)], axis=1)
+
+
+def join_ml(frame: pd.DataFrame, ml: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` plus ``ml_proba`` from the ML file, matched on the exact open time."""
+    if "ml_proba" not in ml.columns:
+        raise UserError(f"the ML frame has no ml_proba column (has {list(ml.columns)})",
+                        "re-create it with python S4/model.py")
+    ml_idx = _utc_index(ml.index, "ML file")
+    values = pd.Series(ml["ml_proba"].to_numpy(dtype=np.float64), index=ml_idx)
+    if not ml_idx.is_unique:
+        raise UserError("the ML file has duplicate open times", "re-create it with python S4/model.py")
+    joined = values.reindex(_utc_index(frame.index, "frame")).to_numpy()
+    out = frame.drop(columns=[c for c in ML_COLUMNS if c in frame.columns])
+    return out.assign(ml_proba=joined)
+
+
+def signals_frame(frame: pd.DataFrame, rules: RuleSet, *, sentiment: pd.DataFrame | None = None,
+                  ml: pd.DataFrame | None = None, sentiment_max_age=None) -> pd.DataFrame:
+    """``frame`` + the joins the rules need + ``entry exit signal rule`` (pure, no files).
+
+    Sentiment is joined when the rules read a sentiment column that ``frame`` lacks
+    (then ``sentiment`` is required); likewise ``ml`` for ``ml_proba``.
+    """
+    need = rules.required_columns()
+    sent_cols = [c for c in need if c in SENTIMENT_COLUMNS and c not in frame.columns]
+    if sent_cols:
+        if sentiment is None:
+            raise UserError(f"the rules read {sent_cols} but no sentiment was given",
+                            "pass sentiment=read_parquet(sentiment_path('1h')) (made by python S3/sentiment.py)")
+        frame = join_sentiment(frame, sentiment, columns=sent_cols, max_age=sentiment_max_age)
+    if "ml_proba" in need and "ml_proba" not in frame.columns:
+        if ml is None:
+            raise UserError("the rules read ml_proba but no ML frame was given",
+                            "pass ml=read_parquet(dataset_path(..., 'ml')) (made by python S4/model.py)")
+        frame = join_ml(frame, ml)
+    out = evaluate(frame, rules)
+    base = frame.drop(columns=[c for c in OUTPUT_COLUMNS if c in frame.columns])
+    return pd.concat([base, out], axis=1)
+
+
+# ------------------------------------------------------------------------------ files
+@dataclass
+class SignalsResult:
+    """What :func:`build_signals` produced."""
+
+    path: Path | None
+    frame: pd.DataFrame
+    rules: RuleSet
+    simulated: bool
+    sources: dict[str, str] = field(default_factory=dict)
+    coverage: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        f = self.frame
+        return {"rows": len(f), "entries": int(f["entry"].sum()), "exits": int(f["exit"].sum())}
+
+    def by_rule(self) -> dict[str, int]:
+        vc = self.frame["rule"].value_counts(sort=False)
+        return {str(k): int(v) for k, v in vc.items()}
+
+
+def read_ta_file(symbol: str, interval: str, days: int) -> tuple[pd.DataFrame, Path]:
+    path = dataset_path(symbol, interval, days, "ta")
+    if not path.exists():
+        raise UserError(f"{path} does not exist",
+                        f"create it first with: {indicators_command(symbol, interval, days)}")
+    df = read_parquet(path)
+    if not isinstance(df.index, pd.DatetimeIndex) or "close" not in df.columns:
+        raise UserError(f"{path} is not an indicator file (no open_time index or close column)",
+                        f"re-create it with: {indicators_command(symbol, interval, days)}")
+    return df, path
+
+
+def find_sentiment_file(interval: str, since: pd.Timestamp | None) -> Path:
+    """``data/sentiment_<interval>.parquet``, else ``data/sentiment_1h.parquet`` (an as-of
+    join is exact across intervals); a missing file names the S3 command."""
+    for iv in dict.fromkeys((interval, "1h")):
+        p = sentiment_path(iv)
+        if p.exists():
+            return p
+    p = sentiment_path(interval)
+    raise UserError(f"the rules read sentiment but {p} does not exist",
+                    f"create it first with: {sentiment_command(interval, since)}")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def build_signals(symbol: str, interval: str, days: int, rules_path: Path | str | None = None, *,
+                  rules: RuleSet | None = None, params: dict[str, Any] | None = None,
+                  sentiment_file: Path | str | None = None, sentiment_max_age=None,
+                  write: bool = True) -> SignalsResult:
+    """Read the ``_ta`` file, join sentiment / ML when the rules use them, evaluate,
+    and write ``dataset_path(symbol, interval, days, "signals")`` atomically (the
+    inputs plus ``entry exit signal rule``). The source's ``simulated`` flag is
+    carried into the output metadata. Give ``rules_path`` or an already loaded
+    ``rules``; ``params`` overrides param values (validated).
+    """
+    if (rules_path is None) == (rules is None):
+        raise UserError("give exactly one of rules_path and rules", "e.g. rules_path='S4/rules.yaml'")
+    if rules is None:
+        rules = load_rules(rules_path)  # fail fast on the file itself, before reading data
+    ta, ta_path = read_ta_file(symbol, interval, days)
+    allowed = [*ta.columns, *SENTIMENT_COLUMNS, *ML_COLUMNS]
+    if rules_path is not None and any(c not in allowed for c in rules.required_columns()):
+        load_rules(rules_path, columns=allowed)  # the error names the YAML line and this file's columns
+    if params:
+        rules = rules.with_params(**params)
+    missing = [c for c in rules.required_columns() if c not in allowed]
+    if missing:
+        raise UserError(f"{ta_path.name} lacks the column(s) {missing} that the rules read",
+                        f"re-create it with the lengths you need, e.g. {indicators_command(symbol, interval, days)} "
+                        f"--sma 50,200; it has: {', '.join(map(str, ta.columns))}")
+    meta_ta = read_metadata(ta_path)
+    simulated = bool(meta_ta.get("simulated", False))
+    sources = {"ta": ta_path.name}
+    coverage: dict[str, float] = {}
+    sentiment = ml = None
+    need = rules.required_columns()
+    if any(c in SENTIMENT_COLUMNS and c not in ta.columns for c in need):
+        sp = Path(sentiment_file) if sentiment_file is not None else find_sentiment_file(interval, ta.index[0]
+                                                                                        if len(ta) else None)
+        if not sp.exists():
+            raise UserError(f"sentiment file {sp} does not exist",
+                            f"create it with: {sentiment_command(interval, ta.index[0] if len(ta) else None)}")
+        sentiment = read_parquet(sp)
+        simulated |= bool(read_metadata(sp).get("simulated", False))
+        sources["sentiment"] = sp.name
+    if "ml_proba" in need and "ml_proba" not in ta.columns:
+        mp = dataset_path(symbol, interval, days, "ml")
+        if not mp.exists():
+            raise UserError(f"the rules read ml_proba but {mp} does not exist",
+                            f"create it first with: {model_command(symbol, interval, days)}")
+        ml = read_parquet(mp)
+        simulated |= bool(read_metadata(mp).get("simulated", False))
+        sources["ml"] = mp.name
+    frame = signals_frame(ta, rules, sentiment=sentiment, ml=ml, sentiment_max_age=sentiment_max_age)
+    for c in ("sentiment_score", "ml_proba"):
+        if c in frame.columns and c not in ta.columns:
+            coverage[c] = float(frame[c].notna().mean()) if len(frame) else 0.0
+    meta = dict(meta_ta)
+    meta["simulated"] = simulated
+    meta["signals"] = {
+        "rules_file": str(rules_path) if rules_path is not None else None,
+        "rules_sha256": _sha256(Path(rules_path)) if rules_path is not None else None,
+        "rules_yaml": rules.to_yaml(), "params": rules.params, "sources": sources, "coverage": coverage,
+        "sentiment_max_age": str(sentiment_max_age) if sentiment_max_age is not None else None,
+        "entries": int(frame["entry"].sum()), "exits": int(frame["exit"].sum()),
+        "semantics": "long only; signal decided on the closed bar t (sentiment as-of the open of t); "
+                     "execute at the next bar's open",
+        "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+    }
+    path = None
+    if write:
+        path = write_parquet(frame, dataset_path(symbol, interval, days, "signals"), metadata=meta)
+    return SignalsResult(path, frame, rules, simulated, sources, coverage, meta)
+
+
+__all__ = [
+    "SignalsResult",
+    "asof_positions",
+    "build_signals",
+    "check_sentiment",
+    "find_sentiment_file",
+    "indicators_command",
+    "join_ml",
+    "join_sentiment",
+    "model_command",
+    "read_ta_file",
+    "sentiment_command",
+    "signals_frame",
+]

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from S1.cli import UserError
-from S1.intervals import check_interval
+from S1.intervals import INTERVALS, check_interval
 
 #: Dataset kinds and their file-name suffix / extension.
 KINDS: dict[str, tuple[str, str]] = {
@@ -181,6 +182,57 @@ def exchange_info_path(*, data_dir: Path | None = None) -> Path:
 def state_path(name: str, *, data_dir: Path | None = None) -> Path:
     """Small state files (kill-switch, executor DB …) under ``data/state/``."""
     return globals()["data_dir"](data_dir) / "state" / name
+
+
+@dataclass(frozen=True)
+class DatasetName:
+    """The parts of a dataset file name (``[exchange_]symbol_interval_<days>d[_kind]``)."""
+
+    symbol: str
+    interval: str
+    days: int
+    kind: str = "candles"
+    exchange: str | None = None
+
+    def path(self, kind: str | None = None) -> Path:
+        return dataset_path(self.symbol, self.interval, self.days, kind or self.kind, exchange=self.exchange)
+
+    @property
+    def label(self) -> str:
+        ex = f"{self.exchange}:" if self.exchange else ""
+        return f"{ex}{self.symbol} {self.interval} {self.days}d"
+
+
+_SUFFIX_TO_KIND = {suffix.lstrip("_"): kind for kind, (suffix, ext) in KINDS.items()
+                   if suffix and ext == ".parquet"}
+
+
+def parse_dataset_name(name: str | Path) -> DatasetName | None:
+    """Inverse of :func:`dataset_path` for Parquet datasets (None if ``name`` is not one).
+
+    >>> parse_dataset_name("okx_btcusdt_1h_30d_ta.parquet")
+    DatasetName(symbol='BTCUSDT', interval='1h', days=30, kind='ta', exchange='okx')
+    >>> parse_dataset_name("sentiment_1h.parquet") is None
+    True
+    """
+    name = Path(name).name
+    if not name.endswith(".parquet") or name.startswith("."):
+        return None
+    parts = name[: -len(".parquet")].split("_")
+    kind = "candles"
+    if parts and parts[-1] in _SUFFIX_TO_KIND:
+        kind = _SUFFIX_TO_KIND[parts.pop()]
+    if len(parts) not in (3, 4):
+        return None
+    *head, symbol, token, days = parts
+    interval = "1M" if token == "1mo" else token
+    if interval not in INTERVALS or (interval == "1M" and token != "1mo"):
+        return None
+    if not (days.endswith("d") and days[:-1].isdigit() and int(days[:-1]) > 0):
+        return None
+    if not re.fullmatch(r"[a-z0-9]{2,30}", symbol):
+        return None
+    return DatasetName(symbol.upper(), interval, int(days[:-1]), kind, head[0] if head else None)
 
 
 # --------------------------------------------------------------------------- schema

@@ -298,17 +298,28 @@ class Summary:
 
 def update_dataset(*, symbol: str, interval: str, days: int, end=None, out: Path | None = None,
                    source: str = "auto", archive_dir: Path | None = None, plan: bool = False,
-                   settings: Settings | None = None, progress: bool = True) -> Summary:
+                   settings: Settings | None = None, progress: bool = True, exchange: str | None = None,
+                   market: str = "spot", price: str = "last", client: str = "auto") -> Summary:
     """Bring ``data/<symbol>_<interval>_<days>d.parquet`` (or ``out``) to the window
-    ``[end - days, end)``, fetching only what the file does not cover yet."""
+    ``[end - days, end)``, fetching only what the file does not cover yet.
+
+    ``exchange``/``market``/``price`` select another venue through CCXT
+    (:mod:`S1.ccxt_source`; the file is then ``data/<venue>_<symbol>_...``);
+    ``client="ccxt"`` uses CCXT for Binance spot too. Binance spot defaults to python-binance."""
     t0 = time.perf_counter()
     settings = settings or get_settings()
-    symbol = normalize_symbol(symbol)
     check_interval(interval)
     if not isinstance(days, int) or days <= 0:
         raise UserError(f"--days must be a positive whole number, got {days!r}", "e.g. --days 365")
     if source not in SOURCES:
         raise UserError(f"unknown --source {source!r}", f"use one of {', '.join(SOURCES)}")
+    from S1.ccxt_source import Venue
+
+    venue = Venue(exchange or "binance", market, price)
+    if venue.uses_ccxt(client):
+        return _update_ccxt(venue, symbol=symbol, interval=interval, days=days, end=end, out=out, source=source,
+                            archive_dir=archive_dir, plan=plan, settings=settings, progress=progress, t0=t0)
+    symbol = normalize_symbol(symbol)
     path = Path(out) if out is not None else dataset_path(symbol, interval, days)
     end_ms = _resolve_end(end, settings) if not plan or end is not None else int(time.time() * 1000)
     start_ms = ceil_ms(end_ms - days * DAY_MS, interval)
@@ -319,10 +330,21 @@ def update_dataset(*, symbol: str, interval: str, days: int, end=None, out: Path
     if plan:
         return _plan(path, existing, have, todo, interval, stats, t0)
 
-    parts = [existing] if existing is not None else []
-    for a, b in todo:
-        parts.append(_download_ms(symbol, interval, a, b, source=source, archive_dir=archive_dir,
-                                  settings=settings, progress=progress, stats=stats))
+    fetched = [_download_ms(symbol, interval, a, b, source=source, archive_dir=archive_dir,
+                            settings=settings, progress=progress, stats=stats) for a, b in todo]
+    meta = {
+        "symbol": symbol, "interval": interval, "days": days,
+        "coverage_start_ms": start_ms, "coverage_end_ms": end_ms,
+        "exchange": "binance", "source_url": settings.redact(settings.binance_api_url),
+    }
+    return _finish(path, existing, have, todo, fetched, start_ms, end_ms, interval, meta, stats, settings, t0)
+
+
+def _finish(path: Path, existing: pd.DataFrame | None, have, todo, fetched: list[pd.DataFrame], start_ms: int,
+            end_ms: int, interval: str, meta: dict, stats: FetchStats, settings: Settings, t0: float) -> Summary:
+    """Merge the fetched frames into the existing file's candles, keep the window, report
+    gaps, and write the file atomically when anything changed."""
+    parts = ([existing] if existing is not None else []) + list(fetched)
     frames = [p for p in parts if p is not None and len(p)]
     merged = pd.concat(frames).sort_index(kind="stable") if frames else empty_candles()
     merged = merged[~merged.index.duplicated(keep="last")]
@@ -335,9 +357,7 @@ def update_dataset(*, symbol: str, interval: str, days: int, end=None, out: Path
     if len(window) and window.index[0] > ms_to_ts(start_ms):
         listing = f"no candles before {window.index[0]:%Y-%m-%d %H:%M} UTC (listing date or exchange history start)"
     meta = {
-        "symbol": symbol, "interval": interval, "days": days,
-        "coverage_start_ms": start_ms, "coverage_end_ms": end_ms,
-        "exchange": "binance", "source_url": settings.redact(settings.binance_api_url),
+        **meta,
         "sources": sorted(stats.sources | set(read_metadata(path).get("sources", []) if path.exists() else [])),
         "simulated": bool(settings.simulated_market),
         "gaps": [str(g) for g in gaps[:50]],
@@ -348,6 +368,89 @@ def update_dataset(*, symbol: str, interval: str, days: int, end=None, out: Path
     return Summary(path, len(window), window.index[0] if len(window) else None,
                    window.index[-1] if len(window) else None, gaps, todo, max(0, new_rows),
                    time.perf_counter() - t0, stats, listing_note=listing)
+
+
+def _update_ccxt(venue, *, symbol: str, interval: str, days: int, end, out: Path | None, source: str,
+                 archive_dir: Path | None, plan: bool, settings: Settings, progress: bool, t0: float) -> Summary:
+    """:func:`update_dataset` through CCXT (any exchange, market type, price type)."""
+    from S1.ccxt_source import CcxtHistory, closed_rows, page_windows as ccxt_pages, rows_to_frame, unreported_columns
+
+    if archive_dir is not None or source == "archive":
+        raise UserError("--source archive and --archive-dir read Binance's public spot archive",
+                        "leave them out with --exchange/--market/--price/--client ccxt (CCXT pages over REST)")
+    if end is not None:
+        end_given = to_ms(end)
+        if end_given > int(time.time() * 1000) + 60_000:
+            raise UserError(f"--end {ms_to_ts(end_given):%Y-%m-%d %H:%M} is in the future",
+                            "omit --end (= now) or pass a past UTC date such as 2024-01-01")
+    else:
+        end_given = None
+    stats = FetchStats()
+
+    async def go():
+        bar = tqdm(total=0, unit="req", desc=f"{venue.label()} {symbol} {interval}", leave=False,
+                   disable=True if not progress else None)
+        try:
+            async with CcxtHistory(venue, symbol, interval, settings=settings, progress=bar.update) as h:
+                fsym = h.file_symbol
+                path = Path(out) if out is not None else dataset_path(fsym, interval, days, exchange=venue.token)
+                end_ms = end_given if end_given is not None else (
+                    int(time.time() * 1000) if plan else await h.server_time())
+                start_ms = ceil_ms(end_ms - days * DAY_MS, interval)
+                existing, have = _existing(path, fsym, interval)
+                _check_venue(path, venue)
+                todo = missing_ranges(have, (start_ms, end_ms))
+                if plan:
+                    return dict(path=path, existing=existing, have=have, todo=todo, plan=True)
+                bar.total = sum(len(ccxt_pages(a, b, interval, h.limit)) for a, b in todo)
+                if bar.total < 3:
+                    bar.disable = True
+                fetched, raw, covered = [], [], end_ms
+                for a, b in todo:
+                    rows = await h.fetch_range(a, b)
+                    kept, cov = closed_rows(rows, a, b, interval)
+                    if cov < b:
+                        stats.notes.append(f"{ms_to_ts(cov):%Y-%m-%d %H:%M} UTC is not final on {venue.exchange} "
+                                           "yet (unconfirmed): left for the next run")
+                        if b == end_ms:
+                            covered = cov
+                    raw.append(rows)
+                    fetched.append(rows_to_frame(kept, interval))
+                stats.sources.add(f"ccxt {venue.exchange}")
+                stats.rest_requests += h.stats.requests
+                stats.rest_retries += h.stats.retries
+                stats.rate_limit_waits += h.ex.toolkit_gate.waits
+                got = np.concatenate(raw) if raw else np.empty((0, 12))
+                old = read_metadata(path) if path.exists() else {}
+                meta = {
+                    "symbol": fsym, "interval": interval, "days": days,
+                    "coverage_start_ms": start_ms, "coverage_end_ms": covered,
+                    "exchange": venue.exchange, "market": venue.market, "price": venue.price, "client": "ccxt",
+                    "ccxt_symbol": h.market["symbol"], "market_id": h.market["id"],
+                    "source_url": h.ex.toolkit_url,
+                    "unreported_columns": unreported_columns(got) if len(got) else old.get("unreported_columns", []),
+                }
+                return dict(path=path, existing=existing, have=have, todo=todo, fetched=fetched, start_ms=start_ms,
+                            end_ms=covered, meta=meta, plan=False)
+        finally:
+            bar.close()
+
+    r = run(go())
+    if r["plan"]:
+        return _plan(r["path"], r["existing"], r["have"], r["todo"], interval, stats, t0)
+    return _finish(r["path"], r["existing"], r["have"], r["todo"], r["fetched"], r["start_ms"], r["end_ms"],
+                   interval, r["meta"], stats, settings, t0)
+
+
+def _check_venue(path: Path, venue) -> None:
+    """Refuse to merge candles of another venue into an existing file."""
+    if not path.exists():
+        return
+    meta = read_metadata(path)
+    have = (meta.get("exchange", "binance"), meta.get("market", "spot"), meta.get("price", "last"))
+    if have != (venue.exchange, venue.market, venue.price):
+        raise UserError(f"{path} holds {'/'.join(have)} candles, not {venue.exchange}/{venue.market}/{venue.price}",
+                        "pass --out to write elsewhere")
 
 
 def _existing(path: Path, symbol: str, interval: str) -> tuple[pd.DataFrame | None, tuple[int, int] | None]:

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     data_dir: Path = REPO_ROOT / "data"
     reports_dir: Path = REPO_ROOT / "reports"
 
+    # --- Other exchanges through CCXT (issue 11) ---------------------------------------
+    ccxt_api_urls: str = Field("", description="per-exchange REST base overrides: okx=http://127.0.0.1:8000,...")
+    ccxt_ws_urls: str = Field("", description="per-exchange WebSocket base overrides (ccxt.pro)")
+
     # --- LLM and news (S3) ----------------------------------------------------------
     openai_api_key: SecretStr | None = None
     openai_base_url: str = "https://api.openai.com/v1"

@@ -1,0 +1,90 @@
+"""SQL over everything in ``data/`` with DuckDB (see :mod:`S1.lake` for what is there).
+
+    python S1/query.py --tables
+    python S1/query.py "SELECT * FROM datasets"
+    python S1/query.py "SELECT symbol, date_trunc('day', open_time) AS day, last(close ORDER BY open_time) AS close
+                        FROM candles WHERE interval = '1h' GROUP BY ALL ORDER BY ALL" --out reports/daily.csv
+    python S1/query.py --file my_query.sql --out result.parquet
+
+Results print as a table (``--max-rows`` rows) or go to ``--out FILE.parquet|csv``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from S1.cli import ArgumentParser, UserError, add_common_args, main_entry
+from S1.lake import connect, run, tables, to_frame, write_result
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python S1/query.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("sql", nargs="?", default=None, help='the query, e.g. "SELECT * FROM datasets" ("-": stdin)')
+    p.add_argument("--file", type=Path, default=None, help="read the query from a .sql file")
+    p.add_argument("--out", type=Path, default=None, help="write the result to FILE.parquet or FILE.csv")
+    p.add_argument("--tables", action="store_true", help="list the views and tables of the lake")
+    p.add_argument("--max-rows", type=int, default=50, help="rows to print (default 50; the rest is summarised)")
+    p.add_argument("--data-dir", type=Path, default=None, help="query another data directory (default DATA_DIR)")
+    p.add_argument("--no-sqlite", action="store_true", help="do not attach the SQLite databases (faster start)")
+    add_common_args(p)
+    return p
+
+
+def _sql(args) -> str | None:
+    if args.file is not None:
+        if args.sql is not None:
+            raise UserError("pass the query either as an argument or with --file, not both", "drop one of them")
+        if not args.file.is_file():
+            raise UserError(f"--file {args.file} does not exist", "pass the path of a .sql file")
+        return args.file.read_text(encoding="utf-8")
+    if args.sql == "-":
+        return sys.stdin.read()
+    return args.sql
+
+
+def render(df: pd.DataFrame, max_rows: int) -> str:
+    """A DataFrame as a plain text table (head and tail when longer than ``max_rows``)."""
+    with pd.option_context("display.max_rows", max_rows, "display.min_rows", min(max_rows, 20),
+                           "display.max_columns", None, "display.width", 200,
+                           "display.max_colwidth", 60):
+        return df.to_string(index=False, max_rows=max_rows) if len(df) else "(no rows)"
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.max_rows < 1:
+        raise UserError(f"--max-rows must be positive, got {args.max_rows}", "e.g. --max-rows 50")
+    sql = _sql(args)
+    if sql is None and not args.tables:
+        raise UserError("no query given", 'pass one, e.g. python S1/query.py "SELECT * FROM datasets", or --tables')
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        raise UserError(f"--data-dir {args.data_dir} is not a folder", "pass the folder that holds the Parquet files")
+    con = connect(args.data_dir, sqlite=not args.no_sqlite)
+    try:
+        if args.tables:
+            print(render(tables(con), 10_000))
+            if sql is None:
+                return 0
+        t0 = time.perf_counter()
+        if args.out is not None:
+            path, n = write_result(con, sql, args.out)
+            print(f"wrote {n:,} rows to {path} ({time.perf_counter() - t0:.2f}s)")
+            return 0
+        rel = run(con, sql)
+        if rel is None:
+            print("ok")
+            return 0
+        df = to_frame(rel)
+        print(render(df, args.max_rows))
+        print(f"({len(df):,} rows, {len(df.columns)} columns, {time.perf_counter() - t0:.2f}s)")
+    finally:
+        con.close()
+    return 0
+
+
+if __name__ == "__main__":
+    main_entry(main)

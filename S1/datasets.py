@@ -360,7 +360,7 @@ def _ms_timestamps(schema: pa.Schema) -> pa.Schema:
 
 def read_parquet(path: Path, *, columns: list[str] | None = None) -> pd.DataFrame:
     """Read a toolkit Parquet file; timestamps come back as ``datetime64[ns, UTC]``."""
-    df = pq.read_table(path, columns=columns).to_pandas()
+    df = pq.read_table(path, columns=columns).to_pandas(split_blocks=True, self_destruct=True)
     if isinstance(df.index, pd.DatetimeIndex):
         df.index = df.index.as_unit("ns")
     for c in df.columns:

@@ -1,0 +1,175 @@
+"""S2's files: reading the S1 candle files and the ``_ta`` indicator files (names
+always from :mod:`S1.datasets`), writing the ``_ta`` file (:func:`make_ta_file`), a
+listing of what the data directory holds (for the pickers of the app and the
+notebooks), and the last closed candles of the streamer's SQLite table.
+
+>>> parse_dataset_name("ethusdc_1h_365d_ta.parquet")
+DatasetName(symbol='ETHUSDC', interval='1h', days=365, kind='ta', exchange=None)
+>>> parse_dataset_name("okx_btcusdt_1mo_30d.parquet").interval
+'1M'
+>>> parse_dataset_name("notes.parquet") is None
+True
+>>> indicators_command("ethusdc", "1h", 365)
+'python S2/indicators.py --symbol ETHUSDC --interval 1h --days 365'
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import talib
+
+from S1.cli import UserError
+from S1.datasets import (KINDS, DatasetName, candles_from_arrays, data_dir, dataset_path, empty_candles,  # noqa: F401
+                         history_command, indicators_command, normalize_symbol, parse_dataset_name, read_candles,
+                         read_metadata, read_parquet, write_parquet)
+from S1.intervals import check_interval
+from S2.ta import IndicatorConfig, add_indicators, warmup_rows
+
+#: Columns read from the streamer's ``kline`` table, in the Binance kline row layout.
+KLINE_SQL_COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "close_time",
+                     "quote_volume", "COALESCE(trades, 0)", "taker_buy_base", "taker_buy_quote")
+
+
+def load_candles(symbol: str, interval: str, days: int) -> pd.DataFrame:
+    """The validated S1 candle file; a missing one names the S1 command that makes it."""
+    path = dataset_path(symbol, interval, days)
+    return read_candles(path, how_to_create=history_command(symbol, interval, days))
+
+
+def read_ta(path: Path, *, how_to_create: str | None = None) -> pd.DataFrame:
+    """Read an indicator (``_ta``) file; a missing one names the command that makes it."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist",
+                        f"create it first with: {how_to_create}" if how_to_create
+                        else "run S2/indicators.py first")
+    df = read_parquet(path)
+    if not isinstance(df.index, pd.DatetimeIndex) or "close" not in df.columns:
+        raise UserError(f"{path} is not a candle/indicator file (no open_time index or close column)",
+                        "re-create it with S2/indicators.py")
+    return df
+
+
+def load_ta(symbol: str, interval: str, days: int) -> pd.DataFrame:
+    """The ``_ta`` file of a market and window (see :func:`read_ta`)."""
+    return read_ta(dataset_path(symbol, interval, days, "ta"),
+                   how_to_create=indicators_command(symbol, interval, days))
+
+
+# --------------------------------------------------------------------------- listing
+def list_datasets(kinds: tuple[str, ...] = ("candles", "ta"), *,
+                  directory: Path | None = None) -> pd.DataFrame:
+    """The Parquet datasets in the data directory, newest first: one row per file
+    with ``name, label, symbol, interval, days, kind, exchange, path, size_mb, modified``."""
+    base = data_dir(directory)
+    rows = []
+    if base.is_dir():
+        for p in base.glob("*.parquet"):
+            parsed = parse_dataset_name(p)
+            if parsed is None or parsed.kind not in kinds:
+                continue
+            st = p.stat()
+            rows.append({"name": p.name, "label": parsed.label, "symbol": parsed.symbol,
+                         "interval": parsed.interval, "days": parsed.days, "kind": parsed.kind,
+                         "exchange": parsed.exchange, "path": p, "size_mb": round(st.st_size / 1e6, 3),
+                         "modified": pd.Timestamp(st.st_mtime, unit="s", tz="UTC")})
+    cols = ["name", "label", "symbol", "interval", "days", "kind", "exchange", "path", "size_mb", "modified"]
+    out = pd.DataFrame(rows, columns=cols)
+    return out.sort_values(["modified", "name"], ascending=[False, True], ignore_index=True)
+
+
+def is_simulated(path: Path) -> bool:
+    """True when the file's toolkit metadata says it was made from the simulated market."""
+    try:
+        return bool(read_metadata(path).get("simulated", False))
+    except Exception:
+        return False
+
+
+# ---------------------------------------------------------------------------- SQLite
+def read_kline_sqlite(db: Path | str, *, symbol: str, interval: str, limit: int = 500) -> pd.DataFrame:
+    """The last ``limit`` **closed** candles of one market from the streamer's SQLite
+    ``kline`` table (S1/streamer.py), oldest first, as a candle frame.
+
+    Opens the file read-only, so it can run while the streamer writes (WAL mode).
+    Returns an empty candle frame when the table has no closed row for the market.
+
+    >>> import sqlite3, tempfile, os
+    >>> db = os.path.join(tempfile.mkdtemp(), "k.db")
+    >>> con = sqlite3.connect(db)
+    >>> _ = con.execute("CREATE TABLE kline (symbol TEXT, interval TEXT, open_time INTEGER,"
+    ...     " close_time INTEGER, open REAL, high REAL, low REAL, close REAL, volume REAL,"
+    ...     " quote_volume REAL, trades INTEGER, taker_buy_base REAL, taker_buy_quote REAL,"
+    ...     " is_closed INTEGER, updated_at INTEGER)")
+    >>> rows = [("BTCUSDT", "1m", t * 60000, t * 60000 + 59999, 1, 2, 0.5, 1.5, 10, 15, 3, 5, 7.5,
+    ...          int(t < 2), 0) for t in range(3)]
+    >>> _ = con.executemany("INSERT INTO kline VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows); con.commit()
+    >>> read_kline_sqlite(db, symbol="btcusdt", interval="1m", limit=10)["close"].tolist()
+    [1.5, 1.5]
+    """
+    db = Path(db)
+    symbol = normalize_symbol(symbol)
+    check_interval(interval)
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise UserError(f"limit must be a positive whole number of rows, got {limit!r}", "e.g. limit=500")
+    if not db.is_file():
+        raise UserError(f"{db} does not exist", "start the streamer first: "
+                        f"python S1/streamer.py --symbol {symbol} --interval {interval}")
+    sql = (f"SELECT {', '.join(KLINE_SQL_COLUMNS)} FROM kline "
+           "WHERE symbol=? AND interval=? AND is_closed=1 ORDER BY open_time DESC LIMIT ?")
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = con.execute(sql, (symbol, interval, int(limit))).fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{db}: cannot read the kline table ({exc})",
+                        "point at the SQLite file written by S1/streamer.py") from None
+    if not rows:
+        return empty_candles()
+    arr = np.array(rows[::-1], dtype=np.float64)
+    return candles_from_arrays(arr)
+
+
+# ---------------------------------------------------------------------------- writing
+@dataclass(frozen=True)
+class TaResult:
+    """What :func:`make_ta_file` wrote."""
+
+    path: Path
+    source: Path
+    rows: int
+    columns: tuple[str, ...]
+    warmup: int
+    simulated: bool
+    metadata: dict
+
+
+def make_ta_file(symbol: str, interval: str, days: int, *, config: IndicatorConfig | None = None) -> TaResult:
+    """Read the S1 candle file of a market and window, add the indicators and write
+    the ``_ta`` file atomically (nothing is written if any step fails).
+
+    The source file's toolkit metadata is kept (``simulated``, coverage, gaps …)
+    and an ``indicators`` entry records the lengths, columns and warm-up rows.
+    """
+    config = config or IndicatorConfig()
+    src = dataset_path(symbol, interval, days)
+    out_path = dataset_path(symbol, interval, days, "ta")
+    candles = read_candles(src, how_to_create=history_command(symbol, interval, days))
+    ta = add_indicators(candles, config=config, what=str(src))
+    warm = warmup_rows(config)
+    meta = dict(read_metadata(src))
+    meta["indicators"] = {
+        "config": config.to_dict(), "columns": list(warm), "warmup_rows": warm,
+        "source_file": src.name, "rows": len(ta), "engine": f"TA-Lib {talib.__version__}",
+        "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+    }
+    write_parquet(ta, out_path, metadata=meta)
+    return TaResult(out_path, src, len(ta), tuple(warm), max(warm.values()),
+                    bool(meta.get("simulated", False)), meta)

@@ -25,7 +25,11 @@ test: setup
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: setup
-	$(BIN)/python bench/bench_history.py $(ARGS)
+	$(BIN)/python bench/bench_history.py --quick
+	$(BIN)/python bench/bench_indicators.py
+	$(BIN)/python bench/bench_signals.py
+	$(BIN)/python bench/bench_backtest.py
+	$(BIN)/python bench/bench_query.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -179,6 +179,19 @@ def exchange_info_path(*, data_dir: Path | None = None) -> Path:
     return globals()["data_dir"](data_dir) / "exchange_info.json"
 
 
+def best_rules_path(symbol: str, interval: str, days: int, rules_path: str | Path, *,
+                    data_dir: Path | None = None) -> Path:
+    """S5's optimised rule file: ``data/<stem>_best_<rules stem>.yaml``."""
+    return globals()["data_dir"](data_dir) / f"{dataset_stem(symbol, interval, days)}_best_{Path(rules_path).stem}.yaml"
+
+
+def optuna_storage_url(*, data_dir: Path | None = None) -> str:
+    """S5's default Optuna storage: ``sqlite:///<data dir>/optuna.db`` (folder created)."""
+    d = globals()["data_dir"](data_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(d / 'optuna.db').as_posix()}"
+
+
 def state_path(name: str, *, data_dir: Path | None = None) -> Path:
     """Small state files (kill-switch, executor DB …) under ``data/state/``."""
     return globals()["data_dir"](data_dir) / "state" / name

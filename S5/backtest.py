@@ -1,0 +1,57 @@
+"""Backtest the S4 signals with vectorbt and write an HTML report.
+
+    python S5/backtest.py --symbol ETHUSDC --interval 1h --days 365
+    python S5/backtest.py --symbol ETHUSDC --interval 1h --days 365 --fees 0.001 --slippage 0.0005 \\
+        --init-cash 10000 --risk S6/risk.yaml
+
+reads ``data/ethusdc_1h_365d_signals.parquet`` (python S4/decision.py) and writes
+``reports/ethusdc_1h_365d_backtest.html``, ``data/ethusdc_1h_365d_backtest.json``,
+``data/ethusdc_1h_365d_equity.parquet`` and ``data/ethusdc_1h_365d_trades.parquet``.
+Signals decided on a closed bar fill at the next bar's open. See S5/README.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from S1.cli import ArgumentParser, add_common_args, main_entry
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="S5/backtest.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--symbol", required=True, help="e.g. ETHUSDC")
+    p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
+    p.add_argument("--days", required=True, type=int, help="window of the signals file, e.g. 365")
+    p.add_argument("--fees", type=float, default=0.001, help="fee per side, fraction of the notional (0.001)")
+    p.add_argument("--slippage", type=float, default=0.0005, help="slippage per side, fraction of the price (0.0005)")
+    p.add_argument("--init-cash", type=float, default=10_000.0, help="starting equity in quote currency (10000)")
+    p.add_argument("--risk", default=None, metavar="YAML",
+                   help="S6 risk config (e.g. S6/risk.yaml): position size, stop-loss/take-profit and "
+                        "kill-switch; without it every entry goes all in with no stops")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    add_common_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rich.console import Console
+
+    from S5.backtest_lib import backtest_files, metrics_table
+    from S5.engine import Costs
+
+    run = backtest_files(args.symbol, args.interval, args.days, costs=Costs(fees=args.fees, slippage=args.slippage),
+                         init_cash=args.init_cash, risk=args.risk, report=not args.no_report)
+    label = " [SIMULATED market data]" if run.simulated else ""
+    console = Console()
+    console.print(metrics_table(run.result.metrics, title=f"{args.symbol.upper()} {args.interval} {args.days}d"
+                                f"{label}"))
+    for trip in run.result.kill_switch:
+        console.print(f"kill-switch tripped at {trip['at']}: {trip['reason']} -- {trip['detail']}")
+    for path in run.paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    main_entry(main)

@@ -1,0 +1,594 @@
+"""The backtest engine: a vectorbt portfolio from decided signals, executed at the next open.
+
+Two layers (vectorbt style):
+
+- :func:`simulate` -- arrays in, arrays out, one column or thousands at once
+  (``entries``/``exits`` of shape ``(n,)`` or ``(n, m)``). It builds the execution
+  timeline, calls ``vbt.Portfolio.from_signals`` once and returns equity, positions
+  and closed trades per column (:class:`Simulation`).
+- :func:`run_backtest` -- the pandas wrapper used by ``S5/backtest.py``, the optimiser,
+  S7 and the notebooks: a signals frame in, a :class:`BacktestResult` out (equity
+  Series, the trades frame of the S6 contract, metrics). The S6 hooks are explicit
+  arguments: ``size`` (fraction of equity per entry, an array, or a callable fed with
+  a first pass -- Kelly), ``sl_stop`` / ``tp_stop`` (fractions of the fill price per
+  decision bar) and ``kill_switch`` (an S6 ``KillSwitchConfig``); ``risk=RiskConfig``
+  builds all of them from ``S6/risk.yaml`` (see :mod:`S5.hooks`).
+
+Execution model (the tests check each point by hand):
+
+- A signal decided on the **closed** bar t fills at bar t+1's **open**; buys pay
+  ``open * (1 + slippage)``, sells get ``open * (1 - slippage)``; the fee is
+  ``fees x notional`` on each side. Entries spend ``size`` of the cash, fees included
+  (``size=1``: all in). Long only, one position at a time.
+- Equity is valued at each bar's close. The open position is closed at the last
+  bar's close (slippage and fee paid) so every trade in the file is closed; an entry
+  that would fill on the last bar is skipped.
+- Stops (when given): a stop-loss / take-profit at ``fill x (1 -/+ stop)`` is live
+  from the fill onwards, **including the rest of the entry bar**; a bar opening
+  beyond the level fills at its open (gap), otherwise at the level (stop-market:
+  slippage applies); when both levels sit inside one bar the stop-loss is assumed
+  first (conservative). A signal exit at an open has priority over a stop inside
+  that bar. To get these semantics out of vectorbt each bar becomes two rows when
+  stops are on: an "open" row (open = high = low = close = the bar's open, where
+  signals fill) and a "rest of bar" row (the real high, low, close).
+- Time: ``interval`` gives the explicit bar length (``S1.intervals.pandas_freq``);
+  annualisation uses 365 days (:mod:`S5.metrics`).
+
+vectorbt 1.2 declares its ``simulate_from_signals_nb`` kernel without numba's
+``cache=True``, so every new process re-compiled it (~10-20 s). :func:`enable_numba_cache`
+registers a cached twin of the same Python function (same code, compiled once per
+machine, stored beside vectorbt or under ``NUMBA_CACHE_DIR``).
+
+>>> import pandas as pd
+>>> t = pd.date_range("2024-01-01", periods=4, freq="h", tz="UTC")
+>>> f = pd.DataFrame({"open": [100.0, 100, 110, 120], "high": [101.0, 111, 121, 121],
+...                   "low": [99.0, 99, 109, 119], "close": [100.0, 110, 120, 120],
+...                   "entry": [True, False, False, False], "exit": [False, True, False, False]}, index=t)
+>>> res = run_backtest(f, interval="1h", costs=Costs(fees=0.0, slippage=0.0), init_cash=1000.0)
+>>> res.trades[["entry_price", "exit_price", "size", "pnl"]].round(6).values.tolist()   # decided at 0, filled at 1
+[[100.0, 110.0, 10.0, 100.0]]
+>>> res.equity.tolist()
+[1000.0, 1100.0, 1100.0, 1100.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from S1.cli import UserError
+from S1.intervals import check_interval, interval_ms, pandas_freq
+from S5 import metrics as M
+from S5.kernels import equity_from_orders_nb
+
+TRADE_COLUMNS = ("entry_time", "exit_time", "side", "size", "entry_price", "exit_price", "fees", "pnl", "return")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+
+_TWIN = None
+
+
+# ------------------------------------------------------------------------- vectorbt
+def enable_numba_cache() -> bool:
+    """Swap vectorbt's uncached ``simulate_from_signals_nb`` for a ``cache=True`` twin
+    (identical code). Idempotent; returns True when it patched now."""
+    global _TWIN
+    import numba
+    import vectorbt.portfolio.nb as pnb
+
+    if _TWIN is not None and pnb.simulate_from_signals_nb is _TWIN:
+        return False
+    original = pnb.simulate_from_signals_nb
+    py_func = getattr(original, "py_func", None)
+    if py_func is None:  # a future vectorbt may change this; then leave it alone
+        return False
+    if type(getattr(original, "_cache", None)).__name__ not in ("NullCache", "NoneType"):
+        _TWIN = original  # a later vectorbt caches it already
+        return False
+    _TWIN = numba.njit(cache=True)(py_func)
+    pnb.simulate_from_signals_nb = _TWIN
+    return True
+
+
+def vbt():
+    """vectorbt, imported on first use, with :func:`enable_numba_cache` applied."""
+    import vectorbt
+
+    enable_numba_cache()
+    return vectorbt
+
+
+# ----------------------------------------------------------------------------- input
+@dataclass(frozen=True)
+class Costs:
+    """Trading costs per side: ``fees`` (fraction of the notional) and ``slippage``
+    (fraction of the price, against the trader).
+
+    >>> Costs(fees=0.001, slippage=0.0005)
+    Costs(fees=0.001, slippage=0.0005)
+    >>> Costs(fees=0.5)
+    Traceback (most recent call last):
+    ...
+    S1.cli.UserError: fees 0.5 is out of range -- use a fraction per side from 0 to 0.05, e.g. --fees 0.001 (0.1 %)
+    """
+
+    fees: float = 0.001
+    slippage: float = 0.0005
+
+    def __post_init__(self) -> None:
+        for name, limit in (("fees", 0.05), ("slippage", 0.05)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not np.isfinite(v) \
+                    or not 0 <= v <= limit:
+                raise UserError(f"{name} {v!r} is out of range",
+                                f"use a fraction per side from 0 to {limit}, e.g. --{name} "
+                                f"{'0.001 (0.1 %)' if name == 'fees' else '0.0005 (0.05 %)'}")
+            object.__setattr__(self, name, float(v))
+
+
+def bars_per_year(interval: str) -> float:
+    """Bars in a 365-day year for a Binance interval (``'1h'`` -> 8760, ``'1M'`` -> 12)."""
+    check_interval(interval)
+    if interval == "1M":
+        return 12.0
+    return M.periods_per_year(pandas_freq(interval))
+
+
+@dataclass(frozen=True)
+class Bars:
+    """OHLC arrays of the bars (index = UTC open times) and their explicit interval."""
+
+    index: pd.DatetimeIndex
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    interval: str
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, interval: str) -> Bars:
+        """Take ``open high low close`` of a candle/signals frame, checked up front."""
+        check_interval(interval)
+        if not isinstance(frame, pd.DataFrame):
+            raise UserError(f"expected a DataFrame of bars, got {type(frame).__name__}",
+                            "pass the _signals frame (index open_time)")
+        missing = [c for c in PRICE_COLUMNS if c not in frame.columns]
+        if missing:
+            raise UserError(f"the frame lacks the price column(s) {missing}",
+                            "pass the _signals file written by S4/decision.py (it keeps the candles)")
+        idx = frame.index
+        if not isinstance(idx, pd.DatetimeIndex):
+            raise UserError("the frame's index must be the UTC open time", "use frame.set_index('open_time')")
+        idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+        if not (idx.is_monotonic_increasing and idx.is_unique):
+            raise UserError("the bars are not in strictly increasing time order",
+                            "sort and deduplicate: frame[~frame.index.duplicated()].sort_index()")
+        if len(frame) < 2:
+            raise UserError(f"{len(frame)} bar(s): too few to backtest", "load a longer window (more --days)")
+        if interval != "1M":
+            step = int(np.median(np.diff(idx.as_unit("ns").asi8)))
+            if step != interval_ms(interval) * 1_000_000:
+                raise UserError(f"the bars are {pd.Timedelta(step, unit='ns')} apart but the interval is {interval}",
+                                "pass the interval the file was made with (it is in the file name)")
+        arrays = {}
+        for c in PRICE_COLUMNS:
+            a = np.ascontiguousarray(frame[c].to_numpy(dtype=np.float64, na_value=np.nan))
+            bad = ~(np.isfinite(a) & (a > 0))
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise UserError(f"column {c} has {int(bad.sum())} missing or non-positive price(s), first at "
+                                f"{idx[i]}", "re-download the window with S1/historical.py")
+            arrays[c] = a
+        return cls(idx, arrays["open"], arrays["high"], arrays["low"], arrays["close"], interval)
+
+    def __len__(self) -> int:
+        return len(self.close)
+
+    def slice(self, start: int, stop: int) -> Bars:
+        s = slice(start, stop)
+        return Bars(self.index[s], self.open[s], self.high[s], self.low[s], self.close[s], self.interval)
+
+    @property
+    def freq(self) -> str:
+        return pandas_freq(self.interval)
+
+    @property
+    def periods_per_year(self) -> float:
+        return bars_per_year(self.interval)
+
+
+# ------------------------------------------------------------------------ simulation
+@dataclass
+class Simulation:
+    """Array result of :func:`simulate` (``m`` columns; ``n`` bars).
+
+    ``trades`` is a dict of arrays over closed trades (all columns): ``col``,
+    ``entry_bar``, ``exit_bar``, ``size``, ``entry_price``, ``exit_price``,
+    ``entry_fees``, ``exit_fees``, ``pnl``, ``return``, ``exit_row_kind``
+    (0 signal at an open, 1 inside a bar (stop), 2 end-of-test close).
+    ``open_trades`` counts positions left open (only with ``close_at_end=False``).
+    """
+
+    equity: np.ndarray          # (n, m) at each bar's close
+    in_position: np.ndarray     # (n, m) bool, position open at the bar's close
+    trades: dict[str, np.ndarray]
+    open_trades: np.ndarray     # (m,)
+    portfolio: Any              # the vectorbt Portfolio (on the execution rows)
+    rows_per_bar: int           # 1, or 2 when stops split each bar
+    init_cash: float
+    close_at_end: bool
+
+    @property
+    def n_cols(self) -> int:
+        return self.equity.shape[1]
+
+
+def _as_2d_signal(a, n: int, name: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.dtype != np.bool_:
+        if arr.dtype.kind not in "biuf":
+            raise UserError(f"{name} must be booleans, got dtype {arr.dtype}", f"pass {name} as a bool array")
+        arr = np.nan_to_num(arr.astype(np.float64)) != 0
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise UserError(f"{name} has shape {np.shape(a)} but there are {n} bars",
+                        f"pass one {name} value per bar (or an (n, m) array for m combinations)")
+    return arr
+
+
+def _as_2d_param(a, n: int, m: int, name: str, *, default: float) -> np.ndarray:
+    """A per-decision-bar parameter as an (n, 1) or (n, m) float array."""
+    if a is None:
+        return np.full((n, 1), default)
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim == 0:
+        return np.full((n, 1), float(arr))
+    if arr.ndim == 1:
+        if arr.shape[0] == n:
+            return arr[:, None]
+        if arr.shape[0] == m:
+            return np.broadcast_to(arr[None, :], (n, m))
+    if arr.ndim == 2 and arr.shape[0] == n and arr.shape[1] in (1, m):
+        return arr
+    raise UserError(f"{name} has shape {arr.shape}; expected a number, ({n},), ({m},) or ({n}, {m})",
+                    f"pass {name} per bar or per column")
+
+
+def simulate(bars: Bars, entries, exits, *, costs: Costs = Costs(), init_cash: float = 10_000.0,
+             size=1.0, sl_stop=None, tp_stop=None, close_at_end: bool = True,
+             with_index: bool = True) -> Simulation:
+    """Run the portfolio for decided ``entries``/``exits`` (bool, ``(n,)`` or ``(n, m)``).
+
+    ``size``: fraction of cash spent per entry, fees included (scalar, per bar or per
+    column; NaN or <= 0 skips the entry). ``sl_stop``/``tp_stop``: fractions of the
+    fill price, read at the decision bar (None or NaN: no stop). Every argument
+    describes the bar where the signal was **decided**; the engine moves it to the fill.
+    """
+    if not isinstance(bars, Bars):
+        raise UserError(f"bars must be an S5.engine.Bars, got {type(bars).__name__}",
+                        "build it with Bars.from_frame(frame, interval)")
+    if not (np.isfinite(init_cash) and init_cash > 0):
+        raise UserError(f"init_cash must be positive, got {init_cash!r}", "e.g. --init-cash 10000")
+    n = len(bars)
+    ent = _as_2d_signal(entries, n, "entries")
+    ext = _as_2d_signal(exits, n, "exits")
+    m = max(ent.shape[1], ext.shape[1])
+    if ent.shape[1] not in (1, m) or ext.shape[1] not in (1, m):
+        raise UserError(f"entries ({ent.shape[1]} columns) and exits ({ext.shape[1]}) do not match",
+                        "pass the same number of columns")
+    sz = _as_2d_param(size, n, m, "size", default=1.0)
+    sl = _as_2d_param(sl_stop, n, m, "sl_stop", default=np.nan)
+    tp = _as_2d_param(tp_stop, n, m, "tp_stop", default=np.nan)
+    for name, a in (("sl_stop", sl), ("tp_stop", tp)):
+        if np.any(a[np.isfinite(a)] <= 0):
+            raise UserError(f"{name} must be a positive fraction of the fill price", "e.g. 0.02 for 2 %")
+    use_stops = bool(np.isfinite(sl).any() or np.isfinite(tp).any())
+    k = 2 if use_stops else 1
+    rows = k * n + (1 if close_at_end else 0)
+    fill_rows = np.arange(n) * k                  # where bar i's open fills happen
+    o, h, lo, c = bars.open, bars.high, bars.low, bars.close
+
+    close_v = np.empty(rows)
+    price = np.empty(rows)
+    open_v, high_v, low_v = np.empty(rows), np.empty(rows), np.empty(rows)
+    if use_stops:
+        for arr, a_row, b_row in ((close_v, o, c), (price, o, c), (open_v, o, o), (high_v, o, h), (low_v, o, lo)):
+            arr[0:2 * n:2] = a_row
+            arr[1:2 * n:2] = b_row
+    else:
+        close_v[:n], price[:n], open_v[:n], high_v[:n], low_v[:n] = c, o, o, h, lo
+    if close_at_end:
+        close_v[-1] = price[-1] = open_v[-1] = high_v[-1] = low_v[-1] = c[-1]
+
+    def to_rows(a: np.ndarray, fill, dtype) -> np.ndarray:
+        out = np.full((rows, a.shape[1]), fill, dtype=dtype)
+        out[fill_rows[1:]] = a[:-1]
+        return out
+
+    E = to_rows(ent & np.isfinite(sz) & (sz > 0), False, np.bool_)
+    X = to_rows(ext, False, np.bool_)
+    if close_at_end:
+        E[fill_rows[-1]] = False
+        X[-1] = True
+    if E.shape[1] != m:
+        E = np.ascontiguousarray(np.broadcast_to(E, (rows, m)))
+    if X.shape[1] != m:
+        X = np.ascontiguousarray(np.broadcast_to(X, (rows, m)))
+    S = np.ascontiguousarray(to_rows(np.where(np.isfinite(sz), sz, 0.0), 0.0, np.float64))
+    SL = np.ascontiguousarray(to_rows(sl, np.nan, np.float64))
+    TP = np.ascontiguousarray(to_rows(tp, np.nan, np.float64))
+
+    v = vbt()
+    col2 = lambda a: np.ascontiguousarray(a[:, None])
+    close_arg: Any = col2(close_v)
+    freq = bars.freq
+    if with_index and m == 1:
+        close_arg = pd.DataFrame(close_arg, index=_row_index(bars, k, close_at_end), columns=["strategy"])
+    if use_stops:
+        freq = pd.Timedelta(pd.tseries.frequencies.to_offset("31D" if bars.interval == "1M" else freq)) / 2
+    max_orders = int(2 * E.sum() + 2 * m + 8)
+    pf = v.Portfolio.from_signals(
+        close_arg, E, X, price=col2(price), open=col2(open_v), high=col2(high_v), low=col2(low_v),
+        size=S, size_type="percent", direction="longonly", accumulate=False,
+        fees=costs.fees, slippage=costs.slippage, init_cash=float(init_cash),
+        sl_stop=SL, tp_stop=TP, use_stops=use_stops, stop_entry_price="fillprice",
+        stop_exit_price="stopmarket", upon_stop_exit="close", upon_long_conflict="exit",
+        max_orders=max_orders, freq=freq)
+    # -- equity and positions at each bar's close, replayed from the order records -------
+    orders = pf.orders.values
+    orders = orders[np.lexsort((orders["idx"], orders["col"]))]
+    bar_rows = fill_rows + (k - 1)
+    if close_at_end:
+        bar_rows = bar_rows.copy()
+        bar_rows[-1] = rows - 1
+    eq_t, held_t = equity_from_orders_nb(orders["col"], orders["idx"], orders["size"], orders["price"],
+                                         orders["fees"], orders["side"], close_v, bar_rows.astype(np.int64),
+                                         float(init_cash), m)
+    equity, held = eq_t.T, held_t.T      # (n, m), column-major: the metrics reduce along bars
+    # -- trades: long only, all in / all out, so each buy pairs with the next sell --------
+    trades, open_counts = trades_from_orders(orders, m)
+    row_to_bar = np.minimum(np.arange(rows) // k, n - 1)
+    exit_row = trades.pop("exit_row")
+    kind = (exit_row % k == 1).astype(np.int64) if k == 2 else np.zeros(len(exit_row), dtype=np.int64)
+    if close_at_end:
+        kind[exit_row == rows - 1] = 2
+    trades["entry_bar"] = row_to_bar[trades.pop("entry_row")]
+    trades["exit_bar"] = row_to_bar[exit_row]
+    trades["exit_row_kind"] = kind
+    return Simulation(equity, held, trades, open_counts, pf, k, float(init_cash), close_at_end)
+
+
+def trades_from_orders(orders: np.ndarray, n_cols: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Closed round trips from vectorbt order records sorted by (column, row): each buy
+    and the sell after it in the same column (the engine never adds to a position).
+    pnl and return follow vectorbt's trade records: ``pnl = size x (exit - entry) -
+    fees``, ``return = pnl / (size x entry)``. Also returns the open trades per column."""
+    col, side = orders["col"], orders["side"]
+    buy = side == 0
+    same_next = np.r_[col[1:] == col[:-1], False]
+    sell_next = np.r_[~buy[1:], False]
+    entry = np.flatnonzero(buy & same_next & sell_next)
+    exit_ = entry + 1
+    if int((~buy).sum()) != len(entry):  # every sell closes the buy before it
+        raise RuntimeError("unexpected order sequence")  # pragma: no cover - guarded by the engine's settings
+    size = orders["size"][entry]
+    if not np.allclose(size, orders["size"][exit_], rtol=1e-9, atol=0):
+        raise RuntimeError("a sell did not close the whole position")  # pragma: no cover
+    ep, xp = orders["price"][entry], orders["price"][exit_]
+    ef, xf = orders["fees"][entry], orders["fees"][exit_]
+    pnl = size * (xp - ep) - ef - xf
+    open_counts = np.bincount(col[buy & ~(same_next & sell_next)], minlength=n_cols)[:n_cols]
+    return ({"col": col[entry].astype(np.int64), "entry_row": orders["idx"][entry].astype(np.int64),
+             "exit_row": orders["idx"][exit_].astype(np.int64), "size": size, "entry_price": ep, "exit_price": xp,
+             "entry_fees": ef, "exit_fees": xf, "pnl": pnl, "return": pnl / (size * ep)}, open_counts)
+
+
+def _row_index(bars: Bars, k: int, close_at_end: bool) -> pd.DatetimeIndex:
+    """Times of the execution rows: opens (and, with stops, the bar's close instant)."""
+    step = pd.tseries.frequencies.to_offset(bars.freq)
+    ends = bars.index + step
+    if k == 1:
+        idx = bars.index
+    else:
+        rest = ends - pd.Timedelta(milliseconds=1)
+        idx = pd.DatetimeIndex(np.column_stack([bars.index.asi8, rest.as_unit(bars.index.unit).asi8]).ravel(),
+                               tz="UTC").as_unit(bars.index.unit)
+    if close_at_end:
+        idx = idx.append(pd.DatetimeIndex([ends[-1]]).as_unit(idx.unit))
+    # tz-naive (UTC): vectorbt turns a tz-aware index into Python objects on every portfolio (25 ms/run)
+    return idx.tz_convert("UTC").tz_localize(None).rename("time_utc")
+
+
+def simulation_metrics(sim: Simulation, bars: Bars) -> dict[str, np.ndarray]:
+    """Every metric per column of a (grid) simulation, as arrays of length m."""
+    t = sim.trades
+    return M.compute_metrics(sim.equity, init_cash=sim.init_cash, periods_per_year=bars.periods_per_year,
+                             trade_pnl=t["pnl"], trade_return=t["return"],
+                             trade_fees=t["entry_fees"] + t["exit_fees"], in_position=sim.in_position,
+                             first_open=float(bars.open[0]), last_close=float(bars.close[-1]),
+                             trade_col=t["col"])
+
+
+# --------------------------------------------------------------------------- pandas
+EXIT_REASONS = {0: "signal", 1: "stop", 2: "end_of_test"}
+
+
+@dataclass
+class BacktestResult:
+    """A single backtest: what ``S5/backtest.py`` writes and S6/S7 read."""
+
+    equity: pd.Series                  # UTC open times -> equity at the bar's close
+    trades: pd.DataFrame               # the S6 contract, TRADE_COLUMNS exactly
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    bars: Bars
+    simulation: Simulation
+    trade_details: pd.DataFrame        # + entry_bar, exit_bar, exit_reason (report)
+    kill_switch: list[dict] = field(default_factory=list)
+    in_position: np.ndarray | None = None
+
+    @property
+    def portfolio(self):
+        """The vectorbt Portfolio (its rows are the execution timeline, see the module doc)."""
+        return self.simulation.portfolio
+
+    @property
+    def buy_and_hold(self) -> pd.Series:
+        """Equity of buying at the first open with the same initial cash (no fees)."""
+        return pd.Series(self.simulation.init_cash * self.bars.close / self.bars.open[0], index=self.bars.index,
+                         name="buy_and_hold")
+
+    @property
+    def drawdown(self) -> pd.Series:
+        v = self.equity.to_numpy()
+        peak = np.maximum.accumulate(np.r_[self.simulation.init_cash, v])[1:]
+        return pd.Series(v / peak - 1.0, index=self.equity.index, name="drawdown")
+
+
+def _single_trades(sim: Simulation, bars: Bars, exits_original: np.ndarray | None = None,
+                   kill_exit_bars: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    t = sim.trades
+    idx = bars.index
+    entry_time = idx[t["entry_bar"]]
+    exit_time = idx[t["exit_bar"]]
+    frame = pd.DataFrame({
+        "entry_time": entry_time, "exit_time": exit_time,
+        "side": pd.array(["long"] * len(t["pnl"]), dtype="string"),
+        "size": t["size"], "entry_price": t["entry_price"], "exit_price": t["exit_price"],
+        "fees": t["entry_fees"] + t["exit_fees"], "pnl": t["pnl"], "return": t["return"],
+    })
+    kind = t["exit_row_kind"]
+    reason = np.array([EXIT_REASONS[int(x)] for x in kind], dtype=object)
+    decided = t["exit_bar"] - 1
+    was_signal = np.ones(len(kind), dtype=bool)
+    if exits_original is not None:
+        was_signal = (decided >= 0) & np.asarray(exits_original, dtype=bool)[np.clip(decided, 0, None)]
+    by_kill = np.zeros(len(kind), dtype=bool)
+    if kill_exit_bars is not None and len(kill_exit_bars):
+        by_kill = np.isin(decided, kill_exit_bars) & ~was_signal
+    at_open = kind == 0
+    stopped = (kind == 1) | (at_open & ~was_signal & ~by_kill)  # inside a bar, or a gap through the level
+    reason[stopped] = np.where(t["exit_price"][stopped] >= t["entry_price"][stopped], "take_profit", "stop_loss")
+    reason[at_open & by_kill] = "kill_switch"
+    details = frame.assign(entry_bar=t["entry_bar"], exit_bar=t["exit_bar"], exit_reason=reason)
+    return frame, details
+
+
+def run_backtest(frame: pd.DataFrame, *, interval: str, costs: Costs = Costs(), init_cash: float = 10_000.0,
+                 entries=None, exits=None, size=None, sl_stop=None, tp_stop=None, kill_switch=None,
+                 flatten_on_trip: bool | None = None, risk=None, close_at_end: bool = True,
+                 params: dict[str, Any] | None = None) -> BacktestResult:
+    """Backtest one signals frame (``entry``/``exit`` columns, decided at each bar's close).
+
+    Hooks (explicit; ``risk`` fills the ones left ``None`` from an S6 ``RiskConfig``):
+
+    - ``size``: fraction of equity spent per entry (fees included), a number, an array
+      per bar, or a callable ``size(first_pass: BacktestResult) -> array`` (Kelly uses
+      the first pass's closed trades);
+    - ``sl_stop`` / ``tp_stop``: fractions of the fill price, numbers or per-bar arrays;
+    - ``kill_switch``: an S6 ``KillSwitchConfig``; entries are refused from the bar it
+      trips (and, with ``flatten_on_trip``, the position is closed at the next open).
+    """
+    bars = Bars.from_frame(frame, interval)
+    n = len(bars)
+    if entries is None and "entry" not in frame.columns or exits is None and "exit" not in frame.columns:
+        raise UserError("the frame has no entry/exit columns", "pass the _signals file written by S4/decision.py")
+    ent = np.asarray(frame["entry"] if entries is None else entries)
+    ext = np.asarray(frame["exit"] if exits is None else exits)
+    ent = _as_2d_signal(ent, n, "entries")[:, 0]
+    ext = _as_2d_signal(ext, n, "exits")[:, 0]
+    risk_info: dict[str, Any] = {}
+    if risk is not None:
+        from S5.hooks import risk_hooks
+
+        hooks = risk_hooks(frame, risk, bars=bars, costs=costs)
+        size = hooks.size if size is None else size
+        sl_stop = hooks.sl_stop if sl_stop is None else sl_stop
+        tp_stop = hooks.tp_stop if tp_stop is None else tp_stop
+        kill_switch = hooks.kill_switch if kill_switch is None else kill_switch
+        flatten_on_trip = hooks.flatten_on_trip if flatten_on_trip is None else flatten_on_trip
+        risk_info = hooks.describe()
+    flatten_on_trip = bool(flatten_on_trip) if flatten_on_trip is not None else True
+
+    def run(e, x, sz) -> Simulation:
+        return simulate(bars, e, x, costs=costs, init_cash=init_cash, size=sz, sl_stop=sl_stop, tp_stop=tp_stop,
+                        close_at_end=close_at_end)
+
+    if callable(size):
+        first = _wrap(run(ent, ext, 1.0), bars, ext, None, {}, [])
+        size = size(first)
+    sz = 1.0 if size is None else size
+    sim = run(ent, ext, sz)
+    trips: list[dict] = []
+    kill_bars = np.empty(0, dtype=np.int64)
+    if kill_switch is not None:
+        sim, trips, kill_bars = _apply_kill_switch(run, sim, bars, ent, ext, sz, kill_switch, flatten_on_trip)
+    run_params = {"interval": interval, "fees": costs.fees, "slippage": costs.slippage,
+                  "init_cash": float(init_cash), "close_at_end": close_at_end, "year_days": M.YEAR_DAYS,
+                  "execution": "signal at bar t's close -> fill at bar t+1's open",
+                  "stops": sim.rows_per_bar == 2, **risk_info, **(params or {})}
+    return _wrap(sim, bars, ext, kill_bars, run_params, trips)
+
+
+def _wrap(sim: Simulation, bars: Bars, exits_original, kill_bars, params, trips) -> BacktestResult:
+    equity = pd.Series(sim.equity[:, 0], index=bars.index.rename("open_time"), name="equity")
+    trades, details = _single_trades(sim, bars, exits_original, kill_bars)
+    met = simulation_metrics(sim, bars)
+    metrics = {k: (v[0] if isinstance(v, np.ndarray) else v) for k, v in met.items()}
+    metrics["open_trades"] = int(sim.open_trades[0])
+    metrics["start"] = bars.index[0].isoformat()
+    metrics["end"] = bars.index[-1].isoformat()
+    metrics["bars"] = len(bars)
+    if trips:
+        metrics["kill_switch_trips"] = len(trips)
+    return BacktestResult(equity, trades, metrics, params, bars, sim, details, trips, sim.in_position[:, 0])
+
+
+def _apply_kill_switch(run: Callable, sim: Simulation, bars: Bars, ent, ext, sz, config, flatten: bool,
+                       max_iter: int = 100):
+    """Re-run with entries refused where the S6 kill-switch has tripped, until the
+    mask it computes on the new path is the mask that was applied (a fixed point)."""
+    from S6.killswitch import kill_switch_trips
+
+    applied = None
+    trips: list = []
+    kill_bars = np.empty(0, dtype=np.int64)
+    for _ in range(max_iter):
+        t = sim.trades
+        order = np.argsort(t["exit_bar"], kind="stable")
+        allowed, trips = kill_switch_trips(sim.equity[:, 0], bars.index, config=config,
+                                           trade_exit_times=bars.index[t["exit_bar"][order]],
+                                           trade_pnl=t["pnl"][order])
+        if (applied is None and allowed.all()) or (applied is not None and np.array_equal(allowed, applied)):
+            break
+        applied = allowed
+        e2 = ent & allowed
+        x2 = ext.copy()
+        if flatten:
+            prev = np.r_[True, allowed[:-1]]
+            kill_bars = np.flatnonzero(prev & ~allowed)
+            x2[kill_bars] = True
+        sim = run(e2, x2, sz)
+    else:  # pragma: no cover - the mask only moves forward in time
+        raise RuntimeError("the kill-switch mask did not settle")
+    return sim, [tr.as_dict() for tr in trips], kill_bars
+
+
+__all__ = [
+    "TRADE_COLUMNS",
+    "BacktestResult",
+    "Bars",
+    "Costs",
+    "Simulation",
+    "bars_per_year",
+    "enable_numba_cache",
+    "run_backtest",
+    "simulate",
+    "simulation_metrics",
+    "trades_from_orders",
+    "vbt",
+]

@@ -1,0 +1,484 @@
+"""Optuna search of a rule file's ``params`` ranges -- honest by construction.
+
+- **Train first, test after.** The bars are split in time at ``train_frac``
+  (default 70 %). The objective function only ever receives the training bars: the
+  rules are evaluated on them (S4 is causal -- see the look-ahead check) and the
+  backtest runs on them. The test bars are touched once, after the search, to
+  report the chosen parameters' out-of-sample metrics beside the in-sample ones
+  (and the rule file's default parameters on both segments, for reference).
+  Each segment is backtested on its own, starting flat with the same cash.
+- **Minimum trade count.** A trial with fewer than ``min_trades`` closed trades on
+  the training bars (or an undefined objective) is *pruned*: TPE treats it as a
+  failure, and it can never be "best" -- a strategy that traded twice and got
+  lucky does not win.
+- **Seeded TPE** (``TPESampler(seed, multivariate=True)``; the seed is offset by the
+  number of finished trials so a resumed study does not replay its first draws).
+- **Persisted and resumable.** ``storage`` is any Optuna storage URL (default
+  ``sqlite:///<data dir>/optuna.db``); ``load_if_exists=True``; ``n_trials`` is the
+  study's *total* (finished trials count), enforced with Optuna's
+  ``MaxTrialsCallback`` -- so several machines running the same command against one
+  PostgreSQL URL share the work and stop together. A study remembers what it was
+  created for (market, window, rules' search space, objective, split, costs, risk):
+  resuming it with different settings is refused.
+
+>>> import pandas as pd
+>>> from S1.simulated import simulate_candles
+>>> from S2.ta import add_indicators
+>>> from S4.rules import parse_rules
+>>> ta = add_indicators(simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-02-15"))
+>>> rules = parse_rules("params: {lo: {value: 30, low: 20, high: 45}}\\n"
+...                     "entry: {col: rsi14, op: crosses_above, param: lo}\\nexit: {col: rsi14, op: '>', value: 65}")
+>>> res = optimize(ta, rules, interval="1h", config=OptimizeConfig(n_trials=12, min_trades=3), progress=False)
+>>> sorted(res.best_params), res.best_rules.param("lo") == res.best_params["lo"], res.split.train_end < len(ta)
+(['lo'], True, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from S1.cli import UserError
+from S1.datasets import best_rules_path, optuna_storage_url  # noqa: F401 (re-exported)
+from S5.engine import BacktestResult, Costs, run_backtest
+from S5.metrics import to_jsonable
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("sharpe", "calmar", "sortino", "total_return")
+#: Metrics shown side by side (in-sample / out-of-sample).
+REPORT_METRICS = ("total_return", "cagr", "sharpe", "sortino", "calmar", "max_drawdown", "win_rate",
+                  "profit_factor", "n_trades", "exposure", "fees_paid", "buy_and_hold_return")
+
+
+@dataclass(frozen=True)
+class OptimizeConfig:
+    """Settings of a search (frozen, checked on creation)."""
+
+    objective: str = "sharpe"
+    n_trials: int = 200
+    train_frac: float = 0.7
+    min_trades: int = 20
+    seed: int = 42
+    costs: Costs = Costs()
+    init_cash: float = 10_000.0
+    risk: Any = None  # an S6 RiskConfig or None
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise UserError(f"unknown objective {self.objective!r}", f"use one of {', '.join(OBJECTIVES)}")
+        if isinstance(self.n_trials, bool) or not isinstance(self.n_trials, int) or not 1 <= self.n_trials <= 100_000:
+            raise UserError(f"--trials must be a whole number from 1 to 100000, got {self.n_trials!r}",
+                            "e.g. --trials 200")
+        if not (isinstance(self.train_frac, (int, float)) and 0.3 <= self.train_frac <= 0.95):
+            raise UserError(f"--train-frac {self.train_frac!r} is out of range",
+                            "use a share of the bars from 0.3 to 0.95 (e.g. 0.7: 70 % train, 30 % test)")
+        if isinstance(self.min_trades, bool) or not isinstance(self.min_trades, int) or self.min_trades < 1:
+            raise UserError(f"--min-trades must be a whole number >= 1, got {self.min_trades!r}",
+                            "e.g. --min-trades 20")
+        if not (np.isfinite(self.init_cash) and self.init_cash > 0):
+            raise UserError(f"--init-cash must be positive, got {self.init_cash!r}", "e.g. --init-cash 10000")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Bars ``[0, train_end)`` train, ``[train_end, n)`` test."""
+
+    n: int
+    train_end: int
+    train_start_time: pd.Timestamp
+    test_start_time: pd.Timestamp
+    end_time: pd.Timestamp
+
+    @classmethod
+    def of(cls, index: pd.DatetimeIndex, train_frac: float, *, min_bars: int = 50) -> Split:
+        n = len(index)
+        te = round(n * train_frac)
+        if te < min_bars or n - te < min_bars:
+            raise UserError(f"{n} bars split at {train_frac:.0%} leave {te} train / {n - te} test bars",
+                            f"use a longer window (at least {min_bars} bars on each side) or another --train-frac")
+        return cls(n, te, index[0], index[te], index[-1])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"bars": self.n, "train_bars": self.train_end, "test_bars": self.n - self.train_end,
+                "train": [self.train_start_time.isoformat(), self.test_start_time.isoformat()],
+                "test": [self.test_start_time.isoformat(), self.end_time.isoformat()]}
+
+
+@dataclass
+class OptimizeResult:
+    """The study, the chosen parameters and their in-/out-of-sample backtests."""
+
+    study: Any
+    best_params: dict[str, Any]
+    best_rules: Any
+    best_value: float
+    split: Split
+    config: OptimizeConfig
+    in_sample: BacktestResult
+    out_of_sample: BacktestResult
+    default_in_sample: BacktestResult
+    default_out_of_sample: BacktestResult
+    counts: dict[str, int] = field(default_factory=dict)
+    default_params: dict[str, Any] = field(default_factory=dict)
+
+    def comparison(self) -> pd.DataFrame:
+        """Rows: metrics; columns: best in-sample / out-of-sample, defaults in / out."""
+        cols = {"best: in-sample (train)": self.in_sample, "best: out-of-sample (test)": self.out_of_sample,
+                "defaults: in-sample": self.default_in_sample, "defaults: out-of-sample": self.default_out_of_sample}
+        return pd.DataFrame({k: [v.metrics.get(m) for m in REPORT_METRICS] for k, v in cols.items()},
+                            index=list(REPORT_METRICS))
+
+    def summary(self) -> dict[str, Any]:
+        return to_jsonable({
+            "objective": self.config.objective, "best_value_in_sample": self.best_value,
+            "best_params": self.best_params, "default_params": self.default_params,
+            "split": self.split.as_dict(), "min_trades": self.config.min_trades,
+            "trials": self.counts, "study_name": self.study.study_name,
+            "in_sample": {m: self.in_sample.metrics.get(m) for m in REPORT_METRICS},
+            "out_of_sample": {m: self.out_of_sample.metrics.get(m) for m in REPORT_METRICS},
+            "defaults_in_sample": {m: self.default_in_sample.metrics.get(m) for m in REPORT_METRICS},
+            "defaults_out_of_sample": {m: self.default_out_of_sample.metrics.get(m) for m in REPORT_METRICS},
+            "costs": {"fees": self.config.costs.fees, "slippage": self.config.costs.slippage},
+            "init_cash": self.config.init_cash,
+        })
+
+
+# --------------------------------------------------------------------------- study
+def default_storage() -> str:
+    """``sqlite:///<data dir>/optuna.db``."""
+    return optuna_storage_url()
+
+
+def open_storage(url: str | None):
+    """An Optuna storage for ``url`` (None: in memory). SQLite files get WAL journaling
+    with ``synchronous=NORMAL``: commits stop waiting for the disk (3x faster trials
+    here); a crash of the program loses nothing, a power cut at most the last trials."""
+    if url is None:
+        return None
+    import optuna
+
+    if not url.startswith("sqlite"):
+        return url  # PostgreSQL / MySQL / journal URLs: Optuna's defaults
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    from sqlalchemy import event
+
+    @event.listens_for(storage.engine, "connect")
+    def _pragmas(dbapi_conn, _record):  # pragma: no cover - exercised through the storage
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    storage.engine.dispose()
+    return storage
+
+
+def _hide_password(text: str, url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        pw = make_url(url).password
+    except Exception:
+        pw = None
+    return text.replace(str(pw), "***") if pw else text
+
+
+def redact_url(url: str) -> str:
+    """A storage URL without its password (``postgresql://u:***@host/db``)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+
+
+def fingerprint(rules, *, objective: str, split: Split, config: OptimizeConfig, market: dict[str, Any]) -> str:
+    """What a study was created for (a resumed study must match it)."""
+    structure = rules.to_dict()
+    structure["params"] = rules.param_space()  # the search space, not the current values
+    doc = {"rules": structure, "objective": objective, "split": split.as_dict(), "min_trades": config.min_trades,
+           "costs": [config.costs.fees, config.costs.slippage], "init_cash": config.init_cash,
+           "risk": config.risk.model_dump() if config.risk is not None else None, "market": market}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _study(storage: str | None, study_name: str | None, fp: str, seed: int, *, description: dict[str, Any]):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        probe = optuna.create_study(storage=open_storage(storage), study_name=study_name, direction="maximize",
+                                    load_if_exists=True)
+    except (ImportError, ModuleNotFoundError) as exc:
+        raise UserError(f"the storage {redact_url(storage or '')} needs a missing driver ({exc})",
+                        "install it, e.g. pip install psycopg2-binary for postgresql+psycopg2:// URLs") from None
+    except UserError:
+        raise
+    except Exception as exc:  # bad URL, unreachable server, locked/corrupt file
+        first = _hide_password(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, storage or "")
+        raise UserError(f"cannot open the Optuna storage {redact_url(storage or '')}: {first[:200]}",
+                        "pass a valid URL, e.g. --storage sqlite:///data/optuna.db or "
+                        "postgresql+psycopg2://user:pass@host/db") from None
+    if probe.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise UserError(f"study {study_name!r} minimises its objective", "pass a new --study-name")
+    old = probe.user_attrs.get("fingerprint")
+    finished = [t for t in probe.get_trials(deepcopy=False)
+                if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    if old is None:
+        if finished:
+            raise UserError(f"study {study_name!r} already holds {len(finished)} trials from another tool",
+                            "pass a new --study-name")
+        probe.set_user_attr("fingerprint", fp)
+        for k, v in description.items():
+            probe.set_user_attr(k, to_jsonable(v))
+    elif old != fp:
+        raise UserError(f"study {study_name!r} was created with other settings (market, window, search space, "
+                        "objective, split, costs or risk differ)",
+                        "pass a new --study-name, or the same settings to resume it")
+    probe.sampler = optuna.samplers.TPESampler(seed=seed + len(finished), multivariate=True)
+    return probe
+
+
+@dataclass
+class _Data:
+    frame: pd.DataFrame
+    arrays: dict[str, np.ndarray]
+    split: Split
+    interval: str
+
+
+def _segment_backtest(data: _Data, rules, config: OptimizeConfig, lo: int, hi: int,
+                      signals=None) -> BacktestResult:
+    from S4.evaluate import evaluate_arrays
+
+    if signals is None:
+        arrays = {k: v[:hi] for k, v in data.arrays.items()}
+        signals = evaluate_arrays(arrays, rules, hi)
+    part = data.frame.iloc[lo:hi]
+    return run_backtest(part, interval=data.interval, costs=config.costs, init_cash=config.init_cash,
+                        entries=signals.entry[lo:hi], exits=signals.exit[lo:hi], risk=config.risk)
+
+
+def objective_value(metrics: dict[str, Any], objective: str) -> float:
+    v = metrics.get(objective)
+    return float(v) if v is not None else float("nan")
+
+
+def optimize(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeConfig = OptimizeConfig(),
+             storage: str | None = None, study_name: str | None = None, market: dict[str, Any] | None = None,
+             progress: bool = True) -> OptimizeResult:
+    """Search ``rules.param_space()`` on the training bars of ``frame`` (the ``_ta``
+    frame with any sentiment / ML columns the rules read already joined)."""
+    import optuna
+
+    from S4.evaluate import evaluate_arrays, prepare_arrays
+
+    space = rules.param_space()
+    if not space:
+        raise UserError("the rule file has no searchable params (no low/high or choices)",
+                        "give params ranges, e.g. rsi_buy: {value: 30, low: 20, high: 40}")
+    split = Split.of(frame.index, config.train_frac)
+    data = _Data(frame, prepare_arrays(frame, rules), split, interval)
+    fp = fingerprint(rules, objective=config.objective, split=split, config=config, market=market or {})
+    study = _study(storage, study_name, fp, config.seed,
+                   description={"objective": config.objective, "split": split.as_dict(), "market": market or {},
+                                "search_space": space})
+    te = split.train_end
+    train_arrays = {k: v[:te] for k, v in data.arrays.items()}
+
+    def objective(trial) -> float:
+        r = rules.suggest(trial)
+        sig = evaluate_arrays(train_arrays, r, te)           # the test bars are not even passed in
+        res = _segment_backtest(data, r, config, 0, te, signals=sig)
+        m = res.metrics
+        trial.set_user_attr("train", to_jsonable({k: m.get(k) for k in (
+            "n_trades", "total_return", "sharpe", "sortino", "calmar", "max_drawdown")}))
+        if int(m["n_trades"]) < config.min_trades:
+            raise optuna.TrialPruned(f"{int(m['n_trades'])} trades < min {config.min_trades}")
+        value = objective_value(m, config.objective)
+        if not np.isfinite(value):
+            raise optuna.TrialPruned(f"{config.objective} is undefined")
+        return value
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=states))
+    remaining = max(0, config.n_trials - done)
+    if remaining:
+        study.optimize(objective, n_trials=remaining, show_progress_bar=progress, gc_after_trial=False,
+                       callbacks=[optuna.study.MaxTrialsCallback(config.n_trials, states=states)])
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
+    counts = {k: v for k, v in counts.items() if v}
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise UserError(f"no trial reached {config.min_trades} trades on the training bars "
+                        f"({counts.get('pruned', 0)} pruned)",
+                        "lower --min-trades, widen the params ranges, or use a longer window")
+    best = study.best_trial
+    best_params = {k: v for k, v in best.params.items() if k in space}
+    best_rules = rules.with_params(**best_params)
+    n = split.n
+    full_arrays = data.arrays
+    best_sig = evaluate_arrays(full_arrays, best_rules, n)
+    default_sig = evaluate_arrays(full_arrays, rules, n)
+    ins = _segment_backtest(data, best_rules, config, 0, te, signals=best_sig)
+    oos = _segment_backtest(data, best_rules, config, te, n, signals=best_sig)
+    d_ins = _segment_backtest(data, rules, config, 0, te, signals=default_sig)
+    d_oos = _segment_backtest(data, rules, config, te, n, signals=default_sig)
+    return OptimizeResult(study, best_params, best_rules, float(best.value), split, config, ins, oos, d_ins, d_oos,
+                          counts, rules.params)
+
+
+# --------------------------------------------------------------------------- files
+def load_frame_for(symbol: str, interval: str, days: int, rules) -> tuple[pd.DataFrame, bool, dict[str, str]]:
+    """The ``_ta`` frame with the sentiment / ML columns the rules read (as S4 joins them)."""
+    from S1.datasets import dataset_path, read_metadata, read_parquet
+    from S4.signals import find_sentiment_file, join_ml, join_sentiment, model_command, read_ta_file
+
+    ta, ta_path = read_ta_file(symbol, interval, days)
+    simulated = bool(read_metadata(ta_path).get("simulated", False))
+    sources = {"ta": ta_path.name}
+    need = rules.required_columns()
+    sent_cols = [c for c in need if c in ("sentiment_score", "n_items", "evidence") and c not in ta.columns]
+    if sent_cols:
+        sp = find_sentiment_file(interval, ta.index[0] if len(ta) else None)
+        ta = join_sentiment(ta, read_parquet(sp), columns=sent_cols)
+        simulated |= bool(read_metadata(sp).get("simulated", False))
+        sources["sentiment"] = sp.name
+    if "ml_proba" in need and "ml_proba" not in ta.columns:
+        mp = dataset_path(symbol, interval, days, "ml")
+        if not mp.exists():
+            raise UserError(f"the rules read ml_proba but {mp} does not exist",
+                            f"create it first with: {model_command(symbol, interval, days)}")
+        ta = join_ml(ta, read_parquet(mp))
+        simulated |= bool(read_metadata(mp).get("simulated", False))
+        sources["ml"] = mp.name
+    return ta, simulated, sources
+
+
+def optimization_html(res: OptimizeResult, *, title: str, simulated: bool) -> str:
+    """History, parameter importances, slices and the in-/out-of-sample table."""
+    import html as _html
+
+    import optuna.visualization as ov
+
+    from S5.metrics import format_metric
+    from S5.report import figure_div, html_page
+
+    if simulated and "simulated" not in title.lower():
+        title += " -- SIMULATED market data"
+    comp = res.comparison()
+    head = "".join(f"<th>{_html.escape(c)}</th>" for c in ["metric", *comp.columns])
+    rows = "".join("<tr><th>" + m.replace("_", " ") + "</th>"
+                   + "".join(f"<td>{format_metric(m, comp.loc[m, c])}</td>" for c in comp.columns) + "</tr>"
+                   for m in comp.index)
+    sp = res.split.as_dict()
+    intro = (f"<p class='note'>Objective <b>{res.config.objective}</b> maximised on the training bars "
+             f"{sp['train'][0]} .. {sp['train'][1]} ({sp['train_bars']:,} bars); parameters evaluated once on the "
+             f"test bars {sp['test'][0]} .. {sp['test'][1]} ({sp['test_bars']:,} bars). Trials: "
+             f"{_html.escape(json.dumps(res.counts))}; pruned = fewer than {res.config.min_trades} trades or an "
+             f"undefined objective.</p>")
+    body = [intro,
+            f"<h2>Chosen on train, checked on test</h2><table><tr>{head}</tr>{rows}</table>",
+            "<h2>Best parameters</h2><table><tr><th>param</th><th>best</th><th>rule file default</th></tr>"
+            + "".join(f"<tr><th>{_html.escape(k)}</th><td>{v}</td><td>{res.default_params.get(k, '')}</td></tr>"
+                      for k, v in res.best_params.items())
+            + "</table>"]
+    figs = [("Optimisation history", lambda: ov.plot_optimization_history(res.study)),
+            ("Parameter importances (fANOVA)", lambda: ov.plot_param_importances(res.study)),
+            ("Slices", lambda: ov.plot_slice(res.study))]
+    for name, make in figs:
+        try:
+            body.append(f"<h2>{name}</h2>" + figure_div(make()))
+        except Exception as exc:  # e.g. importances need 2+ complete trials with varied params
+            body.append(f"<h2>{name}</h2><p class='note'>not available: {_html.escape(str(exc))}</p>")
+    return html_page(title, "".join(body))
+
+
+@dataclass
+class OptimizeRun:
+    result: OptimizeResult
+    simulated: bool
+    paths: dict[str, Path]
+    storage: str
+
+
+def optimize_files(symbol: str, interval: str, days: int, rules_path: str | Path, *,
+                   config: OptimizeConfig = OptimizeConfig(), storage: str | None = None,
+                   study_name: str | None = None, progress: bool = True, report: bool = True) -> OptimizeRun:
+    """The job behind ``python S5/optimize.py``: search, then write the best rules YAML,
+    the HTML report and a JSON summary."""
+    from S1.datasets import atomic_write_text, dataset_stem, normalize_symbol, report_path
+    from S4.rules import load_rules
+
+    rules = load_rules(rules_path)
+    frame, simulated, sources = load_frame_for(symbol, interval, days, rules)
+    storage = storage or default_storage()
+    stem = dataset_stem(symbol, interval, days)
+    study_name = study_name or f"{stem}_{Path(rules_path).stem}_{config.objective}"
+    market = {"symbol": normalize_symbol(symbol), "interval": interval, "days": int(days),
+              "first": frame.index[0].isoformat() if len(frame) else None,
+              "last": frame.index[-1].isoformat() if len(frame) else None, "rows": len(frame)}
+    res = optimize(frame, rules, interval=interval, config=config, storage=storage, study_name=study_name,
+                   market=market, progress=progress)
+    ins, oos = res.in_sample.metrics, res.out_of_sample.metrics
+    header = (f"# Optimised by S5/optimize.py from {Path(rules_path).as_posix()} on {normalize_symbol(symbol)} "
+              f"{interval} {int(days)}d{' (SIMULATED data)' if simulated else ''}\n"
+              f"# objective {config.objective}: in-sample {res.best_value:.4f} on "
+              f"{res.split.train_start_time:%Y-%m-%d}..{res.split.test_start_time:%Y-%m-%d}; out-of-sample "
+              f"{config.objective} {_fmt(oos.get(config.objective))}, total return {_fmt(oos.get('total_return'))} "
+              f"({_fmt(oos.get('n_trades'))} trades) on {res.split.test_start_time:%Y-%m-%d}.."
+              f"{res.split.end_time:%Y-%m-%d}\n# study {study_name!r} in {redact_url(storage)}\n"
+              f"# use it: python S4/decision.py --symbol {normalize_symbol(symbol)} --interval {interval} "
+              f"--days {int(days)} --rules <this file>\n")
+    paths = {"rules": best_rules_path(symbol, interval, days, rules_path),
+             "json": report_path(symbol, interval, days, f"optimize_{Path(rules_path).stem}", "json")}
+    summary = {"symbol": normalize_symbol(symbol), "interval": interval, "days": int(days),
+               "rules": str(rules_path), "simulated": simulated, "sources": sources,
+               "storage": redact_url(storage), **res.summary(),
+               "in_sample_objective_check": ins.get(config.objective)}
+    html_text = None
+    if report:
+        paths["html"] = report_path(symbol, interval, days, f"optimize_{Path(rules_path).stem}", "html")
+        html_text = optimization_html(res, title=f"{normalize_symbol(symbol)} {interval} {int(days)}d: optimising "
+                                      f"{Path(rules_path).name} ({config.objective})", simulated=simulated)
+    atomic_write_text(paths["rules"], header + res.best_rules.to_yaml())
+    atomic_write_text(paths["json"], json.dumps(to_jsonable(summary), indent=2, allow_nan=False))
+    if html_text is not None:
+        atomic_write_text(paths["html"], html_text)
+    return OptimizeRun(res, simulated, paths, storage)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return f"{f:.4g}" if np.isfinite(f) else "n/a"
+
+
+__all__ = [
+    "OBJECTIVES",
+    "OptimizeConfig",
+    "OptimizeResult",
+    "Split",
+    "best_rules_path",
+    "default_storage",
+    "fingerprint",
+    "load_frame_for",
+    "optimization_html",
+    "optimize",
+    "optimize_files",
+    "redact_url",
+]

@@ -1,8 +1,8 @@
 """Benchmark of rule evaluation on one year of 1h bars (8,760 rows), against a
 hand-written numpy floor in the same run.
 
-    .venv/bin/python S4/bench_evaluate.py            # ~20 s
-    .venv/bin/python S4/bench_evaluate.py --repeat 500
+    .venv/bin/python bench/bench_signals.py            # ~20 s
+    .venv/bin/python bench/bench_signals.py --repeat 500
 
 Data: the deterministic simulated BTCUSDT market (S1/simulated.py) for 2023, S2's
 indicators, a synthetic sentiment series joined as-of and a causal stand-in for

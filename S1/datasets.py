@@ -192,6 +192,24 @@ def optuna_storage_url(*, data_dir: Path | None = None) -> str:
     return f"sqlite:///{(d / 'optuna.db').as_posix()}"
 
 
+def executor_state_path(tag: str, symbol: str, interval: str, *, replay: bool = False,
+                        data_dir: Path | None = None) -> Path:
+    """S7's SQLite store of orders, fills and positions: ``data/state/[replay/]s7_<tag>_<symbol>_<interval>.db``."""
+    folder = state_path("replay" if replay else "", data_dir=data_dir)
+    return folder / f"s7_{tag}_{normalize_symbol(symbol).lower()}_{interval_token(interval)}.db"
+
+
+def kill_switch_path(mode: str, *, symbol: str | None = None, interval: str | None = None, replay: bool = False,
+                     data_dir: Path | None = None) -> Path:
+    """The persisted kill-switch state: one per trading mode (``live``, ``testnet``, ``dry-run``);
+    a replay gets its own throw-away one per market."""
+    if replay:
+        return state_path("replay", data_dir=data_dir) / (
+            f"kill_switch_{normalize_symbol(symbol or '').lower()}_{interval_token(interval or '1m')}.json")
+    name = {"live": "kill_switch.json", "testnet": "kill_switch_testnet.json"}.get(mode, "kill_switch_dryrun.json")
+    return state_path(name, data_dir=data_dir)
+
+
 def state_path(name: str, *, data_dir: Path | None = None) -> Path:
     """Small state files (kill-switch, executor DB …) under ``data/state/``."""
     return globals()["data_dir"](data_dir) / "state" / name

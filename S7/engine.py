@@ -1,0 +1,664 @@
+"""The trading engine: on every closed candle, indicators (S2) on the recent window,
+the rules (S4), sizing and the kill-switch (S6), then at most one order.
+
+Per closed candle ``t`` (long only, one position per symbol, MARKET orders):
+
+1. the candle joins the window (the last ``window`` closed candles); a candle the
+   engine already acted on (``last_candle`` in the store: a restart) or one that
+   closed longer ago than ``max_candle_age_s`` only updates the window;
+2. a reconciliation runs first when one is due (start, after a network failure or
+   an order whose outcome stayed unknown); pending orders are looked up; while
+   one of ours is unresolved nothing new is sent;
+3. :func:`S2.ta.add_indicators` on the window, S3 sentiment joined as-of when the
+   rules read it, :func:`S4.evaluate.condition_masks` -> which entry / exit rules
+   fire at ``t``;
+4. the equity (quote balance + the position at the close) feeds the persisted
+   :class:`S6.killswitch.KillSwitch`;
+5. long: SELL everything on the stop-loss (low <= stop), the take-profit (high >=
+   take-profit), an exit rule, or a kill-switch trip when ``flatten_on_trip``;
+   flat: BUY when an entry rule fires, no exit rule fires on the same candle (exit
+   wins, as in S4), the cooldown after the last exit has passed and the
+   kill-switch allows entries. The size is :func:`S6.sizing.size_position`
+   (ATR stop by default), capped by the free quote balance, rounded to the
+   exchange filters by :meth:`S6.filters.SymbolFilters.check_order`; an order the
+   filters refuse is not sent (``REFUSED``, logged, alerted);
+6. the order goes out through :func:`S7.exchange_client.submit_order` with the
+   signal's deterministic client id, after its intent is committed to the store.
+
+The stop and take-profit are placed at the fill price minus/plus the distances
+S6 computed at the signal, and checked on closed candles (so an exit fills at the
+next price, possibly beyond the stop: a gap is a gap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from S1.intervals import interval_ms
+from S1.cli import UserError
+from S2.ta import IndicatorConfig, atr as atr_kernel, compute_indicators, warmup_rows
+from S4.evaluate import condition_masks
+from S4.rules import RuleSet
+from S6.alerts import AlertEvent, error_event, kill_switch_event, order_rejected_event
+from S6.config import RiskConfig
+from S6.filters import SymbolFilters
+from S6.killswitch import KillSwitch
+from S6.sizing import SizingError, size_position
+from S7.exchange_client import (AuthFailed, ExchangeError, SubmitResult, TradingVenue, submit_order)
+from S7.ledger import Ledger
+from S7.orders import (ABANDONED, BLOCKED, EXCHANGE_OPEN, INTENT, RATE_LIMITED, REFUSED, REJECTED, UNKNOWN,
+                       Fill, OrderState, client_order_id, plain)
+from S7.reconcile import ReconcileReport, reconcile
+
+log = logging.getLogger(__name__)
+
+MODES = ("dry-run", "testnet", "live")
+#: Numeric candle columns the engine keeps for its window (what rules may read besides indicators).
+WINDOW_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume", "trades", "taker_buy_base",
+                  "taker_buy_quote")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What the engine trades and how (frozen; checked on creation)."""
+
+    symbol: str
+    interval: str
+    mode: str
+    strategy: str                          #: tag in every client order id (e.g. a hash of the rules)
+    window: int = 300                      #: closed candles kept for the indicators
+    max_candle_age_s: float | None = None  #: act only on candles younger than this (None: one interval; 0: any)
+    flatten_on_trip: bool | None = None    #: None: the risk config's kill_switch.flatten_on_trip
+    use_stops: bool = True
+    fee_buffer: float = 0.003              #: headroom kept on the quote balance (fees, price moves)
+    max_rate_wait: float = 10.0            #: longest Retry-After waited out for an order (s)
+    cancel_stale: bool = True              #: cancel our leftover open orders when reconciling
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.window < 10:
+            raise ValueError("window must hold at least 10 candles")
+        if not 0 <= self.fee_buffer < 0.5:
+            raise ValueError("fee_buffer must be in [0, 0.5)")
+
+    @property
+    def max_age_ms(self) -> int | None:
+        if self.max_candle_age_s == 0:
+            return None
+        return int((self.max_candle_age_s or interval_ms(self.interval) / 1000) * 1000)
+
+
+@dataclass
+class Decision:
+    """What the engine did with one closed candle (for logs, tests and the benchmark)."""
+
+    candle_open_ms: int
+    action: str = "none"          #: none | buy | sell | skipped | refused | blocked | waiting | stale | seen
+    reason: str | None = None
+    client_order_id: str | None = None
+    result: SubmitResult | None = None
+    entry_rule: str | None = None
+    exit_rule: str | None = None
+    equity: float | None = None
+    allowed: bool | None = None
+    seen_at: float = 0.0          #: time.perf_counter() when the candle reached the engine
+    sent_at: float | None = None  #: time.perf_counter() just before the order request
+
+
+class SentimentFeed:
+    """S3's sentiment file, re-read when it changes, joined as-of the candle's open time."""
+
+    def __init__(self, path: str | Path, columns: list[str]):
+        self.path, self.columns = Path(path), list(columns)
+        self._mtime: float | None = None
+        self._frame: pd.DataFrame | None = None
+
+    def frame(self) -> pd.DataFrame:
+        from S1.datasets import read_parquet
+
+        mtime = self.path.stat().st_mtime if self.path.exists() else None
+        if mtime is None and self._frame is None:
+            from S1.cli import UserError
+
+            raise UserError(f"sentiment file {self.path} disappeared", "re-create it with python S3/sentiment.py")
+        if mtime is not None and mtime != self._mtime:
+            self._frame, self._mtime = read_parquet(self.path), mtime
+        return self._frame  # type: ignore[return-value]
+
+    def join(self, frame: pd.DataFrame) -> pd.DataFrame:
+        from S4.signals import join_sentiment
+
+        return join_sentiment(frame, self.frame(), columns=self.columns)
+
+    def arrays(self, open_ms: np.ndarray) -> dict[str, np.ndarray]:
+        """The sentiment columns as-of each open time (S4's rule: the last row at or before it)."""
+        from S4.signals import asof_positions
+
+        sent = self.frame()
+        pos = asof_positions(pd.DatetimeIndex(pd.to_datetime(open_ms, unit="ms", utc=True)), sent.index)
+        out = {}
+        for c in self.columns:
+            vals = sent[c].to_numpy(dtype=np.float64, na_value=np.nan)
+            col = np.full(len(open_ms), np.nan)
+            col[pos >= 0] = vals[pos[pos >= 0]]
+            out[c] = col
+        return out
+
+
+class Engine:
+    """One symbol's trading loop body (see the module docstring). Use :meth:`start`,
+    :meth:`seed`, then :meth:`on_price` / :meth:`on_candle` as events arrive."""
+
+    def __init__(self, config: EngineConfig, *, rules: RuleSet, venue: TradingVenue, ledger: Ledger,
+                 filters: SymbolFilters, kill_switch: KillSwitch, risk: RiskConfig | None = None,
+                 indicators: IndicatorConfig | None = None, alerter=None, sentiment: SentimentFeed | None = None):
+        self.cfg = config
+        self.rules, self.venue, self.ledger, self.filters = rules, venue, ledger, filters
+        self.store, self.order_log = ledger.store, ledger.order_log
+        self.risk = risk or RiskConfig()
+        self.indicators = indicators or IndicatorConfig()
+        self.kill_switch = kill_switch
+        if kill_switch.on_trip is None:
+            kill_switch.on_trip = self._on_trip
+        self.alerter = alerter
+        self.sentiment = sentiment
+        self.flatten = self.risk.kill_switch.flatten_on_trip if config.flatten_on_trip is None else config.flatten_on_trip
+        self.symbol, self.base, self.quote = config.symbol, filters.base_asset, filters.quote_asset
+        self._t = np.empty(0, dtype=np.int64)               # open times (ms) of the window
+        self._w: dict[str, np.ndarray] = {c: np.empty(0) for c in WINDOW_COLUMNS}
+        self.last_price: float | None = None
+        self.last_close_ms: int | None = None
+        self.balances: dict[str, tuple[Decimal, Decimal]] = {}
+        self.needs_reconcile = True
+        self.reports: list[ReconcileReport] = []
+        self.decisions: list[Decision] = []
+        self.stats: Counter = Counter()
+        self.start_equity: float | None = None
+        self.last_equity: float | None = None
+        self._alerts: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unsellable: int | None = None
+        self._atr_col = f"atr{self.risk.stops.atr_period}"
+        self._interval_ms = interval_ms(config.interval)
+        self._required = rules.required_columns()
+        available = set(WINDOW_COLUMNS) | set(self.indicators.columns()) | set(
+            sentiment.columns if sentiment is not None else ())
+        missing = [c for c in self._required if c not in available]
+        if missing:
+            raise UserError(f"the rules read {missing}, which the executor does not compute",
+                            f"it has the candle columns, the indicators {self.indicators.columns()} and the "
+                            "sentiment (when the rules read it); add the lengths to S2/config.yaml")
+        self._min_rows = max(warmup_rows(self.indicators).values()) + 1
+
+    # ------------------------------------------------------------------ alerts
+    def _alert(self, event: AlertEvent) -> None:
+        if self.alerter is None:
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(self.alerter.asend(event))
+        except RuntimeError:
+            self.alerter.send(event)
+            return
+        self._alerts.add(task)
+        task.add_done_callback(self._alerts.discard)
+
+    def _on_trip(self, trip) -> None:
+        """Called by the kill-switch, possibly from a worker thread: the alert goes out on the loop."""
+        self.stats["kill_switch_trips"] += 1
+        event = kill_switch_event(trip, symbol=self.symbol)
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                self._alert(event)
+            else:
+                loop.call_soon_threadsafe(self._alert, event)
+        else:
+            self._alert(event)
+
+    async def drain_alerts(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) for the alerts still being delivered."""
+        if self._alerts:
+            await asyncio.wait(list(self._alerts), timeout=timeout)
+
+    # ------------------------------------------------------------------- setup
+    async def start(self) -> ReconcileReport:
+        """Reconcile with the exchange before anything else; raises on failure."""
+        self._loop = asyncio.get_running_loop()
+        rep = await self.reconcile("start")
+        self._feed_closed_trips(rep.closed_trips)
+        return rep
+
+    async def reconcile(self, when: str) -> ReconcileReport:
+        rep = await reconcile(self.venue, self.ledger, when=when, cancel_stale=self.cfg.cancel_stale)
+        self.reports.append(rep)
+        self.balances = dict(rep.balances)
+        self.needs_reconcile = not rep.ok
+        self.stats["reconciles"] += 1
+        return rep
+
+    def seed(self, history: pd.DataFrame) -> None:
+        """The closed candles before the first live one (warm-up of the indicators)."""
+        if len(history):
+            h = history.iloc[-self.cfg.window:]
+            self._t = h.index.as_unit("ms").asi8.astype(np.int64)
+            self._w = {c: h[c].to_numpy(dtype=np.float64, copy=True) for c in WINDOW_COLUMNS}
+            self.last_close_ms = int(self._t[-1])
+            self.last_price = float(self._w["close"][-1])
+            if self.start_equity is None and self.balances:
+                self.start_equity = self.equity(self.last_price)
+
+    @property
+    def window(self) -> pd.DataFrame | None:
+        """The candle window as a frame (index open_time UTC); None before :meth:`seed`."""
+        if not len(self._t):
+            return None
+        return pd.DataFrame(dict(self._w), index=pd.DatetimeIndex(pd.to_datetime(self._t, unit="ms", utc=True),
+                                                                     name="open_time"))
+
+    def _append(self, open_ms: int, values: dict[str, float]) -> None:
+        keep = self.cfg.window - 1
+        self._t = np.append(self._t[-keep:], np.int64(open_ms))
+        for c in WINDOW_COLUMNS:
+            self._w[c] = np.append(self._w[c][-keep:], values[c])
+
+    async def refresh_balances(self) -> None:
+        acct = await self.venue.account()
+        self.balances = {b["asset"]: (Decimal(b["free"]), Decimal(b["locked"])) for b in acct.get("balances", [])
+                         if b["asset"] in (self.base, self.quote)}
+
+    def equity(self, price: float) -> float:
+        """Quote balance (free + locked) + the strategy's position (and its dust) at ``price``."""
+        q = sum(self.balances.get(self.quote, (Decimal(0), Decimal(0))))
+        pos = self.store.position(self.symbol)
+        return float(q) + float(pos.qty + pos.dust) * price
+
+    # ----------------------------------------------------------------- prices
+    async def on_price(self, price: float, t_ms: int) -> None:
+        """A market price (dry-run: fills what the simulator holds; every mode: the last price)."""
+        self.last_price = float(price)
+        on_price = getattr(self.venue, "on_price", None)
+        if on_price is not None and on_price(price, t_ms):
+            await self.sync_orders()
+
+    async def sync_orders(self) -> bool:
+        """Look up our unresolved orders and record what the exchange says.
+        Returns True when none is left unresolved."""
+        pending = self.store.unresolved(self.symbol)
+        for row in pending:
+            cid = row["client_order_id"]
+            try:
+                order = await self.venue.get_order(symbol=self.symbol, client_order_id=cid)
+            except AuthFailed:
+                raise
+            except ExchangeError as exc:
+                log.warning("order %s: lookup failed (%s); will retry", cid, exc.message)
+                self.needs_reconcile = True
+                continue
+            if order is None:
+                age_s = time.time() - row["updated_ms"] / 1000
+                if row["status"] in (INTENT, UNKNOWN) and age_s > getattr(self.venue, "recv_window_s", 0) + 1:
+                    self.store.update_order(cid, status=ABANDONED, error="never reached the exchange; not re-sent")
+                    self.ledger.log_event(self.store.get_order(cid), status=ABANDONED, event="lookup",
+                                          note="not found by client id after its recvWindow: never executed")
+                continue
+            await self._record_order(order, row, event="lookup")
+        return not self.store.unresolved(self.symbol)
+
+    async def _record_order(self, order: dict, row: dict, *, event: str) -> OrderState:
+        state, _ = self.ledger.order_response(order, event=event)
+        if state.executed_qty > 0 and not order.get("fills"):
+            # a lookup result carries no fills: take them from myTrades
+            for t in await self.venue.my_trades(symbol=self.symbol, order_id=state.order_id):
+                self.ledger.fill(Fill.from_my_trade(t, client_order_id=state.client_order_id))
+        if state.side == "BUY" and state.executed_qty > 0 and state.avg_price is not None:
+            self._place_levels(row, float(state.avg_price))
+        self._feed_closed_trips(self.ledger.take_closed())
+        if state.executed_qty > 0:
+            try:
+                await self.refresh_balances()
+            except ExchangeError as exc:
+                log.warning("balances not refreshed (%s)", exc.message)
+                self.needs_reconcile = True
+        return state
+
+    def _place_levels(self, row: dict, fill_price: float) -> None:
+        if not self.cfg.use_stops:
+            return
+        stop = tp = None
+        if row.get("stop_distance"):
+            stop = float(self.filters.round_price(fill_price - row["stop_distance"], direction="up"))
+        if row.get("tp_distance"):
+            tp = float(self.filters.round_price(fill_price + row["tp_distance"], direction="down"))
+        if self.store.position(self.symbol).is_open:
+            self.store.set_levels(self.symbol, stop=stop, take_profit=tp)
+
+    def _feed_closed_trips(self, trips: list[dict]) -> None:
+        for trip in trips:
+            at = pd.Timestamp(int(trip["exit_time_ms"]), unit="ms", tz="UTC") if trip.get("exit_time_ms") else None
+            self.kill_switch.record_trade(float(trip["pnl"]), at=at)
+            if trip.get("candle_open_ms") is not None:  # the cooldown counts from the exit signal's candle
+                self.store.set_meta(f"last_exit_candle:{self.symbol}:{self.cfg.interval}", int(trip["candle_open_ms"]))
+
+    # ----------------------------------------------------------------- candles
+    async def on_candle(self, candle: pd.DataFrame, now_ms: int | None = None) -> Decision:
+        """One newly closed candle (a one-row candle frame). ``now_ms``: the clock
+        (the replay's, or None for the wall clock)."""
+        seen = time.perf_counter()
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        ot = int(candle.index[-1].value // 1_000_000)
+        d = Decision(ot, seen_at=seen)
+        if self.last_close_ms is not None and ot <= self.last_close_ms:
+            d.action = "seen"
+            return d
+        row = {c: float(candle[c].to_numpy()[-1]) for c in WINDOW_COLUMNS}
+        if not all(math.isfinite(row[c]) and row[c] > 0 for c in ("high", "low", "close")):
+            log.warning("candle %s has a missing or non-positive price: ignored", _iso(ot))
+            d.action = "seen"
+            return d
+        self._append(ot, row)
+        self.last_close_ms = ot
+        close = row["close"]
+        self.last_price = close
+        close_ms = int(candle["close_time"].iloc[-1].value // 1_000_000)
+        now = int(time.time() * 1000) if now_ms is None else int(now_ms)
+        at = pd.Timestamp(close_ms + 1, unit="ms", tz="UTC")
+        key = f"last_candle:{self.symbol}:{self.cfg.interval}"
+        done = self.store.get_meta(key)
+        if done is not None and ot <= int(done):
+            d.action = "seen"
+            return self._done(d)
+        age = self.cfg.max_age_ms
+        if age is not None and now - close_ms > age:
+            d.action = "stale"
+            log.info("candle %s closed %.0fs ago: too old to act on (window updated only)",
+                     _iso(ot), (now - close_ms) / 1000)
+            return self._done(d)
+        if len(self._t) < self._min_rows:
+            d.action = "warmup"
+            log.info("candle %s: warming up the indicators (%d of %d candles)", _iso(ot), len(self._t),
+                     self._min_rows)
+            return self._done(d, key)
+        if self.needs_reconcile:
+            try:
+                await self.reconcile("reconnect")
+                self._feed_closed_trips(self.reports[-1].closed_trips)
+            except AuthFailed:
+                raise
+            except ExchangeError as exc:
+                log.warning("reconciliation failed (%s): not acting on %s", exc.message, _iso(ot))
+                d.action = "waiting"
+                return self._done(d, key)
+        if self.store.unresolved(self.symbol) and not await self.sync_orders():
+            ids = ", ".join(r["client_order_id"] for r in self.store.unresolved(self.symbol))
+            log.warning("candle %s: waiting for order(s) %s to resolve before acting", _iso(ot), ids)
+            d.action = "waiting"
+            return self._done(d, key)
+
+        pos = self.store.position(self.symbol)
+        equity = self.equity(close)
+        d.equity = equity
+        if self.start_equity is None:
+            self.start_equity = equity
+        self.last_equity = equity
+        # the kill-switch persists its state (an fsync'd write): overlap it with the indicators
+        ks = asyncio.create_task(asyncio.to_thread(self.kill_switch.update_equity, equity, at=at))
+        try:
+            entry_raw, exit_raw, d.entry_rule, d.exit_rule, ind = self._signals()
+        finally:
+            allowed = await ks
+        d.allowed = allowed
+
+        if pos.is_open:
+            reason = None
+            if self.cfg.use_stops and pos.stop is not None and row["low"] <= pos.stop:
+                reason = f"stop_loss:{pos.stop:g}"
+            elif self.cfg.use_stops and pos.take_profit is not None and row["high"] >= pos.take_profit:
+                reason = f"take_profit:{pos.take_profit:g}"
+            elif exit_raw:
+                reason = f"exit:{d.exit_rule}"
+            elif not allowed and self.flatten:
+                reason = "kill_switch_flatten"
+            if reason:
+                await self._sell(d, pos.qty, close, reason, at)
+        elif entry_raw and not exit_raw:
+            cooldown = int(self.rules.resolve(self.rules.cooldown))
+            last_exit = self.store.get_meta(f"last_exit_candle:{self.symbol}:{self.cfg.interval}")
+            bars = (ot - int(last_exit)) // self._interval_ms if last_exit is not None else None
+            if bars is not None and bars <= cooldown:
+                d.action, d.reason = "skipped", f"cooldown ({bars} of {cooldown} bars since the last exit)"
+                log.info("candle %s: entry %s ignored: %s", _iso(ot), d.entry_rule, d.reason)
+            elif not allowed:
+                st = self.kill_switch.state
+                d.action, d.reason = "blocked", f"kill-switch tripped ({st.reason}: {st.detail})"
+                self._not_sent(d, "BUY", None, close, BLOCKED, f"entry:{d.entry_rule}", d.reason, at)
+                log.warning("candle %s: entry %s not taken: %s", _iso(ot), d.entry_rule, d.reason)
+            else:
+                await self._buy(d, ind, equity, close, at)
+        return self._done(d, key)
+
+    def _done(self, d: Decision, key: str | None = None) -> Decision:
+        if key is not None:
+            self.store.set_meta(key, d.candle_open_ms)
+        self.decisions.append(d)
+        self.stats[f"candles_{d.action}"] += 1
+        return d
+
+    def _signals(self) -> tuple[bool, bool, str | None, str | None, dict[str, np.ndarray]]:
+        """Which rules fire at the last candle of the window. Array kernels only (S2's
+        :func:`~S2.ta.compute_indicators`, S4's :func:`~S4.evaluate.condition_masks`): the
+        pandas wrappers cost more than the whole rest of a decision."""
+        w = self._w
+        n = len(self._t)
+        if n < self._min_rows:
+            raise UserError(f"the executor's candle window holds {n} candles, fewer than the {self._min_rows} the "
+                            "indicators need", "wait for more candles, or start the streamer earlier")
+        ind = compute_indicators(w["high"], w["low"], w["close"], self.indicators)
+        arrays: dict[str, np.ndarray] = {}
+        sent = self.sentiment.arrays(self._t) if self.sentiment is not None else {}
+        for c in self._required:
+            arrays[c] = ind[c] if c in ind else (w[c] if c in w else sent[c])
+        ent, ext = condition_masks(arrays, self.rules, n)
+        e_hits, x_hits = ent[:, -1], ext[:, -1]
+        entry_rule = self.rules.entry[int(np.argmax(e_hits))].name if e_hits.any() else None
+        exit_rule = self.rules.exit[int(np.argmax(x_hits))].name if len(x_hits) and x_hits.any() else None
+        return bool(e_hits.any()), bool(len(x_hits) and x_hits.any()), entry_rule, exit_rule, ind
+
+    # ------------------------------------------------------------------ orders
+    def _atr(self, ind: dict[str, np.ndarray]) -> float | None:
+        if self._atr_col in ind:
+            v = float(ind[self._atr_col][-1])
+        else:
+            w = self._w
+            v = float(atr_kernel(w["high"], w["low"], w["close"], self.risk.stops.atr_period)[-1])
+        return v if math.isfinite(v) and v > 0 else None
+
+    def _cid(self, d: Decision, side: str) -> str:
+        return client_order_id(symbol=self.symbol, interval=self.cfg.interval, candle_open_ms=d.candle_open_ms,
+                               side=side, strategy=self.cfg.strategy)
+
+    async def _buy(self, d: Decision, ind: dict[str, np.ndarray], equity: float, price: float, at) -> None:
+        reason = f"entry:{d.entry_rule}"
+        d.reason = reason
+        atr = self._atr(ind)
+        try:
+            size = size_position(equity=equity, price=price, config=self.risk, atr=atr)
+        except SizingError as exc:
+            d.action = "refused"
+            self._not_sent(d, "BUY", None, price, REFUSED, reason, f"sizing: {exc.problem}", at)
+            log.warning("candle %s: %s not taken: cannot size (%s)", _iso(d.candle_open_ms), reason, exc.problem)
+            return
+        qty = float(size.size)
+        free_quote = float(self.balances.get(self.quote, (Decimal(0), Decimal(0)))[0])
+        cash_cap = free_quote / (price * (1 + self.cfg.fee_buffer))
+        capped = qty > cash_cap
+        qty = min(qty, cash_cap)
+        check = self.filters.check_order(qty, price, side="BUY", order_type="MARKET")
+        if check.ok:
+            # what is left after the commission (and a 1 % dip) must still be sellable, or it becomes dust
+            back = self.filters.check_order(float(check.qty) * (1 - 2 * self.cfg.fee_buffer), price * 0.99,
+                                            side="SELL", order_type="MARKET")
+            if not back.ok:
+                check = replace(check, ok=False, filter=back.filter,
+                                reason=f"too small to be sold back after fees: {back.reason}")
+        if not check.ok:
+            why = check.reason + (f" (size capped by the free {self.quote} balance {free_quote:,.2f})" if capped else "")
+            d.action = "refused"
+            self._not_sent(d, "BUY", plain(check.qty), price, REFUSED, reason, why, at, filter=check.filter)
+            self._alert(order_rejected_event(symbol=self.symbol, side="BUY", qty=plain(check.qty), price=price,
+                                             reason=why, code=check.filter))
+            log.warning("candle %s: BUY %s refused by the exchange filters before sending: %s",
+                        _iso(d.candle_open_ms), plain(check.qty), why)
+            return
+        stop_distance = price - float(size.stop) if size.stop is not None else None
+        tp_distance = float(size.take_profit) - price if size.take_profit is not None else None
+        await self._send(d, "BUY", plain(check.qty), price, reason, at, stop_distance=stop_distance,
+                         tp_distance=tp_distance)
+
+    async def _sell(self, d: Decision, qty: Decimal, price: float, reason: str, at) -> None:
+        d.reason = reason
+        check = self.filters.check_order(qty, price, side="SELL", order_type="MARKET")
+        if not check.ok:
+            d.action = "refused"
+            self._not_sent(d, "SELL", plain(check.qty), price, REFUSED, reason, check.reason, at, filter=check.filter)
+            pos = self.store.position(self.symbol)
+            if self._unsellable != pos.entry_time_ms:   # alert once per position, not on every candle
+                self._unsellable = pos.entry_time_ms
+                self._alert(order_rejected_event(symbol=self.symbol, side="SELL", qty=plain(check.qty), price=price,
+                                                 reason=check.reason, code=check.filter))
+            log.warning("candle %s: SELL %s refused by the exchange filters before sending (the position is held): "
+                        "%s", _iso(d.candle_open_ms), plain(qty), check.reason)
+            return
+        await self._send(d, "SELL", plain(check.qty), price, reason, at)
+
+    def _not_sent(self, d: Decision, side: str, qty, price: float, status: str, reason: str, why: str, at,
+                  **extra) -> None:
+        cid = self._cid(d, side)
+        d.client_order_id = cid
+        self.store.insert_order(cid, symbol=self.symbol, interval=self.cfg.interval,
+                                candle_open_ms=d.candle_open_ms, side=side, type="MARKET", quantity=qty or "0",
+                                price=plain(Decimal(repr(price))), status=status, reason=reason, error=why)
+        self.order_log.append(symbol=self.symbol, side=side, type="MARKET", quantity=qty, price=price,
+                              client_id=cid, exchange_id=None, status=status, reason=reason, event="not_sent",
+                              error=why, interval=self.cfg.interval, candle=_iso(d.candle_open_ms), time=at, **extra)
+        self.stats[f"orders_{status.lower()}"] += 1
+
+    async def _send(self, d: Decision, side: str, qty: str, price: float, reason: str, at, *,
+                    stop_distance: float | None = None, tp_distance: float | None = None) -> None:
+        cid = self._cid(d, side)
+        d.client_order_id, d.action = cid, side.lower()
+        ref = plain(Decimal(repr(price)))
+        existing = self.store.get_order(cid)
+        if existing is not None:  # this signal already made an order (a restart): never a second one
+            log.warning("candle %s: order %s for this signal exists (%s): not sent again",
+                        _iso(d.candle_open_ms), cid, existing["status"])
+            d.action = "waiting"
+            return
+        self.store.insert_order(cid, symbol=self.symbol, interval=self.cfg.interval, candle_open_ms=d.candle_open_ms,
+                                side=side, type="MARKET", quantity=qty, price=ref, status=INTENT, reason=reason,
+                                stop_distance=stop_distance, tp_distance=tp_distance, sends=1)
+        row = self.store.get_order(cid)
+        self.ledger.log_event(row, status=INTENT, event="intent", candle=_iso(d.candle_open_ms))
+        d.sent_at = time.perf_counter()
+        self.stats["orders_sent"] += 1
+        log.info("candle %s: %s %s %s MARKET (%s) -> %s", _iso(d.candle_open_ms), side, qty, self.symbol,
+                 reason, cid)
+        res = await submit_order(self.venue, symbol=self.symbol, side=side, order_type="MARKET", quantity=qty,
+                                 client_order_id=cid, max_rate_wait=self.cfg.max_rate_wait)
+        d.result = res
+        if res.sends > 1:
+            self.store.update_order(cid, sends=res.sends)
+        await self._after_submit(res, row)
+
+    async def _after_submit(self, res: SubmitResult, row: dict) -> None:
+        cid = row["client_order_id"]
+        side, qty = row["side"], row["quantity"]
+        if res.status == "accepted":
+            note = "; ".join(res.notes) or None
+            state = await self._record_order(res.order, row, event="lookup" if res.found_by_lookup else "accepted")
+            if note:
+                log.info("order %s: %s", cid, note)
+            if state.status in EXCHANGE_OPEN:
+                self.stats["orders_open"] += 1
+            return
+        err = res.error
+        code = getattr(err, "code", None)
+        msg = err.message if err is not None else "; ".join(res.notes)
+        if res.status == "rejected":
+            self.store.update_order(cid, status=REJECTED, error=msg)
+            self.ledger.log_event(self.store.get_order(cid), status=REJECTED, event="rejected", code=code, error=msg)
+            self.stats["orders_rejected"] += 1
+            self._alert(order_rejected_event(symbol=self.symbol, side=side, qty=qty, price=row["price"], reason=msg,
+                                             code=code))
+            if code == -1013:
+                log.error("order %s REJECTED by the exchange filters (-1013): %s -- re-reading exchangeInfo", cid, msg)
+                await self._reload_filters()
+            elif code == -2010:
+                log.error("order %s REJECTED (-2010, e.g. insufficient balance): %s -- balances will be re-read",
+                          cid, msg)
+                self.needs_reconcile = True
+            else:
+                log.error("order %s REJECTED: %s", cid, msg)
+            return
+        if res.status == "rate_limited":
+            self.store.update_order(cid, status=RATE_LIMITED, error=msg)
+            self.ledger.log_event(self.store.get_order(cid), status=RATE_LIMITED, event="rate_limited", error=msg)
+            self.stats["orders_rate_limited"] += 1
+            self._alert(error_event(f"S7 {self.symbol} order", f"not sent, rate limited: {msg}"))
+            log.error("order %s NOT SENT: rate limited (%s); the signal is dropped", cid, msg)
+            return
+        self.store.update_order(cid, status=UNKNOWN, error=msg)
+        self.ledger.log_event(self.store.get_order(cid), status=UNKNOWN, event="unknown", error=msg)
+        self.stats["orders_unknown"] += 1
+        self.needs_reconcile = True
+        self._alert(error_event(f"S7 {self.symbol} order", f"outcome unknown for {cid}: {msg}"))
+        log.error("order %s: outcome UNKNOWN (%s); nothing more is sent until a lookup resolves it", cid, msg)
+
+    async def _reload_filters(self) -> None:
+        try:
+            entry = await self.venue.symbol_info(self.symbol)
+            self.filters = SymbolFilters.from_symbol_info(entry)
+        except ExchangeError as exc:
+            log.warning("exchangeInfo not re-read (%s)", exc.message)
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict[str, Any]:
+        pos = self.store.position(self.symbol)
+        orders = self.store.orders(self.symbol)
+        by_status = Counter(o["status"] for o in orders)
+        price = self.last_price or 0.0
+        lat = [dd.sent_at - dd.seen_at for dd in self.decisions if dd.sent_at is not None]
+        return {"symbol": self.symbol, "interval": self.cfg.interval, "mode": self.cfg.mode,
+                "orders": len(orders), "orders_by_status": dict(by_status),
+                "sent": sum(1 for o in orders if o["status"] not in (REFUSED, BLOCKED)),
+                "buys": sum(1 for o in orders if o["side"] == "BUY" and o["status"] not in (REFUSED, BLOCKED)),
+                "sells": sum(1 for o in orders if o["side"] == "SELL" and o["status"] not in (REFUSED, BLOCKED)),
+                "fills": len(self.store.fills(self.symbol)), "position": pos, "last_price": price,
+                "unrealized": pos.unrealized(price), "realized": float(pos.realized_pnl), "fees": float(pos.fees),
+                "round_trips": pos.round_trips, "start_equity": self.start_equity,
+                "equity": self.equity(price) if price else self.last_equity,
+                "kill_switch": self.kill_switch.status(), "candles": dict(self.stats),
+                "decision_ms": [x * 1000 for x in lat]}
+
+
+def _iso(ms: int) -> str:
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
+
+
+__all__ = ["Decision", "Engine", "EngineConfig", "MODES", "SentimentFeed"]

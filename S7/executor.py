@@ -1,0 +1,126 @@
+"""Paper trading on the Binance spot testnet (default), a local dry-run, or -- with an
+explicit flag and keys -- live.
+
+    python S7/executor.py --symbol BTCUSDT --interval 1m --rules S4/rules.yaml            # testnet
+    python S7/executor.py --symbol BTCUSDT --interval 1m --rules S4/rules.yaml --dry-run  # no keys, no orders out
+    python S7/executor.py --symbol BTCUSDT --interval 1h --rules S4/rules.yaml --dry-run --replay-days 7 --duration 20
+    python S7/executor.py ... --live --i-understand-this-trades-real-money
+
+On every closed candle (from the streamer's SQLite table, ``python S1/streamer.py``;
+or ``--source rest``; or a fast replay of recent candles with ``--replay-days``):
+indicators (S2), rules (S4), sizing and kill-switch (S6), then one idempotent
+order. Orders, fills and positions persist in ``data/state/``; every order event
+is appended to ``data/orders.jsonl``. Ctrl-C / SIGTERM stop cleanly (the order
+in flight is finished first). See S7/README.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Sequence
+
+from S1.cli import ArgumentParser, add_common_args, main_entry
+
+log = logging.getLogger("S7.executor")
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python S7/executor.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--symbol", required=True, help="e.g. BTCUSDT")
+    p.add_argument("--interval", default="1m", help="candle interval (default 1m)")
+    p.add_argument("--rules", type=Path, required=True, help="S4 rule file, e.g. S4/rules.yaml")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--testnet", dest="mode", action="store_const", const="testnet",
+                      help="trade on the Binance spot testnet (default; keys in .env)")
+    mode.add_argument("--dry-run", dest="mode", action="store_const", const="dry-run",
+                      help="local fill simulator: no keys, no orders leave this machine")
+    mode.add_argument("--live", dest="mode", action="store_const", const="live",
+                      help="REAL MONEY: needs --i-understand-this-trades-real-money and live keys")
+    p.set_defaults(mode="testnet")
+    p.add_argument("--i-understand-this-trades-real-money", dest="real_money", action="store_true",
+                   help="required with --live")
+    src = p.add_argument_group("candles")
+    src.add_argument("--source", choices=("db", "rest"), default="db",
+                     help="db: the streamer's SQLite table (default); rest: poll REST klines")
+    src.add_argument("--db", type=Path, help="streamer database (default data/<symbol>_<interval>_realtime.db)")
+    src.add_argument("--replay-days", type=float, metavar="N",
+                     help="dry-run only: replay the last N days of closed candles, fast, then stop")
+    src.add_argument("--duration", type=float, metavar="SECONDS", help="stop by itself after this long")
+    src.add_argument("--poll", type=float, default=0.02, help="seconds between database checks (default 0.02)")
+    src.add_argument("--max-candle-age", type=float, metavar="SECONDS",
+                     help="act only on candles closed less than this ago (default one interval; 0: any)")
+    strat = p.add_argument_group("strategy and risk")
+    strat.add_argument("--risk-config", type=Path, help="S6 risk settings (default S6/risk.yaml)")
+    strat.add_argument("--indicators", type=Path, help="S2 indicator lengths (default S2/config.yaml)")
+    strat.add_argument("--window", type=int, help="closed candles kept for the indicators (default: from them)")
+    flat = strat.add_mutually_exclusive_group()
+    flat.add_argument("--flatten-on-trip", dest="flatten", action="store_const", const=True,
+                      help="sell the position when the kill-switch trips")
+    flat.add_argument("--no-flatten-on-trip", dest="flatten", action="store_const", const=False,
+                      help="only stop new entries when the kill-switch trips")
+    p.set_defaults(flatten=None)
+    strat.add_argument("--no-stops", action="store_true", help="no stop-loss / take-profit exits (rules only)")
+    sim = p.add_argument_group("dry-run simulator")
+    sim.add_argument("--balance", type=float, default=10_000.0, help="starting quote balance (default 10000)")
+    sim.add_argument("--fee", type=float, default=0.001, help="commission rate (default 0.001 = 0.1 %%)")
+    sim.add_argument("--slippage-bps", type=float, default=0.0, help="MARKET fills this much worse (default 0)")
+    sim.add_argument("--exchange-info", type=Path, metavar="FILE", help="saved exchangeInfo body for the filters")
+    files = p.add_argument_group("files")
+    files.add_argument("--state", type=Path, help="executor database (default data/state/s7_<mode>_<sym>_<iv>.db)")
+    files.add_argument("--kill-switch-state", type=Path, help="kill-switch file (default: per mode in data/state/)")
+    files.add_argument("--order-log", type=Path, help="order log (default data/orders.jsonl)")
+    files.add_argument("--recv-window", type=int, default=5000, help="recvWindow of signed requests, ms")
+    add_common_args(p)
+    return p
+
+
+def config_from_args(args):
+    from S7.config import SessionConfig
+
+    return SessionConfig(symbol=args.symbol, interval=args.interval, rules=args.rules, mode=args.mode,
+                         i_understand_real_money=args.real_money, source=args.source, db=args.db,
+                         replay_days=args.replay_days, duration=args.duration, poll=args.poll, window=args.window,
+                         risk_config=args.risk_config, indicators_config=args.indicators, state=args.state,
+                         kill_switch_state=args.kill_switch_state, flatten_on_trip=args.flatten,
+                         balance=args.balance, fee_rate=args.fee, slippage_bps=args.slippage_bps,
+                         recv_window_ms=args.recv_window, max_candle_age_s=args.max_candle_age,
+                         exchange_info=args.exchange_info, use_stops=not args.no_stops, order_log=args.order_log)
+
+
+async def _amain(cfg) -> int:
+    from S7.session import run_session, summary_lines
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(name: str):
+        if stop.is_set():
+            return
+        log.warning("%s: stopping after the current step (the order in flight, if any, is finished first)", name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig.name)
+        except (NotImplementedError, RuntimeError):  # Windows
+            pass
+    res = await run_session(cfg, stop=stop)
+    for line in summary_lines(res):
+        print(line, flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from S1.settings import get_settings
+    from S7.config import check_config
+
+    cfg = check_config(config_from_args(args), get_settings())  # bad input: one line, before anything starts
+    return asyncio.run(_amain(cfg))
+
+
+if __name__ == "__main__":
+    main_entry(main)

@@ -1,0 +1,259 @@
+"""Where the executor's candles come from. Each source gives the closed candles
+before the session (:meth:`history`, the indicators' warm-up) and then a stream
+of events: :class:`CandleEvent` (a newly closed candle) and :class:`PriceEvent`
+(the latest trade price, which fills the dry-run simulator's waiting orders).
+
+- :class:`DbSource` -- the streamer's SQLite ``kline`` table (``python S1/streamer.py``):
+  the warm-up with :func:`S1.stream_store.read_klines`, then the rows after the last
+  one seen whenever SQLite's ``PRAGMA data_version`` says another connection
+  committed (checked every ``poll`` seconds: one tiny query, no file scan).
+  Candles the streamer backfilled after one of its reconnects all come through, in
+  order; the candle in progress gives the price.
+- :class:`RestPollSource` -- no streamer: ``GET /api/v3/klines`` around each
+  expected close time (sleeping in between, so the request weight stays tiny).
+- :class:`ReplaySource` -- the last ``days`` of closed candles over REST, replayed
+  as fast as the engine takes them, each candle preceded by its open price (the
+  "next price" after the previous close). The clock of a replay is the candles'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+import numpy as np
+import pandas as pd
+
+from S1.cli import NetworkError, UserError
+from S1.datasets import candles_from_arrays, empty_candles
+from S1.intervals import floor_ms, interval_ms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CandleEvent:
+    candle: pd.DataFrame          #: one row, the S1 candle schema
+    now_ms: int | None = None     #: the source's clock (None: the wall clock)
+
+    @property
+    def open_ms(self) -> int:
+        return int(self.candle.index[-1].value // 1_000_000)
+
+
+@dataclass(frozen=True)
+class PriceEvent:
+    price: float
+    t_ms: int
+    now_ms: int | None = None
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    if seconds <= 0:
+        await asyncio.sleep(0)
+        return
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+def _open_ms(df: pd.DataFrame) -> np.ndarray:
+    return df.index.as_unit("ms").asi8
+
+
+# ----------------------------------------------------------------------- database
+#: Rows after a given open time, in the Binance kline layout, from the streamer's ``kline`` table
+#: (schema: :mod:`S1.stream_store`). The hot path reads them directly: ``read_klines`` builds and
+#: validates a DataFrame per call (15-20 ms measured), which a per-poll read cannot afford.
+_NEW_ROWS = ("SELECT open_time, open, high, low, close, volume, close_time, quote_volume, trades, taker_buy_base, "
+             "taker_buy_quote, is_closed FROM kline WHERE symbol = ? AND interval = ? AND open_time > ? "
+             "ORDER BY open_time LIMIT 10000")
+
+
+class DbSource:
+    """The streamer's SQLite table (see the module docstring)."""
+
+    def __init__(self, db_path: str | Path, symbol: str, interval: str, *, poll: float = 0.05):
+        self.db = Path(db_path)
+        self.symbol, self.interval, self.poll = symbol, interval, float(poll)
+        self.description = f"streamer database {self.db}"
+        self._ms = interval_ms(interval)
+        if not self.db.is_file():
+            raise UserError(f"the streamer database {self.db} does not exist",
+                            f"start the streamer first: python S1/streamer.py --symbol {symbol} --interval {interval} "
+                            "(or pass --db PATH, or use --source rest)")
+        self.last_open_ms: int | None = None
+
+    def _read(self, *, closed_only: bool, last_n: int) -> pd.DataFrame:
+        from S1.stream_store import read_klines
+
+        return read_klines(self.db, self.symbol, self.interval, closed_only=closed_only, last_n=last_n)
+
+    async def history(self, n: int) -> pd.DataFrame:
+        df = self._read(closed_only=True, last_n=n)
+        if len(df):
+            self.last_open_ms = int(_open_ms(df)[-1])
+        return df
+
+    async def events(self, stop: asyncio.Event) -> AsyncIterator[CandleEvent | PriceEvent]:
+        con = sqlite3.connect(f"{self.db.resolve().as_uri()}?mode=ro", uri=True, timeout=5, isolation_level=None)
+        try:
+            version, last_price = None, None
+            while not stop.is_set():
+                v = con.execute("PRAGMA data_version").fetchone()[0]
+                if v != version:
+                    version = v
+                    after = self.last_open_ms if self.last_open_ms is not None else -1
+                    rows = con.execute(_NEW_ROWS, (self.symbol, self.interval, after)).fetchall()
+                    for r in rows:
+                        if r[11] != 1:
+                            break                      # the candle in progress (and nothing closed after it)
+                        self.last_open_ms = int(r[0])
+                        yield CandleEvent(candles_from_arrays(np.array([r[:11]], dtype=np.float64)))
+                    live = [r for r in rows if r[11] != 1]
+                    if live and float(live[-1][4]) != last_price:
+                        last_price = float(live[-1][4])
+                        yield PriceEvent(last_price, int(time.time() * 1000))
+                await _pause(stop, self.poll)
+        finally:
+            con.close()
+
+    async def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- REST
+class _RestMixin:
+    symbol: str
+    interval: str
+
+    def _rest(self):
+        from S1.rest_client import BinanceRest
+
+        return BinanceRest(self.settings, max_retries=2)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _closed(rows: np.ndarray, now_ms: int) -> pd.DataFrame:
+        if len(rows) == 0:
+            return empty_candles()
+        rows = rows[rows[:, 6] < now_ms]   # drop the candle in progress
+        return candles_from_arrays(rows) if len(rows) else empty_candles()
+
+
+class RestPollSource(_RestMixin):
+    """Closed candles polled over REST around their close times (no streamer needed)."""
+
+    def __init__(self, symbol: str, interval: str, *, settings=None, poll: float = 1.0):
+        from S1.settings import get_settings
+
+        self.symbol, self.interval, self.poll = symbol, interval, max(0.2, float(poll))
+        self.settings = settings or get_settings()
+        self.description = f"REST klines from {self.settings.binance_api_url}"
+        self._ms = interval_ms(interval)
+        self.last_open_ms: int | None = None
+        self._offset_ms = 0
+
+    async def history(self, n: int) -> pd.DataFrame:
+        async with self._rest() as api:
+            await api.check_symbol(self.symbol)
+            now = await api.server_time()
+            self._offset_ms = now - int(time.time() * 1000)
+            rows = await api.klines(self.symbol, self.interval, limit=min(1000, n + 1))
+        df = self._closed(rows, now)
+        if len(df):
+            self.last_open_ms = int(_open_ms(df)[-1])
+        return df
+
+    async def events(self, stop: asyncio.Event) -> AsyncIterator[CandleEvent | PriceEvent]:
+        async with self._rest() as api:
+            failures = 0
+            while not stop.is_set():
+                now = int(time.time() * 1000) + self._offset_ms
+                nxt = (self.last_open_ms + 2 * self._ms) if self.last_open_ms is not None else now
+                if now < nxt:
+                    await _pause(stop, min(self.poll * 5, (nxt - now) / 1000 + 0.3))
+                    continue
+                try:
+                    rows = await api.klines(self.symbol, self.interval, limit=5)
+                    failures = 0
+                except NetworkError as exc:
+                    failures += 1
+                    log.warning("REST candles: %s (retrying in %.0fs)", exc.problem, min(60, 2 ** failures))
+                    await _pause(stop, min(60, 2 ** failures))
+                    continue
+                now = int(time.time() * 1000) + self._offset_ms
+                closed = self._closed(rows, now)
+                t = _open_ms(closed)
+                for i in np.nonzero(t > (self.last_open_ms if self.last_open_ms is not None else -1))[0]:
+                    self.last_open_ms = int(t[i])
+                    yield CandleEvent(closed.iloc[int(i):int(i) + 1])
+                if len(rows) and rows[-1, 6] >= now:
+                    yield PriceEvent(float(rows[-1, 4]), now)
+                await _pause(stop, self.poll)
+
+    async def close(self) -> None:
+        pass
+
+
+class ReplaySource(_RestMixin):
+    """The last ``days`` of closed candles, replayed fast (see the module docstring)."""
+
+    def __init__(self, symbol: str, interval: str, days: float, *, warmup: int, settings=None):
+        from S1.settings import get_settings
+
+        if not 0 < float(days) <= 3650:
+            raise UserError(f"--replay-days must be more than 0 and at most 3650, got {days:g}", "e.g. --replay-days 7")
+        self.symbol, self.interval, self.days, self.warmup = symbol, interval, float(days), int(warmup)
+        self.settings = settings or get_settings()
+        self.description = f"replay of the last {days:g} days of REST klines from {self.settings.binance_api_url}"
+        self._ms = interval_ms(interval)
+        self.frame: pd.DataFrame | None = None
+        self.start_ms = 0
+
+    async def load(self) -> None:
+        async with self._rest() as api:
+            await api.check_symbol(self.symbol)
+            now = await api.server_time()
+            end = floor_ms(now, self.interval)
+            self.start_ms = end - int(self.days * 86_400_000)
+            first = self.start_ms - self.warmup * self._ms
+            rows = await api.klines_range(self.symbol, self.interval, first, end)
+        self.frame = self._closed(rows, now)
+        n = int((_open_ms(self.frame) >= self.start_ms).sum()) if len(self.frame) else 0
+        if n == 0:
+            raise UserError(f"no closed {self.interval} candle of {self.symbol} in the last {self.days:g} days at "
+                            f"{self.settings.binance_api_url}", "check the symbol and --replay-days")
+
+    @property
+    def replay_count(self) -> int:
+        return int((_open_ms(self.frame) >= self.start_ms).sum()) if self.frame is not None else 0
+
+    async def history(self, n: int) -> pd.DataFrame:
+        if self.frame is None:
+            await self.load()
+        before = self.frame[_open_ms(self.frame) < self.start_ms]
+        return before.iloc[-n:]
+
+    async def events(self, stop: asyncio.Event) -> AsyncIterator[CandleEvent | PriceEvent]:
+        if self.frame is None:
+            await self.load()
+        part = self.frame[_open_ms(self.frame) >= self.start_ms]
+        opens, closes = _open_ms(part), part["close_time"].dt.as_unit("ms").astype("int64").to_numpy()
+        for i in range(len(part)):
+            if stop.is_set():
+                return
+            yield PriceEvent(float(part["open"].iloc[i]), int(opens[i]), int(opens[i]))
+            yield CandleEvent(part.iloc[i:i + 1], int(closes[i]) + 1)
+            await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        pass
+
+
+__all__ = ["CandleEvent", "DbSource", "PriceEvent", "ReplaySource", "RestPollSource"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from S1.cli import ArgumentParser, UserError, add_common_args, main_entry
-from S1.datasets import dataset_path, normalize_symbol, report_path, sentiment_path
+from S1.datasets import dataset_path, normalize_symbol, orders_log_path, report_path, sentiment_path
 from S1.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def build_steps(symbol: str, interval: str, days: int, *, rules: str, sources: s
         Step("S5 backtest", [py, "S5/backtest.py", *common],
              [report_path(symbol, interval, days, "backtest", "html"), dataset_path(symbol, interval, days, "backtest")]),
         Step("S7 dry-run", [py, "S7/executor.py", "--symbol", symbol, "--interval", interval, "--rules", rules,
-                            "--dry-run", "--replay-days", "7", "--duration", str(dry_run_seconds)],
+                            "--dry-run", "--replay-days", "60", "--duration", str(dry_run_seconds)],
              []),
     ]
 
@@ -108,8 +108,6 @@ def main(argv=None) -> int:
             if r.returncode != 0:
                 failed = step
                 break
-            for out in step.outputs:
-                print(f"    wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}", flush=True)
             print(f"    ({time.perf_counter() - t0:.1f}s)", flush=True)
     finally:
         if server:
@@ -119,8 +117,19 @@ def main(argv=None) -> int:
     if failed:
         raise UserError(f"the chain stopped at {failed.name} (its error is above)",
                         "fix that and re-run: completed steps are reused, nothing is fetched twice")
-    print("done" + (" (simulated market)" if offline else ""))
+    print("\nOutputs" + (" (SIMULATED market, labelled as such)" if offline else "") + ":")
+    for step in steps:
+        for out in step.outputs:
+            shown = out.relative_to(REPO) if out.is_relative_to(REPO) else out
+            print(f"  {step.name:14s} {shown}")
+    log_file = orders_log_path()
+    print(f"  {'S7 order log':14s} {_rel(log_file)}" + ("" if log_file.exists() else " (no order yet)"))
+    print("Next: open the backtest report in a browser, or `streamlit run S7/dashboard.py` for everything.")
     return 0
+
+
+def _rel(path: Path) -> Path:
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 
 if __name__ == "__main__":

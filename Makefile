@@ -30,6 +30,8 @@ bench: setup
 	$(BIN)/python bench/bench_signals.py
 	$(BIN)/python bench/bench_backtest.py
 	$(BIN)/python bench/bench_query.py
+	$(BIN)/python bench/bench_streamer.py
+	$(BIN)/python bench/bench_executor.py
 
 clean-venv:
 	rm -rf $(VENV)

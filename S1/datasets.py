@@ -136,11 +136,14 @@ def report_path(symbol: str, interval: str, days: int, name: str, ext: str = "ht
     return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}_{name}.{ext}"
 
 
-def realtime_db_path(symbols: list[str] | str, interval: str, *, data_dir: Path | None = None) -> Path:
-    """The streamer's SQLite file: ``btcusdt_1m_realtime.db`` (first symbol names it)."""
+def realtime_db_path(symbols: list[str] | str, interval: str, *, kind: str = "kline",
+                     data_dir: Path | None = None) -> Path:
+    """The streamer's SQLite file: ``btcusdt_1m_realtime.db`` (the first symbol names it);
+    ``kind="trades"`` (candles built from trades) gives ``btcusdt_1m_trades_realtime.db``."""
     first = symbols if isinstance(symbols, str) else symbols[0]
     base = globals()["data_dir"](data_dir)
-    return base / f"{normalize_symbol(first).lower()}_{interval_token(interval)}_realtime.db"
+    infix = "_trades" if kind == "trades" else ""
+    return base / f"{normalize_symbol(first).lower()}_{interval_token(interval)}{infix}_realtime.db"
 
 
 def sentiment_path(interval: str = "1h", *, data_dir: Path | None = None) -> Path:

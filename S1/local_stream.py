@@ -25,7 +25,8 @@ Real-world behaviour, scriptable per test:
   a close after ``shutdown_grace`` s unless the client leaves first), ``stall``
   (silence and no pongs: only the client's keepalive notices);
 - refused handshakes through the exchange's fault injection (:meth:`LocalStream.refuse`);
-- ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` requests.
+- ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` requests;
+- ``blast`` (benchmarks): pre-rendered events re-sent as fast as a client reads.
 
 Trade and aggregate-trade ids: trade ids are contiguous per symbol (``f`` of a
 candle = 1,000,000 + the trades of every earlier candle); aggregate ids ``a`` are
@@ -44,6 +45,7 @@ import heapq
 import itertools
 import json
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -63,14 +65,17 @@ FIRST_TRADE_ID = 1_000_000
 
 # ---------------------------------------------------------------------------- clock
 class ReplayClock:
-    """An accelerated exchange clock: ``now_ms = start + elapsed_wall * speed``.
+    """An accelerated exchange clock: ``now_ms = start + elapsed_wall_ms * speed``
+    (``speed`` 60: a replayed minute per wall second).
 
     Share it: ``LocalBinance(now_ms=clock.now_ms)`` and ``LocalStream(ex, clock)``.
     It can start paused and stops at ``end_ms`` (the replay is over).
 
-    >>> c = ReplayClock(start_ms=0, speed=60_000, paused=True)
-    >>> c.now_ms()
-    0
+    >>> c = ReplayClock(start_ms=0, speed=60, paused=True)
+    >>> c.now_ms(), c.wall_seconds_until(60_000)
+    (0, None)
+    >>> c.resume(); round(c.wall_seconds_until(60_000))
+    1
     """
 
     def __init__(self, start_ms: int | None = None, speed: float = 1.0, *, end_ms: int | None = None,
@@ -130,7 +135,7 @@ def first_trade_ids(rows: np.ndarray) -> np.ndarray:
     return FIRST_TRADE_ID + np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
 
 
-def kline_event(symbol: str, interval: str, row: np.ndarray, event_ms: int, closed: bool, first_id: int) -> str:
+def kline_event(symbol: str, interval: str, row, event_ms: int, closed: bool, first_id: int) -> str:
     """One kline event, byte for byte in Binance's layout (``row``: Binance kline row)."""
     n = int(row[8])
     f, last = (int(first_id), int(first_id) + n - 1) if n > 0 else (-1, -1)
@@ -174,8 +179,7 @@ def trades_for_kline(row: np.ndarray, first_id: int, *, max_blocks: int = 8) -> 
     groups = [(False, buy, buy_quote), (True, vol - buy, quote - buy_quote)]
     groups = [g for g in groups if g[1] > 0] or [(False, max(vol, 1), max(quote, o * 1e-8))]
     open_side, close_side = groups[0][0], groups[-1][0]
-    blocks: list[tuple[float, int, bool]] = []  # (price, units, buyer_maker) in time order, open first
-    middle: list[tuple[float, int, bool]] = []
+    middle: list[tuple[float, int, bool]] = []  # (price, units, buyer_maker) between the open and close
     first_blk = last_blk = None
     for side, units, q in groups:
         eps_o = 1 if side == open_side else 0
@@ -198,7 +202,7 @@ def trades_for_kline(row: np.ndarray, first_id: int, *, max_blocks: int = 8) -> 
         first_blk = middle.pop(0) if middle else (o, 1, open_side)
     blocks = [first_blk] + middle + ([last_blk] if last_blk else [])
     # split the largest blocks until max_blocks (more messages, same totals)
-    while len(blocks) < min(max_blocks, n):
+    while 2 <= len(blocks) < min(max_blocks, n):
         j = max(range(1, len(blocks) - 1 if len(blocks) > 2 else len(blocks)), key=lambda k: blocks[k][1])
         p, u, s = blocks[j]
         if u < 2:
@@ -243,6 +247,22 @@ def trade_events(symbol: str, tr: AggTrade, event_ms: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- feeds
+def partial_row(row: list[float], length: float, now: int) -> list[float]:
+    """The candle in progress at ``now``: :meth:`S1.local_exchange.LocalBinance._partial`
+    (what the REST server serves) computed on plain floats, ~10x faster; a test pins
+    the two together."""
+    f = max(0.01, min(0.99, (now - row[0]) / length))
+    o = row[1]
+    out = list(row)
+    out[4] = c = o + (row[4] - o) * f
+    out[2] = max(o, c, o + (row[2] - o) * f)
+    out[3] = min(o, c, o - (o - row[3]) * f)
+    for j in (5, 7, 9, 10):
+        out[j] = row[j] * f
+    out[8] = float(math.floor(row[8] * f))
+    return out
+
+
 class _KlineFeed:
     """The events of one ``<symbol>@kline_<interval>`` stream after a given instant."""
 
@@ -253,29 +273,36 @@ class _KlineFeed:
         self.i = max(0, int(np.searchsorted(rows[:, 0], after_ms, side="right")) - 1)
         self.k = 1
         self.after = after_ms
+        self._load()
         self._skip_past()
+
+    def _load(self) -> None:
+        """Cache the current candle as plain floats."""
+        if self.i < len(self.rows):
+            self._row = self.rows[self.i].tolist()
+            t0 = int(self._row[0])
+            self._t0, self._len = t0, next_open_ms(t0, self.interval) - t0
+            self._end = int(self._row[6]) + 1
+            self._fid = int(self.first_ids[self.i])
 
     def _time(self) -> int | None:
         if self.i >= len(self.rows):
             return None
-        r = self.rows[self.i]
-        t0, end = int(r[0]), int(r[6]) + 1
         if self.k <= self.updates:
-            length = next_open_ms(t0, self.interval) - t0
-            return t0 + length * self.k // (self.updates + 1)
-        return end
+            return self._t0 + self._len * self.k // (self.updates + 1)
+        return self._end
 
     def _advance(self) -> None:
         self.k += 1
         if self.k > self.updates + 1:
             self.i, self.k = self.i + 1, 1
+            self._load()
         # in-progress updates scheduled after an (irregular) early close are skipped
-        while self.i < len(self.rows) and self.k <= self.updates and self._time() >= int(self.rows[self.i, 6]) + 1:
+        while self.i < len(self.rows) and self.k <= self.updates and self._time() >= self._end:
             self.k = self.updates + 1
 
     def _skip_past(self) -> None:
-        while (t := self._time()) is not None and (t <= self.after or
-                                                   (self.k <= self.updates and t >= int(self.rows[self.i, 6]) + 1)):
+        while (t := self._time()) is not None and (t <= self.after or (self.k <= self.updates and t >= self._end)):
             self._advance()
 
     def next_time(self) -> int | None:
@@ -284,12 +311,9 @@ class _KlineFeed:
     def pop(self) -> str:
         """Render the next event and move on."""
         t = self._time()
-        row = self.rows[self.i]
         closed = self.k > self.updates
-        fid = int(self.first_ids[self.i])
-        if not closed:
-            row = LocalBinance._partial(row, self.interval, t)
-        msg = kline_event(self.symbol, self.interval, row, t, closed, fid)
+        row = self._row if closed else partial_row(self._row, float(self._len), t)
+        msg = kline_event(self.symbol, self.interval, row, t, closed, self._fid)
         self._advance()
         return msg
 
@@ -362,7 +386,7 @@ class LocalStream:
                  ping_interval: float | None = 20.0, pong_timeout: float = 60.0,
                  drop_every: float | None = None, drop_kinds: tuple[str, ...] = ("abort", "close", "shutdown"),
                  max_drops: int | None = None, shutdown_grace: float = 1.0, max_trade_blocks: int = 8,
-                 min_sleep: float = 0.001):
+                 min_sleep: float = 0.001, blast: bool = False):
         bad = [k for k in drop_kinds if k not in DROP_KINDS]
         if bad:
             raise ValueError(f"unknown drop kinds {bad}; use {DROP_KINDS}")
@@ -376,6 +400,7 @@ class LocalStream:
         self.shutdown_grace = shutdown_grace
         self.max_trade_blocks = max_trade_blocks
         self.min_sleep = min_sleep
+        self.blast = blast
         self.connections: list[Connection] = []
         self.drops = 0
         self._ids = itertools.count(1)
@@ -467,7 +492,29 @@ class LocalStream:
             self._live.discard(ws)
         return ws
 
+    async def _blast(self, ws, conn: Connection, feeds: dict) -> None:
+        """Benchmark mode: pre-rendered in-progress events, re-sent as fast as the
+        client takes them (the server costs little more than the socket writes)."""
+        msgs = []
+        for name, f in feeds.items():
+            for _ in range(16 if f is not None else 0):
+                if f.next_time() is None:
+                    break
+                msg = f.pop()
+                msgs.append(f'{{"stream":"{name}","data":{msg}}}' if conn.combined else msg)
+        if not msgs:
+            return
+        i = 0
+        while not ws.closed:
+            await ws.send_str(msgs[i % len(msgs)])
+            i += 1
+            conn.sent += 1
+            if i % 256 == 0:
+                await asyncio.sleep(0)
+
     async def _send_loop(self, ws, conn: Connection, feeds: dict, state: dict, drop_at, request) -> None:
+        if self.blast:
+            return await self._blast(ws, conn, feeds)
         heap: list[tuple[int, int, str]] = []
         seq = itertools.count()
 
@@ -493,12 +540,17 @@ class LocalStream:
                 await self._drop(ws, conn, state, request)
                 return
             now = self.clock.now_ms()
-            while heap and heap[0][0] <= now and not ws.closed:
+            burst = 0
+            while heap and heap[0][0] <= now and not ws.closed and burst < 256:
                 _, _, name = heapq.heappop(heap)
                 msg = feeds[name].pop()
                 await ws.send_str(f'{{"stream":"{name}","data":{msg}}}' if conn.combined else msg)
                 conn.sent += 1
+                burst += 1
                 push(name)
+            if burst == 256:  # behind schedule: let the other connections and tasks run, then go on
+                await asyncio.sleep(0)
+                continue
             wait = 0.05
             if heap:
                 w = self.clock.wall_seconds_until(heap[0][0])
@@ -597,8 +649,8 @@ class LocalStream:
 # ------------------------------------------------------------------------------ CLI
 def serve(*, port: int = 8766, symbols: list[str], interval: str = "1m", start: str | None = None,
           speed: float = 1.0, updates_per_candle: int | None = None, rate: float | None = None,
-          drop_every: float | None = None, days: int = 2, ready: Callable[[LocalBinance, LocalStream], None]
-          | None = None) -> tuple[LocalBinance, LocalStream]:
+          drop_every: float | None = None, days: int = 2, blast: bool = False,
+          ready: Callable[[LocalBinance, LocalStream], None] | None = None) -> tuple[LocalBinance, LocalStream]:
     """Start a simulated exchange (REST + streams) on ``port``; returns it running."""
     clock = ReplayClock(to_ms(start) if start else None, speed)
     ex = LocalBinance(simulate=True, simulate_days=days, now_ms=clock.now_ms, port=port)
@@ -606,7 +658,7 @@ def serve(*, port: int = 8766, symbols: list[str], interval: str = "1m", start: 
         candle_wall_s = (next_open_ms(0, interval)) / 1000.0 / speed
         updates_per_candle = max(1, int(round(rate * candle_wall_s / len(symbols))) - 1)
     stream = LocalStream(ex, clock, updates_per_candle=updates_per_candle, drop_every=drop_every,
-                         drop_kinds=("abort", "close", "shutdown"))
+                         drop_kinds=("abort", "close", "shutdown"), blast=blast)
     for s in symbols:
         ex._rows(s, interval)
         ex._rows(s, "1m")
@@ -634,6 +686,8 @@ def main(argv=None) -> int:
     p.add_argument("--rate", type=float, default=None, help="target kline messages/s over all symbols")
     p.add_argument("--drop-every", type=float, default=None, help="drop each connection after N seconds")
     p.add_argument("--days", type=int, default=2, help="history to simulate per symbol")
+    p.add_argument("--blast", action="store_true",
+                   help="benchmarks: re-send pre-rendered kline events as fast as clients read them")
     args = p.parse_args(argv)
     check_interval(args.interval)
     symbols = ([f"S{i:03d}USDT" for i in range(1, args.n_symbols + 1)] if args.n_symbols
@@ -642,7 +696,7 @@ def main(argv=None) -> int:
         raise UserError("no symbols", "pass --symbols BTCUSDT,ETHUSDC or --n-symbols 100")
     ex, stream = serve(port=args.port, symbols=symbols, interval=args.interval, start=args.start,
                        speed=args.speed, updates_per_candle=args.updates_per_candle, rate=args.rate,
-                       drop_every=args.drop_every, days=args.days)
+                       drop_every=args.drop_every, days=args.days, blast=args.blast)
     print(f"simulated Binance market on {ex.api_url}, streams on {stream.ws_url}; Ctrl-C stops it", flush=True)
     print(f"  export BINANCE_API_URL={ex.api_url} BINANCE_WS_URL={stream.ws_url}", flush=True)
     try:

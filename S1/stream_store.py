@@ -38,9 +38,10 @@ there.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -96,7 +97,7 @@ _WATERMARK = ("INSERT INTO kline_watermark (symbol, interval, complete_until, up
 
 #: Columns read back, in the Binance kline row layout of :func:`S1.datasets.candles_from_arrays`.
 _READ_COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
-                 "trades", "taker_buy_base", "taker_buy_quote", "is_closed")
+                 "COALESCE(trades, 0)", "taker_buy_base", "taker_buy_quote", "is_closed")
 
 
 def _now_ms() -> int:
@@ -110,11 +111,31 @@ class KlineStore:
     writer thread). Bad paths raise :class:`UserError` with a fix.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0):
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0, checkpoint_every_s: float | None = 1.0):
         self.path = Path(path)
         self.con = _open_writable(self.path, busy_timeout_s)
         self.rows_written = 0
         self.commits = 0
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if checkpoint_every_s:
+            # the WAL is copied into the database file (the only fsync in WAL + synchronous=NORMAL)
+            # by a thread of its own, so a slow disk never stalls a commit
+            self.con.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = threading.Thread(target=self._checkpoints, args=(checkpoint_every_s,),
+                                                  name="kline-checkpoint", daemon=True)
+            self._checkpointer.start()
+
+    def _checkpoints(self, every: float) -> None:
+        con = sqlite3.connect(self.path, timeout=1.0)
+        try:
+            while not self._stop_checkpoints.wait(every):
+                try:
+                    con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:  # busy: the next round catches up
+                    pass
+        finally:
+            con.close()
 
     # ------------------------------------------------------------------ writes
     def write(self, rows: Sequence[tuple], watermarks: dict[tuple[str, str], int] | None = None) -> None:
@@ -157,6 +178,9 @@ class KlineStore:
         """Checkpoint the WAL into the main file and close (idempotent)."""
         if self.con is None:
             return
+        if self._checkpointer is not None:
+            self._stop_checkpoints.set()
+            self._checkpointer.join(10)
         try:
             self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:  # a reader holding a snapshot: the next open checkpoints
@@ -169,6 +193,11 @@ def _open_writable(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
     fix = "pass --db a file path in a folder you can write to, e.g. --db data/btcusdt_1m_realtime.db"
     if path.is_dir():
         raise UserError(f"--db {path} is a folder", fix)
+    if path.is_file() and path.stat().st_size > 0:
+        # SQLite would silently turn a short non-database file into a database: refuse instead
+        with open(path, "rb") as fh:
+            if fh.read(16) != b"SQLite format 3\x00":
+                raise UserError(f"--db {path} exists and is not a SQLite database", fix)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -250,8 +279,3 @@ def rows_from_klines(symbol: str, interval: str, klines: np.ndarray, *, closed: 
     return [(symbol, interval, int(r[0]), int(r[6]), float(r[1]), float(r[2]), float(r[3]), float(r[4]),
              float(r[5]), float(r[7]), float(r[9]), float(r[10]), int(r[8]), c) for r in klines]
 
-
-def iter_rows(rows: Iterable[tuple]) -> Iterable[dict]:
-    """Store rows as dicts (for printing and tests)."""
-    for r in rows:
-        yield dict(zip(ROW_COLUMNS, r))

@@ -15,7 +15,6 @@ True
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +26,7 @@ from S1.cli import UserError
 from S1.datasets import (KINDS, DatasetName, candles_from_arrays, data_dir, dataset_path, empty_candles,  # noqa: F401
                          history_command, indicators_command, normalize_symbol, parse_dataset_name, read_candles,
                          read_metadata, read_parquet, write_parquet)
-from S1.intervals import check_interval
 from S2.ta import IndicatorConfig, add_indicators, warmup_rows
-
-#: Columns read from the streamer's ``kline`` table, in the Binance kline row layout.
-KLINE_SQL_COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "close_time",
-                     "quote_volume", "COALESCE(trades, 0)", "taker_buy_base", "taker_buy_quote")
-
 
 def load_candles(symbol: str, interval: str, days: int) -> pd.DataFrame:
     """The validated S1 candle file; a missing one names the S1 command that makes it."""
@@ -94,10 +87,8 @@ def is_simulated(path: Path) -> bool:
 # ---------------------------------------------------------------------------- SQLite
 def read_kline_sqlite(db: Path | str, *, symbol: str, interval: str, limit: int = 500) -> pd.DataFrame:
     """The last ``limit`` **closed** candles of one market from the streamer's SQLite
-    ``kline`` table (S1/streamer.py), oldest first, as a candle frame.
-
-    Opens the file read-only, so it can run while the streamer writes (WAL mode).
-    Returns an empty candle frame when the table has no closed row for the market.
+    ``kline`` table, oldest first, as a candle frame (read-only: safe while the streamer
+    writes). A thin call to :func:`S1.stream_store.read_klines`.
 
     >>> import sqlite3, tempfile, os
     >>> db = os.path.join(tempfile.mkdtemp(), "k.db")
@@ -112,30 +103,11 @@ def read_kline_sqlite(db: Path | str, *, symbol: str, interval: str, limit: int 
     >>> read_kline_sqlite(db, symbol="btcusdt", interval="1m", limit=10)["close"].tolist()
     [1.5, 1.5]
     """
-    db = Path(db)
-    symbol = normalize_symbol(symbol)
-    check_interval(interval)
+    from S1.stream_store import read_klines
+
     if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
         raise UserError(f"limit must be a positive whole number of rows, got {limit!r}", "e.g. limit=500")
-    if not db.is_file():
-        raise UserError(f"{db} does not exist", "start the streamer first: "
-                        f"python S1/streamer.py --symbol {symbol} --interval {interval}")
-    sql = (f"SELECT {', '.join(KLINE_SQL_COLUMNS)} FROM kline "
-           "WHERE symbol=? AND interval=? AND is_closed=1 ORDER BY open_time DESC LIMIT ?")
-    try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
-        try:
-            rows = con.execute(sql, (symbol, interval, int(limit))).fetchall()
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as exc:
-        raise UserError(f"{db}: cannot read the kline table ({exc})",
-                        "point at the SQLite file written by S1/streamer.py") from None
-    if not rows:
-        return empty_candles()
-    arr = np.array(rows[::-1], dtype=np.float64)
-    return candles_from_arrays(arr)
-
+    return read_klines(db, symbol, interval, closed_only=True, last_n=int(limit))
 
 # ---------------------------------------------------------------------------- writing
 @dataclass(frozen=True)

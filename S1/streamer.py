@@ -1,0 +1,73 @@
+"""Stream live Binance klines into SQLite (``data/<symbol>_<interval>_realtime.db``).
+
+    python S1/streamer.py                                   # BTCUSDT 1m until Ctrl-C
+    python S1/streamer.py --symbols BTCUSDT,ETHUSDC,SOLUSDT --interval 1m --duration 3600
+    python S1/streamer.py --symbol ETHUSDC --stream trades --aggregate 1m
+
+Closed candles are never lost: after every (re)connect the candles that closed
+meanwhile are fetched over REST. Ctrl-C / SIGTERM flush and exit 0. See
+S1/README_streamer.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from S1.cli import ArgumentParser, UserError, add_common_args, main_entry
+from S1.datasets import atomic_write_text
+from S1.stream_client import STREAMS, TRADE_STREAMS, StreamConfig, run_streamer
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python S1/streamer.py", description=__doc__.split("\n\n")[0])
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--symbol", default=None, help="one symbol (default BTCUSDT)")
+    who.add_argument("--symbols", default=None, help="comma-separated symbols, one connection for all")
+    p.add_argument("--interval", default=None, help="kline interval (default 1m): 1s 1m 3m 5m 15m 30m 1h ... 1M")
+    p.add_argument("--db", type=Path, default=None,
+                   help="SQLite file (default data/<first symbol>_<interval>_realtime.db)")
+    p.add_argument("--duration", type=float, default=None, help="stop after SECONDS (default: until Ctrl-C)")
+    p.add_argument("--stream", choices=STREAMS, default="kline",
+                   help="kline: the exchange's kline stream; trades: build candles from trades")
+    p.add_argument("--aggregate", choices=("1m",), default=None,
+                   help="candle size built from trades (with --stream trades; only 1m)")
+    p.add_argument("--trade-stream", choices=TRADE_STREAMS, default="aggTrade",
+                   help="which trade stream feeds --stream trades (default aggTrade)")
+    p.add_argument("--backfill-minutes", type=float, default=60.0,
+                   help="on a new database, fill this many minutes of history over REST first (default 60)")
+    p.add_argument("--status-every", type=float, default=60.0, help="seconds between status lines (default 60)")
+    p.add_argument("--max-failures", type=int, default=10,
+                   help="give up after this many consecutive failed connections (default 10)")
+    p.add_argument("--backoff-max", type=float, default=60.0, help="longest wait between reconnects, s (default 60)")
+    p.add_argument("--closed-only", action="store_true", help="write closed candles only (no in-progress row)")
+    p.add_argument("--commit-ms", type=float, default=10.0,
+                   help="longest wait before a batch of rows is committed, ms (default 10)")
+    p.add_argument("--stats-json", type=Path, default=None, help="also write the run's figures to this JSON file")
+    add_common_args(p)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.aggregate and args.stream != "trades":
+        raise UserError("--aggregate only applies to --stream trades", "add --stream trades or drop --aggregate")
+    symbols = [s for s in args.symbols.split(",") if s.strip()] if args.symbols else [args.symbol or "BTCUSDT"]
+    if args.aggregate and args.interval and args.interval != args.aggregate:
+        raise UserError(f"--interval {args.interval} conflicts with --aggregate {args.aggregate}",
+                        "drop --interval: candles built from trades are 1m")
+    interval = args.aggregate or args.interval or "1m"
+    config = StreamConfig(symbols=tuple(symbols), interval=interval, db_path=args.db, stream=args.stream,
+                          trade_stream=args.trade_stream, duration=args.duration,
+                          backfill_minutes=args.backfill_minutes, status_every=args.status_every,
+                          max_failures=args.max_failures, backoff_max=args.backoff_max,
+                          write_in_progress=not args.closed_only, commit_interval=args.commit_ms / 1000.0)
+    summary = run_streamer(config)
+    print(summary.line(), flush=True)
+    if args.stats_json:
+        atomic_write_text(args.stats_json, json.dumps(summary.as_dict(), indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    main_entry(main)

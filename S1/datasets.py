@@ -297,6 +297,17 @@ def candles_from_arrays(rows: np.ndarray) -> pd.DataFrame:
     return frame
 
 
+def candles_to_rows(df: pd.DataFrame) -> np.ndarray:
+    """Candle frame -> ``(n, 11)`` float rows in the Binance kline layout (inverse of
+    :func:`candles_from_arrays`)."""
+    open_ms = df.index.as_unit("ms").asi8.astype(np.float64)
+    close_ms = pd.DatetimeIndex(df["close_time"]).as_unit("ms").asi8.astype(np.float64)
+    return np.column_stack([
+        open_ms, df["open"], df["high"], df["low"], df["close"], df["volume"], close_ms,
+        df["quote_volume"], df["trades"], df["taker_buy_base"], df["taker_buy_quote"],
+    ]).astype(np.float64)
+
+
 def validate_candles(df: pd.DataFrame, *, what: str = "candles") -> pd.DataFrame:
     """Check and normalise a candle frame to the schema; raise :class:`UserError` if
     it cannot be. Returns a frame with the canonical column order and dtypes."""

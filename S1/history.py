@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from S1.archive import ArchiveClient, plan_archive
 from S1.cli import NetworkError, UserError
-from S1.datasets import (candles_from_arrays, dataset_path, empty_candles, normalize_symbol, read_metadata,
+from S1.datasets import (candles_from_arrays, candles_to_rows, dataset_path, empty_candles, normalize_symbol, read_metadata,
                          read_parquet, validate_candles, write_parquet)
 from S1.intervals import ceil_ms, check_interval, close_time_ms, interval_ms, ms_to_ts, open_times, to_ms
 from S1.kline_files import ImportReport, sniff_and_read
@@ -154,7 +154,7 @@ async def _fetch_async(symbol: str, interval: str, ranges: list[tuple[int, int]]
                     continue
                 stats.sources.add("archive")
                 df = read_zip(blob)
-                parts.append(_frame_rows(df))
+                parts.append(candles_to_rows(df))
             if source == "auto" and stats.archive_missing:
                 bar.total += sum(len(page_windows(a, b, interval)) for a, b in rest_ranges) - n_pages
         if rest_ranges:
@@ -178,12 +178,6 @@ def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             out.append((a, b))
     return out
-
-
-def _frame_rows(df: pd.DataFrame) -> np.ndarray:
-    from S1.local_exchange import _rows_from_frame
-
-    return _rows_from_frame(df)
 
 
 def _rows_to_frame(parts: list[np.ndarray], start_ms: int, end_ms: int, interval: str) -> pd.DataFrame:
@@ -219,7 +213,7 @@ def _local_files(archive_dir: Path, symbol: str, interval: str, start_ms: int, e
     stats.notes.extend(report.lines())
     df = pd.concat(frames).sort_index(kind="stable")
     df = df[~df.index.duplicated(keep="last")]
-    return _rows_to_frame([_frame_rows(df)], start_ms, end_ms, interval)
+    return _rows_to_frame([candles_to_rows(df)], start_ms, end_ms, interval)
 
 
 # -------------------------------------------------------------------- public API

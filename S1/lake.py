@@ -376,9 +376,9 @@ def make_demo_lake(data_dir: Path, *, symbols: tuple[str, ...] = ("BTCUSDT", "ET
     db = realtime_db_path(["BTCUSDT"], "1m", data_dir=data_dir)
     db.unlink(missing_ok=True)
     m = simulate_candles("BTCUSDT", "1m", end_ts - pd.Timedelta(days=1), end_ts + pd.Timedelta(minutes=1))
-    from S1.local_exchange import _rows_from_frame
+    from S1.datasets import candles_to_rows
 
-    rows = _rows_from_frame(m)
+    rows = candles_to_rows(m)
     store = KlineStore(db)
     try:
         store.write(rows_from_klines("BTCUSDT", "1m", rows[:-1]) + rows_from_klines("BTCUSDT", "1m", rows[-1:],

@@ -39,7 +39,7 @@ import logging
 import threading
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -47,7 +47,8 @@ import numpy as np
 import pandas as pd
 from aiohttp import web
 
-from S1.intervals import INTERVALS, close_time_ms, interval_ms, next_open_ms, to_ms
+from S1.datasets import candles_to_rows
+from S1.intervals import INTERVALS, next_open_ms, to_ms
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +78,6 @@ class RequestRecord:
     arrived: float = 0.0  # when the request arrived
 
 
-def _rows_from_frame(df: pd.DataFrame) -> np.ndarray:
-    """Candle frame -> ``(n, 11)`` float rows in the Binance kline layout."""
-    open_ms = df.index.as_unit("ms").asi8.astype(np.float64)
-    close_ms = pd.DatetimeIndex(df["close_time"]).as_unit("ms").asi8.astype(np.float64)
-    return np.column_stack([
-        open_ms, df["open"], df["high"], df["low"], df["close"], df["volume"], close_ms,
-        df["quote_volume"], df["trades"], df["taker_buy_base"], df["taker_buy_quote"],
-    ]).astype(np.float64)
-
-
 def _fmt(x: float) -> str:
     return f"{x:.8f}"
 
@@ -97,7 +88,7 @@ def kline_json_rows(rows: np.ndarray) -> list[list]:
              _fmt(r[7]), int(r[8]), _fmt(r[9]), _fmt(r[10]), "0"] for r in rows]
 
 
-def _symbol_filters(symbol: str, price: float) -> dict:
+def simulated_symbol_info(symbol: str, price: float) -> dict:
     tick = 10 ** np.floor(np.log10(max(price, 1e-8)) - 6)
     step = 10 ** max(-8, np.floor(-np.log10(max(price, 1e-8)) - 1))
     return {
@@ -177,7 +168,7 @@ class LocalBinance:
 
     def add_candles(self, symbol: str, interval: str, df: pd.DataFrame) -> None:
         """Serve ``df`` (a candle frame) as the exchange's klines of ``symbol``/``interval``."""
-        rows = _rows_from_frame(df)
+        rows = candles_to_rows(df)
         rows = rows[np.argsort(rows[:, 0], kind="stable")]
         rendered = np.array([json.dumps(r, separators=(",", ":")) for r in kline_json_rows(rows)], dtype=object)
         with self._lock:
@@ -273,7 +264,7 @@ class LocalBinance:
             await asyncio.sleep(self.latency)
         fault = self._take_fault(path)
         is_api = path.startswith("/api/")
-        status, headers = 200, {}
+        headers: dict[str, str] = {}
         now = time.time()
         if is_api:
             with self._lock:
@@ -347,7 +338,7 @@ class LocalBinance:
     def _error(status: int, code: int, msg: str, headers: dict | None = None) -> web.Response:
         return web.json_response({"code": code, "msg": msg}, status=status, headers=headers or {})
 
-    def _rows(self, symbol: str, interval: str) -> np.ndarray | None:
+    def rows_for(self, symbol: str, interval: str) -> np.ndarray | None:
         key = (symbol, interval)
         with self._lock:
             rows = self.market.get(key)
@@ -367,7 +358,7 @@ class LocalBinance:
             return {s["symbol"] for s in self.base_exchange_info.get("symbols", [])} | {k[0] for k in self.market}
         return {k[0] for k in self.market}
 
-    def _symbol_known(self, symbol: str) -> bool:
+    def symbol_known(self, symbol: str) -> bool:
         return symbol in self.known_symbols() or (self.simulate and symbol.isalnum() and symbol.isupper()
                                                   and symbol.endswith(("USDT", "USDC", "BTC", "BUSD")))
 
@@ -392,14 +383,14 @@ class LocalBinance:
             if sym not in present:
                 rows = self.market[(sym, interval)]
                 price = float(rows[-1, 4]) if len(rows) else 100.0
-                info["symbols"].append(_symbol_filters(sym, price))
+                info["symbols"].append(simulated_symbol_info(sym, price))
                 present.add(sym)
         want = request.query.get("symbol")
         if want:
-            if want not in present and not self._symbol_known(want):
+            if want not in present and not self.symbol_known(want):
                 return self._error(400, -1121, "Invalid symbol.")
             if want not in present:
-                info["symbols"].append(_symbol_filters(want, 100.0))
+                info["symbols"].append(simulated_symbol_info(want, 100.0))
             info["symbols"] = [s for s in info["symbols"] if s["symbol"] == want]
         return web.json_response(info)
 
@@ -412,7 +403,7 @@ class LocalBinance:
             return self._error(400, -1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed.")
         if interval not in INTERVALS:
             return self._error(400, -1120, "Invalid interval.")
-        if not self._symbol_known(symbol):
+        if not self.symbol_known(symbol):
             return self._error(400, -1121, "Invalid symbol.")
         try:
             limit = min(1000, max(1, int(q.get("limit", 500))))
@@ -420,7 +411,7 @@ class LocalBinance:
             end = int(q["endTime"]) if "endTime" in q else None
         except ValueError:
             return self._error(400, -1100, "Illegal characters found in a parameter.")
-        rows = self._rows(symbol, interval)
+        rows = self.rows_for(symbol, interval)
         if rows is None or len(rows) == 0:
             return web.json_response([])
         now = self.now_ms()
@@ -435,12 +426,12 @@ class LocalBinance:
             hi = min(hi, lo + limit)
         parts = list(self._rendered[(symbol, interval)][lo:hi])
         if hi > lo and rows[hi - 1, 6] >= now:  # the candle in progress: partial values
-            partial = self._partial(rows[hi - 1], interval, now)
+            partial = self.partial_candle(rows[hi - 1], interval, now)
             parts[-1] = json.dumps(kline_json_rows(partial[None, :])[0], separators=(",", ":"))
         return web.Response(text="[" + ",".join(parts) + "]", content_type="application/json")
 
     @staticmethod
-    def _partial(row: np.ndarray, interval: str, now: int) -> np.ndarray:
+    def partial_candle(row: np.ndarray, interval: str, now: int) -> np.ndarray:
         length = (next_open_ms(int(row[0]), interval) - row[0])
         f = max(0.01, min(0.99, (now - row[0]) / length))
         out = row.copy()
@@ -459,7 +450,7 @@ class LocalBinance:
         start_ms, end_ms = to_ms(start), to_ms(end)
         if end_ms > self.now_ms():  # published only once the period is over
             return None
-        rows = self._rows(symbol, interval)
+        rows = self.rows_for(symbol, interval)
         if rows is None:
             return None
         sel = rows[(rows[:, 0] >= start_ms) & (rows[:, 0] < end_ms)]
@@ -517,7 +508,7 @@ def main(argv=None) -> int:
                           now_ms=now, weight_limit=args.weight_limit)
     for item in filter(None, args.preload.split(",")):
         sym, iv = item.split(":")
-        server._rows(sym.upper(), iv)
+        server.rows_for(sym.upper(), iv)
     server.start()
     print(f"simulated Binance market on {server.api_url} (archive at {server.url}); Ctrl-C stops it", flush=True)
     print(f"  export BINANCE_API_URL={server.api_url} BINANCE_ARCHIVE_URL={server.url}", flush=True)

@@ -426,7 +426,7 @@ class LocalStream:
         return max(1, length // self.push_every_ms - 1)
 
     def _market(self, symbol: str, interval: str) -> tuple[np.ndarray, np.ndarray] | None:
-        rows = self.exchange._rows(symbol, interval)
+        rows = self.exchange.rows_for(symbol, interval)
         if rows is None or len(rows) == 0:
             return None
         cached = self._first_ids.get((symbol, interval))
@@ -660,8 +660,8 @@ def serve(*, port: int = 8766, symbols: list[str], interval: str = "1m", start: 
     stream = LocalStream(ex, clock, updates_per_candle=updates_per_candle, drop_every=drop_every,
                          drop_kinds=("abort", "close", "shutdown"), blast=blast)
     for s in symbols:
-        ex._rows(s, interval)
-        ex._rows(s, "1m")
+        ex.rows_for(s, interval)
+        ex.rows_for(s, "1m")
     ex.start()
     if ready:
         ready(ex, stream)

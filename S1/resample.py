@@ -78,9 +78,9 @@ def resample_candles(df: pd.DataFrame, source: str, target: str, *,
     open_ms = df.index.as_unit("ms").asi8
     if coverage is None:
         coverage = (int(open_ms[0]), int(close_time_ms(int(open_ms[-1]), source)) + 1)
-    from S1.local_exchange import _rows_from_frame
+    from S1.datasets import candles_to_rows
 
-    rows = _rows_from_frame(df)
+    rows = candles_to_rows(df)
     buckets = bucket_opens(open_ms, target)
     out = aggregate_rows(rows, buckets, target)
     t = out[:, 0].astype(np.int64)

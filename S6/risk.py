@@ -68,7 +68,7 @@ def build_parser() -> ArgumentParser:
     a = sub.add_parser("alert-test", parents=[common], help="send a test alert to ALERT_WEBHOOK_URL")
     a.add_argument("--message", default="test alert from S6/risk.py")
 
-    c = sub.add_parser("config", parents=[common], help="print the effective risk settings")
+    sub.add_parser("config", parents=[common], help="print the effective risk settings")
     return p
 
 

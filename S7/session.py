@@ -126,11 +126,11 @@ async def dry_run_filters(symbol: str, settings: Settings, *, file: Path | None,
             return symbol_filters(read_exchange_info_file(cache), symbol), f"cached exchangeInfo {cache}"
         except UserError as exc:
             log.warning("cached exchangeInfo not usable: %s", exc.problem)
-    from S1.local_exchange import _symbol_filters
+    from S1.local_exchange import simulated_symbol_info
 
     log.warning("no exchangeInfo for %s: the dry-run uses generic filters (tick and step from the price, "
                 "minimum notional 5) -- pass --exchange-info FILE for the real ones", symbol)
-    return SymbolFilters.from_symbol_info(_symbol_filters(symbol, price or 100.0)), "generic filters (no exchangeInfo)"
+    return SymbolFilters.from_symbol_info(simulated_symbol_info(symbol, price or 100.0)), "generic filters (no exchangeInfo)"
 
 
 async def exchange_filters(client: BinanceTradingClient, symbol: str) -> SymbolFilters:

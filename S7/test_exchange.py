@@ -60,7 +60,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 from aiohttp import web
 
-from S1.local_exchange import LocalBinance, _symbol_filters
+from S1.local_exchange import LocalBinance, simulated_symbol_info
 from S6.filters import SymbolFilters
 from S7.matching import BookError, MatchingBook
 from S7.orders import D
@@ -172,9 +172,9 @@ class BinanceTestExchange:
         if entry is None:
             rows = next((self.server.market[k] for k in list(self.server.market) if k[0] == symbol), None)
             if rows is not None:
-                entry = _symbol_filters(symbol, float(rows[-1, 4]) if len(rows) else 100.0)
-            elif self.server._symbol_known(symbol):
-                entry = _symbol_filters(symbol, 100.0)  # as LocalBinance's exchangeInfo publishes it
+                entry = simulated_symbol_info(symbol, float(rows[-1, 4]) if len(rows) else 100.0)
+            elif self.server.symbol_known(symbol):
+                entry = simulated_symbol_info(symbol, 100.0)  # as LocalBinance's exchangeInfo publishes it
         if entry is None:
             return None
         f = SymbolFilters.from_symbol_info(entry)
@@ -194,12 +194,12 @@ class BinanceTestExchange:
             if i < 0:
                 continue
             row = rows[i]
-            close = LocalBinance._partial(row, interval, now)[4] if row[6] >= now else row[4]
+            close = LocalBinance.partial_candle(row, interval, now)[4] if row[6] >= now else row[4]
             length = row[6] - row[0]
             if best is None or length < best[0]:
                 best = (length, close)
         if best is None and self.server.simulate and not raw:
-            rows = self.server._rows(symbol, "1m")
+            rows = self.server.rows_for(symbol, "1m")
             if rows is not None and len(rows):
                 i = max(0, int(np.searchsorted(rows[:, 0], now, side="right")) - 1)
                 best = (0, rows[i, 4])

@@ -62,7 +62,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from S1.datasets import candles_from_arrays
-    from S1.local_exchange import LocalBinance, _rows_from_frame
+    from S1.local_exchange import LocalBinance, candles_to_rows
     from S1.stream_store import KlineStore, rows_from_klines
     from S7.test_exchange import BinanceTestExchange
 
@@ -93,7 +93,7 @@ def main() -> int:
         arr = np.column_stack([t, o, np.maximum(o, c) * 1.0005, np.minimum(o, c) * 0.9995, c, vol[i0:i1],
                                t + step - 1, vol[i0:i1] * c, np.full(i1 - i0, 50), vol[i0:i1] / 2,
                                vol[i0:i1] * c / 2])
-        return rows_from_klines("BTCUSDT", "1m", _rows_from_frame(candles_from_arrays(arr)))
+        return rows_from_klines("BTCUSDT", "1m", candles_to_rows(candles_from_arrays(arr)))
 
     db = data / "btcusdt_1m_realtime.db"
     writer = KlineStore(db)

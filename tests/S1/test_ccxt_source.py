@@ -22,7 +22,7 @@ from S1.cli import NetworkError, UserError
 from S1.datasets import read_candles, read_metadata
 from S1.history import update_dataset
 from S1.intervals import INTERVAL_MS, to_ms
-from S1.local_exchange import LocalBinance, _rows_from_frame
+from S1.local_exchange import LocalBinance, candles_to_rows
 from S1.simulated import simulate_candles
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,7 +150,7 @@ class LocalOkx:
                 app.router.add_get(f"/api/v5/market/{p}", self._candles(kind, history=p.startswith("history")))
 
     def add(self, kind: str, inst_id: str, interval: str, df: pd.DataFrame) -> None:
-        self.series[(kind, inst_id, interval)] = _rows_from_frame(df)
+        self.series[(kind, inst_id, interval)] = candles_to_rows(df)
 
     @property
     def requests(self):
@@ -204,7 +204,7 @@ class LocalOkx:
             for r in picked:
                 in_progress = r[0] + length > now
                 if in_progress:
-                    r = LocalBinance._partial(r, interval, now)
+                    r = LocalBinance.partial_candle(r, interval, now)
                 confirm = "0" if in_progress or r[0] + length > now - self.unconfirmed_lag_ms else "1"
                 ohlc = [str(int(r[0])), _s(r[1]), _s(r[2]), _s(r[3]), _s(r[4])]
                 if kind == "last":

@@ -16,7 +16,7 @@ import pytest
 from S1.ccxt_stream import StreamStats, _closed_from_cache, closed_candles, tap_rows
 from S1.cli import NetworkError
 from S1.intervals import to_ms
-from S1.local_exchange import LocalBinance, _rows_from_frame, kline_json_rows
+from S1.local_exchange import LocalBinance, candles_to_rows, kline_json_rows
 from S1.local_stream import LocalStream, ReplayClock
 from S1.rest_client import run
 from S1.settings import get_settings
@@ -27,7 +27,7 @@ pytest.importorskip("ccxt.pro")
 
 def _published(df: pd.DataFrame) -> np.ndarray:
     """The exchange's rows for ``df`` as they go over the wire (8-decimal strings)."""
-    return np.array([[float(x) for x in r[:11]] for r in kline_json_rows(_rows_from_frame(df))])
+    return np.array([[float(x) for x in r[:11]] for r in kline_json_rows(candles_to_rows(df))])
 
 
 async def _collect(n: int, **kw) -> list:

@@ -4,7 +4,6 @@ incremental and idempotent updates, atomicity, gaps, faults and rate limits."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

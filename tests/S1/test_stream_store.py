@@ -13,7 +13,7 @@ import pytest
 
 from S1.cli import UserError
 from S1.datasets import CANDLE_COLUMNS
-from S1.local_exchange import _rows_from_frame
+from S1.datasets import candles_to_rows
 from S1.simulated import simulate_candles
 from S1.stream_store import KLINE_COLUMNS, KlineStore, read_klines, rows_from_klines
 
@@ -78,7 +78,7 @@ def test_watermark_only_moves_forward(store):
 
 def test_readers_read_while_the_writer_holds_a_transaction(tmp_path):
     df = simulate_candles("BTCUSDT", "1m", "2024-01-01", "2024-01-01 02:00")
-    rows = rows_from_klines("BTCUSDT", "1m", _rows_from_frame(df))
+    rows = rows_from_klines("BTCUSDT", "1m", candles_to_rows(df))
     store = KlineStore(tmp_path / "k.db")
     store.write(rows[:60])
     # an open write transaction (not committed) must not block nor leak into readers
@@ -98,7 +98,7 @@ def test_readers_read_while_the_writer_holds_a_transaction(tmp_path):
 def test_read_klines_is_a_candle_frame(tmp_path):
     df = simulate_candles("ETHUSDC", "1m", "2024-03-01", "2024-03-01 01:00")
     store = KlineStore(tmp_path / "k.db")
-    rows = rows_from_klines("ETHUSDC", "1m", _rows_from_frame(df))
+    rows = rows_from_klines("ETHUSDC", "1m", candles_to_rows(df))
     rows[-1] = rows[-1][:-1] + (0,)  # the last candle still in progress
     store.write(rows[::-1])
     store.write([_row(0, 1.0, 1, symbol="BTCUSDT")])
@@ -153,7 +153,7 @@ def test_s2_reader_reads_the_same_file(tmp_path):
     ta_io = pytest.importorskip("S2.ta_io")
     df = simulate_candles("BTCUSDT", "1m", "2024-03-01", "2024-03-01 03:00")
     store = KlineStore(tmp_path / "k.db")
-    store.write(rows_from_klines("BTCUSDT", "1m", _rows_from_frame(df)))
+    store.write(rows_from_klines("BTCUSDT", "1m", candles_to_rows(df)))
     store.close()
     theirs = ta_io.read_kline_sqlite(tmp_path / "k.db", symbol="BTCUSDT", interval="1m", limit=100)
     pd.testing.assert_frame_equal(theirs, read_klines(tmp_path / "k.db", "BTCUSDT", "1m", last_n=100))

@@ -32,7 +32,7 @@ from S1 import streamer
 from S1.cli import NetworkError, run
 from S1.datasets import candles_from_arrays
 from S1.intervals import floor_ms, interval_ms, to_ms
-from S1.local_exchange import LocalBinance, _rows_from_frame, kline_json_rows
+from S1.local_exchange import LocalBinance, candles_to_rows, kline_json_rows
 from S1.local_stream import LocalStream, ReplayClock
 from S1.settings import get_settings
 from S1.simulated import simulate_candles
@@ -67,7 +67,7 @@ def point_at(monkeypatch, ex: LocalBinance, st: LocalStream, retries: int = 2) -
 
 def published(df: pd.DataFrame) -> pd.DataFrame:
     """What the exchange publishes for ``df``: its values through Binance's 8-decimal JSON."""
-    rows = np.array([[float(x) for x in r[:11]] for r in kline_json_rows(_rows_from_frame(df))])
+    rows = np.array([[float(x) for x in r[:11]] for r in kline_json_rows(candles_to_rows(df))])
     return candles_from_arrays(rows)
 
 

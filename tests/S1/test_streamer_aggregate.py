@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 
 from S1.datasets import candles_from_arrays
 from S1.intervals import to_ms
-from S1.local_exchange import LocalBinance, _rows_from_frame
+from S1.local_exchange import LocalBinance, candles_to_rows
 from S1.local_stream import LocalStream, ReplayClock
 from S1.settings import get_settings
 from S1.simulated import simulate_candles
@@ -28,7 +28,7 @@ PRICE_COLS = ["open", "high", "low", "close", "trades", "close_time"]
 
 def published(df: pd.DataFrame) -> pd.DataFrame:
     """The exchange's own klines for ``df``: its values through Binance's 8-decimal JSON."""
-    return candles_from_arrays(np.array([[float(f"{x:.8f}") for x in r] for r in _rows_from_frame(df)]))
+    return candles_from_arrays(np.array([[float(f"{x:.8f}") for x in r] for r in candles_to_rows(df)]))
 
 
 def _trade(agg, t, p, q, m, f, last=None, epoch=1):

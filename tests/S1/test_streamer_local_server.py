@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from S1.intervals import to_ms
-from S1.local_exchange import LocalBinance, _rows_from_frame
+from S1.local_exchange import LocalBinance, candles_to_rows
 from S1.local_stream import (
     FIRST_TRADE_ID,
     LocalStream,
@@ -76,7 +76,7 @@ def test_events_have_the_real_binance_layout(shared_dir):
     real = _capture(shared_dir)
     real_kline = next(e for e in real if e["stream"].endswith("@kline_1m"))
     real_agg = next(e for e in real if e["stream"].endswith("@aggTrade"))
-    row = _rows_from_frame(simulate_candles("BTCUSDT", "1m", "2024-03-01", "2024-03-01 00:01"))[0]
+    row = candles_to_rows(simulate_candles("BTCUSDT", "1m", "2024-03-01", "2024-03-01 00:01"))[0]
     ours = json.loads(kline_event("BTCUSDT", "1m", row, 123, False, 77))
     assert _shape(ours) == _shape(real_kline["data"])
     assert ours["k"]["f"] == 77 and ours["k"]["L"] == 77 + int(row[8]) - 1 and ours["k"]["x"] is False
@@ -91,13 +91,13 @@ def test_events_have_the_real_binance_layout(shared_dir):
 @pytest.mark.parametrize("source", ["real_adabtc", "real_btc_1h", "simulated"])
 def test_generated_trades_add_up_to_the_kline(source, request):
     if source == "simulated":
-        rows = _rows_from_frame(simulate_candles("ETHUSDC", "1m", "2024-03-01", "2024-03-01 03:00"))
+        rows = candles_to_rows(simulate_candles("ETHUSDC", "1m", "2024-03-01", "2024-03-01 03:00"))
     else:
         shared = request.getfixturevalue("shared_dir")
         from S1.kline_files import sniff_and_read
 
         name = "ADABTC-1m-2021-11-27.csv" if source == "real_adabtc" else "BTCUSDT-1h-2023-03.csv"
-        rows = _rows_from_frame(sniff_and_read(shared / "data/klines/binance_dump" / name,
+        rows = candles_to_rows(sniff_and_read(shared / "data/klines/binance_dump" / name,
                                                "1m" if "ADA" in name else "1h"))
     ids = first_trade_ids(rows)
     assert ids[0] == FIRST_TRADE_ID and (np.diff(ids) == rows[:-1, 8]).all()  # contiguous trade ids
@@ -264,11 +264,11 @@ def test_replay_clock():
 def test_in_progress_events_are_what_rest_serves_at_that_instant(btc_1h):
     """The stream renders the candle in progress with a float copy of the REST
     server's formula: both must give the very same numbers."""
-    rows = _rows_from_frame(btc_1h.iloc[:300])
+    rows = candles_to_rows(btc_1h.iloc[:300])
     rng = np.random.default_rng(3)
     for row in rows:
         for t in (row[0], row[0] + 1, row[6], *rng.integers(int(row[0]), int(row[6]), 3)):
             ours = partial_row(row.tolist(), float(3_600_000), int(t))
-            rest = LocalBinance._partial(row, "1h", int(t))
+            rest = LocalBinance.partial_candle(row, "1h", int(t))
             assert ours == rest.tolist()
             assert kline_event("BTCUSDT", "1h", ours, 1, False, 5) == kline_event("BTCUSDT", "1h", rest, 1, False, 5)

@@ -65,7 +65,6 @@ def test_client_errors_are_not_retried(receiver, settings_env):
 def test_429_honours_retry_after(receiver, settings_env):
     cfg = FAST.model_copy(update={"backoff_max_s": 1.0})
     receiver.answer((429, 0.0, {"Retry-After": "0.3"}))
-    t0 = time.monotonic()
     d = WebhookAlerter(receiver.url, config=cfg).send(EVENT)
     assert d.status == "sent" and d.attempts == 2
     assert receiver.received[1].t - receiver.received[0].t >= 0.29

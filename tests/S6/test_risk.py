@@ -73,11 +73,11 @@ def test_size_input_errors_are_one_line(settings_env, capsys):
 
 def test_kelly_from_backtest(sim_backtest, tmp_path, capsys):
     from S1.datasets import dataset_path, write_parquet
-    from S1.local_exchange import _symbol_filters
+    from S1.local_exchange import simulated_symbol_info
     from S6.sizing import kelly_fraction, kelly_stats
 
     info = tmp_path / "info.json"
-    info.write_text(json.dumps({"symbols": [_symbol_filters("BTCUSDT", 100.0)]}))
+    info.write_text(json.dumps({"symbols": [simulated_symbol_info("BTCUSDT", 100.0)]}))
     args = ["size", "--equity", "10000", "--price", "100", "--method", "kelly", "--from-backtest",
             "--symbol", "BTCUSDT", "--interval", "1h", "--days", "90", "--exchange-info", str(info), "--json"]
     trades = sim_backtest["trades"]

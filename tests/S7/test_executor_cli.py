@@ -83,11 +83,11 @@ def test_dry_run_replay_end_to_end(sim_market, tmp_path):
 
 
 def _streamer_db(path: Path, df) -> None:
-    from S1.local_exchange import _rows_from_frame
+    from S1.datasets import candles_to_rows
     from S1.stream_store import KlineStore, rows_from_klines
 
     st = KlineStore(path)
-    st.write(rows_from_klines("BTCUSDT", "1m", _rows_from_frame(df)))
+    st.write(rows_from_klines("BTCUSDT", "1m", candles_to_rows(df)))
     st.close()
 
 
@@ -162,9 +162,9 @@ def test_sigterm_and_ctrl_c_stop_cleanly_with_a_summary(tmp_path, rules_file, si
     info = tmp_path / "info.json"
     import json
 
-    from S1.local_exchange import _symbol_filters
+    from S1.local_exchange import simulated_symbol_info
 
-    info.write_text(json.dumps({"symbols": [_symbol_filters("BTCUSDT", 27_000.0)]}))
+    info.write_text(json.dumps({"symbols": [simulated_symbol_info("BTCUSDT", 27_000.0)]}))
     env = _env(tmp_path, BINANCE_API_URL="http://127.0.0.1:9/api")            # nothing there: no network
     proc = subprocess.Popen([sys.executable, "S7/executor.py", "--symbol", "BTCUSDT", "--rules",
                              str(rules_file(ALWAYS_ENTER)), "--dry-run", "--exchange-info", str(info)],
@@ -255,7 +255,7 @@ def test_bad_input_from_the_real_command_line(tmp_path):
 
 
 def test_unknown_symbol_in_a_replay_suggests(sim_market, tmp_path):
-    sim_market._rows("BTCUSDT", "1h")      # the simulated exchange lists the symbols it has served
+    sim_market.rows_for("BTCUSDT", "1h")      # the simulated exchange lists the symbols it has served
     r = _run(["--symbol", "BTCUSTD", "--interval", "1h", "--rules", "S4/rules_ta_only.yaml", "--dry-run",
               "--replay-days", "1"], _env(tmp_path, BINANCE_API_URL=sim_market.api_url))
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == \

@@ -17,10 +17,10 @@ SYM = "BTCUSDT"
 
 
 def _rows(df: pd.DataFrame, closed=True):
-    from S1.local_exchange import _rows_from_frame
+    from S1.datasets import candles_to_rows
     from S1.stream_store import rows_from_klines
 
-    return rows_from_klines(SYM, "1m", _rows_from_frame(df), closed=closed)
+    return rows_from_klines(SYM, "1m", candles_to_rows(df), closed=closed)
 
 
 def test_db_source_reads_the_streamers_table_while_it_is_written(tmp_path):

@@ -42,9 +42,10 @@ class OrderLog:
     """Appends order events to one JSONL file."""
 
     def __init__(self, path: str | Path, *, mode: str, extra_secrets: tuple[str, ...] = (),
-                 fsync: bool = False):
+                 fsync: bool = False, simulated: bool = False):
         self.path = Path(path)
         self.mode = mode
+        self.simulated = simulated  # orders against a simulated market are labelled as such
         self.fsync = fsync
         self.extra_secrets = tuple(s for s in extra_secrets if s)
         self.lines = 0
@@ -66,6 +67,8 @@ class OrderLog:
                "price": None if price is None else str(price), "client_id": client_id,
                "exchange_id": None if exchange_id is None else int(exchange_id), "status": status,
                "reason": reason}
+        if self.simulated:
+            rec["simulated"] = True
         for k, v in extra.items():
             if v is None:
                 continue

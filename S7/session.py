@@ -208,7 +208,9 @@ async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, s
                                      timeout=settings.http_timeout, recv_window_ms=cfg.recv_window_ms,
                                      name=f"{cfg.mode} {url}")
     store = ExecutorStore(db_path)
-    order_log = OrderLog(log_path, mode=cfg.mode + (" replay" if cfg.replay else ""), extra_secrets=secrets)
+    simulated = bool(settings.simulated_market or (cfg.mode == "dry-run" and settings.is_local))
+    order_log = OrderLog(log_path, mode=cfg.mode + (" replay" if cfg.replay else ""), extra_secrets=secrets,
+                         simulated=simulated)
     lines_before = order_log.lines
     try:
         if cfg.mode != "dry-run":
@@ -258,7 +260,7 @@ async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, s
         summary = engine.summary()
         await engine.drain_alerts()
         return SessionResult(summary, db_path, ks_path, log_path, order_log.lines - lines_before, source.description,
-                             simulated=bool(settings.simulated_market or (cfg.mode == "dry-run" and settings.is_local)),
+                             simulated=simulated,
                              replayed=len(engine.decisions), stopped_by=stopped_by,
                              reconcile_lines=rep.lines(filters.base_asset, filters.quote_asset))
     finally:

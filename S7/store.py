@@ -185,6 +185,17 @@ class ExecutorStore:
         except OSError as exc:
             raise UserError(f"cannot create the executor state {self.path} ({exc.strerror or exc})", fix) from None
 
+    @classmethod
+    def open_readonly(cls, path: str | Path) -> "ExecutorStore":
+        """The same queries on a read-only connection: safe while an executor writes (WAL),
+        never creates or changes a file (for dashboards and notebooks)."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self.con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        self.con.row_factory = sqlite3.Row
+        return self
+
     def close(self) -> None:
         if self.con is not None:
             try:

@@ -49,6 +49,7 @@ from aiohttp import web
 
 from S1.datasets import candles_to_rows
 from S1.intervals import INTERVALS, next_open_ms, to_ms
+from S1.local_server import LocalServer
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def simulated_symbol_info(symbol: str, price: float) -> dict:
     }
 
 
-class LocalBinance:
+class LocalBinance(LocalServer):
     """The server. ``with LocalBinance() as ex: ...`` starts it on a free port.
 
     >>> from S1.simulated import simulate_candles
@@ -150,9 +151,7 @@ class LocalBinance:
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------ control
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    thread_name = "local-binance"
 
     @property
     def api_url(self) -> str:
@@ -184,52 +183,6 @@ class LocalBinance:
 
     def requests_to(self, path: str) -> list[RequestRecord]:
         return [r for r in self.requests if path in r.path]
-
-    def start(self) -> "LocalBinance":
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        def serve():
-            self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self._loop)
-            try:
-                self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-                self._loop.run_until_complete(self._runner.setup())
-                site = web.TCPSite(self._runner, self.host, self.port)
-                self._loop.run_until_complete(site.start())
-                self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            except BaseException as exc:  # pragma: no cover - reported to the caller
-                errors.append(exc)
-                ready.set()
-                return
-            ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(self._runner.cleanup())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=serve, name="local-binance", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if errors:
-            raise errors[0]
-        return self
-
-    def stop(self) -> None:
-        if self._loop and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread:
-            self._thread.join(10)
-
-    def call_soon(self, fn, *args) -> None:
-        """Run ``fn`` on the server's event loop (for routes added by other modules)."""
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(fn, *args)
-
-    def __enter__(self) -> "LocalBinance":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # --------------------------------------------------------------- plumbing
     def _take_fault(self, path: str) -> Fault | None:

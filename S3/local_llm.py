@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from aiohttp import web
+from S1.local_server import LocalServer
 
 
 @dataclass
@@ -57,7 +58,7 @@ def lexicon_responder(items: list[dict]) -> list[dict]:
 _LEXICON: dict = {}
 
 
-class LocalLLM:
+class LocalLLM(LocalServer):
     """``with LocalLLM() as llm: llm.base_url`` -> ``http://127.0.0.1:PORT/v1``."""
 
     def __init__(self, *, responder: Callable[[list[dict]], list[dict]] | None = None,
@@ -78,6 +79,8 @@ class LocalLLM:
         self._thread: threading.Thread | None = None
         self._counter = 0
 
+    thread_name = "local-llm"
+
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
@@ -94,47 +97,6 @@ class LocalLLM:
         return json.loads([m for m in msgs if m["role"] == "user"][-1]["content"])["items"]
 
     # ------------------------------------------------------------------ server
-    def start(self) -> "LocalLLM":
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        def serve():
-            self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self._loop)
-            try:
-                runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-                self._loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, self.host, self.port)
-                self._loop.run_until_complete(site.start())
-                self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            except BaseException as exc:  # pragma: no cover
-                errors.append(exc)
-                ready.set()
-                return
-            ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(runner.cleanup())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=serve, name="local-llm", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if errors:
-            raise errors[0]
-        return self
-
-    def stop(self) -> None:
-        if self._loop and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread:
-            self._thread.join(10)
-
-    def __enter__(self) -> "LocalLLM":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     def _take_fault(self) -> LlmFault | None:
         with self._lock:
             if not self.faults:

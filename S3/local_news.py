@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from aiohttp import web
+from S1.local_server import LocalServer
 
 
 @dataclass
@@ -33,7 +34,7 @@ class NewsFault:
     delay: float = 0.0
 
 
-class LocalNews:
+class LocalNews(LocalServer):
     def __init__(self, *, cryptopanic_token: str = "cp-token", x_token: str = "x-token",
                  host: str = "127.0.0.1", port: int = 0):
         self.host, self.port = host, port
@@ -51,9 +52,7 @@ class LocalNews:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    thread_name = "local-news"
 
     def feed_url(self, name: str) -> str:
         return f"{self.url}/feeds/{name}"
@@ -73,47 +72,6 @@ class LocalNews:
         return [r for r in self.requests if fragment in r["path"]]
 
     # ------------------------------------------------------------------ server
-    def start(self) -> "LocalNews":
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        def serve():
-            self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self._loop)
-            try:
-                runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-                self._loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, self.host, self.port)
-                self._loop.run_until_complete(site.start())
-                self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            except BaseException as exc:  # pragma: no cover
-                errors.append(exc)
-                ready.set()
-                return
-            ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(runner.cleanup())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=serve, name="local-news", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if errors:
-            raise errors[0]
-        return self
-
-    def stop(self) -> None:
-        if self._loop and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread:
-            self._thread.join(10)
-
-    def __enter__(self) -> "LocalNews":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     def _take_fault(self, path: str) -> NewsFault | None:
         with self._lock:
             for f in self.faults:

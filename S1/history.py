@@ -211,9 +211,29 @@ def _local_files(archive_dir: Path, symbol: str, interval: str, start_ms: int, e
     stats.local_files += len(files)
     stats.sources.add("local files")
     stats.notes.extend(report.lines())
-    df = pd.concat(frames).sort_index(kind="stable")
-    df = df[~df.index.duplicated(keep="last")]
-    return _rows_to_frame([candles_to_rows(df)], start_ms, end_ms, interval)
+    return _closed_window(_sorted_unique_frame(frames), start_ms, end_ms, interval)
+
+
+def _sorted_unique_frame(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One frame, sorted by open time, one row per open time (the later frame wins);
+    no copy or sort when the frames are already in order."""
+    frames = [f for f in frames if f is not None and len(f)]
+    if not frames:
+        return empty_candles()
+    df = frames[0] if len(frames) == 1 else pd.concat(frames)
+    if not (df.index.is_monotonic_increasing and df.index.is_unique):
+        df = df.sort_index(kind="stable")
+        df = df[~df.index.duplicated(keep="last")]
+    return df
+
+
+def _closed_window(df: pd.DataFrame, start_ms: int, end_ms: int, interval: str) -> pd.DataFrame:
+    """Candles opening at or after ``start_ms`` whose whole span ends by ``end_ms``."""
+    if interval == "1M":
+        keep = (df.index >= ms_to_ts(start_ms)) & (df["close_time"] < ms_to_ts(end_ms))
+    else:
+        keep = (df.index >= ms_to_ts(start_ms)) & (df.index <= ms_to_ts(end_ms - interval_ms(interval)))
+    return df if keep.all() else df[keep]
 
 
 # -------------------------------------------------------------------- public API
@@ -339,10 +359,7 @@ def _finish(path: Path, existing: pd.DataFrame | None, have, todo, fetched: list
     """Merge the fetched frames into the existing file's candles, keep the window, report
     gaps, and write the file atomically when anything changed."""
     parts = ([existing] if existing is not None else []) + list(fetched)
-    frames = [p for p in parts if p is not None and len(p)]
-    merged = pd.concat(frames).sort_index(kind="stable") if frames else empty_candles()
-    merged = merged[~merged.index.duplicated(keep="last")]
-    window = merged[(merged.index >= ms_to_ts(start_ms)) & (merged["close_time"] < ms_to_ts(end_ms))]
+    window = _closed_window(_sorted_unique_frame(parts), start_ms, end_ms, interval)
     window = validate_candles(window, what=str(path))
     new_rows = len(window) - (0 if existing is None else int(
         ((existing.index >= ms_to_ts(start_ms)) & (existing["close_time"] < ms_to_ts(end_ms))).sum()))

@@ -97,15 +97,14 @@ def _table_to_candles(table: pa.Table, report: ImportReport | None) -> pd.DataFr
         report.rows_read += n
         for k, v in fx1.items():
             report.unit_fixes[k] = report.unit_fixes.get(k, 0) + v
-    cols = [open_ms]
-    for name in ARCHIVE_COLUMNS[1:6]:
-        cols.append(table.column(name).to_numpy())
-    cols.append(close_ms)
-    for name in ("quote_volume", "trades", "taker_buy_base", "taker_buy_quote"):
-        cols.append(pc.fill_null(table.column(name), 0).to_numpy())
-    rows = np.column_stack([np.asarray(c, dtype=np.float64) for c in cols])
-    # keep ints exact (float64 holds every ms timestamp exactly)
-    frame = candles_from_arrays(rows)
+    col = lambda name: np.asarray(pc.fill_null(table.column(name), 0).to_numpy(), dtype=np.float64)  # noqa: E731
+    frame = pd.DataFrame(
+        {"open": col("open"), "high": col("high"), "low": col("low"), "close": col("close"),
+         "volume": col("volume"),
+         "close_time": pd.to_datetime(close_ms, unit="ms", utc=True).as_unit("ns"),
+         "quote_volume": col("quote_volume"), "trades": col("trades").astype(np.int64),
+         "taker_buy_base": col("taker_buy_base"), "taker_buy_quote": col("taker_buy_quote")},
+        index=pd.DatetimeIndex(pd.to_datetime(open_ms, unit="ms", utc=True).as_unit("ns"), name="open_time"))
     return frame
 
 

@@ -465,11 +465,7 @@ def main(argv=None) -> int:
     server.start()
     print(f"simulated Binance market on {server.api_url} (archive at {server.url}); Ctrl-C stops it", flush=True)
     print(f"  export BINANCE_API_URL={server.api_url} BINANCE_ARCHIVE_URL={server.url}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
+    server.serve_until_interrupted()
     return 0
 
 

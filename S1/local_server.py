@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 from aiohttp import web
 
@@ -36,7 +37,7 @@ class LocalServer:
         def serve():
             self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self._loop)
-            runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+            runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
             try:
                 self._loop.run_until_complete(runner.setup())
                 site = web.TCPSite(runner, self.host, self.port)
@@ -49,6 +50,10 @@ class LocalServer:
             ready.set()
             self._loop.run_forever()
             self._loop.run_until_complete(runner.cleanup())
+            pending = asyncio.all_tasks(self._loop)  # e.g. slow handlers still sleeping
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._loop.close()
 
         self._thread = threading.Thread(target=serve, name=self.thread_name, daemon=True)
@@ -63,6 +68,14 @@ class LocalServer:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread:
             self._thread.join(10)
+
+    def serve_until_interrupted(self) -> None:
+        """Block until Ctrl-C, then stop (for the ``python -m ...`` entry points)."""
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            self.stop()
 
     def call_soon(self, fn, *args) -> None:
         """Run ``fn`` on the server's event loop (for routes added by other modules)."""

@@ -699,11 +699,7 @@ def main(argv=None) -> int:
                        drop_every=args.drop_every, days=args.days, blast=args.blast)
     print(f"simulated Binance market on {ex.api_url}, streams on {stream.ws_url}; Ctrl-C stops it", flush=True)
     print(f"  export BINANCE_API_URL={ex.api_url} BINANCE_WS_URL={stream.ws_url}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        ex.stop()
+    ex.serve_until_interrupted()
     return 0
 
 

@@ -360,11 +360,7 @@ def main(argv=None) -> int:
     print(f"test exchange on {server.api_url}; Ctrl-C stops it", flush=True)
     print(f"  export BINANCE_API_URL={server.api_url} BINANCE_TESTNET_API_URL={server.api_url}", flush=True)
     print("  and set BINANCE_TESTNET_API_KEY / BINANCE_TESTNET_API_SECRET to the values given", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
+    server.serve_until_interrupted()
     return 0
 
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pytest
 from aiohttp import web
+
+from S1.local_server import LocalServer
 
 
 @dataclass
@@ -28,15 +29,16 @@ class Received:
         return json.loads(self.body)
 
 
-@dataclass
-class WebhookReceiver:
+class WebhookReceiver(LocalServer):
     """Records every POST; ``script`` holds (status, delay_s, headers) answers, then 200."""
 
-    received: list[Received] = field(default_factory=list)
-    script: list[tuple[int, float, dict]] = field(default_factory=list)
-    port: int = 0
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
+    thread_name = "webhook-receiver"
+
+    def __init__(self):
+        self.received: list[Received] = []
+        self.script: list[tuple[int, float, dict]] = []
+        self.app = web.Application()
+        self.app.router.add_post("/{tail:.*}", self._handle)
 
     @property
     def url(self) -> str:
@@ -54,40 +56,6 @@ class WebhookReceiver:
         if delay:
             await asyncio.sleep(delay)
         return web.Response(status=status, text="ok", headers=headers)
-
-    def start(self) -> "WebhookReceiver":
-        ready = threading.Event()
-
-        def serve():
-            self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self._loop)
-            app = web.Application()
-            app.router.add_post("/{tail:.*}", self._handle)
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
-            self._loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            self._loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]
-            ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(self._runner.cleanup())
-            pending = asyncio.all_tasks(self._loop)        # slow handlers still sleeping
-            for task in pending:
-                task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            self._loop.close()
-
-        self._thread = threading.Thread(target=serve, daemon=True)
-        self._thread.start()
-        assert ready.wait(10), "webhook receiver did not start"
-        return self
-
-    def stop(self) -> None:
-        if self._loop and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread:
-            self._thread.join(10)
-
 
 @pytest.fixture
 def receiver():

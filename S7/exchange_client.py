@@ -409,6 +409,22 @@ async def lookup_order(venue: TradingVenue, *, symbol: str, client_order_id: str
     return "failed", None
 
 
+
+async def _resolved_by_lookup(venue, res, symbol: str, client_order_id: str, attempts: int, when: str) -> bool:
+    """Look the order up by its client id; True when that settles ``res`` (found, or the
+    lookup itself failed so nothing may be re-sent), False when it is not at the exchange."""
+    res.lookups += 1
+    state, order = await lookup_order(venue, symbol=symbol, client_order_id=client_order_id, attempts=attempts)
+    if state == "found":
+        res.status, res.order, res.found_by_lookup = "accepted", order, True
+        res.notes.append(f"found by client id {when}: not re-sent")
+        return True
+    if state == "failed":
+        res.notes.append("lookup failed: outcome unknown, not re-sent")
+        return True
+    return False
+
+
 async def submit_order(venue: TradingVenue, *, symbol: str, side: str, order_type: str, quantity: str,
                        client_order_id: str, price: str | None = None, time_in_force: str | None = None,
                        max_sends: int = 3, max_rate_wait: float = DEFAULT_MAX_RATE_WAIT,
@@ -475,15 +491,8 @@ async def submit_order(venue: TradingVenue, *, symbol: str, side: str, order_typ
             res.error = exc
             log.warning("order %s: %s -- looking it up by its client id before anything is re-sent",
                         client_order_id, exc.message)
-            res.lookups += 1
-            state, order = await lookup_order(venue, symbol=symbol, client_order_id=client_order_id,
-                                              attempts=lookup_attempts)
-            if state == "found":
-                res.status, res.order, res.found_by_lookup = "accepted", order, True
-                res.notes.append("found by client id after an unknown outcome: not re-sent")
-                return res
-            if state == "failed":
-                res.notes.append("lookup failed: outcome unknown, not re-sent")
+            if await _resolved_by_lookup(venue, res, symbol, client_order_id, lookup_attempts,
+                                         "after an unknown outcome"):
                 return res
             # absent now; the lost request can still land until its recvWindow has passed
             wait = t_sent + venue.recv_window_s + 1.0 - time.monotonic()
@@ -491,15 +500,8 @@ async def submit_order(venue: TradingVenue, *, symbol: str, side: str, order_typ
                 log.info("order %s not found yet: waiting %.1fs for the lost request's recvWindow to pass",
                          client_order_id, wait)
                 await asyncio.sleep(wait)
-                res.lookups += 1
-                state, order = await lookup_order(venue, symbol=symbol, client_order_id=client_order_id,
-                                                  attempts=lookup_attempts)
-                if state == "found":
-                    res.status, res.order, res.found_by_lookup = "accepted", order, True
-                    res.notes.append("found by client id after the recvWindow: not re-sent")
-                    return res
-                if state == "failed":
-                    res.notes.append("lookup failed: outcome unknown, not re-sent")
+                if await _resolved_by_lookup(venue, res, symbol, client_order_id, lookup_attempts,
+                                             "after the recvWindow"):
                     return res
             res.notes.append("not at the exchange after the recvWindow: sent again with the same id")
             continue

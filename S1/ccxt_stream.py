@@ -1,91 +1,60 @@
-"""Closed candles from any exchange's websocket through ccxt.pro ``watch_ohlcv``, with the
-streamer's guarantees (see :mod:`S1.stream_client`): nothing closed is ever skipped.
+"""Live candles from any exchange CCXT knows into the streamer's SQLite (``python S1/streamer.py
+--exchange okx``), with the same guarantees as the Binance path (:mod:`S1.stream_client`).
 
-:func:`closed_candles` is an async generator of :class:`ClosedCandle` (oldest first,
-each open time once, only final values):
+:class:`CcxtStreamer` is a :class:`S1.stream_client.KlineStreamer` whose connection is
+ccxt.pro's ``watch_ohlcv`` / ``watch_trades`` and whose REST side is
+:class:`S1.ccxt_source.CcxtHistory` (exact pages, CCXT's own rate limiter, bounded
+retries). Everything else is the Binance streamer's own code: the per-symbol watermark
+committed with the rows, the REST backfill of ``[W, now)`` after every (re)connect and on
+every hole, upserts (the in-progress row replaced until the closed candle lands), batched
+commits, status lines, Ctrl-C / SIGTERM flush, the trade-to-candle aggregator that writes a
+minute as closed only when contiguous trade ids prove nothing was missed.
 
-- **Watermark** ``W``: every closed candle the exchange has before ``W`` has been
-  yielded. After every (re)connect -- and at start -- a REST backfill (through
-  :class:`S1.ccxt_source.CcxtHistory`: exact pages, CCXT's rate limiter, bounded
-  retries) yields ``[W, S)`` where ``S`` is the exchange's clock read *after* the
-  connection delivered its first update; then ``W = floor(S)`` and anything that
-  closes later arrives on the open connection. A stream candle after ``W`` (a hole)
-  triggers another backfill, so a gap remains only where the exchange has one.
-- **Which candles are closed**: CCXT's unified OHLCV has no "closed" flag, so a tap on
-  the exchange class's ``handle_ohlcv`` reads it from the raw message where the
-  exchange sends one (Binance ``k.x``, OKX ``confirm``) together with the full
-  candle (close time, quote volume, trades, taker volumes on Binance). For other
-  exchanges a candle counts as closed once a newer one has started (the last update
-  before it is final on an ordered connection); its extra columns are NaN.
-- **Reconnects**: any CCXT network error (drop, close frame, refused handshake, DNS)
-  reconnects -- at once after a healthy session, else with exponential backoff and
-  jitter (``backoff_initial * 2**(n-1)`` capped at ``backoff_max``, plus up to
-  ``backoff_initial`` random), giving up with one line after ``max_failures``
-  consecutive failures. Each reconnect is logged and counted.
+- **One connection for all symbols**: one ccxt.pro instance watches every symbol; CCXT
+  multiplexes the subscriptions over its connection(s) to the exchange.
+- **Which candles are closed**: CCXT's unified OHLCV has no "closed" flag, so a tap on the
+  exchange class's ``handle_ohlcv`` reads it from the raw message where the exchange sends
+  one (Binance ``k.x``, OKX ``confirm``) together with the full candle (close time, quote
+  volume, trades, taker volumes on Binance). For other exchanges the stream gives the
+  candle in progress and the moment it closes (a newer one starts); its final values are
+  then taken from REST (a last pushed update may miss the last trade). Columns an
+  exchange does not report are NULL in SQLite, NaN when read, as in the Parquet files.
+- **Trades** (``--stream trades``): ``watch_trades`` feeds
+  :class:`S1.stream_client.MinuteAggregator`. Trade ids prove completeness where they are
+  consecutive integers (Binance ``trade`` ids, ``aggTrade`` first/last ids); where they are
+  not, every minute is written in progress from the trades and closed from REST.
+- **Reconnects**: a CCXT network error (drop, close frame, refused handshake, DNS) ends the
+  connection; the next watch reconnects -- at once after data had arrived, else with
+  exponential backoff and jitter -- and the REST backfill fills what closed meanwhile. After
+  ``max_failures`` consecutive failures it gives up with one line.
 
 URLs from settings: Binance's websocket from ``BINANCE_WS_URL`` and REST from
 ``BINANCE_API_URL``; other exchanges from ``CCXT_WS_URLS`` / ``CCXT_API_URLS``.
 
-    async for c in closed_candles("BTC/USDT", "1m", venue=Venue("okx")):   # doctest: +SKIP
-        print(c.open_time, c.row[4])
+From a notebook::
 
-Not wired into ``S1/streamer.py`` yet (see S1/README_lake.md).
+    from S1.ccxt_source import Venue
+    from S1.ccxt_stream import run_ccxt_streamer
+    summary = run_ccxt_streamer(["BTC/USDT"], venue=Venue("okx"), interval="1m", duration=120)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from dataclasses import dataclass, field
-from typing import AsyncIterator
+import time
+from collections import defaultdict, deque
+from typing import Any
 
 import numpy as np
-import pandas as pd
-from tenacity import wait_exponential, wait_random
 
 from S1.ccxt_source import CcxtHistory, Venue, closed_rows, make_exchange, rich_row
 from S1.cli import NetworkError, UserError
-from S1.intervals import close_time_ms, floor_ms, next_open_ms
+from S1.intervals import close_time_ms
 from S1.settings import Settings, get_settings
+from S1.stream_client import KlineStreamer, StreamConfig, StreamSummary, _Attempt, backoff, run_streamer
 
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ClosedCandle:
-    """One final candle: ``row`` in the Binance kline layout (11 floats, NaN where the
-    exchange does not report a column); ``source`` is ``stream`` or ``backfill``."""
-
-    symbol: str
-    interval: str
-    row: tuple[float, ...]
-    source: str
-
-    @property
-    def open_ms(self) -> int:
-        return int(self.row[0])
-
-    @property
-    def open_time(self) -> pd.Timestamp:
-        return pd.Timestamp(self.open_ms, unit="ms", tz="UTC")
-
-    def store_row(self) -> tuple:
-        """The row for :meth:`S1.stream_store.KlineStore.write` (closed; NaN volumes as 0)."""
-        r = [0.0 if np.isnan(x) else x for x in self.row]
-        return (self.symbol, self.interval, int(r[0]), int(r[6]), r[1], r[2], r[3], r[4], r[5], r[7], r[9], r[10],
-                int(r[8]), 1)
-
-
-@dataclass
-class StreamStats:
-    messages: int = 0
-    closed_stream: int = 0
-    closed_backfill: int = 0
-    backfills: int = 0
-    reconnects: int = 0
-    failures: int = 0
-    errors: list[str] = field(default_factory=list)
+log = logging.getLogger("S1.streamer")
 
 
 # ------------------------------------------------------------------ the taps
@@ -111,19 +80,42 @@ def tap_rows(exchange_id: str, message) -> list[list]:
     return []
 
 
+def tap_market_id(exchange_id: str, message) -> str | None:
+    """The exchange's market id a raw kline message is about (``BTCUSDT``, ``BTC-USDT``)."""
+    if not isinstance(message, dict):
+        return None
+    if exchange_id.startswith("binance"):
+        k = message.get("k")
+        return str(k.get("s")) if isinstance(k, dict) and k.get("s") is not None else None
+    if exchange_id.startswith("okx"):
+        inst = (message.get("arg") or {}).get("instId")
+        return str(inst) if inst is not None else None
+    return None
+
+
 def _taps(cls) -> dict:
-    """Methods added to the ccxt.pro class: the closed-candle tap, and (Binance) spot
-    detection that also accepts a configured local stream URL."""
+    """Methods added to the ccxt.pro class: the closed-candle tap (raw rows per market id,
+    with the event time), a connection hook, and (Binance) spot detection that also accepts a configured
+    local stream URL."""
 
     def handle_ohlcv(self, client, message):
         try:
-            for r in tap_rows(self.id, message):
-                self.toolkit_tap.append(r)
-        except (TypeError, ValueError):  # never let the tap break CCXT's own handling
+            mid = tap_market_id(self.id, message)
+            if mid is not None:
+                event = message.get("E") if isinstance(message, dict) else None
+                for r in tap_rows(self.id, message):
+                    self.toolkit_tap[mid].append((r, event))
+        except (TypeError, ValueError, AttributeError):  # never let the tap break CCXT's own handling
             pass
         return super(cls, self).handle_ohlcv(client, message)
 
-    methods = {"handle_ohlcv": handle_ohlcv}
+    def on_connected(self, client, message=None):
+        hook = getattr(self, "toolkit_on_connected", None)
+        if hook is not None:
+            hook(client)
+        return super(cls, self).on_connected(client, message)
+
+    methods = {"handle_ohlcv": handle_ohlcv, "on_connected": on_connected}
     if hasattr(cls, "is_spot_url"):
         def is_spot_url(self, client) -> bool:
             base = ((self.urls.get("api") or {}).get("ws") or {}).get("spot")
@@ -132,123 +124,261 @@ def _taps(cls) -> dict:
     return methods
 
 
-def backoff_wait(initial: float, maximum: float):
-    """The streamer's wait: ``initial * 2**(n-1)`` capped at ``maximum`` plus up to ``initial`` of jitter."""
-    return wait_exponential(multiplier=initial, max=maximum) + wait_random(0, initial)
+def newest_candle(ohlcv) -> list | None:
+    """The newest candle of a unified OHLCV list as a rich row flagged in progress (or None).
+
+    >>> newest_candle([[60_000, 2, 2, 2, 2, 2], [0, 1, 1, 1, 1, 1]])[:2], newest_candle([])
+    ([60000.0, 2.0], None)
+    """
+    if not ohlcv:
+        return None
+    c = max(ohlcv, key=lambda c: c[0])
+    return [float(x) if x is not None else np.nan for x in c[:6]] + [np.nan] * 5 + [0.0]
 
 
-class _Attempt:
-    def __init__(self, n: int):
-        self.attempt_number = n
-        self.outcome = None
+def trade_fields(trade: dict, fallback_id: int) -> tuple[tuple, bool]:
+    """A CCXT trade -> ``(time_ms, price, qty, buyer_maker, first_id, last_id)`` for
+    :class:`S1.stream_client.MinuteAggregator`, and whether its ids are real.
+    Binance ``aggTrade`` keeps its first/last trade ids; integer ids are used as they are;
+    any other id gets ``fallback_id`` (never contiguous, so such minutes close from REST).
+
+    >>> trade_fields({"timestamp": 60_001, "price": 0.5, "amount": 2.0, "side": "sell", "id": "7"}, 0)
+    ((60001, 0.5, 2.0, True, 7, 7), True)
+    """
+    info = trade.get("info") if isinstance(trade.get("info"), dict) else {}
+    buyer_maker = trade.get("side") == "sell"  # the taker sold: the buyer was the maker
+    if info.get("e") == "aggTrade" and "f" in info and "l" in info:
+        first, last, real = int(info["f"]), int(info["l"]), True
+    else:
+        tid = str(trade.get("id") or "")
+        real = tid.isdigit()
+        first = last = int(tid) if real else fallback_id
+    return (int(trade["timestamp"]), float(trade["price"]), float(trade["amount"]), buyer_maker, first, last), real
 
 
-# ---------------------------------------------------------------- the generator
-async def closed_candles(symbol: str, interval: str, *, venue: Venue | None = None,
-                         settings: Settings | None = None, start_ms: int | None = None,
-                         max_failures: int = 10, backoff_initial: float = 0.5, backoff_max: float = 60.0,
-                         stats: StreamStats | None = None) -> AsyncIterator[ClosedCandle]:
-    """Yield every closed candle of ``symbol``/``interval`` from ``start_ms`` (default: the
-    candle in progress when the stream starts) on, oldest first, each once; see the module."""
-    import ccxt
+def _store_row(symbol: str, interval: str, r: list) -> tuple:
+    """A rich row -> a store row (close time from the interval when not reported; trades 0)."""
+    t = int(r[0])
+    close = int(r[6]) if r[6] == r[6] else int(close_time_ms(t, interval))
+    trades = int(r[8]) if r[8] == r[8] else 0
+    return (symbol, interval, t, close, float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]),
+            float(r[7]), float(r[9]), float(r[10]), trades, 1 if r[11] == 1 else 0)
 
-    venue = venue or Venue()
+
+# ------------------------------------------------------------------ REST side
+class CcxtRest:
+    """What the streamer asks of REST, through CCXT: the exchange clock and the closed
+    candles of a range, per file symbol (``async with``)."""
+
+    def __init__(self, venue: Venue, settings: Settings, exchange, histories: dict[str, CcxtHistory]):
+        self.venue, self.settings, self.ex, self.histories = venue, settings, exchange, histories
+
+    async def __aenter__(self) -> CcxtRest:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.ex.timeout_on_exit = 0
+        await self.ex.close()
+
+    async def check_symbol(self, symbol: str) -> None:
+        if symbol not in self.histories:  # resolved at start-up; this is a programming error
+            raise UserError(f"{symbol} is not streamed", "pass it with --symbols")
+
+    async def server_time(self) -> int:
+        return await next(iter(self.histories.values())).server_time()
+
+    async def klines_range(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> np.ndarray:
+        """Closed candles with ``start <= open < end`` as ``(n, 11)`` rows (Binance layout;
+        close time filled, trades 0 and NaN volumes where the exchange reports none)."""
+        rows = await self.histories[symbol].fetch_range(start_ms, end_ms)
+        rows, _ = closed_rows(rows, start_ms, end_ms, interval)
+        if not len(rows):
+            return np.empty((0, 11))
+        rows = rows[:, :11].copy()
+        missing = np.isnan(rows[:, 6])
+        if missing.any():
+            rows[missing, 6] = close_time_ms(rows[missing, 0].astype(np.int64), interval)
+        rows[np.isnan(rows[:, 8]), 8] = 0.0
+        return rows
+
+
+# ------------------------------------------------------------------ streamer
+class CcxtStreamer(KlineStreamer):
+    """The streamer over ccxt.pro (``await CcxtStreamer(config, venue=..., markets=...).run()``).
+
+    ``config.symbols`` are file symbols (``BTCUSDT``); ``markets`` maps each to the symbol
+    as the user gave it (``BTC/USDT``, ``BTC-USDT-SWAP``), resolved at start-up."""
+
+    def __init__(self, config: StreamConfig, *, venue: Venue, markets: dict[str, str] | None = None,
+                 settings: Settings | None = None):
+        self.venue = venue
+        self.markets_in = dict(markets or {s: s for s in config.symbols})
+        super().__init__(config, settings=settings)
+        self.ex = None
+        self.histories: dict[str, CcxtHistory] = {}
+        self._fallback_id: dict[str, int] = defaultdict(int)
+        self._label = f"{venue.label()} " + self._label
+        #: read closed flags and full candles from the raw messages (exchanges that send them)
+        self.uses_tap = venue.exchange.startswith(("binance", "okx"))
+
+    def _check_url(self) -> None:  # the URLs come from S1.ccxt_source.configure_urls
+        self.url = ""
+
+    def _open_rest(self):
+        import ccxt
+
+        self.ex = make_exchange(self.venue, self.settings, pro=True, extra=_taps)
+        self.ex.toolkit_tap = defaultdict(deque)
+        self.ex.newUpdates = True
+        self.ex.toolkit_on_connected = lambda client: self._on_connected()
+        self.url = self.ex.toolkit_url
+        self._ccxt_network_error = ccxt.NetworkError
+        return CcxtRest(self.venue, self.settings, self.ex, self.histories)
+
+    async def _startup(self) -> None:
+        for fsym, given in self.markets_in.items():
+            h = CcxtHistory(self.venue, given, self.config.interval, settings=self.settings, exchange=self.ex)
+            await h.__aenter__()  # loads the markets once, resolves the symbol; closing is the exchange's
+            self.histories[fsym] = h
+        await super()._startup()
+
+    # --------------------------------------------------------------- connection
+    async def _connection_loop(self) -> None:
+        await asyncio.gather(*(self._watch(s) for s in self.config.symbols))
+
+    def _on_connected(self) -> None:
+        self._epoch += 1
+        self._connected = True
+        self.stats.connections += 1
+        if self.stats.connections > 1:
+            self.stats.reconnects += 1
+            log.info("reconnected (#%d) to %s", self.stats.reconnects, self.venue.label())
+        else:
+            log.info("connected to %s websocket", self.venue.label())
+        self._backfill_needed.set()  # whatever closed while we were away comes from REST
+
+    async def _watch(self, symbol: str) -> None:
+        cfg = self.config
+        h = self.histories[symbol]
+        unified, market_id = h.market["symbol"], str(h.market["id"])
+        wait = backoff(cfg)
+        failures, seen = 0, self.stats.connections
+        trades = cfg.stream == "trades"
+        params: dict[str, Any] = {}
+        if trades and self.venue.exchange.startswith("binance"):
+            params["name"] = cfg.trade_stream
+        while True:
+            try:
+                data = await (self.ex.watch_trades(unified, None, None, params) if trades
+                              else self.ex.watch_ohlcv(unified, cfg.interval))
+            except self._ccxt_network_error as exc:
+                self._connected = False
+                # a connection that was established counts as a success: reconnect at once
+                failures = 1 if self.stats.connections > seen else failures + 1
+                seen = self.stats.connections
+                if failures > 1 or not seen:
+                    self.stats.failed_connects += 1
+                reason = (str(exc).splitlines() or [""])[0][:200] or type(exc).__name__
+                if failures > cfg.max_failures:
+                    raise NetworkError(f"{self.venue.label()} websocket failed {failures - 1} times in a row "
+                                       f"({reason})", "check the network and CCXT_WS_URLS / BINANCE_WS_URL; "
+                                       f"everything received is in {cfg.db_path} and a restart backfills the gap"
+                                       ) from None
+                delay = wait(_Attempt(failures - 1)) if failures > 1 else 0.0
+                log.warning("%s %s websocket: %s; reconnecting in %.1fs", self.venue.label(), symbol, reason, delay)
+                await asyncio.sleep(delay)
+                continue
+            self.stats.messages += 1
+            if trades:
+                self._on_trades(symbol, data, time.monotonic())
+            else:
+                self._on_ohlcv(symbol, market_id, data, time.monotonic())
+
+    # ----------------------------------------------------------------- messages
+    def _on_ohlcv(self, symbol: str, market_id: str, ohlcv, recv: float) -> None:
+        cfg = self.config
+        w = self._W.get(symbol, 0)
+        if not self.uses_tap:
+            # no closed flag on the wire: a candle is known closed once a newer one has started, and its
+            # final values are the exchange's REST candle (the last pushed update may miss a last trade)
+            self.ex.toolkit_tap.pop(market_id, None)
+            live = newest_candle(ohlcv)
+            if live is None:
+                return
+            if live[0] > w:
+                self._backfill_needed.set()
+            if cfg.write_in_progress and live[0] >= w:
+                self.writer.put(_store_row(symbol, cfg.interval, live), recv)
+                self.stats.in_progress_rows += 1
+            return
+        tap = self.ex.toolkit_tap.get(market_id)
+        items = []
+        while tap:
+            items.append(tap.popleft())
+        for r, event_ms in sorted(items, key=lambda x: (x[0][0], x[0][11])):
+            row = _store_row(symbol, cfg.interval, r)
+            if row[13]:
+                self.writer.put(row, recv, event_ms)
+                self.stats.closed_stream += 1
+                self._closed(symbol, row[2])
+            elif cfg.write_in_progress and row[2] >= self._W.get(symbol, 0):
+                self.writer.put(row, recv, event_ms)
+                self.stats.in_progress_rows += 1
+
+    def _on_trades(self, symbol: str, trades: list, recv: float) -> None:
+        agg = self._aggs[symbol]
+        for tr in trades or []:
+            self._fallback_id[symbol] += 2
+            fields, _ = trade_fields(tr, self._fallback_id[symbol])  # repeats of real ids are skipped
+            self._on_trade_fields(agg, fields, recv, None)
+
+
+# ------------------------------------------------------------------ running
+async def resolve_markets(symbols: list[str], venue: Venue, interval: str, *,
+                          settings: Settings | None = None) -> dict[str, str]:
+    """``{file symbol: symbol as given}`` for ``symbols`` on ``venue`` (one markets request);
+    unknown symbols and intervals raise one-line :class:`UserError`\\ s."""
     settings = settings or get_settings()
-    stats = stats if stats is not None else StreamStats()
-    if max_failures < 1 or backoff_initial < 0 or backoff_max < 0:
-        raise UserError("max_failures must be >= 1 and the backoff times >= 0", "e.g. max_failures=10")
-    ex = make_exchange(venue, settings, pro=True, extra=_taps)
-    ex.toolkit_tap = deque()
-    tapped = venue.exchange.startswith(("binance", "okx"))
-    wait = backoff_wait(backoff_initial, backoff_max)
-    history = CcxtHistory(venue, symbol, interval, settings=settings, exchange=ex)
+    ex = make_exchange(venue, settings, pro=False)
+    out: dict[str, str] = {}
     try:
-        async with history as h:
-            fsym, unified = h.file_symbol, h.market["symbol"]
-            step = (lambda t: next_open_ms(t, interval))
-            watermark = None if start_ms is None else floor_ms(int(start_ms), interval)
-            need_backfill, healthy, failures = True, False, 0
-            while True:
-                try:
-                    ohlcv = await ex.watch_ohlcv(unified, interval)
-                except ccxt.NetworkError as exc:
-                    failures = 1 if healthy else failures + 1
-                    stats.failures += 1
-                    stats.errors.append(str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
-                    if failures > max_failures:
-                        raise NetworkError(f"{venue.exchange} websocket failed {failures - 1} times in a row "
-                                           f"({stats.errors[-1]})", "check the network and CCXT_WS_URLS / "
-                                           "BINANCE_WS_URL; a restart backfills what was missed") from None
-                    delay = 0.0 if healthy else wait(_Attempt(failures))
-                    stats.reconnects += 1
-                    log.warning("%s websocket lost (%s): reconnect #%d in %.1fs", venue.exchange,
-                                stats.errors[-1], stats.reconnects, delay)
-                    healthy, need_backfill = False, True
-                    await asyncio.sleep(delay)
-                    continue
-                stats.messages += 1
-                if not healthy:
-                    healthy, failures = True, 0
-                if need_backfill:  # the connection delivers: fill [W, S) over REST, S read now
-                    now = await h.server_time()
-                    if watermark is None:
-                        watermark = floor_ms(now, interval)
-                    async for c in _backfill(h, fsym, interval, watermark, now, stats):
-                        yield c
-                        watermark = step(c.open_ms)
-                    watermark = max(watermark, floor_ms(now, interval))
-                    need_backfill = False
-                closed = _closed_from_tap(ex) if tapped else _closed_from_cache(ohlcv)
-                for r in closed:
-                    t = int(r[0])
-                    if t < watermark:
-                        continue
-                    if t > watermark:  # a hole: the REST history decides what the exchange has
-                        now = await h.server_time()
-                        async for c in _backfill(h, fsym, interval, watermark, min(now, t), stats):
-                            yield c
-                        watermark = t
-                    stats.closed_stream += 1
-                    yield ClosedCandle(fsym, interval, _final(r, interval), "stream")
-                    watermark = step(t)
+        for s in symbols:
+            h = CcxtHistory(venue, s, interval, settings=settings, exchange=ex)
+            await h.__aenter__()
+            if h.file_symbol in out:
+                raise UserError(f"{s!r} and {out[h.file_symbol]!r} are the same market", "pass each symbol once")
+            out[h.file_symbol] = s
     finally:
         ex.timeout_on_exit = 0
         await ex.close()
+    return out
 
 
-def _closed_from_tap(ex) -> list[list]:
-    rows = []
-    while ex.toolkit_tap:
-        r = ex.toolkit_tap.popleft()
-        if r[11] == 1:
-            rows.append(r)
-    rows.sort(key=lambda r: r[0])
-    return rows
+def run_ccxt_streamer(symbols: list[str], *, venue: Venue, settings: Settings | None = None,
+                      handle_signals: bool = True, **config: Any) -> StreamSummary:
+    """Resolve ``symbols`` on ``venue`` and stream them (``config``: the other
+    :class:`S1.stream_client.StreamConfig` fields) until the duration, Ctrl-C or SIGTERM."""
+    from S1.rest_client import run
+
+    if venue.price != "last":
+        raise UserError(f"the streamer records last prices, not --price {venue.price}",
+                        "drop --price (mark/index history: python S1/historical.py --price ...)")
+    settings = settings or get_settings()
+    interval = "1m" if config.get("stream") == "trades" else config.get("interval", "1m")
+    markets = run(resolve_markets(list(symbols), venue, interval, settings=settings))
+    cfg = StreamConfig(symbols=tuple(markets), exchange=venue.token, **config)
+    return run_streamer(cfg, settings=settings, handle_signals=handle_signals,
+                        make=lambda c, s: CcxtStreamer(c, venue=venue, markets=markets, settings=s))
 
 
-def _closed_from_cache(ohlcv) -> list[list]:
-    """Generic exchanges: every cached candle older than the newest one is final."""
-    if not ohlcv:
-        return []
-    newest = max(c[0] for c in ohlcv)
-    return sorted(([float(x) for x in c[:6]] + [np.nan] * 5 + [1.0] for c in ohlcv if c[0] < newest),
-                  key=lambda r: r[0])
-
-
-def _final(r: list, interval: str) -> tuple[float, ...]:
-    out = list(r[:11])
-    if np.isnan(out[6]):
-        out[6] = float(close_time_ms(int(out[0]), interval))
-    return tuple(float(x) for x in out)
-
-
-async def _backfill(h: CcxtHistory, fsym: str, interval: str, start: int, end: int,
-                    stats: StreamStats) -> AsyncIterator[ClosedCandle]:
-    if end <= start:
-        return
-    stats.backfills += 1
-    rows = await h.fetch_range(start, end)
-    kept, _ = closed_rows(rows, start, end, interval)
-    for r in kept:
-        stats.closed_backfill += 1
-        yield ClosedCandle(fsym, interval, _final(list(r), interval), "backfill")
+__all__ = [
+    "CcxtRest",
+    "CcxtStreamer",
+    "newest_candle",
+    "dataclasses",
+    "resolve_markets",
+    "run_ccxt_streamer",
+    "tap_market_id",
+    "tap_rows",
+    "trade_fields",
+]

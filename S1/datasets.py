@@ -137,13 +137,19 @@ def report_path(symbol: str, interval: str, days: int, name: str, ext: str = "ht
 
 
 def realtime_db_path(symbols: list[str] | str, interval: str, *, kind: str = "kline",
-                     data_dir: Path | None = None) -> Path:
+                     exchange: str | None = None, data_dir: Path | None = None) -> Path:
     """The streamer's SQLite file: ``btcusdt_1m_realtime.db`` (the first symbol names it);
-    ``kind="trades"`` (candles built from trades) gives ``btcusdt_1m_trades_realtime.db``."""
+    ``kind="trades"`` (candles built from trades) gives ``btcusdt_1m_trades_realtime.db``;
+    another exchange prefixes its token as in dataset names (``okx_btcusdt_1m_realtime.db``).
+
+    >>> realtime_db_path("BTC/USDT", "1m", exchange="okx-swap", data_dir=Path("data")).name
+    'okx-swap_btcusdt_1m_realtime.db'
+    """
     first = symbols if isinstance(symbols, str) else symbols[0]
     base = globals()["data_dir"](data_dir)
     infix = "_trades" if kind == "trades" else ""
-    return base / f"{normalize_symbol(first).lower()}_{interval_token(interval)}{infix}_realtime.db"
+    prefix = "" if exchange in (None, "", "binance") else f"{exchange.lower()}_"
+    return base / f"{prefix}{normalize_symbol(first).lower()}_{interval_token(interval)}{infix}_realtime.db"
 
 
 def sentiment_path(interval: str = "1h", *, data_dir: Path | None = None) -> Path:

@@ -58,9 +58,10 @@ import signal
 import socket
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
@@ -116,6 +117,8 @@ class StreamConfig:
     open_timeout: float = 10.0
     healthy_after: float = 10.0
     trade_close_grace_ms: int = 2000
+    #: file-name prefix of the exchange (``S1.ccxt_source.Venue.token``); ``None`` = Binance spot
+    exchange: str | None = None
 
     def __post_init__(self):
         syms = (self.symbols,) if isinstance(self.symbols, str) else tuple(self.symbols)
@@ -146,7 +149,7 @@ class StreamConfig:
                             "e.g. --max-failures 10")
         if self.db_path is None:
             db = realtime_db_path(list(syms), "1m" if self.stream == "trades" else self.interval,
-                                  kind="trades" if self.stream == "trades" else "kline")
+                                  kind="trades" if self.stream == "trades" else "kline", exchange=self.exchange)
             object.__setattr__(self, "db_path", db)
         object.__setattr__(self, "db_path", Path(self.db_path))
 
@@ -158,8 +161,7 @@ class StreamConfig:
     def url(self, ws_base: str) -> str:
         base = ws_base.rstrip("/")
         for suffix in ("/ws", "/stream"):
-            if base.endswith(suffix):
-                base = base[: -len(suffix)]
+            base = base.removesuffix(suffix)
         return f"{base}/stream?streams={'/'.join(self.streams)}"
 
 
@@ -543,12 +545,7 @@ class KlineStreamer:
     def __init__(self, config: StreamConfig, *, settings: Settings | None = None):
         self.config = config
         self.settings = settings or get_settings()
-        self.url = config.url(self.settings.binance_ws_url)
-        try:
-            parse_uri(self.url)
-        except InvalidURI as exc:
-            raise UserError(f"BINANCE_WS_URL {self.settings.binance_ws_url!r} is not a WebSocket URL ({exc})",
-                            "set it to wss://stream.binance.com:9443 (or ws://127.0.0.1:PORT for a local server)") from None
+        self._check_url()
         self.stats = StreamStats()
         self.stop_reason = ""
         self._symbols = set(config.symbols)
@@ -565,6 +562,18 @@ class KlineStreamer:
         self.api: BinanceRest | None = None
         self._label = f"{','.join(config.symbols[:3])}{'...' if len(config.symbols) > 3 else ''} {config.interval}" + (
             f" from {config.trade_stream}" if config.stream == "trades" else "")
+
+    def _check_url(self) -> None:
+        self.url = self.config.url(self.settings.binance_ws_url)
+        try:
+            parse_uri(self.url)
+        except InvalidURI as exc:
+            raise UserError(f"BINANCE_WS_URL {self.settings.binance_ws_url!r} is not a WebSocket URL ({exc})",
+                            "set it to wss://stream.binance.com:9443 (or ws://127.0.0.1:PORT for a local server)") from None
+
+    def _open_rest(self):
+        """The REST client (an async context manager): server time, symbol check, closed klines of a range."""
+        return BinanceRest(self.settings)
 
     # ------------------------------------------------------------------ control
     def stop(self, reason: str = "stopped") -> None:
@@ -596,7 +605,7 @@ class KlineStreamer:
         fatal: BaseException | None = None
         tasks: list[asyncio.Task] = []
         try:
-            async with BinanceRest(self.settings) as api:
+            async with self._open_rest() as api:
                 self.api = api
                 # start-up (symbol check, watermarks) can take a while on a bad network:
                 # Ctrl-C / SIGTERM interrupts it too
@@ -882,7 +891,10 @@ class KlineStreamer:
         agg = self._aggs.get(data["s"])
         if agg is None:
             return
-        rows, bad = agg.add(*parse_trade(data), epoch=self._epoch)
+        self._on_trade_fields(agg, parse_trade(data), recv, event_ms)
+
+    def _on_trade_fields(self, agg: MinuteAggregator, fields: tuple, recv: float, event_ms) -> None:
+        rows, bad = agg.add(*fields, epoch=self._epoch)
         self._emit(agg, rows, bad, recv, event_ms)
         if self.config.write_in_progress and agg.cur is not None:
             self.writer.put(agg.current_row(), recv if not rows else None, event_ms)
@@ -953,12 +965,13 @@ def _describe(exc: BaseException) -> str:
 
 
 # -------------------------------------------------------------------------- running
-def run_streamer(config: StreamConfig, *, settings: Settings | None = None,
-                 handle_signals: bool = True) -> StreamSummary:
-    """Run until ``config.duration``, Ctrl-C or SIGTERM (both: flush, close, return)."""
+def run_streamer(config: StreamConfig, *, settings: Settings | None = None, handle_signals: bool = True,
+                 make: Callable[[StreamConfig, Settings | None], KlineStreamer] | None = None) -> StreamSummary:
+    """Run until ``config.duration``, Ctrl-C or SIGTERM (both: flush, close, return);
+    ``make(config, settings)`` builds another streamer class (e.g. :mod:`S1.ccxt_stream`)."""
 
     async def main() -> StreamSummary:
-        streamer = KlineStreamer(config, settings=settings)
+        streamer = (make or (lambda c, s: KlineStreamer(c, settings=s)))(config, settings)
         loop = asyncio.get_running_loop()
         installed = []
         if handle_signals:

@@ -10,6 +10,9 @@ Table ``kline`` (times in ms since the epoch, UTC)::
     trades INTEGER, is_closed INTEGER (0/1), updated_at INTEGER (ms UTC of the write)
     PRIMARY KEY (symbol, interval, open_time)
 
+(``quote_volume`` and the taker volumes are NULL where the exchange does not report
+them -- some CCXT exchanges -- and read back as NaN, as in the Parquet files.)
+
 - **upsert**: the candle in progress is one row (``is_closed = 0``) overwritten by
   every update until the closed candle lands (``is_closed = 1``); a late
   in-progress update never downgrades a closed row;
@@ -68,9 +71,9 @@ CREATE TABLE IF NOT EXISTS kline (
     low             REAL    NOT NULL,
     close           REAL    NOT NULL,
     volume          REAL    NOT NULL,
-    quote_volume    REAL    NOT NULL,
-    taker_buy_base  REAL    NOT NULL,
-    taker_buy_quote REAL    NOT NULL,
+    quote_volume    REAL,
+    taker_buy_base  REAL,
+    taker_buy_quote REAL,
     trades          INTEGER NOT NULL,
     is_closed       INTEGER NOT NULL CHECK (is_closed IN (0, 1)),
     updated_at      INTEGER NOT NULL,

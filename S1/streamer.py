@@ -1,8 +1,11 @@
-"""Stream live Binance klines into SQLite (``data/<symbol>_<interval>_realtime.db``).
+"""Stream live klines into SQLite (``data/<symbol>_<interval>_realtime.db``): Binance, or any
+exchange CCXT knows (``data/okx_<symbol>_<interval>_realtime.db``).
 
     python S1/streamer.py                                   # BTCUSDT 1m until Ctrl-C
     python S1/streamer.py --symbols BTCUSDT,ETHUSDC,SOLUSDT --interval 1m --duration 3600
     python S1/streamer.py --symbol ETHUSDC --stream trades --aggregate 1m
+    python S1/streamer.py --exchange okx --symbols BTC/USDT,ETH/USDT --interval 1m
+    python S1/streamer.py --exchange binance --market swap --symbol BTC/USDT     # USD-M perpetual, via CCXT
 
 Closed candles are never lost: after every (re)connect the candles that closed
 meanwhile are fetched over REST. Ctrl-C / SIGTERM flush and exit 0. See
@@ -17,6 +20,8 @@ from pathlib import Path
 from S1.cli import ArgumentParser, UserError, add_common_args, main_entry
 from S1.datasets import atomic_write_text
 from S1.stream_client import STREAMS, TRADE_STREAMS, StreamConfig, run_streamer
+
+MARKETS = ("spot", "swap", "future")  # as S1.ccxt_source.MARKETS (not imported: ccxt is slow to import)
 
 
 def build_parser() -> ArgumentParser:
@@ -44,6 +49,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--commit-ms", type=float, default=10.0,
                    help="longest wait before a batch of rows is committed, ms (default 10)")
     p.add_argument("--stats-json", type=Path, default=None, help="also write the run's figures to this JSON file")
+    g = p.add_argument_group("other exchanges (CCXT websockets)")
+    g.add_argument("--exchange", default="binance",
+                   help="CCXT exchange id, e.g. okx, bybit (default binance: the project's own Binance client)")
+    g.add_argument("--market", choices=MARKETS, default="spot", help="spot, swap (perpetual) or future (dated)")
+    g.add_argument("--client", choices=("auto", "ccxt"), default="auto",
+                   help="auto: own client for Binance spot, CCXT otherwise; ccxt: CCXT for Binance too")
     add_common_args(p)
     return p
 
@@ -57,12 +68,17 @@ def main(argv=None) -> int:
         raise UserError(f"--interval {args.interval} conflicts with --aggregate {args.aggregate}",
                         "drop --interval: candles built from trades are 1m")
     interval = args.aggregate or args.interval or "1m"
-    config = StreamConfig(symbols=tuple(symbols), interval=interval, db_path=args.db, stream=args.stream,
-                          trade_stream=args.trade_stream, duration=args.duration,
-                          backfill_minutes=args.backfill_minutes, status_every=args.status_every,
-                          max_failures=args.max_failures, backoff_max=args.backoff_max,
-                          write_in_progress=not args.closed_only, commit_interval=args.commit_ms / 1000.0)
-    summary = run_streamer(config)
+    options = dict(interval=interval, db_path=args.db, stream=args.stream, trade_stream=args.trade_stream,
+                   duration=args.duration, backfill_minutes=args.backfill_minutes, status_every=args.status_every,
+                   max_failures=args.max_failures, backoff_max=args.backoff_max,
+                   write_in_progress=not args.closed_only, commit_interval=args.commit_ms / 1000.0)
+    if args.exchange.strip().lower() != "binance" or args.market != "spot" or args.client == "ccxt":
+        from S1.ccxt_source import Venue
+        from S1.ccxt_stream import run_ccxt_streamer
+
+        summary = run_ccxt_streamer(symbols, venue=Venue(args.exchange, args.market), **options)
+    else:
+        summary = run_streamer(StreamConfig(symbols=tuple(symbols), **options))
     print(summary.line(), flush=True)
     if args.stats_json:
         atomic_write_text(args.stats_json, json.dumps(summary.as_dict(), indent=2, default=str))

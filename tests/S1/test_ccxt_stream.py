@@ -1,98 +1,192 @@
-"""S1/ccxt_stream.py: closed candles from ccxt.pro's Binance ``watch_ohlcv`` against the local
-exchange (REST) and its WebSocket replay (S1/local_stream.py) on one accelerated clock,
-with the connection dropped on a schedule: every closed candle arrives once, in order,
-with the exchange's values, from the stream or from the REST backfill."""
+"""S1/ccxt_stream.py: ``python S1/streamer.py --exchange ...`` through ccxt.pro, against the local
+exchange (REST) and its WebSocket replay (S1/local_stream.py) on one accelerated clock, with
+the connection dropped and refused on a schedule.
+
+CCXT's Binance class runs the whole CCXT path end to end (``--client ccxt``): the SQLite
+table must hold exactly the candles the python-binance streamer stores -- every closed
+candle once, the exchange's values -- from the stream, from trades, or from the REST
+backfill; the "closed by the next candle" rule for exchanges without a closed flag runs on
+the same replay."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
-from contextlib import aclosing
+import sqlite3
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from S1.ccxt_stream import StreamStats, _closed_from_cache, closed_candles, tap_rows
+from S1.ccxt_source import Venue
+from S1.ccxt_stream import CcxtStreamer, newest_candle, resolve_markets, tap_market_id, tap_rows, trade_fields
 from S1.cli import NetworkError
-from S1.intervals import to_ms
-from S1.local_exchange import LocalBinance, candles_to_rows, kline_json_rows
-from S1.local_stream import LocalStream, ReplayClock
 from S1.rest_client import run
+from S1.intervals import to_ms
+from S1.local_exchange import LocalBinance
 from S1.settings import get_settings
 from S1.simulated import simulate_candles
+from S1.stream_store import read_klines
+from tests.S1.stream_harness import db_rows, fast, local_market, point_at, published, replay, streamer_cli
 
 pytest.importorskip("ccxt.pro")
 
-
-def _published(df: pd.DataFrame) -> np.ndarray:
-    """The exchange's rows for ``df`` as they go over the wire (8-decimal strings)."""
-    return np.array([[float(x) for x in r[:11]] for r in kline_json_rows(candles_to_rows(df))])
+BINANCE_VIA_CCXT = Venue("binance")
 
 
-async def _collect(n: int, **kw) -> list:
-    out = []
-    async with aclosing(closed_candles("BTC/USDT", "1m", **kw)) as gen:
-        async for c in gen:
-            out.append(c)
-            if len(out) >= n:
-                break
-    return out
+def ccxt_streamer(markets: dict[str, str], **kw) -> CcxtStreamer:
+    return CcxtStreamer(fast(symbols=tuple(markets), **kw), venue=BINANCE_VIA_CCXT, markets=markets)
 
 
-def test_every_closed_candle_once_through_drops(settings_env, monkeypatch):
-    src = simulate_candles("BTCUSDT", "1m", "2024-03-01", "2024-03-01 04:00")
-    start = to_ms("2024-03-01 00:30")
-    clock = ReplayClock(start, speed=60_000 / 1000 / 0.06, paused=True)  # 0.06 s per 1m candle
-    ex = LocalBinance(now_ms=clock.now_ms)
-    ex.add_candles("BTCUSDT", "1m", src)
-    stream = LocalStream(ex, clock, updates_per_candle=2, drop_every=0.4, ping_interval=None,
-                         drop_kinds=("abort", "close", "shutdown"), shutdown_grace=0.05)
-    stats = StreamStats()
-    with ex:
-        monkeypatch.setenv("BINANCE_API_URL", ex.api_url)
-        monkeypatch.setenv("BINANCE_WS_URL", stream.ws_url)
-        get_settings.cache_clear()
-        clock.resume()
-        got = run(asyncio.wait_for(_collect(60, start_ms=start, backoff_initial=0.01, backoff_max=0.05,
-                                            stats=stats), 90))
-    opens = [c.open_ms for c in got]
-    assert opens == list(range(start, start + 60 * 60_000, 60_000)), "every candle once, in order, no hole"
-    want = _published(src)
-    want = want[np.searchsorted(want[:, 0], opens)]
-    np.testing.assert_array_equal(np.array([c.row for c in got]), want)  # all 11 Binance columns, exact
-    assert stats.reconnects >= 3 and stream.drops >= 3, (stats, stream.drops)
-    assert {c.source for c in got} == {"stream", "backfill"} and stats.closed_stream >= 10
-    assert got[0].store_row()[:4] == ("BTCUSDT", "1m", start, start + 59_999)
+def test_every_closed_candle_once_through_drops_same_as_python_binance(settings_env, monkeypatch, tmp_path):
+    start, end = to_ms("2024-03-01 01:00"), to_ms("2024-03-01 02:30")
+    frames = {("BTCUSDT", "1m"): simulate_candles("BTCUSDT", "1m", "2024-02-29 23:00", "2024-03-01 03:00"),
+              ("ETHUSDT", "1m"): simulate_candles("ETHUSDT", "1m", "2024-02-29 23:00", "2024-03-01 03:00")}
+    with local_market(frames, start=start, end=end, wall_per_candle=0.05, interval="1m", updates_per_candle=2,
+                      drop_every=0.6, drop_kinds=("abort", "close", "shutdown"), shutdown_grace=0.05) as (ex, st, clock):
+        point_at(monkeypatch, ex, st)
+        st.refuse(1)
+        db = tmp_path / "live.db"
+        s = ccxt_streamer({"BTCUSDT": "BTC/USDT", "ETHUSDT": "ethusdt"}, db_path=db, backfill_minutes=30)
+        summary = run(replay(s, clock, done=lambda: all(w >= end for w in s.watermarks.values()), timeout=60))
+        drops = st.drops
+    window = slice(pd.Timestamp(start - 30 * 60_000, unit="ms", tz="UTC"), pd.Timestamp(end - 1, unit="ms", tz="UTC"))
+    for (symbol, _), df in frames.items():
+        pd.testing.assert_frame_equal(read_klines(db, symbol, "1m"), published(df.loc[window]))
+    rows = db_rows(db)
+    assert len(rows) == len({r[:3] for r in rows}) == 2 * len(frames[("BTCUSDT", "1m")].loc[window])
+    assert all(r[3] == 1 for r in rows)
+    assert drops >= 3 and summary.reconnects >= 3, (drops, summary)
+    assert summary.closed_stream > 20 and summary.closed_rest >= 60 and summary.in_progress_rows > 0
+    con = sqlite3.connect(db)
+    assert dict(con.execute("SELECT symbol, complete_until FROM kline_watermark")) == {"BTCUSDT": end,
+                                                                                      "ETHUSDT": end}
+    con.close()
 
 
-def test_gives_up_after_bounded_failures_with_one_line(settings_env, monkeypatch):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
+@pytest.mark.parametrize("trade_stream", ["aggTrade", "trade"])
+def test_candles_built_from_ccxt_trades(trade_stream, settings_env, monkeypatch, tmp_path):
+    start, end = to_ms("2024-03-01 01:00"), to_ms("2024-03-01 01:40")
+    df = simulate_candles("BTCUSDT", "1m", "2024-03-01", "2024-03-01 02:00")
+    with local_market({("BTCUSDT", "1m"): df}, start=start, end=end + 30_000, wall_per_candle=0.08,
+                      interval="1m", drop_every=0.8) as (ex, st, clock):  # a trade at 01:40 closes 01:39
+        point_at(monkeypatch, ex, st)
+        db = tmp_path / "trades.db"
+        s = ccxt_streamer({"BTCUSDT": "BTC/USDT"}, db_path=db, backfill_minutes=5, stream="trades",
+                          trade_stream=trade_stream)
+        summary = run(replay(s, clock, done=lambda: s.watermarks["BTCUSDT"] >= end, timeout=40))
+    window = slice(pd.Timestamp(start - 5 * 60_000, unit="ms", tz="UTC"), pd.Timestamp(end - 1, unit="ms", tz="UTC"))
+    got, want = read_klines(db, "BTCUSDT", "1m"), published(df.loc[window])
+    pd.testing.assert_frame_equal(got.drop(columns=["quote_volume", "taker_buy_quote"]),
+                                  want.drop(columns=["quote_volume", "taker_buy_quote"]))
+    np.testing.assert_allclose(got[["quote_volume", "taker_buy_quote"]], want[["quote_volume", "taker_buy_quote"]],
+                               rtol=1e-9)  # sums of price x qty: float rounding only
+    assert summary.closed_stream >= 20, summary  # most minutes proven complete from trade ids alone
+    assert summary.closed_rest >= 5 and st.drops >= 2 and summary.reconnects >= 2
+
+
+def test_exchanges_without_a_closed_flag_take_the_closed_candle_from_rest(settings_env, monkeypatch, tmp_path):
+    start, end = to_ms("2024-03-01 01:00"), to_ms("2024-03-01 01:30")
+    df = simulate_candles("BTCUSDT", "1m", "2024-03-01", "2024-03-01 02:00")
+    with local_market({("BTCUSDT", "1m"): df}, start=start, end=end, wall_per_candle=0.05, interval="1m",
+                      updates_per_candle=3) as (ex, st, clock):
+        point_at(monkeypatch, ex, st)
+        db = tmp_path / "generic.db"
+        s = ccxt_streamer({"BTCUSDT": "BTC/USDT"}, db_path=db, backfill_minutes=0)
+        s.uses_tap = False  # what every exchange but Binance and OKX gets
+        seen_live = []
+        put = s._on_ohlcv
+
+        def spy(symbol, market_id, ohlcv, recv):
+            put(symbol, market_id, ohlcv, recv)
+            seen_live.append(sqlite3.connect(db).execute("SELECT count(*) FROM kline WHERE is_closed=0").fetchone())
+
+        s._on_ohlcv = spy
+        summary = run(replay(s, clock, done=lambda: s.watermarks["BTCUSDT"] >= end, timeout=40))
+    got = read_klines(db, "BTCUSDT", "1m")
+    window = slice(pd.Timestamp(start, unit="ms", tz="UTC"), pd.Timestamp(end - 1, unit="ms", tz="UTC"))
+    pd.testing.assert_frame_equal(got.loc[window], published(df.loc[window]))  # every column: the exchange's
+    assert len(got.loc[window]) == 30 and summary.closed_stream == 0 and summary.closed_rest >= 30
+    # the candle in progress was shown (two for a moment: the new one, and the one REST is replacing)
+    assert summary.in_progress_rows > 30 and max(seen_live) in ((1,), (2,))
+    assert [r for r in db_rows(db) if r[3] == 0 and r[2] < end] == []  # every closed one was replaced
+
+
+def test_gives_up_after_bounded_failures_with_one_line(settings_env, monkeypatch, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
     with LocalBinance(now_ms=to_ms("2024-03-01")) as ex:
         ex.add_candles("BTCUSDT", "1m", simulate_candles("BTCUSDT", "1m", "2024-02-29 23:00", "2024-03-01"))
         monkeypatch.setenv("BINANCE_API_URL", ex.api_url)
         monkeypatch.setenv("BINANCE_WS_URL", f"ws://127.0.0.1:{dead}")
         get_settings.cache_clear()
-        stats = StreamStats()
+        db = tmp_path / "k.db"
+        s = ccxt_streamer({"BTCUSDT": "BTC/USDT"}, db_path=db, backfill_minutes=10, max_failures=3)
         with pytest.raises(NetworkError, match="websocket failed 3 times in a row") as err:
-            run(asyncio.wait_for(_collect(1, max_failures=3, backoff_initial=0.01, backoff_max=0.02,
-                                          stats=stats), 30))
-    assert "\n" not in str(err.value) and stats.failures == 4
+            run(asyncio.wait_for(s.run(), 30))
+    assert "\n" not in str(err.value)
+    assert len(read_klines(db, "BTCUSDT", "1m")) == 10  # the REST backfill is safe in the file
+
+
+def test_cli_exchange_flag(settings_env, monkeypatch, tmp_path, capsys):
+    df = simulate_candles("BTCUSDT", "1m", "2024-04-30 22:00", "2024-05-01 03:00")
+    with local_market({("BTCUSDT", "1m"): df}, start=to_ms("2024-05-01"), end=None, wall_per_candle=0.05,
+                      interval="1m") as (ex, st, clock):
+        point_at(monkeypatch, ex, st, retries=0)
+        clock.resume()
+        code, out, err = streamer_cli(["--client", "ccxt", "--symbol", "BTC/USDT", "--duration", "1.5",
+                                       "--backfill-minutes", "20"], capsys)
+        assert code == 0, err
+        db = settings_env.data_dir / "btcusdt_1m_realtime.db"  # Binance spot: the python-binance file name
+        assert out.startswith(f"{db}: ") and len(read_klines(db, "BTCUSDT", "1m")) >= 20
+        cases = [(["--client", "ccxt", "--symbol", "BTC/USDX"], r"unknown symbol 'BTC/USDX' on binance"),
+                 (["--exchange", "okkx"], r"unknown exchange 'okkx' -- did you mean okx"),
+                 (["--client", "ccxt", "--symbols", "BTC/USDT,BTCUSDT"], r"are the same market -- pass each"),
+                 (["--client", "ccxt", "--interval", "7m"], r"unsupported interval '7m'")]
+        for argv, pattern in cases:
+            code, out, err = streamer_cli(argv + ["--duration", "1"], capsys)
+            assert code == 2 and err.count("\n") == 1 and re.search(pattern, err), (argv, err)
+
+
+def test_resolve_markets_names_files_by_exchange(settings_env, monkeypatch):
+    with LocalBinance(now_ms=to_ms("2024-03-01")) as ex:
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            ex.add_candles(symbol, "1m", simulate_candles(symbol, "1m", "2024-02-29 23:00", "2024-03-01"))
+        monkeypatch.setenv("BINANCE_API_URL", ex.api_url)
+        get_settings.cache_clear()
+        got = run(resolve_markets(["BTC/USDT", "eth/usdt"], BINANCE_VIA_CCXT, "1m"))
+    assert got == {"BTCUSDT": "BTC/USDT", "ETHUSDT": "eth/usdt"}
+    from S1.stream_client import StreamConfig
+
+    cfg = StreamConfig(symbols=tuple(got), exchange=Venue("okx", "swap").token)
+    assert cfg.db_path.name == "okx-swap_btcusdt_1m_realtime.db"
 
 
 def test_taps_read_the_closed_flag_of_raw_messages():
-    k = {"e": "kline", "k": {"t": 60_000, "T": 119_999, "o": "1.0", "h": "2.0", "l": "0.5", "c": "1.5", "v": "10",
-                             "q": "15", "n": 3, "V": "4", "Q": "6", "x": True}}
+    k = {"e": "kline", "E": 5, "k": {"t": 60_000, "T": 119_999, "s": "BTCUSDT", "o": "1.0", "h": "2.0", "l": "0.5",
+                                     "c": "1.5", "v": "10", "q": "15", "n": 3, "V": "4", "Q": "6", "x": True}}
     assert tap_rows("binance", k) == [[60_000.0, 1.0, 2.0, 0.5, 1.5, 10.0, 119_999.0, 15.0, 3.0, 4.0, 6.0, 1.0]]
+    assert tap_market_id("binance", k) == "BTCUSDT"
     k["k"]["x"] = False
     assert tap_rows("binance", k)[0][11] == 0.0
     okx = {"arg": {"channel": "candle1m", "instId": "BTC-USDT"},
            "data": [["60000", "1", "2", "0.5", "1.5", "10", "15", "15", "1"]]}
     row = tap_rows("okx", okx)[0]
     assert row[:6] == [60_000.0, 1.0, 2.0, 0.5, 1.5, 10.0] and row[7] == 15.0 and row[11] == 1.0
+    assert tap_market_id("okx", okx) == "BTC-USDT"
+    okx["data"][0][8] = "0"
+    assert tap_rows("okx", okx)[0][11] == 0.0
     assert tap_rows("okx", {"event": "subscribe", "arg": {"channel": "candle1m"}}) == []
-    # other exchanges: a candle is final once a newer one has started
-    cache = [[0, 1, 1, 1, 1, 1], [60_000, 2, 2, 2, 2, 2], [120_000, 3, 3, 3, 3, 3]]
-    assert [r[0] for r in _closed_from_cache(cache)] == [0, 60_000]
+    live = newest_candle([[120_000, 3, 3, 3, 3, 3], [0, 1, 1, 1, 1, 1]])
+    assert live[0] == 120_000 and live[11] == 0.0 and np.isnan(live[7])
+
+
+def test_trade_fields_keep_real_ids_and_mark_made_up_ones():
+    agg = {"timestamp": 1, "price": 2.0, "amount": 3.0, "side": "buy", "id": "10",
+           "info": {"e": "aggTrade", "a": 10, "f": 100, "l": 104, "m": False}}
+    assert trade_fields(agg, 0) == ((1, 2.0, 3.0, False, 100, 104), True)
+    assert trade_fields({**agg, "info": {}}, 0) == ((1, 2.0, 3.0, False, 10, 10), True)
+    uuid = {"timestamp": 1, "price": 2.0, "amount": 3.0, "side": "sell", "id": "a1-b2"}
+    assert trade_fields(uuid, 42) == ((1, 2.0, 3.0, True, 42, 42), False)

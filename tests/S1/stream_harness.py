@@ -1,0 +1,100 @@
+"""The streamer test harness: the local exchange (REST) and its WebSocket replay
+(S1/local_stream.py) on one accelerated clock, and helpers to run a streamer against them."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from S1.datasets import candles_from_arrays
+from S1.intervals import floor_ms, interval_ms
+from S1.local_exchange import LocalBinance, candles_to_rows, kline_json_rows
+from S1.local_stream import LocalStream, ReplayClock
+from S1.settings import get_settings
+from S1.stream_client import KlineStreamer, StreamConfig
+
+
+# -------------------------------------------------------------------------- harness
+@contextmanager
+def local_market(frames: dict, *, start: int, end: int | None, wall_per_candle: float, interval: str,
+                 **stream_kw):
+    """LocalBinance + LocalStream on one paused ReplayClock (``wall_per_candle`` s per candle)."""
+    clock = ReplayClock(start, speed=interval_ms(interval) / 1000.0 / wall_per_candle, end_ms=end, paused=True)
+    ex = LocalBinance(now_ms=clock.now_ms)
+    for (symbol, iv), df in frames.items():
+        ex.add_candles(symbol, iv, df)
+    stream_kw.setdefault("ping_interval", 0.05)
+    stream_kw.setdefault("pong_timeout", 2.0)
+    st = LocalStream(ex, clock, **stream_kw)
+    with ex:
+        yield ex, st, clock
+
+
+def point_at(monkeypatch, ex: LocalBinance, st: LocalStream, retries: int = 2) -> None:
+    monkeypatch.setenv("BINANCE_API_URL", ex.api_url)
+    monkeypatch.setenv("BINANCE_WS_URL", st.ws_url)
+    monkeypatch.setenv("HTTP_MAX_RETRIES", str(retries))
+    get_settings.cache_clear()
+
+
+def published(df: pd.DataFrame) -> pd.DataFrame:
+    """What the exchange publishes for ``df``: its values through Binance's 8-decimal JSON."""
+    rows = np.array([[float(x) for x in r[:11]] for r in kline_json_rows(candles_to_rows(df))])
+    return candles_from_arrays(rows)
+
+
+def fast(**kw) -> StreamConfig:
+    base = dict(backoff_initial=0.01, backoff_max=0.05, max_failures=6, status_every=0.25,
+                commit_interval=0.01, healthy_after=5.0)
+    base.update(kw)
+    return StreamConfig(**base)
+
+
+async def replay(streamer_: KlineStreamer, clock: ReplayClock, *, done, timeout: float = 20.0):
+    """Run ``streamer_`` while the clock replays: start the clock once the first
+    backfill and connection are done, stop when ``done()`` holds (or time is up)."""
+    task = asyncio.create_task(streamer_.run())
+    start = floor_ms(clock.now_ms(), streamer_.config.interval)
+    t_end = time.monotonic() + timeout
+    while not (streamer_.stats.connections and streamer_.watermarks
+               and all(w >= start for w in streamer_.watermarks.values())):
+        assert not task.done(), task.exception()
+        assert time.monotonic() < t_end, "the streamer never got going"
+        await asyncio.sleep(0.01)
+    clock.resume()
+    while not (clock.finished and done()):
+        assert not task.done(), task.exception() if task.done() else ""
+        if time.monotonic() > t_end:
+            streamer_.stop("timed out")
+            await task
+            raise AssertionError(f"timed out: clock finished {clock.finished}, watermarks {streamer_.watermarks}")
+        await asyncio.sleep(0.02)
+    streamer_.stop("test over")
+    return await task
+
+
+def db_rows(db: Path) -> list[tuple]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT symbol, interval, open_time, is_closed FROM kline").fetchall()
+    finally:
+        con.close()
+
+
+def streamer_cli(argv, capsys) -> tuple[int, str, str]:
+    """``python S1/streamer.py ARGV`` in-process: (exit code, stdout, stderr)."""
+    from S1 import streamer
+    from S1.cli import run
+
+    try:
+        code = run(streamer.main, argv)
+    except SystemExit as exc:  # argparse errors exit directly, with one line
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -50,7 +50,7 @@ import numpy as np
 
 from S1.ccxt_source import CcxtHistory, Venue, closed_rows, make_exchange, rich_row
 from S1.cli import NetworkError, UserError
-from S1.intervals import close_time_ms
+from S1.intervals import close_time_ms, floor_ms, ms_to_ts
 from S1.settings import Settings, get_settings
 from S1.stream_client import KlineStreamer, StreamConfig, StreamSummary, _Attempt, backoff, run_streamer
 
@@ -139,8 +139,9 @@ def newest_candle(ohlcv) -> list | None:
 def trade_fields(trade: dict, fallback_id: int) -> tuple[tuple, bool]:
     """A CCXT trade -> ``(time_ms, price, qty, buyer_maker, first_id, last_id)`` for
     :class:`S1.stream_client.MinuteAggregator`, and whether its ids are real.
-    Binance ``aggTrade`` keeps its first/last trade ids; integer ids are used as they are;
-    any other id gets ``fallback_id`` (never contiguous, so such minutes close from REST).
+    Binance ``aggTrade`` keeps its first/last trade ids; an OKX ``trades`` push (``tradeId`` =
+    the last of ``count`` aggregated trades) spans ``tradeId - count + 1 .. tradeId``; other
+    integer ids are used as they are; any other id gets ``fallback_id`` (never contiguous, so such minutes close from REST).
 
     >>> trade_fields({"timestamp": 60_001, "price": 0.5, "amount": 2.0, "side": "sell", "id": "7"}, 0)
     ((60001, 0.5, 2.0, True, 7, 7), True)
@@ -149,6 +150,10 @@ def trade_fields(trade: dict, fallback_id: int) -> tuple[tuple, bool]:
     buyer_maker = trade.get("side") == "sell"  # the taker sold: the buyer was the maker
     if info.get("e") == "aggTrade" and "f" in info and "l" in info:
         first, last, real = int(info["f"]), int(info["l"]), True
+    elif str(info.get("tradeId", "")).isdigit() and str(info.get("count", "")).isdigit() and int(info["count"]) > 0:
+        # OKX's trades channel aggregates: tradeId is the last of `count` trades
+        last, real = int(info["tradeId"]), True
+        first = last - int(info["count"]) + 1
     else:
         tid = str(trade.get("id") or "")
         real = tid.isdigit()
@@ -191,7 +196,13 @@ class CcxtRest:
         """Closed candles with ``start <= open < end`` as ``(n, 11)`` rows (Binance layout;
         close time filled, trades 0 and NaN volumes where the exchange reports none)."""
         rows = await self.histories[symbol].fetch_range(start_ms, end_ms)
-        rows, _ = closed_rows(rows, start_ms, end_ms, interval)
+        rows, covered = closed_rows(rows, start_ms, end_ms, interval)
+        if covered < floor_ms(end_ms, interval):
+            # a candle that has ended is not final on the exchange yet (OKX confirm "0" for a moment
+            # after the close): the backfill must not move the watermark past it -- retry shortly
+            raise NetworkError(f"{self.venue.exchange} has not confirmed the {symbol} "
+                               f"{ms_to_ts(covered):%Y-%m-%d %H:%M} UTC candle yet",
+                               "it is fetched again once final; a restart backfills it too")
         if not len(rows):
             return np.empty((0, 11))
         rows = rows[:, :11].copy()
@@ -288,8 +299,8 @@ class CcxtStreamer(KlineStreamer):
                 log.warning("%s %s websocket: %s; reconnecting in %.1fs", self.venue.label(), symbol, reason, delay)
                 await asyncio.sleep(delay)
                 continue
-            self.stats.messages += 1
             if trades:
+                self.stats.messages += 1
                 self._on_trades(symbol, data, time.monotonic())
             else:
                 self._on_ohlcv(symbol, market_id, data, time.monotonic())
@@ -302,6 +313,7 @@ class CcxtStreamer(KlineStreamer):
             # no closed flag on the wire: a candle is known closed once a newer one has started, and its
             # final values are the exchange's REST candle (the last pushed update may miss a last trade)
             self.ex.toolkit_tap.pop(market_id, None)
+            self.stats.messages += 1
             live = newest_candle(ohlcv)
             if live is None:
                 return
@@ -315,6 +327,7 @@ class CcxtStreamer(KlineStreamer):
         items = []
         while tap:
             items.append(tap.popleft())
+        self.stats.messages += len(items)  # one raw message each (a watch may return after several)
         for r, event_ms in sorted(items, key=lambda x: (x[0][0], x[0][11])):
             row = _store_row(symbol, cfg.interval, r)
             if row[13]:
@@ -375,7 +388,6 @@ __all__ = [
     "CcxtRest",
     "CcxtStreamer",
     "newest_candle",
-    "dataclasses",
     "resolve_markets",
     "run_ccxt_streamer",
     "tap_market_id",

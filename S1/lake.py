@@ -19,10 +19,13 @@ What a connection from :func:`connect` holds (all times UTC):
   five times faster (``date_trunc`` on a TIMESTAMPTZ goes through ICU calendars);
 - each **SQLite database** (``*.db`` -- the streamer's ``btcusdt_1m_realtime.db`` --
   and ``*.sqlite`` exports) as a schema named after the file:
-  ``SELECT * FROM btcusdt_1m_realtime.kline``. With DuckDB's ``sqlite`` extension
-  installed (``INSTALL sqlite`` once, online) the files are attached read-only and
-  read live; without it (offline) each table is read once through Python's
-  ``sqlite3`` (read-only) when the connection opens. Nothing is ever downloaded here.
+  ``SELECT * FROM btcusdt_1m_realtime.kline`` (one view per SQLite table, same names
+  and columns either way). DuckDB's ``sqlite`` extension is loaded from the pip package
+  ``duckdb-ext-sqlite`` (no network) and each file ATTACHed ``READ_ONLY``: queries read
+  it live. Without the package (or an ``INSTALL sqlite`` done once online) each table
+  is read once through Python's ``sqlite3`` (read-only) when the connection opens.
+  ``tables(con)`` / ``sqlite_source(con)`` say which. SQLite date-time columns come out
+  as UTC ``TIMESTAMPTZ`` both ways. Nothing is ever downloaded here.
 
 >>> import tempfile, pathlib
 >>> from S1.datasets import dataset_path, write_parquet
@@ -37,19 +40,21 @@ What a connection from :func:`connect` holds (all times UTC):
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import re
 import sqlite3
 import tempfile
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 
 from S1.cli import UserError
-from S1.datasets import CANDLE_COLUMNS, read_metadata, parse_dataset_name
+from S1.datasets import CANDLE_COLUMNS, parse_dataset_name, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +146,19 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def connect(data_dir: Path | None = None, *, sqlite: bool = True, threads: int | None = None):
-    """A DuckDB connection (in memory) with the lake's views; see the module docstring."""
+def connect(data_dir: Path | None = None, *, sqlite: bool | str = True, threads: int | None = None):
+    """A DuckDB connection (in memory) with the lake's views; see the module docstring.
+
+    ``sqlite``: how the SQLite files are read -- ``"auto"`` (or True: attached through the
+    sqlite extension when it loads, else a snapshot), ``"attach"`` (the extension or a
+    :class:`UserError`), ``"snapshot"`` (read once now through Python's ``sqlite3``), or False
+    (not at all). :func:`sqlite_source` tells which way a connection used."""
     import duckdb
 
+    mode = {True: "auto", False: None}.get(sqlite, sqlite) if isinstance(sqlite, bool) else sqlite
+    if mode is not None and mode not in SQLITE_MODES:
+        raise UserError(f"sqlite={sqlite!r} is not a way to read the SQLite files",
+                        f"use one of {', '.join(SQLITE_MODES)} (or False to skip them)")
     entries = scan(data_dir)
     con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
     con.execute("SET TimeZone = 'UTC'")
@@ -157,11 +171,30 @@ def connect(data_dir: Path | None = None, *, sqlite: bool = True, threads: int |
             con.execute(f"CREATE VIEW {_ident(e.name)} AS SELECT * FROM read_parquet({_lit(e.path)})")
     _candles_view(con, [e for e in entries if e.kind == "candles"])
     _datasets_view(con, [e for e in entries if e.kind != "sqlite"])
-    if sqlite:
-        for e in entries:
-            if e.kind == "sqlite":
-                _attach_sqlite(con, e)
+    sources = []
+    dbs = [e for e in entries if e.kind == "sqlite"] if mode else []
+    if dbs:
+        attach = mode != "snapshot" and _sqlite_extension(con)
+        if mode == "attach" and not attach:
+            con.close()
+            raise UserError("DuckDB's sqlite extension is not available to attach the SQLite files",
+                            f"pip install {SQLITE_EXTENSION_PACKAGE} with the duckdb it pins (see requirements.txt), "
+                            "or leave --sqlite at auto to read them at connect")
+        for e in dbs:
+            source = _attach_sqlite(con, e, attach=attach)
+            if source:
+                sources.append((e.name, source, str(e.path)))
+                log.debug("%s: %s (%s)", e.name, source, e.path)
+    con.execute("CREATE TABLE __lake_sources (schema VARCHAR, source VARCHAR, path VARCHAR)")
+    if sources:
+        con.executemany("INSERT INTO __lake_sources VALUES (?, ?, ?)", sources)
     return con
+
+
+def sqlite_source(con) -> dict[str, str]:
+    """How each SQLite file of a :func:`connect` connection is read: ``{schema: source}`` with
+    source :data:`SOURCE_ATTACH` (the sqlite extension, live) or :data:`SOURCE_SNAPSHOT`."""
+    return dict(con.execute("SELECT schema, source FROM __lake_sources").fetchall())
 
 
 def _candles_view(con, entries: list[LakeEntry]) -> None:
@@ -215,50 +248,236 @@ def _datasets_view(con, entries: list[LakeEntry]) -> None:
     con.execute("CREATE VIEW datasets AS SELECT * FROM __lake_datasets")
 
 
+#: How the SQLite files of the lake are read (``connect(sqlite=...)``, ``query.py --sqlite``).
+SQLITE_MODES = ("auto", "attach", "snapshot")
+#: The pip package that ships DuckDB's ``sqlite`` extension (one wheel per DuckDB release and platform).
+SQLITE_EXTENSION_PACKAGE = "duckdb-ext-sqlite"
+SOURCE_ATTACH = "sqlite attached (live)"
+SOURCE_SNAPSHOT = "sqlite snapshot (read at connect)"
+
+
+@cache
+def sqlite_extension_file(version: str, platform: str) -> Path | None:
+    """The ``sqlite_scanner.duckdb_extension`` file of the pip package ``duckdb-ext-sqlite``
+    built for DuckDB ``version`` on ``platform`` (``PRAGMA platform``), or None when the
+    package is absent or holds no file for this DuckDB (the package pins ``duckdb==`` its
+    release; a file for another release would not load)."""
+    try:
+        files = importlib.metadata.files(SQLITE_EXTENSION_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    want = ("extensions", f"v{version.lstrip('v')}", platform, "sqlite_scanner.duckdb_extension")
+    found = [f for f in files if tuple(f.parts[-4:]) == want]
+    if not found:
+        shipped = sorted({"/".join(f.parts[-3:-1]) for f in files if f.name.endswith(".duckdb_extension")})
+        _warn_once(f"{SQLITE_EXTENSION_PACKAGE} holds the sqlite extension for {', '.join(shipped) or 'nothing'}, "
+                   f"not DuckDB v{version.lstrip('v')}/{platform}: SQLite files are read at connect instead -- "
+                   f"reinstall with pip install -r requirements.txt (it pins the matching duckdb)")
+        return None
+    path = Path(found[0].locate())
+    return path if path.is_file() else None
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+
+
 def _sqlite_extension(con) -> bool:
-    try:
-        row = con.execute("SELECT installed FROM duckdb_extensions() WHERE extension_name = 'sqlite_scanner'"
-                          ).fetchone()
-        if not row or not row[0]:
-            return False
-        con.execute("LOAD sqlite")
-        return True
-    except Exception:  # noqa: BLE001 - any failure: use the fallback
-        return False
+    """Load DuckDB's ``sqlite`` extension into ``con`` without any network: first the file of
+    the pip package ``duckdb-ext-sqlite`` (``LOAD '<path>'``), else an extension already
+    installed in DuckDB's own extension directory (``INSTALL sqlite`` done once online).
+    False when neither works (then the lake reads the SQLite files at connect)."""
+    import duckdb
 
-
-def _attach_sqlite(con, e: LakeEntry) -> None:
-    if _sqlite_extension(con):
-        con.execute(f"ATTACH {_lit(e.path)} AS {_ident(e.name)} (TYPE sqlite, READ_ONLY)")
-        return
     try:
-        src = sqlite3.connect(f"{e.path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+        platform = con.execute("PRAGMA platform").fetchall()[0][0]
+    except duckdb.Error:
+        platform = ""
+    path = sqlite_extension_file(duckdb.__version__, platform)
+    if path is not None:
         try:
-            tables = [r[0] for r in src.execute(
-                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'")]
-            frames = {t: pd.read_sql_query(f"SELECT * FROM {_ident(t)}", src) for t in tables}
-        finally:
-            src.close()
+            con.execute(f"LOAD {_lit(path)}")
+            return True
+        except duckdb.Error as exc:
+            _warn_once(f"cannot load {path} ({str(exc).splitlines()[0]}): SQLite files are read at connect "
+                       f"instead -- reinstall with pip install -r requirements.txt")
+    try:
+        rows = con.execute("SELECT installed FROM duckdb_extensions() WHERE extension_name = 'sqlite_scanner'"
+                           ).fetchall()
+        if rows and rows[0][0]:
+            con.execute("LOAD sqlite")
+            return True
+    except duckdb.Error:
+        pass
+    return False
+
+
+def sqlite_type(declared: str | None) -> str:
+    """The DuckDB type DuckDB's sqlite extension gives a column declared ``declared`` in SQLite
+    (SQLite's affinity rules plus dates), so both ways of reading a file give the same columns.
+
+    >>> [sqlite_type(t) for t in ("INTEGER", "REAL", "TEXT", "", "DATETIME", "DATE", "NUMERIC", "BOOLEAN")]
+    ['BIGINT', 'DOUBLE', 'VARCHAR', 'BLOB', 'TIMESTAMP', 'DATE', 'DOUBLE', 'BIGINT']
+    """
+    t = (declared or "").strip().lower()
+    if "int" in t or "bool" in t:
+        return "BIGINT"
+    if "char" in t or "clob" in t or "text" in t:
+        return "VARCHAR"
+    if "blob" in t or not t:
+        return "BLOB"
+    if "real" in t or "floa" in t or "doub" in t:
+        return "DOUBLE"
+    if t == "date":
+        return "DATE"
+    if "time" in t:
+        return "TIMESTAMP"
+    if "dec" in t or "num" in t:
+        return "DOUBLE"
+    return "VARCHAR"
+
+
+def _column_sql(name: str, duck_type: str, *, cast: bool) -> str:
+    """One column of a SQLite view: SQLite date-times as TIMESTAMPTZ in UTC (the lake's convention;
+    a naive SQLite date-time is a UTC wall time), other columns as they are (``cast``: from the
+    snapshot's text/number to the type the extension would give)."""
+    col = _ident(name)
+    if duck_type == "TIMESTAMP":
+        return f"timezone('UTC', {f'CAST({col} AS TIMESTAMP)' if cast else col}) AS {col}"
+    if cast and duck_type == "DATE":
+        return f"CAST({col} AS DATE) AS {col}"
+    return col
+
+
+def _attach_sqlite(con, e: LakeEntry, *, attach: bool) -> str | None:
+    """Expose the SQLite file ``e`` as schema ``e.name`` with one view per table (and SQLite view),
+    same names and columns both ways: ``attach`` -- the file ATTACHed read-only through the
+    extension (each query reads it live); else a snapshot read through Python's ``sqlite3`` now.
+    Returns the way used (:data:`SOURCE_ATTACH` / :data:`SOURCE_SNAPSHOT`), None if unreadable."""
+    import duckdb
+
+    if attach:
+        cat = f"__sqlite_{e.name}"
+        try:
+            con.execute(f"ATTACH {_lit(e.path.resolve())} AS {_ident(cat)} (TYPE sqlite, READ_ONLY)")
+            names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
+                                               "WHERE table_catalog = ? ORDER BY table_name", [cat]).fetchall()]
+            # DESCRIBE rather than information_schema.columns: it also types the columns of SQLite views
+            described = {t: con.execute(f"DESCRIBE SELECT * FROM {_ident(cat)}.main.{_ident(t)}").fetchall()
+                         for t in names}
+            views = {t: f"SELECT {', '.join(_column_sql(r[0], r[1], cast=False) for r in cols)} "
+                        f"FROM {_ident(cat)}.main.{_ident(t)}{_rowid_guard(con, cat, t, cols)}"
+                     for t, cols in described.items()}
+        except duckdb.Error as exc:
+            # e.g. not a SQLite file, or a SQLite view whose SQL DuckDB's parser rejects (the extension
+            # parses view definitions): the whole file is read at connect instead (it says why)
+            con.execute(f"DETACH DATABASE IF EXISTS {_ident(cat)}")
+            source = _attach_sqlite(con, e, attach=False)
+            if source:  # (else the snapshot has said the file is unreadable)
+                log.warning("%s cannot be attached through DuckDB's sqlite extension (%s): read at connect instead",
+                            e.path, str(exc).strip().splitlines()[0])
+            return source
+        con.execute(f"CREATE SCHEMA {_ident(e.name)}")
+        for table, select in views.items():
+            con.execute(f"CREATE VIEW {_ident(e.name)}.{_ident(table)} AS {select}")
+        return SOURCE_ATTACH
+    try:
+        frames = _read_sqlite(e.path)
     except sqlite3.DatabaseError as exc:
         log.warning("%s is not a readable SQLite database (%s): skipped", e.path, exc)
-        return
+        return None
     con.execute(f"CREATE SCHEMA {_ident(e.name)}")
-    for t, df in frames.items():
-        reg = f"__sqlite_{e.name}_{sql_name(t)}"
-        con.register(reg, df)
-        con.execute(f"CREATE VIEW {_ident(e.name)}.{_ident(t)} AS SELECT * FROM {_ident(reg)}")
+    for table, (data, types) in frames.items():
+        reg = f"__sqlite_{e.name}_{sql_name(table)}"
+        con.register(reg, data)
+        exprs = ", ".join(_column_sql(c, types[c], cast=True) for c in data.column_names)
+        con.execute(f"CREATE VIEW {_ident(e.name)}.{_ident(table)} AS SELECT {exprs} FROM {_ident(reg)}")
+    return SOURCE_SNAPSHOT
+
+
+def _rowid_guard(con, cat: str, table: str, cols: list) -> str:
+    """A WHERE clause that is always true but makes every scan read one column, for SQLite tables
+    created ``WITHOUT ROWID`` (the streamer's ``kline``): when a query needs no column at all
+    (``SELECT count(*)``) the sqlite extension 1.4 asks SQLite for ``ROWID``, which such tables do
+    not have. Empty for the tables that do not need it (probed)."""
+    import duckdb
+
+    try:
+        con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {_ident(cat)}.main.{_ident(table)} LIMIT 1)").fetchall()
+        return ""
+    except duckdb.Error as exc:
+        if "rowid" not in str(exc).lower() or not cols:
+            raise
+    col = next((r[0] for r in cols if r[1] == "BIGINT"), cols[0][0])
+    return f" WHERE hash({_ident(col)}) IS NOT NULL"  # hash() is never NULL: no row is dropped
+
+
+def _read_sqlite(path: Path) -> dict[str, tuple]:
+    """Every table and view of a SQLite file, read once, read-only (safe while the streamer writes:
+    WAL readers never block it), as ``{name: (pyarrow.Table, {column: duckdb type})}`` typed as the
+    sqlite extension types them (integers stay exact, NULLs stay NULL)."""
+    import pyarrow as pa
+
+    arrow = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "VARCHAR": pa.string(), "BLOB": pa.binary(),
+             "TIMESTAMP": pa.string(), "DATE": pa.string()}
+    src = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    try:
+        objects = src.execute(
+            "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+        out = {}
+        for t, kind in objects:
+            decl = {r[1]: r[2] for r in src.execute(f"PRAGMA table_info({_ident(t)})")}
+            cur = src.execute(f"SELECT * FROM {_ident(t)}")
+            cols = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+            values = list(zip(*rows)) if rows else [()] * len(cols)
+            arrays, types = [], {}
+            for c, v in zip(cols, values):
+                if kind == "view" and not decl.get(c):  # a computed column: typed by its values
+                    first = next((x for x in v if x is not None), None)
+                    types[c] = {int: "BIGINT", float: "DOUBLE", bytes: "BLOB"}.get(type(first), "VARCHAR")
+                else:
+                    types[c] = sqlite_type(decl.get(c))
+                if types[c] == "TIMESTAMP":  # numbers in a date-time column are Unix seconds (as the extension)
+                    v = [_unix_text(x) if isinstance(x, (int, float)) else x for x in v]
+                try:
+                    arrays.append(pa.array(v, type=arrow[types[c]]))
+                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+                    # SQLite is dynamically typed: a value not of the declared type (the extension
+                    # refuses such a column); keep it readable as text rather than drop the table
+                    types[c] = "VARCHAR"
+                    arrays.append(pa.array([None if x is None else str(x) for x in v], type=pa.string()))
+            out[t] = (pa.table(arrays, names=cols), types)
+        return out
+    finally:
+        src.close()
+
+
+def _unix_text(seconds: float) -> str:
+    return pd.Timestamp(seconds, unit="s").isoformat(sep=" ")
 
 
 # ------------------------------------------------------------------------ queries
 def tables(con) -> pd.DataFrame:
-    """The lake's queryable names: schema, name, kind (view / table) and columns."""
+    """The lake's queryable names: schema, name, kind (view / table), columns, and source
+    (``parquet``, ``lake`` for ``candles``/``datasets``, or for a SQLite file's tables how it
+    is read: ``sqlite attached (live)`` / ``sqlite snapshot (read at connect)``)."""
     return con.sql(
-        "SELECT table_schema AS schema, table_name AS name, "
-        "CASE WHEN table_type = 'VIEW' THEN 'view' ELSE 'table' END AS kind, "
-        "(SELECT count(*) FROM information_schema.columns c WHERE c.table_schema = t.table_schema "
-        " AND c.table_name = t.table_name) AS columns "
-        "FROM information_schema.tables t WHERE table_name NOT LIKE '\\_\\_%' ESCAPE '\\' "
-        "ORDER BY schema <> 'main', schema, name").to_arrow_table().to_pandas()
+        "SELECT t.table_schema AS schema, t.table_name AS name, "
+        "CASE WHEN t.table_type = 'VIEW' THEN 'view' ELSE 'table' END AS kind, "
+        "(SELECT count(*) FROM information_schema.columns c WHERE c.table_catalog = t.table_catalog "
+        " AND c.table_schema = t.table_schema AND c.table_name = t.table_name) AS columns, "
+        "coalesce(s.source, CASE WHEN t.table_name IN ('candles', 'datasets') THEN 'lake' ELSE 'parquet' END) "
+        "AS source "
+        "FROM information_schema.tables t LEFT JOIN __lake_sources s ON s.schema = t.table_schema "
+        "WHERE t.table_catalog = current_database() AND t.table_name NOT LIKE '\\_\\_%' ESCAPE '\\' "
+        "ORDER BY t.table_schema <> 'main', t.table_schema, t.table_name").to_arrow_table().to_pandas()
 
 
 def run(con, sql: str):
@@ -305,7 +524,7 @@ def write_result(con, sql: str, out: Path | str) -> tuple[Path, int]:
     os.close(fd)
     try:
         opts = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER true"
-        n = con.execute(f"COPY ({sql}) TO {_lit(tmp)} ({opts})").fetchone()[0]
+        n = con.execute(f"COPY ({sql}) TO {_lit(tmp)} ({opts})").fetchall()[0][0]
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -5,6 +5,7 @@
     python S1/query.py "SELECT symbol, date_trunc('day', open_time) AS day, last(close ORDER BY open_time) AS close
                         FROM candles WHERE interval = '1h' GROUP BY ALL ORDER BY ALL" --out reports/daily.csv
     python S1/query.py --file my_query.sql --out result.parquet
+    python S1/query.py --sqlite snapshot "SELECT count(*) FROM btcusdt_1m_realtime.kline"
 
 Results print as a table (``--max-rows`` rows) or go to ``--out FILE.parquet|csv``.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from S1.cli import ArgumentParser, UserError, add_common_args, main_entry
-from S1.lake import connect, run, tables, to_frame, write_result
+from S1.lake import SQLITE_MODES, connect, run, tables, to_frame, write_result
 
 
 def build_parser() -> ArgumentParser:
@@ -29,6 +30,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--tables", action="store_true", help="list the views and tables of the lake")
     p.add_argument("--max-rows", type=int, default=50, help="rows to print (default 50; the rest is summarised)")
     p.add_argument("--data-dir", type=Path, default=None, help="query another data directory (default DATA_DIR)")
+    p.add_argument("--sqlite", choices=SQLITE_MODES, default="auto",
+                   help="how to read the SQLite databases: auto (attach them through DuckDB's sqlite extension "
+                        "from the duckdb-ext-sqlite package, live; else read them at connect), attach (the "
+                        "extension or an error), snapshot (read at connect); --tables shows which")
     p.add_argument("--no-sqlite", action="store_true", help="do not attach the SQLite databases (faster start)")
     add_common_args(p)
     return p
@@ -63,7 +68,7 @@ def main(argv=None) -> int:
         raise UserError("no query given", 'pass one, e.g. python S1/query.py "SELECT * FROM datasets", or --tables')
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UserError(f"--data-dir {args.data_dir} is not a folder", "pass the folder that holds the Parquet files")
-    con = connect(args.data_dir, sqlite=not args.no_sqlite)
+    con = connect(args.data_dir, sqlite=False if args.no_sqlite else args.sqlite)
     try:
         if args.tables:
             print(render(tables(con), 10_000))

@@ -18,6 +18,14 @@ summed volume, then ``close / previous close - 1``).
 - pandas: ``read_parquet`` of the five needed columns per file, ``resample('1D')``
   aggregations, ``pct_change``, ``concat`` -- the idiomatic pandas way.
 
+Then the streamer's SQLite database (``--sqlite-days`` of 1m candles of every symbol in a
+``btcusdt_1m_realtime.db`` written by S1.stream_store.KlineStore, ``WITHOUT ROWID`` as the
+streamer writes it), opened both ways S1.lake offers: **attached** through DuckDB's sqlite
+extension from the ``duckdb-ext-sqlite`` package (read live by each query) against the
+**snapshot** fallback (read through Python's ``sqlite3`` when the connection opens); timed
+connect alone and connect + a daily OHLCV query over the table, results checked equal.
+(Skipped with a note when the extension package is not installed.)
+
 The variants run interleaved, ``--repeat`` rounds (a change in machine load hits all of
 them alike; the first round also warms the OS file cache); the best and median times
 are printed with the ratios, and the results are checked equal.
@@ -88,6 +96,90 @@ def run_duckdb(data_dir: Path, sql: str = SQL, threads: int | None = None) -> pd
         con.close()
 
 
+SQLITE_SQL = """
+SELECT symbol, utc_day(to_timestamp(open_time / 1000)) AS day,
+       arg_min(open, open_time) AS open, max(high) AS high, min(low) AS low,
+       arg_max(close, open_time) AS close, sum(volume) AS volume, count(*) AS n
+FROM btcusdt_1m_realtime.kline WHERE is_closed = 1
+GROUP BY ALL ORDER BY symbol, day
+"""
+
+
+def generate_sqlite(data_dir: Path, symbols: list[str], end: pd.Timestamp, days: int) -> tuple[Path, int]:
+    """The streamer's database: ``days`` of 1m candles of every symbol, as S1/streamer.py writes it."""
+    import sqlite3
+
+    from S1.datasets import candles_to_rows, realtime_db_path
+    from S1.simulated import simulate_candles
+    from S1.stream_store import KlineStore, rows_from_klines
+
+    db = realtime_db_path(["BTCUSDT"], "1m", data_dir=data_dir)
+    if not db.exists():
+        t0 = time.perf_counter()
+        store = KlineStore(db, checkpoint_every_s=None)
+        try:
+            for sym in symbols:
+                rows = candles_to_rows(simulate_candles(sym, "1m", end - pd.Timedelta(days=days), end))
+                store.write(rows_from_klines(sym, "1m", rows), {(sym, "1m"): int(rows[-1, 0])})
+        finally:
+            store.close()
+        print(f"  generated {db.name} ({time.perf_counter() - t0:.1f}s)", flush=True)
+    con = sqlite3.connect(db)
+    try:
+        n = con.execute("SELECT count(*) FROM kline").fetchall()[0][0]
+    finally:
+        con.close()
+    return db, n
+
+
+def run_sqlite(data_dir: Path, mode: str, sql: str | None = SQLITE_SQL, threads: int | None = None):
+    """Connect with the SQLite files read ``mode`` (attach / snapshot), run ``sql`` (None: connect only)."""
+    from S1.lake import connect, sqlite_source, to_frame
+
+    con = connect(data_dir, sqlite=mode, threads=threads)
+    try:
+        source = sqlite_source(con)["btcusdt_1m_realtime"]
+        return (to_frame(con.sql(sql)) if sql else None), source
+    finally:
+        con.close()
+
+
+def bench_sqlite(data_dir: Path, symbols: list[str], end: pd.Timestamp, days: int, repeat: int,
+                 threads: int | None) -> dict:
+    from S1.lake import SOURCE_ATTACH, SOURCE_SNAPSHOT, UserError
+
+    db, n = generate_sqlite(data_dir, symbols, end, days)
+    print(f"\nstreamer database {db.name}: {n:,} rows (kline, WITHOUT ROWID), {db.stat().st_size / 1e6:.0f} MB",
+          flush=True)
+    try:
+        run_sqlite(data_dir, "attach", None)
+    except UserError as exc:
+        print(f"  skipped: {exc}")
+        return {"skipped": str(exc)}
+    times, res = interleaved({
+        "attach_connect": lambda: run_sqlite(data_dir, "attach", None, threads),
+        "snapshot_connect": lambda: run_sqlite(data_dir, "snapshot", None, threads),
+        "attach_query": lambda: run_sqlite(data_dir, "attach", SQLITE_SQL, threads),
+        "snapshot_query": lambda: run_sqlite(data_dir, "snapshot", SQLITE_SQL, threads)}, repeat)
+    assert res["attach_query"][1] == SOURCE_ATTACH and res["snapshot_query"][1] == SOURCE_SNAPSHOT
+    a, b = res["attach_query"][0], res["snapshot_query"][0]
+    # exact, but for the summed volume: a parallel float sum depends on the order threads add in
+    pd.testing.assert_frame_equal(a.drop(columns="volume"), b.drop(columns="volume"), check_exact=True)
+    np.testing.assert_allclose(a["volume"].to_numpy(), b["volume"].to_numpy(), rtol=1e-12)
+    assert int(a["n"].sum()) == n
+    print(f"daily OHLCV over the streamer's table -> {len(a):,} rows (results equal both ways)")
+    labels = {"attach_connect": "attach:   connect", "snapshot_connect": "snapshot: connect",
+              "attach_query": "attach:   connect + query", "snapshot_query": "snapshot: connect + query"}
+    for k, label in labels.items():
+        t = times[k]
+        print(f"  {label:27s} best {min(t):6.3f}s  median {statistics.median(t):6.3f}s  "
+              f"runs {', '.join(f'{x:.3f}' for x in t)}")
+    print(f"  ratio snapshot / attach (connect + query): {min(times['snapshot_query']) / min(times['attach_query']):.1f}x"
+          f" (best), {statistics.median(times['snapshot_query']) / statistics.median(times['attach_query']):.1f}x"
+          " (median)")
+    return {"rows": n, "db_mb": round(db.stat().st_size / 1e6, 1), **{f"{k}_s": v for k, v in times.items()}}
+
+
 def run_pandas(data_dir: Path, symbols: list[str], days: int) -> pd.DataFrame:
     from S1.datasets import dataset_path
 
@@ -138,6 +230,8 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=5, help="rounds (each runs every variant once, interleaved)")
     p.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
     p.add_argument("--data-dir", type=Path, default=None, help="keep the generated files here (reused if present)")
+    p.add_argument("--sqlite-days", type=int, default=30,
+                   help="days of 1m candles per symbol in the streamer database (0: skip the SQLite part)")
     p.add_argument("--json", type=Path, default=ROOT / "bench/results/query.json")
     args = p.parse_args()
 
@@ -178,12 +272,15 @@ def main() -> int:
           f"with date_trunc {best_p / min(trunc_t):.1f}x (best); peak RSS of this process {peak_mb:.0f} MB")
     print(f"  load average during the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
           f"(figures are only comparable on an otherwise idle machine)")
+    sqlite_figures = (bench_sqlite(data_dir, symbols, end, min(args.sqlite_days, args.days), args.repeat,
+                                   args.threads) if args.sqlite_days > 0 else {"skipped": "--sqlite-days 0"})
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "symbols": len(symbols), "days": args.days, "candles": rows, "parquet_mb": round(size / 1e6, 1),
         "cpus": os.cpu_count(), "duckdb_s": duck_t, "pandas_s": pandas_t, "duckdb_date_trunc_s": trunc_t,
         "loadavg": os.getloadavg(), "duckdb_threads": args.threads or os.cpu_count(),
         "ratio_best": best_p / best_d, "ratio_median": med_p / med_d, "peak_rss_mb": round(peak_mb),
+        "sqlite": sqlite_figures,
         "when": pd.Timestamp.now(tz="UTC").isoformat()}, indent=2))
     if tmp is not None:
         tmp.cleanup()

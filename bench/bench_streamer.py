@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_streamer.py                    # 60 s at 6,000 msg/s + a 10 s saturation test
     .venv/bin/python bench/bench_streamer.py --duration 600     # the 10-minute flat-memory run
     .venv/bin/python bench/bench_streamer.py --saturate 0       # sustained phase only
+    .venv/bin/python bench/bench_streamer.py --saturate 0 --client ccxt   # the same through ccxt.pro
 
 Targets (issue 3): >= 5,000 kline messages/s into SQLite, p99 message-to-row latency
 <= 50 ms, flat memory over 10 minutes.
@@ -146,7 +147,7 @@ def symbols(n: int) -> list[str]:
 
 
 def run_streamer(server: Server, syms: list[str], duration: float, workdir: Path, status_every: float,
-                 commit_ms: float = 10.0):
+                 commit_ms: float = 10.0, client: str = "auto"):
     db, stats = workdir / "bench.db", workdir / "stats.json"
     for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), stats):
         p.unlink(missing_ok=True)
@@ -154,7 +155,7 @@ def run_streamer(server: Server, syms: list[str], duration: float, workdir: Path
            "TOOLKIT_ENV_FILE": str(workdir / "none.env"), "LOG_LEVEL": "INFO"}
     cmd = [PY, "S1/streamer.py", "--symbols", ",".join(syms), "--interval", "1m", "--db", str(db),
            "--duration", str(duration), "--status-every", str(status_every), "--backfill-minutes", "10",
-           "--stats-json", str(stats), "--commit-ms", str(commit_ms)]
+           "--stats-json", str(stats), "--commit-ms", str(commit_ms), "--client", client]
     log = open(workdir / "streamer.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     samples = []  # (seconds since start, rss MB, cpu s)
@@ -243,7 +244,7 @@ def sustained(args, workdir: Path) -> dict:
     try:
         with NoiseProbe() as noise:
             stats, samples, log, out, db = run_streamer(server, syms, args.duration, workdir, args.status_every,
-                                                        args.commit_ms)
+                                                        args.commit_ms, args.client)
     finally:
         server.stop()
     rates = [float(m.replace(",", "")) for m in re.findall(r"status .*?: ([\d,.]+) msg/s", log)]
@@ -321,8 +322,11 @@ def main() -> int:
     p.add_argument("--commit-ms", type=float, default=10.0, help="streamer --commit-ms (default 10)")
     p.add_argument("--saturate", type=float, default=8.0, help="saturation test per consumer and round, s (0: skip)")
     p.add_argument("--rounds", type=int, default=3, help="saturation rounds (consumers interleaved)")
-    p.add_argument("--out", type=Path, default=ROOT / "bench/results/streamer.json")
+    p.add_argument("--client", choices=("auto", "ccxt"), default="auto",
+                   help="sustained phase through our Binance client (auto) or through ccxt.pro (ccxt)")
+    p.add_argument("--out", type=Path, default=None, help="figures JSON (default bench/results/streamer[_ccxt].json)")
     args = p.parse_args()
+    args.out = args.out or ROOT / f"bench/results/streamer{'_ccxt' if args.client == 'ccxt' else ''}.json"
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

@@ -89,8 +89,8 @@ def test_candles_built_from_ccxt_trades(trade_stream, settings_env, monkeypatch,
 def test_exchanges_without_a_closed_flag_take_the_closed_candle_from_rest(settings_env, monkeypatch, tmp_path):
     start, end = to_ms("2024-03-01 01:00"), to_ms("2024-03-01 01:30")
     df = simulate_candles("BTCUSDT", "1m", "2024-03-01", "2024-03-01 02:00")
-    with local_market({("BTCUSDT", "1m"): df}, start=start, end=end, wall_per_candle=0.05, interval="1m",
-                      updates_per_candle=3) as (ex, st, clock):
+    with local_market({("BTCUSDT", "1m"): df}, start=start, end=end + 30_000, wall_per_candle=0.05, interval="1m",
+                      updates_per_candle=3) as (ex, st, clock):  # 01:30 starts: 01:29 is known closed
         point_at(monkeypatch, ex, st)
         db = tmp_path / "generic.db"
         s = ccxt_streamer({"BTCUSDT": "BTC/USDT"}, db_path=db, backfill_minutes=0)

@@ -1,11 +1,14 @@
 """SQL over the lake (S1/lake.py, S1/query.py): the views, the ``candles`` union, the
-streamer's SQLite table, results equal to pandas on the same files, the CLI, and the
-notebook run top to bottom."""
+streamer's SQLite table (attached through the pip-installed sqlite extension, and the
+read-at-connect fallback: same columns, same values), results equal to pandas on the same
+files, the CLI, and the notebook run top to bottom."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +17,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from S1 import lake as lake_mod
 from S1.cli import UserError
 from S1.datasets import dataset_path, read_candles, read_parquet, write_parquet
 from S1.history import find_gaps
-from S1.lake import connect, make_demo_lake, parse_stem, query, sql_name, tables, to_frame, write_result
+from S1.lake import (
+    SOURCE_ATTACH,
+    SOURCE_SNAPSHOT,
+    connect,
+    make_demo_lake,
+    parse_stem,
+    query,
+    sql_name,
+    sqlite_source,
+    sqlite_type,
+    tables,
+    to_frame,
+    write_result,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -202,3 +219,222 @@ def test_utc_bucket_macros_equal_date_trunc(lake):
     assert row["n"] > 4000 and (row[["minute", "hour", "day", "week", "h4"]] == row["n"]).all(), row.to_dict()
     week = query("SELECT DISTINCT dayname(utc_week(open_time)) AS d FROM candles", data_dir=lake)
     assert week["d"].tolist() == ["Monday"]
+
+
+# ------------------------------------------------------------- SQLite: ATTACH and the fallback
+def _extension_file():
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        platform = con.execute("PRAGMA platform").fetchall()[0][0]
+    finally:
+        con.close()
+    return lake_mod.sqlite_extension_file(duckdb.__version__, platform)
+
+
+needs_extension = pytest.mark.skipif(
+    _extension_file() is None,
+    reason="duckdb-ext-sqlite (for this duckdb) is not installed: pip install -r requirements.txt")
+
+
+@pytest.fixture
+def no_home_extensions(monkeypatch, tmp_path):
+    """DuckDB's own extension directory (~/.duckdb) empty, so only the pip package can provide sqlite."""
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="module")
+def mixed_lake(lake, tmp_path_factory) -> Path:
+    """The demo lake plus a foreign SQLite file with every declared-type family, NULLs, big integers,
+    date-times (text and Unix seconds), a BLOB, and a SQLite view with a computed column."""
+    d = tmp_path_factory.mktemp("mixed")
+    for p in lake.iterdir():
+        if p.name.endswith((".parquet", ".db")):
+            (d / p.name).write_bytes(p.read_bytes())
+    con = sqlite3.connect(d / "exports.sqlite")
+    con.executescript("""
+        CREATE TABLE fills (id INTEGER PRIMARY KEY, symbol TEXT, qty REAL, price NUMERIC, big BIGINT,
+                            flag BOOLEAN, at DATETIME, day DATE, raw BLOB, note);
+        CREATE VIEW notional AS SELECT id, symbol, qty * price AS notional, "at" FROM fills;
+    """)
+    con.executemany("INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        (1, "BTCUSDT", 0.5, 42000.5, 2**62 + 1, 1, "2024-03-01 12:00:00", "2024-03-01", b"\x00\x01", b"n"),
+        (2, "ETHUSDC", None, 3000, None, 0, "2024-03-01 23:59:59.250", None, None, None),
+        (3, None, 1.0, None, -7, None, 1709337600, "2024-03-02", b"", None),  # Unix seconds: 2024-03-02 00:00
+    ])
+    con.commit()
+    con.close()
+    return d
+
+
+def _all_sqlite_views(con) -> dict[str, pd.DataFrame]:
+    t = tables(con)
+    out = {}
+    for schema, name in t.loc[t["schema"] != "main", ["schema", "name"]].itertuples(index=False):
+        rel = f'"{schema}"."{name}"'
+        cols = con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()
+        df = to_frame(con.sql(f"SELECT * FROM {rel}"))
+        rows = con.execute(f"SELECT * FROM {rel} ORDER BY ALL").fetchall()  # exact Python values
+        out[f"{schema}.{name}"] = (df.sort_values(list(df.columns[:2]), ignore_index=True),
+                                  [(c[0], c[1]) for c in cols], rows,
+                                  con.execute(f"SELECT count(*) FROM {rel}").fetchall()[0][0])
+    return out
+
+
+@needs_extension
+def test_sqlite_files_are_attached_through_the_pip_extension(mixed_lake, no_home_extensions):
+    con = connect(mixed_lake)
+    try:
+        assert sqlite_source(con) == {"btcusdt_1m_realtime": SOURCE_ATTACH, "exports": SOURCE_ATTACH}
+        t = tables(con)
+        assert set(t.loc[t["schema"] != "main", "source"]) == {SOURCE_ATTACH}
+        assert set(t.loc[t["schema"] == "main", "source"]) == {"parquet", "lake"}
+        # loaded from the package's file (not installed in DuckDB's directory, nothing downloaded) ...
+        ext = con.execute("SELECT loaded, installed FROM duckdb_extensions() "
+                          "WHERE extension_name = 'sqlite_scanner'").fetchall()
+        assert ext == [(True, False)]
+        # ... and each file really attached, read-only, through it
+        dbs = dict(con.execute("SELECT database_name, type FROM duckdb_databases() WHERE NOT internal").fetchall())
+        assert dbs["__sqlite_btcusdt_1m_realtime"] == "sqlite" and dbs["__sqlite_exports"] == "sqlite"
+        with pytest.raises(Exception, match="(?i)read.only"):
+            con.execute("DELETE FROM __sqlite_exports.main.fills")
+    finally:
+        con.close()
+
+
+@needs_extension
+def test_attached_file_is_read_live_and_the_snapshot_is_not(mixed_lake, tmp_path, no_home_extensions):
+    db = tmp_path / "live.db"
+    (tmp_path / "live.db").write_bytes((mixed_lake / "btcusdt_1m_realtime.db").read_bytes())
+    live, snap = connect(tmp_path), connect(tmp_path, sqlite="snapshot")
+    try:
+        sql = "SELECT count(*) FROM live.kline"
+        before = live.execute(sql).fetchall()[0][0]
+        assert snap.execute(sql).fetchall()[0][0] == before == 1441
+        w = sqlite3.connect(db)  # the streamer writing while the lake is open
+        w.execute("INSERT INTO kline SELECT symbol, interval, open_time + 172800000, close_time + 172800000, open, "
+                  "high, low, close, volume, quote_volume, taker_buy_base, taker_buy_quote, trades, is_closed, "
+                  "updated_at FROM kline WHERE is_closed = 1 LIMIT 5")
+        w.commit()
+        w.close()
+        assert live.execute(sql).fetchall()[0][0] == before + 5
+        assert snap.execute(sql).fetchall()[0][0] == before
+        assert sqlite_source(live) == {"live": SOURCE_ATTACH} and sqlite_source(snap) == {"live": SOURCE_SNAPSHOT}
+    finally:
+        live.close()
+        snap.close()
+
+
+@needs_extension
+def test_attach_and_snapshot_give_the_same_columns_and_values(mixed_lake, no_home_extensions):
+    attached, snapshot = connect(mixed_lake, sqlite="attach"), connect(mixed_lake, sqlite="snapshot")
+    try:
+        a, s = _all_sqlite_views(attached), _all_sqlite_views(snapshot)
+    finally:
+        attached.close()
+        snapshot.close()
+    assert set(a) == set(s) == {"btcusdt_1m_realtime.kline", "btcusdt_1m_realtime.kline_watermark",
+                                "exports.fills", "exports.notional"}
+    for name in a:
+        assert a[name][1] == s[name][1], name  # names and DuckDB types, in order
+        pd.testing.assert_frame_equal(a[name][0], s[name][0], check_exact=True, obj=name)
+        assert a[name][2] == s[name][2], name
+        assert a[name][3] == s[name][3] == len(a[name][2]) > 0, name  # count(*) too (WITHOUT ROWID tables)
+    fills = a["exports.fills"][0]
+    types = dict(a["exports.fills"][1])
+    assert types == {"id": "BIGINT", "symbol": "VARCHAR", "qty": "DOUBLE", "price": "DOUBLE", "big": "BIGINT",
+                     "flag": "BIGINT", "at": "TIMESTAMP WITH TIME ZONE", "day": "DATE", "raw": "BLOB",
+                     "note": "BLOB"}
+    assert str(fills["at"].dt.tz) == "UTC"
+    assert fills["at"].tolist() == [pd.Timestamp("2024-03-01 12:00:00", tz="UTC"),
+                                    pd.Timestamp("2024-03-01 23:59:59.250", tz="UTC"),
+                                    pd.Timestamp("2024-03-02 00:00:00", tz="UTC")]
+    assert a["exports.fills"][2][0][4] == 2**62 + 1  # exact, not through a float
+    assert a["exports.fills"][2][0][8] == b"\x00\x01" and a["exports.fills"][2][2][9] is None
+    assert a["exports.notional"][0]["notional"].tolist()[0] == 0.5 * 42000.5
+
+
+def test_fallback_reads_at_connect_when_the_extension_is_missing(lake, monkeypatch, no_home_extensions, caplog):
+    real_files = importlib.metadata.files
+
+    def files(name):
+        if name == "duckdb-ext-sqlite":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_files(name)
+
+    monkeypatch.setattr(lake_mod.importlib.metadata, "files", files)
+    lake_mod.sqlite_extension_file.cache_clear()
+    try:
+        con = connect(lake)  # auto: no package, nothing in DuckDB's directory -> the snapshot
+        try:
+            assert sqlite_source(con) == {"btcusdt_1m_realtime": SOURCE_SNAPSHOT}
+            ext = con.execute("SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'sqlite_scanner'"
+                              ).fetchall()
+            assert ext in ([], [(False,)])
+            t = tables(con)
+            assert t.loc[t["schema"] == "btcusdt_1m_realtime", "source"].tolist() == [SOURCE_SNAPSHOT] * 2
+        finally:
+            con.close()
+        from S1.stream_store import read_klines
+
+        got = query("SELECT * FROM btcusdt_1m_realtime.kline WHERE is_closed = 1 ORDER BY open_time", data_dir=lake)
+        want = read_klines(lake / "btcusdt_1m_realtime.db", "BTCUSDT", "1m")
+        assert len(got) == len(want) == 1440
+        np.testing.assert_array_equal(got["close"].to_numpy(), want["close"].to_numpy())
+        assert str(got["open_time"].dtype) == "int64"
+        with pytest.raises(UserError, match="sqlite extension is not available.*pip install duckdb-ext-sqlite"):
+            connect(lake, sqlite="attach")
+    finally:
+        lake_mod.sqlite_extension_file.cache_clear()
+
+
+@needs_extension
+def test_a_package_for_another_duckdb_is_refused_with_a_warning(caplog):
+    import duckdb
+
+    con = duckdb.connect()
+    platform = con.execute("PRAGMA platform").fetchall()[0][0]
+    con.close()
+    with caplog.at_level("WARNING", logger="S1.lake"):
+        assert lake_mod.sqlite_extension_file("9.9.9", platform) is None
+    assert "not DuckDB v9.9.9" in caplog.text and "pip install -r requirements.txt" in caplog.text
+
+
+def test_sqlite_type_follows_the_extension_rules():
+    assert [sqlite_type(t) for t in ("INTEGER", "int8", "BOOLEAN", "VARCHAR(20)", "CLOB", "BLOB", None, "REAL",
+                                     "FLOAT", "DOUBLE PRECISION", "DATE", "DATETIME", "TIMESTAMP", "TIME",
+                                     "DECIMAL(10,2)", "NUMERIC", "JSON")] == [
+        "BIGINT", "BIGINT", "BIGINT", "VARCHAR", "VARCHAR", "BLOB", "BLOB", "DOUBLE", "DOUBLE", "DOUBLE", "DATE",
+        "TIMESTAMP", "TIMESTAMP", "TIMESTAMP", "DOUBLE", "DOUBLE", "VARCHAR"]
+
+
+def test_cli_tables_says_how_sqlite_is_read(lake):
+    r = _cli(["--tables", "--sqlite", "snapshot", "--data-dir", str(lake)])
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"btcusdt_1m_realtime +kline +view +15 +sqlite snapshot \(read at connect\)", r.stdout), r.stdout
+    if _extension_file() is not None:
+        r = _cli(["--tables", "--data-dir", str(lake)])
+        assert r.returncode == 0 and re.search(r"kline +view +15 +sqlite attached \(live\)", r.stdout), r.stdout
+    r = _cli(["SELECT 1", "--sqlite", "live", "--data-dir", str(lake)])
+    assert r.returncode == 2 and "invalid choice" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@needs_extension
+def test_a_file_the_extension_cannot_read_falls_back_to_the_snapshot(tmp_path, no_home_extensions, caplog):
+    con = sqlite3.connect(tmp_path / "odd.sqlite")
+    # valid SQLite, but DuckDB's parser (which the extension runs on view definitions) rejects `at` unquoted
+    con.executescript("CREATE TABLE t (id INTEGER, at DATETIME); INSERT INTO t VALUES (1, '2024-01-01 00:00:00');"
+                      "CREATE VIEW v AS SELECT id, at FROM t;")
+    con.close()
+    (tmp_path / "broken.db").write_bytes(b"this is not a database")
+    with caplog.at_level("WARNING", logger="S1.lake"):
+        lake_con = connect(tmp_path)
+    try:
+        assert sqlite_source(lake_con) == {"odd": SOURCE_SNAPSHOT}
+        assert lake_con.execute('SELECT id, "at" FROM odd.v').fetchall() == [
+            (1, pd.Timestamp("2024-01-01", tz="UTC").to_pydatetime())]
+    finally:
+        lake_con.close()
+    assert "odd.sqlite cannot be attached" in caplog.text and "broken.db is not a readable SQLite" in caplog.text

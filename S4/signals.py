@@ -10,6 +10,9 @@ frame, evaluate the rules, write the ``_signals`` file.
   ML file has no row.
 - :func:`signals_frame`: frame + joins + :func:`S4.evaluate.evaluate` (pure; S5's
   look-ahead check and S7's executor call it on their own frames).
+- :func:`load_rule_inputs`: the ``_ta`` file plus the sentiment / ML columns a rule
+  file reads, checked and joined -- the one loader of S4's build, S5's optimiser and
+  its walk-forward.
 - :func:`build_signals`: the file job behind ``python S4/decision.py``.
 
 >>> import pandas as pd
@@ -213,20 +216,59 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def build_signals(symbol: str, interval: str, days: int, rules_path: Path | str | None = None, *,
-                  rules: RuleSet | None = None, params: dict[str, Any] | None = None,
-                  sentiment_file: Path | str | None = None, sentiment_max_age=None,
-                  write: bool = True) -> SignalsResult:
-    """Read the ``_ta`` file, join sentiment / ML when the rules use them, evaluate,
-    and write ``dataset_path(symbol, interval, days, "signals")`` atomically (the
-    inputs plus ``entry exit signal rule``). The source's ``simulated`` flag is
-    carried into the output metadata. Give ``rules_path`` or an already loaded
-    ``rules``; ``params`` overrides param values (validated).
+@dataclass(frozen=True, eq=False)
+class RuleInputs:
+    """What :func:`load_rule_inputs` read: the ``_ta`` frame with the sentiment / ML
+    columns the rules read joined onto it (``frame``), whether any source was made
+    by the simulated market, the source file names, the rules (params applied), the
+    ``_ta`` path and metadata, and the columns the joins added.
+
+    Unpacks as ``frame, simulated, sources = load_rule_inputs(...)``.
     """
-    if (rules_path is None) == (rules is None):
-        raise UserError("give exactly one of rules_path and rules", "e.g. rules_path='S4/rules.yaml'")
-    if rules is None:
-        rules = load_rules(rules_path)  # fail fast on the file itself, before reading data
+
+    frame: pd.DataFrame
+    simulated: bool
+    sources: dict[str, str]
+    rules: RuleSet
+    ta_path: Path
+    ta_metadata: dict[str, Any]
+    joined: tuple[str, ...] = ()
+
+    def __iter__(self):
+        return iter((self.frame, self.simulated, self.sources))
+
+    @property
+    def coverage(self) -> dict[str, float]:
+        """Share of the bars with a value, for ``sentiment_score`` / ``ml_proba`` when joined."""
+        f = self.frame
+        return {c: (float(f[c].notna().mean()) if len(f) else 0.0)
+                for c in ("sentiment_score", "ml_proba") if c in self.joined}
+
+
+def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Path | str, *,
+                     rules_path: Path | str | None = None, params: dict[str, Any] | None = None,
+                     sentiment_file: Path | str | None = None, sentiment_max_age=None) -> RuleInputs:
+    """The inputs a rule file needs, read and joined the one way S4 does it (used by
+    :func:`build_signals`, ``S5/optimize.py`` and the walk-forward):
+
+    1. ``dataset_path(symbol, interval, days, "ta")`` (a missing file names the S2 command);
+    2. every column the rules read must exist there or be a sentiment / ML column
+       (with ``rules_path`` the error names the YAML line; otherwise the S2 command);
+    3. ``params`` applied (each checked against its range);
+    4. sentiment joined as-of (``sentiment_file``, else :func:`find_sentiment_file`;
+       ``sentiment_max_age`` as in :func:`join_sentiment`) when the rules read a
+       sentiment column the ``_ta`` file lacks; ``ml_proba`` from the ``_ml`` file when
+       they read it (a missing file names the S3 / S4 command).
+
+    ``rules`` is a loaded :class:`~S4.rules.RuleSet` or a rule file path (then it is
+    also the ``rules_path``). ``simulated`` is true when any source file says so.
+    """
+    if isinstance(rules, (str, Path)):
+        rules_path = rules if rules_path is None else rules_path
+        rules = load_rules(rules)
+    elif not isinstance(rules, RuleSet):
+        raise UserError(f"rules must be a RuleSet or a rule file path, got {type(rules).__name__}",
+                        "pass load_rules('S4/rules.yaml') or 'S4/rules.yaml'")
     ta, ta_path = read_ta_file(symbol, interval, days)
     allowed = [*ta.columns, *SENTIMENT_COLUMNS, *ML_COLUMNS]
     if rules_path is not None and any(c not in allowed for c in rules.required_columns()):
@@ -241,30 +283,50 @@ def build_signals(symbol: str, interval: str, days: int, rules_path: Path | str 
     meta_ta = read_metadata(ta_path)
     simulated = bool(meta_ta.get("simulated", False))
     sources = {"ta": ta_path.name}
-    coverage: dict[str, float] = {}
-    sentiment = ml = None
     need = rules.required_columns()
-    if any(c in SENTIMENT_COLUMNS and c not in ta.columns for c in need):
-        sp = Path(sentiment_file) if sentiment_file is not None else find_sentiment_file(interval, ta.index[0]
-                                                                                        if len(ta) else None)
+    frame = ta
+    sent_cols = [c for c in need if c in SENTIMENT_COLUMNS and c not in ta.columns]
+    if sent_cols:
+        since = ta.index[0] if len(ta) else None
+        sp = Path(sentiment_file) if sentiment_file is not None else find_sentiment_file(interval, since)
         if not sp.exists():
             raise UserError(f"sentiment file {sp} does not exist",
-                            f"create it with: {sentiment_command(interval, ta.index[0] if len(ta) else None)}")
-        sentiment = read_parquet(sp)
+                            f"create it with: {sentiment_command(interval, since)}")
+        frame = join_sentiment(frame, read_parquet(sp), columns=sent_cols, max_age=sentiment_max_age)
         simulated |= bool(read_metadata(sp).get("simulated", False))
         sources["sentiment"] = sp.name
-    if "ml_proba" in need and "ml_proba" not in ta.columns:
+    ml_cols = [c for c in need if c in ML_COLUMNS and c not in ta.columns]
+    if ml_cols:
         mp = dataset_path(symbol, interval, days, "ml")
         if not mp.exists():
             raise UserError(f"the rules read ml_proba but {mp} does not exist",
                             f"create it first with: {model_command(symbol, interval, days)}")
-        ml = read_parquet(mp)
+        frame = join_ml(frame, read_parquet(mp))
         simulated |= bool(read_metadata(mp).get("simulated", False))
         sources["ml"] = mp.name
-    frame = signals_frame(ta, rules, sentiment=sentiment, ml=ml, sentiment_max_age=sentiment_max_age)
-    for c in ("sentiment_score", "ml_proba"):
-        if c in frame.columns and c not in ta.columns:
-            coverage[c] = float(frame[c].notna().mean()) if len(frame) else 0.0
+    return RuleInputs(frame, simulated, sources, rules, ta_path, meta_ta, (*sent_cols, *ml_cols))
+
+
+def build_signals(symbol: str, interval: str, days: int, rules_path: Path | str | None = None, *,
+                  rules: RuleSet | None = None, params: dict[str, Any] | None = None,
+                  sentiment_file: Path | str | None = None, sentiment_max_age=None,
+                  write: bool = True) -> SignalsResult:
+    """Read the ``_ta`` file, join sentiment / ML when the rules use them
+    (:func:`load_rule_inputs`), evaluate, and write
+    ``dataset_path(symbol, interval, days, "signals")`` atomically (the inputs plus
+    ``entry exit signal rule``). The source's ``simulated`` flag is carried into the
+    output metadata. Give ``rules_path`` or an already loaded ``rules``; ``params``
+    overrides param values (validated).
+    """
+    if (rules_path is None) == (rules is None):
+        raise UserError("give exactly one of rules_path and rules", "e.g. rules_path='S4/rules.yaml'")
+    if rules is None:
+        rules = load_rules(rules_path)  # fail fast on the file itself, before reading data
+    inputs = load_rule_inputs(symbol, interval, days, rules, rules_path=rules_path, params=params,
+                              sentiment_file=sentiment_file, sentiment_max_age=sentiment_max_age)
+    rules, simulated, sources, coverage = inputs.rules, inputs.simulated, inputs.sources, inputs.coverage
+    meta_ta = inputs.ta_metadata
+    frame = signals_frame(inputs.frame, rules)
     meta = dict(meta_ta)
     meta["simulated"] = simulated
     meta["signals"] = {
@@ -284,6 +346,7 @@ def build_signals(symbol: str, interval: str, days: int, rules_path: Path | str 
 
 
 __all__ = [
+    "RuleInputs",
     "SignalsResult",
     "asof_positions",
     "build_signals",
@@ -292,6 +355,7 @@ __all__ = [
     "indicators_command",
     "join_ml",
     "join_sentiment",
+    "load_rule_inputs",
     "model_command",
     "read_ta_file",
     "sentiment_command",

@@ -9,7 +9,15 @@ them), chooses the params on the first 70 % of the bars, reports them on the las
 30 %, and writes ``data/ethusdc_1h_365d_best_<rules>.yaml`` (a ready rule file),
 ``reports/ethusdc_1h_365d_optimize_<rules>.html`` (history, importances, in- vs
 out-of-sample) and ``reports/ethusdc_1h_365d_optimize_<rules>.json``. The study is
-stored (default ``sqlite:///data/optuna.db``) and resumes where it stopped. See S5/README.md.
+stored (default ``sqlite:///data/optuna.db``) and resumes where it stopped.
+
+Walk-forward (rolling or anchored re-optimisation, each fold tested on unseen bars):
+
+    python S5/optimize.py --symbol ETHUSDC --interval 1h --days 365 --rules S4/rules.yaml \
+        --walk-forward 6 --wf-test 30d [--wf-train 90d] [--wf-mode anchored] [--wf-gap 24] --trials 100
+
+writes ``reports/ethusdc_1h_365d_walkforward_<rules>.html|.json``, ``..._folds.parquet``
+and ``..._equity.parquet`` (see S5/walkforward_lib.py). See S5/README.md.
 """
 
 from __future__ import annotations
@@ -32,7 +40,9 @@ def build_parser() -> ArgumentParser:
                    help="Optuna storage URL (default sqlite:///<data dir>/optuna.db; a PostgreSQL URL lets "
                         "several machines share one study)")
     p.add_argument("--study-name", default=None, help="default <symbol>_<interval>_<days>d_<rules>_<objective>")
-    p.add_argument("--train-frac", type=float, default=0.7, help="share of the bars used to choose (0.7)")
+    p.add_argument("--train-frac", type=float, default=None,
+                   help="share of the bars used to choose (0.7); with --walk-forward: the train share of each "
+                        "fold's train + test when --wf-train is not given")
     p.add_argument("--min-trades", type=int, default=20,
                    help="trials with fewer closed trades on the training bars are pruned (20)")
     p.add_argument("--seed", type=int, default=42, help="TPE seed (42)")
@@ -41,6 +51,17 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--init-cash", type=float, default=10_000.0, help="starting equity (10000)")
     p.add_argument("--risk", default=None, metavar="YAML", help="S6 risk config applied in every trial")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    wf = p.add_argument_group("walk-forward")
+    wf.add_argument("--walk-forward", type=int, default=None, metavar="N",
+                    help="N folds: optimise on each train window, test on the next unseen window (--trials per fold)")
+    wf.add_argument("--wf-mode", default=None, choices=["rolling", "anchored"],
+                    help="rolling: fixed-length train windows (default); anchored: expanding from the first bar")
+    wf.add_argument("--wf-train", default=None, metavar="LEN",
+                    help="train window in bars (2160) or as a duration (90d, 12h, 2w); default: from --train-frac")
+    wf.add_argument("--wf-test", default=None, metavar="LEN",
+                    help="test window in bars or as a duration (30d); default: from --train-frac (or, with --wf-train, the bars left split into N)")
+    wf.add_argument("--wf-gap", type=int, default=None, metavar="BARS",
+                    help="bars left out between each train window and its test window (0)")
     add_common_args(p)
     return p
 
@@ -55,10 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from S5.metrics import format_metric
     from S5.optimize_lib import OptimizeConfig, optimize_files, redact_url
 
-    config = OptimizeConfig(objective=args.objective, n_trials=args.trials, train_frac=args.train_frac,
+    wf = _walk_forward_config(args)
+    config = OptimizeConfig(objective=args.objective, n_trials=args.trials,
+                            train_frac=0.7 if args.train_frac is None else args.train_frac,
                             min_trades=args.min_trades, seed=args.seed,
                             costs=Costs(fees=args.fees, slippage=args.slippage), init_cash=args.init_cash,
                             risk=load_risk(args.risk))
+    if wf is not None:
+        return _walk_forward(args, config, wf)
     run = optimize_files(args.symbol, args.interval, args.days, args.rules, config=config, storage=args.storage,
                          study_name=args.study_name, report=not args.no_report)
     res = run.result
@@ -74,6 +99,81 @@ def main(argv: Sequence[str] | None = None) -> int:
     for m in comp.index:
         t.add_row(m.replace("_", " "), *[format_metric(m, comp.loc[m, c]) for c in comp.columns])
     console.print(t)
+    for path in run.paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def _walk_forward_config(args):
+    """The walk-forward settings, checked before any data is read (None: a plain split)."""
+    from S1.cli import UserError
+    from S5.walkforward import WalkForwardConfig
+
+    extra = [opt for opt, v in (("--wf-mode", args.wf_mode), ("--wf-train", args.wf_train),
+                                ("--wf-test", args.wf_test), ("--wf-gap", args.wf_gap)) if v is not None]
+    if args.walk_forward is None:
+        if extra:
+            raise UserError(f"{extra[0]} needs --walk-forward N", f"add e.g. --walk-forward 5, or drop {extra[0]}")
+        return None
+    if args.train_frac is not None and args.wf_train is not None:
+        raise UserError("--train-frac has no effect with --wf-train (the train window is given)",
+                        "drop --train-frac, or drop --wf-train to derive it from --train-frac")
+    return WalkForwardConfig(n_folds=args.walk_forward, mode=args.wf_mode or "rolling", train=args.wf_train,
+                             test=args.wf_test, gap=0 if args.wf_gap is None else args.wf_gap,
+                             train_frac=0.7 if args.train_frac is None else args.train_frac)
+
+
+def _walk_forward(args, config, wf) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from S5.metrics import format_metric
+    from S5.optimize_lib import REPORT_METRICS, redact_url
+    from S5.walkforward_lib import FOLD_METRICS, walkforward_files
+
+    run = walkforward_files(args.symbol, args.interval, args.days, args.rules, config=config, wf=wf,
+                            storage=args.storage, study_name=args.study_name, report=not args.no_report)
+    res = run.result
+    console = Console()
+    label = " [SIMULATED market data]" if run.simulated else ""
+    p = res.plan
+    console.print(f"walk-forward: {len(p.folds)} {p.mode} folds, train {p.train_bars:,} / gap {p.gap:,} / test "
+                  f"{p.test_bars:,} bars, {config.n_trials} trials per fold, studies "
+                  f"{run.summary['study_name']}_fold<k>of{len(p.folds)} in "
+                  f"{redact_url(run.storage) if run.storage else 'memory'}{label}")
+    obj = config.objective
+    shown = [m for m in FOLD_METRICS if m != obj]
+    t = Table(title=f"per fold: {obj} in-sample (train) vs out-of-sample (test)")
+    for c in ("fold", "test from", "IS", "OOS", *[f"{m} OOS" for m in shown]):
+        t.add_column(c.replace("_", " "), justify="right")
+    for fr in res.folds:
+        t.add_row(str(fr.fold.k + 1), f"{res.plan.index[fr.fold.test_start]:%Y-%m-%d}",
+                  format_metric(obj, fr.best_value), format_metric(obj, fr.out_of_sample.metrics.get(obj)),
+                  *[format_metric(m, fr.out_of_sample.metrics.get(m)) for m in shown])
+    console.print(t)
+    t = Table(title="params chosen per fold (on its train window)")
+    t.add_column("fold", justify="right")
+    for k in res.space:
+        t.add_column(k, justify="right")
+    for fr in res.folds:
+        t.add_row(str(fr.fold.k + 1), *[str(fr.best_params.get(k)) for k in res.space])
+    t.add_row("stability", *[str(res.stability.loc[k, "verdict"]) for k in res.space])
+    console.print(t)
+    s = Table(title="stitched out-of-sample (all test windows chained)")
+    s.add_column("metric")
+    s.add_column("walk-forward", justify="right")
+    s.add_column("rule defaults", justify="right")
+    for m in REPORT_METRICS:
+        s.add_row(m.replace("_", " "), format_metric(m, res.stitched.metrics.get(m)),
+                  format_metric(m, res.default_stitched.metrics.get(m)))
+    console.print(s)
+    unstable = [str(k) for k, r in res.stability.iterrows() if r["verdict"] == "unstable"]
+    agg = res.aggregate()
+    console.print(f"profitable test windows {agg['profitable_test_windows']}/{agg['folds']}; walk-forward "
+                  f"efficiency {format_metric('x', agg['walk_forward_efficiency'])}; unstable params: "
+                  f"{', '.join(unstable) or 'none'}; latest params: "
+                  + ", ".join(f"{k}={v}" for k, v in res.latest_params.items()))
+    console.print(f"trade the latest params: {run.summary['latest_params_command']}", soft_wrap=True)
     for path in run.paths.values():
         print(f"wrote {path}")
     return 0

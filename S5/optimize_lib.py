@@ -273,32 +273,21 @@ def objective_value(metrics: dict[str, Any], objective: str) -> float:
     return float(v) if v is not None else float("nan")
 
 
-def optimize(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeConfig = OptimizeConfig(),
-             storage: str | None = None, study_name: str | None = None, market: dict[str, Any] | None = None,
-             progress: bool = True) -> OptimizeResult:
-    """Search ``rules.param_space()`` on the training bars of ``frame`` (the ``_ta``
-    frame with any sentiment / ML columns the rules read already joined)."""
+def search(data: _Data, rules, study, config: OptimizeConfig, lo: int, hi: int, *, progress: bool = True):
+    """Run ``study`` to ``config.n_trials`` finished trials on the bars ``[lo, hi)``:
+    the rules are evaluated on the rows before ``hi`` only (the later rows are not even
+    passed in) and backtested on ``[lo, hi)``, starting flat. Returns the best trial
+    and the trial counts by state; no complete trial is a :class:`UserError`."""
     import optuna
 
-    from S4.evaluate import evaluate_arrays, prepare_arrays
+    from S4.evaluate import evaluate_arrays
 
-    space = rules.param_space()
-    if not space:
-        raise UserError("the rule file has no searchable params (no low/high or choices)",
-                        "give params ranges, e.g. rsi_buy: {value: 30, low: 20, high: 40}")
-    split = Split.of(frame.index, config.train_frac)
-    data = _Data(frame, prepare_arrays(frame, rules), split, interval)
-    fp = fingerprint(rules, objective=config.objective, split=split, config=config, market=market or {})
-    study = _study(storage, study_name, fp, config.seed,
-                   description={"objective": config.objective, "split": split.as_dict(), "market": market or {},
-                                "search_space": space})
-    te = split.train_end
-    train_arrays = {k: v[:te] for k, v in data.arrays.items()}
+    past = {k: v[:hi] for k, v in data.arrays.items()}
 
     def objective(trial) -> float:
         r = rules.suggest(trial)
-        sig = evaluate_arrays(train_arrays, r, te)           # the test bars are not even passed in
-        res = _segment_backtest(data, r, config, 0, te, signals=sig)
+        sig = evaluate_arrays(past, r, hi)
+        res = _segment_backtest(data, r, config, lo, hi, signals=sig)
         m = res.metrics
         trial.set_user_attr("train", to_jsonable({k: m.get(k) for k in (
             "n_trades", "total_return", "sharpe", "sortino", "calmar", "max_drawdown")}))
@@ -318,12 +307,32 @@ def optimize(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeConfi
     trials = study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
     counts = {k: v for k, v in counts.items() if v}
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not complete:
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
         raise UserError(f"no trial reached {config.min_trades} trades on the training bars "
                         f"({counts.get('pruned', 0)} pruned)",
                         "lower --min-trades, widen the params ranges, or use a longer window")
-    best = study.best_trial
+    return study.best_trial, counts
+
+
+def optimize(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeConfig = OptimizeConfig(),
+             storage: str | None = None, study_name: str | None = None, market: dict[str, Any] | None = None,
+             progress: bool = True) -> OptimizeResult:
+    """Search ``rules.param_space()`` on the training bars of ``frame`` (the ``_ta``
+    frame with any sentiment / ML columns the rules read already joined)."""
+    from S4.evaluate import evaluate_arrays, prepare_arrays
+
+    space = rules.param_space()
+    if not space:
+        raise UserError("the rule file has no searchable params (no low/high or choices)",
+                        "give params ranges, e.g. rsi_buy: {value: 30, low: 20, high: 40}")
+    split = Split.of(frame.index, config.train_frac)
+    data = _Data(frame, prepare_arrays(frame, rules), split, interval)
+    fp = fingerprint(rules, objective=config.objective, split=split, config=config, market=market or {})
+    study = _study(storage, study_name, fp, config.seed,
+                   description={"objective": config.objective, "split": split.as_dict(), "market": market or {},
+                                "search_space": space})
+    te = split.train_end
+    best, counts = search(data, rules, study, config, 0, te, progress=progress)
     best_params = {k: v for k, v in best.params.items() if k in space}
     best_rules = rules.with_params(**best_params)
     n = split.n
@@ -339,32 +348,6 @@ def optimize(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeConfi
 
 
 # --------------------------------------------------------------------------- files
-def load_frame_for(symbol: str, interval: str, days: int, rules) -> tuple[pd.DataFrame, bool, dict[str, str]]:
-    """The ``_ta`` frame with the sentiment / ML columns the rules read (as S4 joins them)."""
-    from S1.datasets import dataset_path, read_metadata, read_parquet
-    from S4.signals import find_sentiment_file, join_ml, join_sentiment, model_command, read_ta_file
-
-    ta, ta_path = read_ta_file(symbol, interval, days)
-    simulated = bool(read_metadata(ta_path).get("simulated", False))
-    sources = {"ta": ta_path.name}
-    need = rules.required_columns()
-    sent_cols = [c for c in need if c in ("sentiment_score", "n_items", "evidence") and c not in ta.columns]
-    if sent_cols:
-        sp = find_sentiment_file(interval, ta.index[0] if len(ta) else None)
-        ta = join_sentiment(ta, read_parquet(sp), columns=sent_cols)
-        simulated |= bool(read_metadata(sp).get("simulated", False))
-        sources["sentiment"] = sp.name
-    if "ml_proba" in need and "ml_proba" not in ta.columns:
-        mp = dataset_path(symbol, interval, days, "ml")
-        if not mp.exists():
-            raise UserError(f"the rules read ml_proba but {mp} does not exist",
-                            f"create it first with: {model_command(symbol, interval, days)}")
-        ta = join_ml(ta, read_parquet(mp))
-        simulated |= bool(read_metadata(mp).get("simulated", False))
-        sources["ml"] = mp.name
-    return ta, simulated, sources
-
-
 def optimization_html(res: OptimizeResult, *, title: str, simulated: bool) -> str:
     """History, parameter importances, slices and the in-/out-of-sample table."""
     import html as _html
@@ -419,9 +402,11 @@ def optimize_files(symbol: str, interval: str, days: int, rules_path: str | Path
     the HTML report and a JSON summary."""
     from S1.datasets import atomic_write_text, dataset_stem, normalize_symbol, report_path
     from S4.rules import load_rules
+    from S4.signals import load_rule_inputs
 
-    rules = load_rules(rules_path)
-    frame, simulated, sources = load_frame_for(symbol, interval, days, rules)
+    rules = load_rules(rules_path)  # fail fast on the file itself, before reading data
+    inputs = load_rule_inputs(symbol, interval, days, rules, rules_path=rules_path)
+    frame, simulated, sources = inputs
     storage = storage or default_storage()
     stem = dataset_stem(symbol, interval, days)
     study_name = study_name or f"{stem}_{Path(rules_path).stem}_{config.objective}"
@@ -476,9 +461,9 @@ __all__ = [
     "best_rules_path",
     "default_storage",
     "fingerprint",
-    "load_frame_for",
     "optimization_html",
     "optimize",
     "optimize_files",
     "redact_url",
+    "search",
 ]

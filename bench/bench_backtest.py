@@ -17,7 +17,11 @@ Targets of the issue, each measured and printed with its ratio:
    frame, <= 0.3 s (plain, and with S6/risk.yaml: ATR sizing, stops, kill-switch).
 3. **200 Optuna trials** -- :func:`S5.optimize_lib.optimize` with a SQLite study
    (as the CLI does), <= 60 s; the whole ``python S5/optimize.py`` run is printed too.
-4. **1,000-combination grid** -- the same decided signals through the project's
+4. **walk-forward** -- :func:`S5.walkforward.walk_forward` with 5 rolling folds and
+   ``trials / 5`` trials per fold (the same 200 trials in total, SQLite studies),
+   against the single split of 3. (Not a target of the issue: printed so the cost of re-optimising per
+   fold is known; the per-fold backtests and the stitching are the overhead).
+5. **1,000-combination grid** -- the same decided signals through the project's
    code (:func:`S5.grid.grid_backtest`: one vectorbt call for all columns + every
    metric) against the bare ``vbt.Portfolio.from_signals`` on the same execution
    arrays, <= 1.5x. Shown twice: simulation only, and with metrics (bare side:
@@ -196,6 +200,32 @@ def bench_optuna(frames: dict, tmp: Path, trials: int) -> dict:
             "counts": res.counts}
 
 
+def bench_walkforward(frames: dict, tmp: Path, trials: int, reference_s: float | None) -> dict:
+    from S5.optimize_lib import OptimizeConfig
+    from S5.walkforward import WalkForwardConfig, walk_forward
+
+    if frames["rules"] is None:  # pragma: no cover
+        print("\n4. skipped: S4 is unavailable")
+        return {}
+    folds = 5
+    per_fold = max(1, trials // folds)
+    t = time.perf_counter()
+    res = walk_forward(frames["ta"], frames["rules"], interval=INTERVAL,
+                       config=OptimizeConfig(n_trials=per_fold, min_trades=5),
+                       wf=WalkForwardConfig(n_folds=folds), storage=f"sqlite:///{tmp / 'bench_wf.db'}",
+                       study_name="bench_wf", progress=False)
+    wall = time.perf_counter() - t
+    p = res.plan
+    print(f"\n4. walk-forward: {folds} rolling folds x {per_fold} trials (train {p.train_bars:,} / test "
+          f"{p.test_bars:,} bars; SQLite studies like the optimiser)")
+    extra = f"  {wall / (folds * per_fold) * 1000:.0f} ms per trial incl. fold backtests"
+    if reference_s:
+        extra += f"; {wall / reference_s:.2f}x the single-split search of {trials} trials"
+    line(f"walk_forward(): {folds * per_fold} trials + 4 backtests per fold + stitching", wall, extra=extra)
+    return {"walkforward_s": wall, "folds": folds, "trials_per_fold": per_fold, "train_bars": p.train_bars,
+            "test_bars": p.test_bars, "stitched_n_trades": int(res.stitched.metrics["n_trades"])}
+
+
 def bench_grid(frames: dict, combos_wanted: int, repeat: int) -> dict:
     from S5.engine import Bars, Costs, vbt
     from S5.grid import combinations, grid_backtest, grid_signals
@@ -260,7 +290,7 @@ def bench_grid(frames: dict, combos_wanted: int, repeat: int) -> dict:
     table = ours_all()
     pf = bare_sim()
     diff = float(np.max(np.abs(table["total_return"].to_numpy() - pf.total_return().to_numpy())))
-    print(f"\n4. grid of {m:,} combinations ({n:,} bars x {m:,} columns in one vectorbt call)")
+    print(f"\n5. grid of {m:,} combinations ({n:,} bars x {m:,} columns in one vectorbt call)")
     line(f"S4 signals for {m:,} combinations (evaluate_arrays each, not in the ratio)", t_sig)
     line("bare vbt.Portfolio.from_signals (same arrays)", med(r["bare_sim_s"]))
     line("project: S5.engine.simulate (equity, positions, trades)", med(r["ours_sim_s"]), extra=
@@ -279,7 +309,7 @@ def main(argv=None) -> int:
     p.add_argument("--trials", type=int, default=200)
     p.add_argument("--combos", type=int, default=1000)
     p.add_argument("--uncached", action="store_true", help="also time one CLI run with an empty numba cache")
-    p.add_argument("--skip", nargs="*", default=[], choices=["cold", "warm", "optuna", "grid"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["cold", "warm", "optuna", "walkforward", "grid"])
     p.add_argument("--json", type=Path, default=ROOT / "bench/results/backtest.json")
     args = p.parse_args(argv)
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other jobs share the CPU)")
@@ -295,6 +325,9 @@ def main(argv=None) -> int:
             results["warm"] = bench_warm(frames, args.repeat)
         if "optuna" not in args.skip:
             results["optuna"] = bench_optuna(frames, tmp, args.trials)
+        if "walkforward" not in args.skip:
+            results["walkforward"] = bench_walkforward(frames, tmp, args.trials,
+                                                       results.get("optuna", {}).get("optimize_s"))
         if "grid" not in args.skip:
             results["grid"] = bench_grid(frames, args.combos, args.repeat)
     results["load_average_end"] = os.getloadavg()[0]

@@ -181,3 +181,47 @@ def test_sentiment_file_fallback_and_explicit_path(settings_env, btc_1h, tmp_pat
     assert res.frame["sentiment_score"].iloc[-1] == sent["sentiment_score"].iloc[-1]
     with pytest.raises(UserError, match="sentiment file .*nope.parquet does not exist"):
         build_signals("BTCUSDT", "1h", 150, RULE_FILES[0], sentiment_file=tmp_path / "nope.parquet")
+
+
+# ------------------------------------------------------------------ shared loader
+def test_load_rule_inputs_is_what_build_signals_evaluates(settings_env, btc_1h, btc_sentiment):
+    from S4.signals import load_rule_inputs
+
+    write_market(settings_env.data_dir, btc_1h, simulated=False)
+    write_parquet(btc_sentiment, sentiment_path("1h"), metadata={"simulated": True})
+    ta = read_parquet(dataset_path("BTCUSDT", "1h", 150, "ta"))
+    inputs = load_rule_inputs("BTCUSDT", "1h", 150, str(RULE_FILES[0]))   # a path works too
+    frame, simulated, sources = inputs                                       # unpacks as a 3-tuple
+    need = [c for c in inputs.rules.required_columns() if c in ("sentiment_score", "n_items", "evidence")]
+    assert need and list(frame.columns) == [*ta.columns, *need] and inputs.joined == tuple(need)
+    pd.testing.assert_frame_equal(frame[ta.columns], ta)
+    np.testing.assert_array_equal(frame["sentiment_score"].to_numpy(),
+                                  join_sentiment(ta, btc_sentiment, columns=need)["sentiment_score"].to_numpy())
+    assert simulated is True                       # the sentiment file says so, the _ta file does not
+    assert sources == {"ta": "btcusdt_1h_150d_ta.parquet", "sentiment": "sentiment_1h.parquet"}
+    built = build_signals("BTCUSDT", "1h", 150, RULE_FILES[0], write=False)
+    pd.testing.assert_frame_equal(built.frame[frame.columns], frame)
+    assert built.coverage == inputs.coverage and built.sources == sources and built.simulated is simulated
+    ta_only = load_rule_inputs("BTCUSDT", "1h", 150, load_rules(RULE_FILES[2]))
+    assert ta_only.joined == () and ta_only.sources == {"ta": "btcusdt_1h_150d_ta.parquet"}
+    pd.testing.assert_frame_equal(ta_only.frame, ta)
+
+
+def test_load_rule_inputs_errors(settings_env, btc_1h, tmp_path):
+    from S4.signals import load_rule_inputs
+
+    with pytest.raises(UserError, match="create it first with: python S2/indicators.py"):
+        load_rule_inputs("BTCUSDT", "1h", 150, RULE_FILES[2])
+    write_market(settings_env.data_dir, btc_1h)
+    with pytest.raises(UserError, match="create it first with: python S4/model.py --symbol BTCUSDT"):
+        load_rule_inputs("BTCUSDT", "1h", 150, RULE_FILES[1])
+    with pytest.raises(UserError, match="0.9 is above its high 0.7"):
+        load_rule_inputs("BTCUSDT", "1h", 150, RULE_FILES[1], params={"proba_buy": 0.9})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("entry: {col: sma200, op: '>', value: 1}\n")
+    with pytest.raises(UserError, match=r"unknown column 'sma200'.*available columns: open, high"):
+        load_rule_inputs("BTCUSDT", "1h", 150, bad)
+    with pytest.raises(UserError, match=r"lacks the column\(s\) \['sma200'\].*python S2/indicators.py"):
+        load_rule_inputs("BTCUSDT", "1h", 150, parse_rules("entry: {col: sma200, op: '>', value: 1}"))
+    with pytest.raises(UserError, match="RuleSet or a rule file path"):
+        load_rule_inputs("BTCUSDT", "1h", 150, 42)

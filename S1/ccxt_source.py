@@ -34,8 +34,10 @@ What CCXT gives and what we add:
   interval (with close matches).
 
 Base URLs come from settings: Binance through ``BINANCE_API_URL`` (so CCXT's
-Binance class runs against :mod:`S1.local_exchange` in tests), any other exchange
-through ``CCXT_API_URLS`` (``okx=http://127.0.0.1:8000,bybit=...``).
+Binance class runs against :mod:`S1.local_exchange` in tests; when it is not a Binance
+host the futures APIs -- ``/fapi``, ``/dapi`` -- move onto the same server, as
+:mod:`S1.local_futures` serves them), any other exchange through ``CCXT_API_URLS``
+(``okx=http://127.0.0.1:8000,bybit=...``).
 
 >>> Venue("okx", "swap", "mark").token
 'okx-swap-mark'
@@ -74,6 +76,8 @@ OPTIONAL_COLUMNS = ("quote_volume", "trades", "taker_buy_base", "taker_buy_quote
 #: Longest Retry-After we wait out before reporting it (s), as on the Binance path.
 MAX_BAN_WAIT = 150.0
 MAX_PAGE = 1000
+#: candles per Binance fapi/dapi kline request: the largest page of the cheaper weight step (2)
+BINANCE_DERIVATIVES_PAGE = 499
 _BINANCE_SPOT_REST = "https://api.binance.com/api"
 _BINANCE_SPOT_WS = "wss://stream.binance.com:9443"
 
@@ -180,13 +184,20 @@ def _num(x) -> float:
         return float("nan")
 
 
-def rich_row(exchange_id: str, raw: Any, market: dict | None, unified: Callable[[Any, Any], list]) -> list:
+def rich_row(exchange_id: str, raw: Any, market: dict | None, unified: Callable[[Any, Any], list],
+             price: str = "last") -> list:
     """One raw OHLCV entry -> ``[t, o, h, l, c, v, close_t, quote_v, trades, taker_b, taker_q, closed]``
-    (the Binance kline layout plus the exchange's "closed" flag; NaN where unknown)."""
+    (the Binance kline layout plus the exchange's "closed" flag; NaN where unknown).
+
+    ``price``: the series the entry belongs to; Binance mark/index klines send ``"0"``
+    volumes and, where trades would be, the number of price samples: ``trades`` is 0 there."""
     nan = float("nan")
     contract = bool(market and market.get("contract"))
     if exchange_id.startswith("binance") and isinstance(raw, (list, tuple)) and len(raw) >= 11:
-        return [_num(raw[i]) for i in range(11)] + [nan]
+        row = [_num(raw[i]) for i in range(11)] + [nan]
+        if price != "last":
+            row[8] = 0.0
+        return row
     if exchange_id.startswith("okx") and isinstance(raw, (list, tuple)):
         if len(raw) >= 9:  # ts o h l c vol volCcy volCcyQuote confirm
             base = _num(raw[6] if contract else raw[5])
@@ -202,7 +213,8 @@ def _rich_class(base: type, extra: Callable[[type], dict] | None = None) -> type
     (``extra(cls)`` may add methods, e.g. websocket taps in :mod:`S1.ccxt_stream`)."""
 
     def parse_ohlcv(self, ohlcv, market=None):
-        return rich_row(self.id, ohlcv, market, super(cls, self).parse_ohlcv)
+        return rich_row(self.id, ohlcv, market, super(cls, self).parse_ohlcv,
+                        price=getattr(self, "toolkit_price", "last"))
 
     def handle_errors(self, code, reason, url, method, headers, body, response, request_headers, request_body):
         if code in (418, 429) and getattr(self, "toolkit_gate", None) is not None:
@@ -242,6 +254,28 @@ def _rebase(tree, new_base: str, hostname: str | None, only_prefix: str | None =
     return new_base + urlsplit(url).path
 
 
+_BINANCE_HOSTS = ("binance.com", "binance.vision", "binancefuture.com", "binance.us")
+
+
+def _is_binance_host(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return any(host == h or host.endswith("." + h) for h in _BINANCE_HOSTS)
+
+
+def _origin_root(url: str) -> str:
+    """``http://127.0.0.1:8765/api`` -> ``http://127.0.0.1:8765`` (the path before ``/api`` is kept)."""
+    parts = urlsplit(url.rstrip("/"))
+    path = parts.path[: -len("/api")] if parts.path.endswith("/api") else ""
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _already(tree, base: str) -> bool:
+    """True when every URL in ``tree`` is already on ``base`` (the spot URLs just moved)."""
+    if isinstance(tree, dict):
+        return all(_already(v, base) for v in tree.values())
+    return not isinstance(tree, str) or tree.startswith(base)
+
+
 def configure_urls(ex, settings: Settings, *, ws: bool = False) -> str:
     """Point a CCXT instance at the configured base URLs; returns the REST base shown in messages."""
     overrides = url_overrides(settings)
@@ -252,6 +286,13 @@ def configure_urls(ex, settings: Settings, *, ws: bool = False) -> str:
         shown = overrides[ex.id]
     elif ex.id == "binance":
         api = _rebase(api, settings.binance_api_url, None, only_prefix=_BINANCE_SPOT_REST)
+        if not _is_binance_host(settings.binance_api_url):
+            # a local server or proxy: the futures APIs (fapi/dapi/eapi/papi, sapi) live on the same
+            # host, under their own paths (/fapi/v1, /dapi/v1, ...), as S1.local_futures serves them
+            root = _origin_root(settings.binance_api_url)
+            for key, urls in list(api.items()):
+                if key != "ws" and not _already(urls, settings.binance_api_url):
+                    api[key] = _rebase(urls, root, None)
         if ws and isinstance(api.get("ws"), dict):
             api["ws"] = _rebase(api["ws"], settings.binance_ws_url, None, only_prefix=_BINANCE_SPOT_WS)
         shown = settings.binance_api_url
@@ -295,6 +336,7 @@ def make_exchange(venue: Venue, settings: Settings | None = None, *, pro: bool =
     ex = _rich_class(base, extra)({"enableRateLimit": True, "timeout": int(settings.http_timeout * 1000),
                             "options": options})
     ex.toolkit_gate = BackoffGate()
+    ex.toolkit_price = venue.price
     ex.toolkit_url = configure_urls(ex, settings, ws=pro)
     return ex
 
@@ -349,13 +391,18 @@ def resolve_market(markets: dict[str, dict], symbol: str, venue: Venue) -> dict:
 
 
 def page_limit(ex, market: dict, price: str) -> int:
-    """Candles per request: CCXT's ``features`` for this market type and price (capped at 1,000)."""
+    """Candles per request: CCXT's ``features`` for this market type and price (capped at 1,000;
+    499 for Binance futures, the cheaper request weight)."""
     feats = (getattr(ex, "features", None) or {}).get(market.get("type"), {}) or {}
     if market.get("type") in ("swap", "future"):
         feats = feats.get("linear" if market.get("linear", True) else "inverse") or feats
     ohlcv = (feats or {}).get("fetchOHLCV") or {}
     limit = ohlcv.get(price) if price != "last" else None
     limit = limit or ohlcv.get("limit") or 100
+    if getattr(ex, "id", "") == "binance" and market.get("contract"):
+        # fapi/dapi kline weight is 2 below 500 candles and 5 from 500 (CCXT's byLimit costs
+        # too): 499-candle pages cost 2.5x less weight and limiter time than CCXT's 500
+        limit = min(limit, BINANCE_DERIVATIVES_PAGE)
     return int(max(1, min(MAX_PAGE, limit)))
 
 
@@ -477,7 +524,7 @@ class CcxtHistory:
                             "check --symbol, --interval, --market and --price") from exc
         except Exception as exc:
             if _retryable(exc):
-                raise NetworkError(f"cannot reach {self.ex.toolkit_url} ({what}: {_short(exc) or type(exc).__name__})"
+                raise NetworkError(f"cannot reach {self.source_url} ({what}: {_short(exc) or type(exc).__name__})"
                                    f" after {attempt_no} attempts",
                                    "check your connection or CCXT_API_URLS/BINANCE_API_URL in .env; "
                                    "the existing file is untouched") from exc
@@ -486,8 +533,22 @@ class CcxtHistory:
                                 "check the arguments; nothing was written") from exc
             raise
 
+    @property
+    def source_url(self) -> str:
+        """The REST base the candles come from (Binance derivatives: the fapi/dapi base), redacted."""
+        if self.venue.exchange == "binance" and self.market.get("contract"):
+            key = "fapiPublic" if self.market.get("linear", True) else "dapiPublic"
+            url = (self.ex.urls.get("api") or {}).get(key)
+            if isinstance(url, str):
+                return self.settings.redact(url)
+        return self.ex.toolkit_url
+
     async def server_time(self) -> int:
-        """The exchange's clock in ms (our own when it has no time endpoint)."""
+        """The exchange's clock in ms (our own when it has no time endpoint); Binance
+        derivatives read the futures API's clock (``/fapi/v1/time``, ``/dapi/v1/time``)."""
+        if self.venue.exchange == "binance" and self.market.get("contract"):
+            fn = self.ex.fapiPublicGetTime if self.market.get("linear", True) else self.ex.dapiPublicGetTime
+            return int((await self.call("server time", fn))["serverTime"])
         if self.ex.has.get("fetchTime"):
             try:
                 return int(await self.call("server time", self.ex.fetch_time))

@@ -36,7 +36,7 @@ from S1.archive import ArchiveClient, plan_archive
 from S1.cli import NetworkError, UserError
 from S1.datasets import (candles_from_arrays, candles_to_rows, dataset_path, empty_candles, normalize_symbol, read_metadata,
                          read_parquet, validate_candles, write_parquet)
-from S1.intervals import ceil_ms, check_interval, close_time_ms, interval_ms, ms_to_ts, open_times, to_ms
+from S1.intervals import ceil_ms, check_interval, close_time_ms, floor_ms, interval_ms, ms_to_ts, open_times, to_ms
 from S1.kline_files import ImportReport, sniff_and_read
 from S1.rest_client import BinanceRest, page_windows, run, sorted_unique
 from S1.settings import Settings, get_settings
@@ -438,7 +438,7 @@ def _update_ccxt(venue, *, symbol: str, interval: str, days: int, end, out: Path
                     "coverage_start_ms": start_ms, "coverage_end_ms": covered,
                     "exchange": venue.exchange, "market": venue.market, "price": venue.price, "client": "ccxt",
                     "ccxt_symbol": h.market["symbol"], "market_id": h.market["id"],
-                    "source_url": h.ex.toolkit_url,
+                    "source_url": h.source_url,
                     "unreported_columns": unreported_columns(got) if len(got) else old.get("unreported_columns", []),
                 }
                 return dict(path=path, existing=existing, have=have, todo=todo, fetched=fetched, start_ms=start_ms,
@@ -477,7 +477,9 @@ def _existing(path: Path, symbol: str, interval: str) -> tuple[pd.DataFrame | No
         raise UserError(f"{path} holds {meta.get('symbol')} {meta.get('interval')}, not {symbol} {interval}",
                         "pass --out to write elsewhere")
     if "coverage_start_ms" in meta:
-        have = (int(meta["coverage_start_ms"]), int(meta["coverage_end_ms"]))
+        # a window ending inside a candle (the one in progress when the file was written) covers
+        # only up to that candle's open: the next run must fetch it once it has closed
+        have = (int(meta["coverage_start_ms"]), floor_ms(int(meta["coverage_end_ms"]), interval))
     elif len(df):
         t = df.index.as_unit("ms").asi8
         have = (int(t[0]), int(close_time_ms(int(t[-1]), interval)) + 1)

@@ -139,6 +139,10 @@ class LocalBinance(LocalServer):
         self._weight_used = 0
         self._ban_until = 0.0
         self.violations = 0
+        #: path prefixes counted against the weight limit; other modules (S1.local_futures) extend them
+        self.api_prefixes: tuple[str, ...] = ("/api/",)
+        #: ``hook(path, params) -> weight | None``, asked before :data:`WEIGHTS` (e.g. the fapi weights)
+        self.weight_hooks: list[Callable[[str, dict], int | None]] = []
         self._lock = threading.Lock()
         self.app = web.Application(middlewares=[self._middleware])
         self.app.router.add_get("/api/v3/klines", self._klines)
@@ -203,6 +207,9 @@ class LocalBinance(LocalServer):
         return chosen
 
     def _weight(self, path: str, params) -> int:
+        for hook in self.weight_hooks:
+            if (w := hook(path, params)) is not None:
+                return w
         name = path.rsplit("/", 1)[-1]
         if name == "exchangeInfo" and ("symbol" in params or "symbols" in params):
             return 2
@@ -216,7 +223,7 @@ class LocalBinance(LocalServer):
         if self.latency:
             await asyncio.sleep(self.latency)
         fault = self._take_fault(path)
-        is_api = path.startswith("/api/")
+        is_api = path.startswith(self.api_prefixes)
         headers: dict[str, str] = {}
         now = time.time()
         if is_api:

@@ -1,5 +1,5 @@
 """S1 history through CCXT: CCXT's Binance class against the local Binance server (the
-same candles as the python-binance path), and a local OKX server speaking OKX's real
+same candles as the python-binance path), and the local OKX server (S1/local_okx.py) speaking OKX's real
 candle API (``/api/v5/market/history-candles``: ``after``/``before``/``limit``, newest
 first, the ``confirm`` flag on the candle in progress) for paging, in-progress and
 unconfirmed candles, mark/index prices, faults and bad input."""
@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from aiohttp import web
 
 from S1.cli import NetworkError, UserError
 from S1.datasets import read_candles, read_metadata
 from S1.history import update_dataset
-from S1.intervals import INTERVAL_MS, to_ms
-from S1.local_exchange import LocalBinance, candles_to_rows
+from S1.intervals import to_ms
+from S1.local_okx import LocalOkx
 from S1.simulated import simulate_candles
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,109 +113,6 @@ def test_ccxt_bad_input_is_one_clear_error(exchange):
 
 
 # ===================================================================== local OKX
-_BARS = {"1m": "1m", "3m": "3m", "5m": "5m", "15m": "15m", "30m": "30m", "1H": "1h", "2H": "2h", "4H": "4h",
-         "6Hutc": "6h", "12Hutc": "12h", "1Dutc": "1d", "1Wutc": "1w"}
-
-
-def _s(x: float) -> str:
-    return repr(float(x))
-
-
-class LocalOkx:
-    """OKX's public market-data REST API on LocalBinance's HTTP machinery (routes added to
-    ``server.app``): instruments, time, and the six candle endpoints with OKX paging."""
-
-    SPOT = {"instType": "SPOT", "instId": "BTC-USDT", "baseCcy": "BTC", "quoteCcy": "USDT", "settleCcy": "",
-            "ctVal": "", "ctMult": "", "ctValCcy": "", "ctType": "", "uly": "", "instFamily": "", "alias": "",
-            "expTime": "", "lever": "10", "listTime": "1548133413000", "lotSz": "0.00000001", "minSz": "0.00001",
-            "tickSz": "0.1", "state": "live", "category": "1", "maxMktSz": "1000000"}
-    SWAP = {**SPOT, "instType": "SWAP", "instId": "BTC-USDT-SWAP", "baseCcy": "", "quoteCcy": "", "settleCcy": "USDT",
-            "ctVal": "0.01", "ctMult": "1", "ctValCcy": "BTC", "ctType": "linear", "uly": "BTC-USDT",
-            "instFamily": "BTC-USDT", "lotSz": "0.01", "minSz": "0.01", "lever": "100"}
-
-    def __init__(self, now: str, *, history_limit: int = 300):
-        self.server = LocalBinance(now_ms=to_ms(now))
-        self.history_limit = history_limit
-        self.unconfirmed_lag_ms = 0
-        self.series: dict[tuple[str, str, str], np.ndarray] = {}  # (kind, instId, interval) -> Binance rows
-        self.okx_faults: list[str] = []
-        app = self.server.app
-        app.router.add_get("/api/v5/public/instruments", self._instruments)
-        app.router.add_get("/api/v5/public/time", self._time)
-        for kind, paths in (("last", ("candles", "history-candles")),
-                            ("mark", ("mark-price-candles", "history-mark-price-candles")),
-                            ("index", ("index-candles", "history-index-candles"))):
-            for p in paths:
-                app.router.add_get(f"/api/v5/market/{p}", self._candles(kind, history=p.startswith("history")))
-
-    def add(self, kind: str, inst_id: str, interval: str, df: pd.DataFrame) -> None:
-        self.series[(kind, inst_id, interval)] = candles_to_rows(df)
-
-    @property
-    def requests(self):
-        return [r for r in self.server.requests if r.path.startswith("/api/v5/market/")]
-
-    def __enter__(self):
-        self.server.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.stop()
-
-    @staticmethod
-    def _ok(data) -> web.Response:
-        return web.json_response({"code": "0", "msg": "", "data": data})
-
-    async def _instruments(self, request):
-        kind = request.query.get("instType")
-        return self._ok([i for i in (self.SPOT, self.SWAP) if i["instType"] == kind])
-
-    async def _time(self, request):
-        return self._ok([{"ts": str(self.server.now_ms())}])
-
-    def _candles(self, kind: str, history: bool):
-        async def handler(request):
-            q = request.query
-            if self.okx_faults:
-                fault = self.okx_faults.pop(0)
-                if fault == "429":
-                    return web.json_response({"code": "50011", "msg": "Too Many Requests", "data": []}, status=429)
-            interval = _BARS.get(q.get("bar", "1m"))
-            if interval is None:
-                return web.json_response({"code": "51000", "msg": "Parameter bar error", "data": []}, status=400)
-            rows = self.series.get((kind, q.get("instId"), interval))
-            if rows is None:
-                return web.json_response({"code": "51001", "msg": "Instrument ID does not exist", "data": []},
-                                         status=400)
-            cap = self.history_limit if history else 300
-            cap = min(cap, 100) if kind != "last" else cap
-            limit = min(cap, int(q.get("limit", 100)))
-            now = self.server.now_ms()
-            t = rows[:, 0]
-            sel = t <= now
-            if "after" in q:  # OKX: records *earlier* than `after`
-                sel &= t < int(q["after"])
-            if "before" in q:  # ... and *newer* than `before`
-                sel &= t > int(q["before"])
-            picked = rows[sel][-limit:][::-1]  # the newest `limit`, newest first
-            length = INTERVAL_MS[interval]
-            data = []
-            for r in picked:
-                in_progress = r[0] + length > now
-                if in_progress:
-                    r = LocalBinance.partial_candle(r, interval, now)
-                confirm = "0" if in_progress or r[0] + length > now - self.unconfirmed_lag_ms else "1"
-                ohlc = [str(int(r[0])), _s(r[1]), _s(r[2]), _s(r[3]), _s(r[4])]
-                if kind == "last":
-                    contracts = q.get("instId", "").endswith("-SWAP")
-                    vol = _s(r[5] / 0.01) if contracts else _s(r[5])
-                    data.append(ohlc + [vol, _s(r[5]) if contracts else _s(r[7]), _s(r[7]), confirm])
-                else:
-                    data.append(ohlc + [confirm])
-            return self._ok(data)
-        return handler
-
-
 @pytest.fixture(scope="module")
 def okx_sources() -> dict[str, pd.DataFrame]:
     return {name: simulate_candles(name, "1h", "2023-01-01", "2023-06-01")

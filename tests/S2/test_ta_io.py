@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from S1.cli import UserError
-from S1.datasets import dataset_path, read_metadata, read_parquet, write_parquet
+from S1.datasets import dataset_path, read_candles, read_metadata, read_parquet, write_parquet
 from S1.simulated import simulate_candles
 from S2 import ta_io
 from S2.ta import IndicatorConfig, add_indicators
@@ -68,6 +68,58 @@ def test_bad_source_leaves_previous_output_intact(eth_file):
         make_ta_file("ETHUSDC", "1h", 14)
     assert good.read_bytes() == before
     assert sorted(p.name for p in good.parent.iterdir()) == [src.name, good.name]  # no temp files left
+
+
+def test_canonical_source_skips_the_validation_copy_and_equals_read_candles(eth_file, monkeypatch):
+    src, df = eth_file
+    expected = read_candles(src)
+    monkeypatch.setattr(ta_io, "validate_candles", lambda *a, **k: pytest.fail("S1 file is canonical"))
+    got = ta_io._read_source(src, how_to_create="x")
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    assert got.index.tz == expected.index.tz and got["close_time"].dt.tz == expected["close_time"].dt.tz
+    with_extra = df.assign(note=np.arange(len(df), dtype=float))  # extra columns after the canonical ones
+    write_parquet(with_extra, src)
+    pd.testing.assert_frame_equal(ta_io._read_source(src, how_to_create="x"), with_extra, check_exact=True)
+
+
+@pytest.mark.parametrize("change", ["float32", "int_prices", "trades_float", "reordered", "naive_index",
+                                    "index_name", "ms_index"])
+def test_other_sources_go_through_validate_candles(eth_file, change):
+    src, df = eth_file
+    bad = {"float32": lambda d: d.astype({"volume": np.float32}),
+           "int_prices": lambda d: d.assign(high=d["high"].round().astype(np.int64)),
+           "trades_float": lambda d: d.astype({"trades": np.float64}),
+           "reordered": lambda d: d[list(d.columns[::-1])],
+           "naive_index": lambda d: d.set_axis(d.index.tz_localize(None), axis=0),
+           "index_name": lambda d: d.rename_axis("time"),
+           "ms_index": lambda d: d.set_axis(d.index.as_unit("ms"), axis=0)}[change](df)
+    write_parquet(bad, src)
+    assert ta_io._is_canonical(read_parquet(src)) is (change == "ms_index")  # read_parquet gives ns
+    got = ta_io._read_source(src, how_to_create="x")
+    pd.testing.assert_frame_equal(got, read_candles(src), check_exact=True)
+    out = read_parquet(make_ta_file("ETHUSDC", "1h", 14).path)
+    pd.testing.assert_frame_equal(out, add_indicators(read_candles(src)), check_exact=True)
+
+
+@pytest.mark.parametrize("change, message", [
+    ("duplicate", "1 duplicate open times"), ("decreasing", "open times are not increasing"),
+    ("nat", "open times are not increasing")])
+def test_bad_index_keeps_the_s1_error(eth_file, change, message):
+    src, df = eth_file
+    idx = df.index.to_series()
+    if change == "duplicate":
+        idx.iloc[5] = idx.iloc[4]
+    elif change == "decreasing":
+        idx.iloc[[4, 5]] = idx.iloc[[5, 4]].to_numpy()
+    else:
+        idx.iloc[0] = pd.NaT
+    write_parquet(df.set_axis(pd.DatetimeIndex(idx, name="open_time"), axis=0), src)
+    assert not ta_io._is_canonical(read_parquet(src))
+    with pytest.raises(UserError, match=message) as s1:
+        read_candles(src)
+    with pytest.raises(UserError) as s2:
+        make_ta_file("ETHUSDC", "1h", 14)
+    assert str(s2.value) == str(s1.value)
 
 
 def test_load_ta_missing_names_the_s2_command(settings_env):

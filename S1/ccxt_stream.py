@@ -50,7 +50,7 @@ import numpy as np
 
 from S1.ccxt_source import CcxtHistory, Venue, closed_rows, make_exchange, rich_row
 from S1.cli import NetworkError, UserError
-from S1.intervals import close_time_ms, floor_ms, ms_to_ts
+from S1.intervals import close_time_ms, floor_ms
 from S1.settings import Settings, get_settings
 from S1.stream_client import KlineStreamer, StreamConfig, StreamSummary, _Attempt, backoff, run_streamer
 
@@ -192,25 +192,25 @@ class CcxtRest:
     async def server_time(self) -> int:
         return await next(iter(self.histories.values())).server_time()
 
-    async def klines_range(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> np.ndarray:
+    async def closed_klines(self, symbol: str, interval: str, start_ms: int, end_ms: int
+                            ) -> tuple[np.ndarray, int]:
         """Closed candles with ``start <= open < end`` as ``(n, 11)`` rows (Binance layout;
-        close time filled, trades 0 and NaN volumes where the exchange reports none)."""
+        close time filled, trades 0 and NaN volumes where the exchange reports none), and the
+        open time up to which they are complete: a candle that has ended but is not final on
+        the exchange yet (OKX ``confirm`` "0" for a moment after the close) ends the coverage,
+        so the watermark stops before it and the streamer asks again."""
         rows = await self.histories[symbol].fetch_range(start_ms, end_ms)
         rows, covered = closed_rows(rows, start_ms, end_ms, interval)
-        if covered < floor_ms(end_ms, interval):
-            # a candle that has ended is not final on the exchange yet (OKX confirm "0" for a moment
-            # after the close): the backfill must not move the watermark past it -- retry shortly
-            raise NetworkError(f"{self.venue.exchange} has not confirmed the {symbol} "
-                               f"{ms_to_ts(covered):%Y-%m-%d %H:%M} UTC candle yet",
-                               "it is fetched again once final; a restart backfills it too")
+        covered = min(covered, floor_ms(end_ms, interval))
+        rows = rows[rows[:, 0] < covered] if len(rows) else rows
         if not len(rows):
-            return np.empty((0, 11))
+            return np.empty((0, 11)), covered
         rows = rows[:, :11].copy()
         missing = np.isnan(rows[:, 6])
         if missing.any():
             rows[missing, 6] = close_time_ms(rows[missing, 0].astype(np.int64), interval)
         rows[np.isnan(rows[:, 8]), 8] = 0.0
-        return rows
+        return rows, covered
 
 
 # ------------------------------------------------------------------ streamer
@@ -252,6 +252,9 @@ class CcxtStreamer(KlineStreamer):
             await h.__aenter__()  # loads the markets once, resolves the symbol; closing is the exchange's
             self.histories[fsym] = h
         await super()._startup()
+
+    async def _closed_klines(self, symbol: str, start: int, now: int) -> tuple[np.ndarray, int]:
+        return await self.api.closed_klines(symbol, self.config.interval, start, now)
 
     # --------------------------------------------------------------- connection
     async def _connection_loop(self) -> None:

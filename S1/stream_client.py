@@ -745,8 +745,11 @@ class KlineStreamer:
             start = self._W[symbol]
             if start >= end:
                 return
-            rows = await self.api.klines_range(symbol, cfg.interval, start, now)
-            rows = rows[rows[:, 6] < now] if len(rows) else rows
+            rows, covered = await self._closed_klines(symbol, start, now)
+            if covered < end:  # the exchange has not finalised a candle that has ended: ask again soon
+                log.info("%s: the exchange has not finalised the %s UTC candle yet; asking again in 1 s",
+                         symbol, f"{ms_to_ts(covered):%Y-%m-%d %H:%M}")
+                asyncio.get_running_loop().call_later(1.0, self._backfill_needed.set)
             if len(rows):
                 for r in rows_from_klines(symbol, cfg.interval, rows, closed=True):
                     self.writer.put(r)
@@ -754,11 +757,18 @@ class KlineStreamer:
                 log.info("backfilled %d closed %s %s candle%s over REST (%s .. %s UTC)", len(rows), symbol,
                          cfg.interval, "s" if len(rows) > 1 else "", f"{ms_to_ts(int(rows[0, 0])):%m-%d %H:%M}",
                          f"{ms_to_ts(int(rows[-1, 0])):%m-%d %H:%M}")
-            if end > self._W[symbol]:
-                self._W[symbol] = end
-                self.writer.mark(symbol, cfg.interval, end)
+            if covered > self._W[symbol]:
+                self._W[symbol] = covered
+                self.writer.mark(symbol, cfg.interval, covered)
 
         await asyncio.gather(*(one(s) for s in cfg.symbols))
+
+    async def _closed_klines(self, symbol: str, start: int, now: int) -> tuple[np.ndarray, int]:
+        """The closed candles of ``[start, now)`` over REST, and up to which open time that
+        is complete (every candle that has ended, here)."""
+        rows = await self.api.klines_range(symbol, self.config.interval, start, now)
+        rows = rows[rows[:, 6] < now] if len(rows) else rows
+        return rows, floor_ms(now, self.config.interval)
 
     # --------------------------------------------------------------- connection
     async def _connection_loop(self) -> None:

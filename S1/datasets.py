@@ -152,8 +152,23 @@ def realtime_db_path(symbols: list[str] | str, interval: str, *, kind: str = "kl
     return base / f"{prefix}{normalize_symbol(first).lower()}_{interval_token(interval)}{infix}_realtime.db"
 
 
-def sentiment_path(interval: str = "1h", *, data_dir: Path | None = None) -> Path:
-    return globals()["data_dir"](data_dir) / f"sentiment_{interval_token(interval)}.parquet"
+def sentiment_path(interval: str = "1h", *, asset: str | None = None, data_dir: Path | None = None) -> Path:
+    """S3's market-wide series ``sentiment_<interval>.parquet``, or with ``asset`` the
+    series of the news tagged with that asset, ``sentiment_<asset>_<interval>.parquet``.
+
+    >>> sentiment_path("1h", data_dir=Path("data")).name
+    'sentiment_1h.parquet'
+    >>> sentiment_path("1h", asset="BTC", data_dir=Path("data")).name
+    'sentiment_btc_1h.parquet'
+    """
+    base = globals()["data_dir"](data_dir)
+    if asset is None:
+        return base / f"sentiment_{interval_token(interval)}.parquet"
+    token = str(asset).strip().upper()
+    if not re.fullmatch(r"(?=.*[A-Z])[A-Z0-9]{2,15}", token):
+        raise UserError(f"invalid asset {asset!r} for a sentiment file",
+                        "use a base asset code such as BTC, ETH or 1INCH (2-15 letters and digits)")
+    return base / f"sentiment_{token.lower()}_{interval_token(interval)}.parquet"
 
 
 def news_items_path(*, data_dir: Path | None = None) -> Path:

@@ -124,12 +124,25 @@ class SeriesConfig(_Frozen):
         return int(pd.Timedelta(self.half_life).total_seconds() * 1000)
 
 
+class AssetsConfig(_Frozen):
+    #: Optional YAML of more asset aliases, laid out like S3/assets.yaml; merged into it.
+    extra_file: str = ""
+
+    def tagger(self):
+        """The :class:`S3.assets.AssetTagger` of the shipped dictionary plus ``extra_file``."""
+        from S3.assets import load_tagger
+
+        return load_tagger(self.extra_file or None)
+
+
 class S3Config(_Frozen):
     sources: SourcesConfig = SourcesConfig()
     http: HttpConfig = HttpConfig()
     items: ItemsConfig = ItemsConfig()
     #: Symbol -> lower-case aliases found in titles (whole words); cashtags ($BTC) always count.
     symbols: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    #: The per-asset tags (``assets`` column, per-asset series): S3/assets.yaml + extra_file.
+    assets: AssetsConfig = AssetsConfig()
     llm: LlmConfig = LlmConfig()
     series: SeriesConfig = SeriesConfig()
 

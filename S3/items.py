@@ -9,6 +9,11 @@ One row per story::
     title, summary, url, guid  str ("" when absent)
     symbols       str   comma-separated tickers found in the text, e.g. "BTC,ETH"
     fetched_at    datetime64[ns, UTC]  when this program first saw it
+    assets        str   the assets the item is about (S3.assets dictionary), e.g. "BTC,ETH"
+
+``assets`` was added later: files written before it are read with the column
+computed from title + summary by the shipped dictionary (:func:`read_items`), and
+gain it on their next append (the other columns of existing rows are unchanged).
 
 Two items are the same story when they share a GUID/URL (canonical form: no
 tracking parameters, no fragment, lower-case host) or when their normalised
@@ -40,11 +45,15 @@ import pandas as pd
 
 from S1.cli import UserError
 from S1.datasets import news_items_path, read_parquet, write_parquet
+from S3.assets import AssetTagger, default_tagger
 
 log = logging.getLogger(__name__)
 
-TEXT_COLUMNS = ("item_id", "source", "title", "summary", "url", "guid", "symbols")
-ITEM_COLUMNS = ("item_id", "published_at", "source", "title", "summary", "url", "symbols", "guid", "fetched_at")
+TEXT_COLUMNS = ("item_id", "source", "title", "summary", "url", "guid", "symbols", "assets")
+ITEM_COLUMNS = ("item_id", "published_at", "source", "title", "summary", "url", "symbols", "guid", "fetched_at",
+                "assets")
+#: Columns added after the first release: an older file without them is still read.
+OPTIONAL_COLUMNS = ("assets",)
 
 _TRACKING = re.compile(r"^(utm_|mtm_|fbclid$|gclid$|ref$|ref_src$|cmpid$)", re.I)
 _TAG = re.compile(r"<[^>]+>")
@@ -116,7 +125,9 @@ def empty_items() -> pd.DataFrame:
     return _typed(pd.DataFrame({c: [] for c in ITEM_COLUMNS}))
 
 
-def _typed(df: pd.DataFrame) -> pd.DataFrame:
+def _typed(df: pd.DataFrame, tagger: AssetTagger | None = None) -> pd.DataFrame:
+    if "assets" not in df.columns:  # a frame or file from before the column existed
+        df = df.assign(assets=(tagger or default_tagger()).tag_items(df) if len(df) else "")
     out = df.loc[:, list(ITEM_COLUMNS)].copy()
     for c in TEXT_COLUMNS:
         out[c] = out[c].fillna("").astype(str)
@@ -129,9 +140,12 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
 
 def make_items(records: Iterable[Mapping], *, source: str, fetched_at: pd.Timestamp,
                aliases: Mapping[str, Iterable[str]] | None = None,
-               max_future_skew_seconds: float = 300.0) -> pd.DataFrame:
+               max_future_skew_seconds: float = 300.0, tagger: AssetTagger | None = None) -> pd.DataFrame:
     """Build a typed items frame from dicts with ``title`` and ``published_at`` (and
     optionally ``summary``, ``url``, ``guid``, ``symbols``, ``source``).
+
+    ``assets`` are tagged from title + summary by ``tagger`` (default: the shipped
+    dictionary), plus the codes a source attached (``symbols``) that it knows.
 
     Rows without a title are dropped; a missing ``published_at`` becomes the fetch
     time (the first moment we knew the story); a published_at in the future of the
@@ -139,6 +153,7 @@ def make_items(records: Iterable[Mapping], *, source: str, fetched_at: pd.Timest
     """
     fetched_at = pd.Timestamp(fetched_at)
     fetched_at = fetched_at.tz_localize("UTC") if fetched_at.tzinfo is None else fetched_at.tz_convert("UTC")
+    tagger = tagger if tagger is not None else default_tagger()
     rows, clamped, undated = [], 0, 0
     for r in records:
         title = clean_text(r.get("title"))
@@ -160,6 +175,7 @@ def make_items(records: Iterable[Mapping], *, source: str, fetched_at: pd.Timest
         symbols = r.get("symbols") or ""
         if not isinstance(symbols, str):
             symbols = ",".join(str(s) for s in symbols)
+        assets = ",".join(tagger.tag(f"{title} {summary}", provided=symbols.split(",")))
         found = find_symbols(f"{title} {summary}", aliases or {})
         symbols = ",".join(sorted({s.strip().upper() for s in f"{symbols},{found}".split(",") if s.strip()}))
         src = clean_text(r.get("source")) or source
@@ -167,7 +183,7 @@ def make_items(records: Iterable[Mapping], *, source: str, fetched_at: pd.Timest
         item_id = _hash(src, key) if key else _hash(normalise_title(title), pub.strftime("%Y-%m-%d"))
         rows.append({"item_id": item_id, "published_at": pub, "source": src, "title": title,
                      "summary": summary, "url": url, "symbols": symbols, "guid": guid,
-                     "fetched_at": fetched_at})
+                     "fetched_at": fetched_at, "assets": assets})
     if clamped:
         log.warning("%s: %d item(s) dated after the fetch time were clamped to it", source, clamped)
     if undated:
@@ -206,26 +222,29 @@ def dedupe(new: pd.DataFrame, existing: pd.DataFrame | None = None, *, title_win
     return new.loc[keep].reset_index(drop=True)
 
 
-def read_items(path: Path | None = None) -> pd.DataFrame:
-    """The stored items (an empty frame when the file does not exist yet)."""
+def read_items(path: Path | None = None, *, tagger: AssetTagger | None = None) -> pd.DataFrame:
+    """The stored items (an empty frame when the file does not exist yet). A file
+    written before the ``assets`` column existed gets it computed from title +
+    summary with ``tagger`` (default: the shipped dictionary)."""
     path = Path(path) if path is not None else news_items_path()
     if not path.exists():
         return empty_items()
     df = read_parquet(path)
-    missing = [c for c in ITEM_COLUMNS if c not in df.columns]
+    missing = [c for c in ITEM_COLUMNS if c not in df.columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise UserError(f"{path} lacks columns {missing}",
                         "it was not written by S3/news.py; move it away and re-run the ingestion")
-    return _typed(df)
+    return _typed(df, tagger)
 
 
-def append_items(new: pd.DataFrame, path: Path | None = None, *, title_window_hours: float = 72.0
-                 ) -> tuple[pd.DataFrame, int]:
+def append_items(new: pd.DataFrame, path: Path | None = None, *, title_window_hours: float = 72.0,
+                 tagger: AssetTagger | None = None) -> tuple[pd.DataFrame, int]:
     """Append the new stories of ``new`` to the items file (atomic write; existing rows
-    are kept as they are). Returns (all items, number added)."""
+    are kept as they are, an old file gains the ``assets`` column). Returns (all
+    items, number added)."""
     path = Path(path) if path is not None else news_items_path()
-    existing = read_items(path)
-    fresh = dedupe(_typed(new), existing, title_window_hours=title_window_hours)
+    existing = read_items(path, tagger=tagger)
+    fresh = dedupe(_typed(new, tagger), existing, title_window_hours=title_window_hours)
     if fresh.empty and path.exists():
         return existing, 0
     allrows = pd.concat([existing, fresh], ignore_index=True) if len(existing) else fresh

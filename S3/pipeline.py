@@ -7,6 +7,12 @@ Offline, from a file of dated headlines, with the lexicon classifier::
     series, run = build_sentiment(since="2022-01-01", until="2022-02-01", interval="1h",
                                   sources=["file:headlines.csv"], classifier="lexicon")
     series["sentiment_score"].plot()
+
+Per-asset series (``per_symbol=True`` or a list of assets; ``--per-symbol`` of the
+script): the same computation restricted to the items tagged with each asset
+(column ``assets``, see :mod:`S3.assets`), written beside the market-wide file as
+``sentiment_<asset>_<interval>.parquet`` (:func:`S1.datasets.sentiment_path` with
+``asset=``). Items are classified once; an item about BTC and ETH counts in both.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ from pathlib import Path
 import pandas as pd
 
 from S1.cli import UserError
-from S1.datasets import news_items_path, sentiment_path, write_parquet
+from S1.datasets import interval_token, news_items_path, sentiment_path, write_parquet
 from S1.settings import get_settings
 from S1.intervals import check_interval
 from S1.settings import Settings
 from S3.classifiers import classify_frame, get_classifier, resolve_spec
+from S3.assets import AssetTagger, has_asset, tag_counts
 from S3.config import S3Config, load_config
 from S3.items import read_items
 from S3.series import sentiment_series
@@ -43,6 +50,11 @@ class SentimentRun:
     ingest: IngestReport | None = None
     llm_summary: str | None = None
     label_counts: dict = field(default_factory=dict)
+    #: Per-asset series written: asset -> path, and the number of items tagged with it.
+    asset_paths: dict = field(default_factory=dict)
+    asset_items: dict = field(default_factory=dict)
+    #: Per-asset files of this interval left as they were (older than the market-wide one now).
+    stale_asset_files: list = field(default_factory=list)
 
 
 def _utc(ts) -> pd.Timestamp:
@@ -56,9 +68,16 @@ def _utc(ts) -> pd.Timestamp:
 def build_sentiment(*, since, until=None, interval: str = "1h", sources: list[str] | None = None,
                     fetch: bool = True, classifier: str = "auto", config: S3Config | None = None,
                     settings: Settings | None = None, items_path: Path | None = None,
-                    out_path: Path | None = None, write: bool = True, progress: bool = True
+                    out_path: Path | None = None, write: bool = True, progress: bool = True,
+                    per_symbol: bool | list[str] | tuple[str, ...] = False, retag: bool = False
                     ) -> tuple[pd.DataFrame, SentimentRun]:
-    """Fetch (unless ``fetch=False``), classify and aggregate; write the series atomically."""
+    """Fetch (unless ``fetch=False``), classify and aggregate; write the series atomically.
+
+    ``per_symbol``: also write one series per asset -- ``True`` for every asset of
+    the dictionary tagged on at least one item of the window, or a list such as
+    ``["BTC", "ETH"]``. ``retag``: re-tag the stored items with the current
+    dictionary first (after editing ``assets.extra_file``); otherwise the stored
+    ``assets`` column is used."""
     check_interval(interval)
     config = config or load_config()
     settings = settings or get_settings()
@@ -71,13 +90,17 @@ def build_sentiment(*, since, until=None, interval: str = "1h", sources: list[st
     if fetch:
         specs = sources if sources is not None else default_specs(settings)
         _, run.ingest = ingest(specs, path=items_path, config=config, settings=settings)
-    items = read_items(items_path)
+    tagger = config.assets.tagger()
+    wanted = _wanted_assets(per_symbol, tagger)
+    items = read_items(items_path, tagger=tagger)
     if items.empty:
         raise UserError(f"no news items in {items_path}",
                         "fetch some with python S3/news.py, or pass --sources file:HEADLINES.csv")
     hl = pd.Timedelta(config.series.half_life)
     lo = since_ts - WARMUP_HALF_LIVES * hl
     window = items[(items["published_at"] >= lo) & (items["published_at"] < until_ts)]
+    if retag and len(window):
+        window = window.assign(assets=tagger.tag_items(window))
     if window.empty:
         log.warning("no stored item was published between %s and %s: the score is 0 throughout",
                     lo, until_ts)
@@ -90,15 +113,70 @@ def build_sentiment(*, since, until=None, interval: str = "1h", sources: list[st
     run.items_used = len(scored)
     run.unknown = int((scored["label"] == "unknown").sum())
     run.label_counts = scored["label"].value_counts().to_dict()
-    series = sentiment_series(scored, since=since_ts, until=until_ts, interval=interval,
-                              half_life=config.series.half_life, prior_weight=config.series.prior_weight)
+    kw = dict(since=since_ts, until=until_ts, interval=interval, half_life=config.series.half_life,
+              prior_weight=config.series.prior_weight)
+    series = sentiment_series(scored, **kw)
+    per_asset: dict[str, pd.DataFrame] = {}
+    if wanted is not None:
+        counts = tag_counts(scored["assets"]) if len(scored) else {}
+        assets = [a for a in counts if a in tagger.table] if wanted == "all" else list(wanted)
+        for a in assets:
+            sub = scored[has_asset(scored["assets"], a)]
+            run.asset_items[a] = len(sub)
+            if sub.empty:
+                log.warning("no item of the window is tagged %s: its series is 0 throughout", a)
+            per_asset[a] = sentiment_series(sub, **kw)
     if write:
         run.path = Path(out_path) if out_path is not None else sentiment_path(interval)
-        meta = {"kind": "sentiment", "interval": interval, "classifier": run.classifier,
+        meta = {"kind": "sentiment", "scope": "market", "interval": interval, "classifier": run.classifier,
                 "half_life": config.series.half_life, "prior_weight": config.series.prior_weight,
                 "since": since_ts.isoformat(), "until": until_ts.isoformat(), "items_used": run.items_used,
                 "unknown": run.unknown, "rule": "value at open time t uses only items with published_at < t",
                 "generated_at": pd.Timestamp.now(tz="UTC").isoformat(),
                 "simulated": bool(get_settings().simulated_market)}
         write_parquet(series, run.path, metadata=meta)
+        for a, s_a in per_asset.items():
+            p = sentiment_path(interval, asset=a, data_dir=run.path.parent)
+            write_parquet(s_a, p, metadata={**meta, "scope": "asset", "asset": a, "items_used": run.asset_items[a],
+                                            "assets_tagger": tagger.fingerprint, "retagged": bool(retag),
+                                            "unknown": int((scored.loc[has_asset(scored["assets"], a), "label"]
+                                                            == "unknown").sum()) if len(scored) else 0})
+            run.asset_paths[a] = p
+        run.stale_asset_files = [p for p in asset_files(interval, data_dir=run.path.parent)
+                                 if p not in run.asset_paths.values()]
+        if run.stale_asset_files:
+            log.warning("%d per-asset sentiment file(s) were not updated (%s); S4 --sentiment auto falls back to "
+                        "the market-wide series where they end earlier -- re-run with --per-symbol to refresh them",
+                        len(run.stale_asset_files), ", ".join(p.name for p in run.stale_asset_files[:5]))
     return series, run
+
+
+def _wanted_assets(per_symbol, tagger: AssetTagger):
+    """``None`` (no per-asset series), ``"all"`` or a checked list of asset codes."""
+    if per_symbol is None or per_symbol is False:
+        return None
+    if per_symbol is True or (isinstance(per_symbol, str) and per_symbol.strip().lower() in ("all", "")):
+        return "all"
+    names = per_symbol.split(",") if isinstance(per_symbol, str) else list(per_symbol)
+    out = list(dict.fromkeys(str(a).strip().upper() for a in names if str(a).strip()))
+    unknown = [a for a in out if a not in tagger.table]
+    if unknown or not out:
+        raise UserError(f"--per-symbol: unknown asset(s) {unknown or per_symbol!r}",
+                        f"use codes of S3/assets.yaml ({', '.join(list(tagger.table)[:12])} ...) or add them "
+                        "in assets.extra_file")
+    return out
+
+
+def asset_files(interval: str, *, data_dir: Path | None = None) -> list[Path]:
+    """The per-asset sentiment files of ``interval`` present in the data directory."""
+    base = sentiment_path(interval, data_dir=data_dir).parent
+    tok = interval_token(interval)
+    out = []
+    for p in sorted(base.glob(f"sentiment_*_{tok}.parquet")):
+        asset = p.name[len("sentiment_"):-len(f"_{tok}.parquet")]
+        try:
+            if sentiment_path(interval, asset=asset, data_dir=base) == p:
+                out.append(p)
+        except UserError:
+            continue
+    return out

@@ -3,6 +3,8 @@
     python S3/sentiment.py --since 2024-01-01 --interval 1h
     python S3/sentiment.py --since 2022-01-01 --until 2022-02-01 --sources file:headlines.csv --classifier lexicon
     python S3/sentiment.py --since 2024-06-01 --no-fetch --classifier openai
+    python S3/sentiment.py --since 2024-01-01 --no-fetch --per-symbol            # + sentiment_<asset>_1h.parquet
+    python S3/sentiment.py --since 2024-01-01 --no-fetch --per-symbol BTC,ETH
 
 One row per candle open time (UTC): sentiment_score in [-1, 1] (confidence-weighted,
 exponentially decayed, half-life in S3/sentiment.yaml), n_items, evidence. The value
@@ -27,6 +29,11 @@ def main(argv=None) -> int:
     p.add_argument("--half-life", default=None, help="override series.half_life (e.g. 6h, 90min)")
     p.add_argument("--out", default=None, help="output Parquet (default data/sentiment_<interval>.parquet)")
     p.add_argument("--plot", action="store_true", help="also write reports/sentiment_<interval>.html")
+    p.add_argument("--per-symbol", nargs="?", const="all", default=None, metavar="ASSETS",
+                   help="also write data/sentiment_<asset>_<interval>.parquet from the items tagged with each "
+                        "asset: every tagged asset, or a list such as BTC,ETH")
+    p.add_argument("--retag", action="store_true",
+                   help="re-tag the stored items with the current asset dictionary (after editing aliases)")
     args = p.parse_args(argv)
     quiet_http_logs()
     from S1.cli import UserError
@@ -46,7 +53,7 @@ def main(argv=None) -> int:
     specs = parse_source_specs(args.sources) if args.sources else None
     series, run = build_sentiment(since=args.since, until=args.until, interval=args.interval, sources=specs,
                                   fetch=not args.no_fetch, classifier=args.classifier, config=config,
-                                  out_path=args.out)
+                                  out_path=args.out, per_symbol=args.per_symbol or False, retag=args.retag)
     if run.ingest is not None:
         print("news sources:")
         print("\n".join(run.ingest.lines()))
@@ -59,6 +66,11 @@ def main(argv=None) -> int:
           f"{series.index[-1] if len(series) else '-'}, {busy} with new items; score "
           f"min {series['sentiment_score'].min():.3f} mean {series['sentiment_score'].mean():.3f} "
           f"max {series['sentiment_score'].max():.3f} -> {run.path}")
+    for asset, path in run.asset_paths.items():
+        print(f"  {asset}: {run.asset_items[asset]} item(s) -> {path}")
+    if run.stale_asset_files:
+        print(f"note: {len(run.stale_asset_files)} older per-asset file(s) not updated "
+              f"({', '.join(p.name for p in run.stale_asset_files[:5])}); add --per-symbol to refresh them")
     if args.plot:
         from S3.plots import sentiment_report_path, write_sentiment_html
 

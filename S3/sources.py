@@ -96,7 +96,7 @@ def parse_feed(body: bytes, *, url: str, config: S3Config, fetched_at: pd.Timest
                         "url": e.get("link"), "guid": e.get("id") or e.get("guid"), "published_at": pub,
                         "symbols": [x for x in tags if x.isupper() and 2 <= len(x) <= 6]})
     host = urlsplit(url).netloc or url
-    return make_items(records, source=f"rss:{host}", fetched_at=fetched_at, aliases=config.symbols,
+    return make_items(records, source=f"rss:{host}", fetched_at=fetched_at, aliases=config.symbols, tagger=config.assets.tagger(),
                       max_future_skew_seconds=config.items.max_future_skew_seconds)
 
 
@@ -139,7 +139,7 @@ def fetch_cryptopanic(*, config: S3Config, settings: Settings, session: requests
                             "source": f"cryptopanic:{src.get('title') or src.get('domain') or 'unknown'}"})
         if not data.get("next"):
             break
-    return make_items(records, source="cryptopanic", fetched_at=now or _now(), aliases=config.symbols,
+    return make_items(records, source="cryptopanic", fetched_at=now or _now(), aliases=config.symbols, tagger=config.assets.tagger(),
                       max_future_skew_seconds=config.items.max_future_skew_seconds)
 
 
@@ -166,7 +166,7 @@ def fetch_x(*, config: S3Config, settings: Settings, session: requests.Session |
         if not token:
             break
         params = {**params, "next_token": token}
-    return make_items(records, source="x", fetched_at=now or _now(), aliases=config.symbols,
+    return make_items(records, source="x", fetched_at=now or _now(), aliases=config.symbols, tagger=config.assets.tagger(),
                       max_future_skew_seconds=config.items.max_future_skew_seconds)
 
 
@@ -187,7 +187,7 @@ def load_file(path: str | Path, *, config: S3Config, now: pd.Timestamp | None = 
     """Dated headlines from a CSV/Parquet (see :func:`S3.items.read_headlines`)."""
     df = read_headlines(Path(path), need_date=True, date_only=config.items.date_only)
     return make_items(df.to_dict("records"), source=f"file:{Path(path).name}", fetched_at=now or _now(),
-                      aliases=config.symbols, max_future_skew_seconds=config.items.max_future_skew_seconds)
+                      aliases=config.symbols, tagger=config.assets.tagger(), max_future_skew_seconds=config.items.max_future_skew_seconds)
 
 
 # --------------------------------------------------------------------------- ingest
@@ -267,6 +267,7 @@ def ingest(specs: list[str], *, path: Path | None = None, config: S3Config | Non
     """Collect ``specs`` and append the new stories to the items file (atomic)."""
     config = config or load_config()
     items, report = collect(specs, config=config, settings=settings, now=now)
-    allrows, added = append_items(items, path, title_window_hours=config.items.title_dedup_window_hours)
+    allrows, added = append_items(items, path, title_window_hours=config.items.title_dedup_window_hours,
+                                 tagger=config.assets.tagger())
     report.added, report.total = added, len(allrows)
     return allrows, report

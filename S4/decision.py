@@ -4,7 +4,8 @@
     python S4/decision.py --symbol BTCUSDT --interval 1h --days 365 --rules S4/rules_ta_only.yaml --set rsi_buy=35
 
 reads ``data/ethusdc_1h_365d_ta.parquet`` (S2), ``data/sentiment_1h.parquet`` (S3) when
-the rules read sentiment, ``data/ethusdc_1h_365d_ml.parquet`` (S4/model.py) when they
+the rules read sentiment (``data/sentiment_eth_1h.parquet`` instead when S3 wrote that
+per-asset series; ``--sentiment market|asset|auto|FILE``), ``data/ethusdc_1h_365d_ml.parquet`` (S4/model.py) when they
 read ml_proba, and writes ``data/ethusdc_1h_365d_signals.parquet``: the inputs plus
 entry, exit (bool), signal (1 buy, -1 sell, 0 hold) and rule (which rule fired),
 and a chart ``reports/ethusdc_1h_365d_signals.png``. The rule language: S4/README.md.
@@ -29,8 +30,10 @@ def build_parser() -> ArgumentParser:
                    help="rule file (default S4/rules.yaml; see S4/rules_ta_only.yaml, S4/rules_ml.yaml)")
     p.add_argument("--set", dest="overrides", action="append", metavar="PARAM=VALUE", default=[],
                    help="override a param of the rule file (repeatable), e.g. --set rsi_buy=35")
-    p.add_argument("--sentiment", default=None,
-                   help="sentiment Parquet (default data/sentiment_<interval>.parquet, else sentiment_1h)")
+    p.add_argument("--sentiment", default="auto", metavar="auto|market|asset|FILE",
+                   help="which sentiment series: auto (default: the base asset's data/sentiment_<asset>_<interval>"
+                        ".parquet when S3 wrote it with --per-symbol, else the market-wide sentiment_<interval>), "
+                        "market, asset, or a Parquet file")
     p.add_argument("--sentiment-max-age", default=None, metavar="DURATION",
                    help="leave candles without sentiment when the last score is older than this (e.g. 1d)")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG chart")
@@ -53,13 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError:
             raise UserError(f"--sentiment-max-age {args.sentiment_max_age!r} is not a duration",
                             "use e.g. 6h or 1d") from None
+    from S4.signals import SENTIMENT_SCOPES
+
+    scope, sentiment_file = (args.sentiment, None) if args.sentiment in SENTIMENT_SCOPES else ("auto", args.sentiment)
     res = build_signals(args.symbol, args.interval, args.days, args.rules,
-                        params=parse_assignments(args.overrides), sentiment_file=args.sentiment,
-                        sentiment_max_age=max_age)
+                        params=parse_assignments(args.overrides), sentiment_file=sentiment_file,
+                        sentiment_max_age=max_age, sentiment_scope=scope)
     c = res.counts
     label = " (simulated market data)" if res.simulated else ""
     print(f"wrote {res.path}: {c['rows']:,} rows, {c['entries']} entries, {c['exits']} exits{label}")
     print("params: " + (", ".join(f"{k}={v}" for k, v in res.rules.params.items()) or "(none)"))
+    chosen = res.metadata["signals"].get("sentiment")
+    if chosen:
+        print(f"sentiment: {chosen['file']} ({chosen['used']}, --sentiment {chosen['requested']}: {chosen['reason']})")
     fired = res.by_rule()
     print("fired: " + (", ".join(f"{k} {v}" for k, v in fired.items()) or "nothing"))
     for col, share in res.coverage.items():

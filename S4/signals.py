@@ -14,6 +14,12 @@ frame, evaluate the rules, write the ``_signals`` file.
   file reads, checked and joined -- the one loader of S4's build, S5's optimiser and
   its walk-forward.
 - :func:`build_signals`: the file job behind ``python S4/decision.py``.
+- :func:`choose_sentiment_file` / :func:`find_sentiment_file`: which sentiment series a
+  symbol reads -- ``scope="auto"`` (default) takes S3's per-asset series of the
+  symbol's base asset (``BTCUSDT`` -> ``sentiment_btc_1h.parquet``, written by
+  ``python S3/sentiment.py --per-symbol``) when it exists and is as recent as the
+  market-wide one, else the market-wide ``sentiment_1h.parquet``; ``"asset"`` / ``"market"``
+  force one. Without a per-asset file nothing changes.
 
 >>> import pandas as pd
 >>> candles = pd.DataFrame({"close": [1.0, 2.0, 3.0]},
@@ -27,6 +33,7 @@ frame, evaluate the rules, write the ``_signals`` file.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +54,16 @@ from S1.datasets import (
 )
 from S4.evaluate import OUTPUT_COLUMNS, evaluate
 from S4.rules import ML_COLUMNS, SENTIMENT_COLUMNS, RuleSet, load_rules
+
+log = logging.getLogger(__name__)
+
+#: ``--sentiment`` scopes: per-asset when present (auto), always market-wide, always per-asset.
+SENTIMENT_SCOPES = ("auto", "market", "asset")
+#: Quote assets stripped from a symbol to find its base asset (longest match first).
+QUOTE_ASSETS = tuple(sorted((
+    "USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USDP", "USDS", "DAI", "PAX", "UST", "AEUR", "EURI", "USD",
+    "EUR", "GBP", "TRY", "BRL", "AUD", "JPY", "RUB", "UAH", "ZAR", "PLN", "RON", "ARS", "IDR", "MXN", "COP",
+    "CZK", "NGN", "BIDR", "BVND", "BTC", "ETH", "BNB", "XRP", "TRX"), key=len, reverse=True))
 
 
 # ------------------------------------------------------------------------- commands
@@ -200,16 +217,102 @@ def read_ta_file(symbol: str, interval: str, days: int) -> tuple[pd.DataFrame, P
     return df, path
 
 
-def find_sentiment_file(interval: str, since: pd.Timestamp | None) -> Path:
-    """``data/sentiment_<interval>.parquet``, else ``data/sentiment_1h.parquet`` (an as-of
-    join is exact across intervals); a missing file names the S3 command."""
+def base_asset(symbol: str) -> str:
+    """The base asset of an exchange symbol: the symbol without its quote asset.
+
+    >>> base_asset("BTCUSDT"), base_asset("eth/btc"), base_asset("SOLFDUSD"), base_asset("PEPE")
+    ('BTC', 'ETH', 'SOL', 'PEPE')
+    """
+    s = normalize_symbol(symbol)
+    for q in QUOTE_ASSETS:
+        if s.endswith(q) and len(s) > len(q):
+            return s[: -len(q)]
+    return s
+
+
+@dataclass(frozen=True)
+class SentimentChoice:
+    """Which sentiment file a symbol reads and why (recorded in the signals metadata)."""
+
+    path: Path
+    used: str                 # "asset" | "market" | "file"
+    requested: str            # "auto" | "market" | "asset" | "file"
+    asset: str | None = None  # the base asset looked for
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requested": self.requested, "used": self.used, "asset": self.asset, "file": self.path.name,
+                "reason": self.reason}
+
+
+def _first_existing(interval: str, asset: str | None) -> Path | None:
     for iv in dict.fromkeys((interval, "1h")):
-        p = sentiment_path(iv)
+        p = sentiment_path(iv, asset=asset)
         if p.exists():
             return p
-    p = sentiment_path(interval)
-    raise UserError(f"the rules read sentiment but {p} does not exist",
-                    f"create it first with: {sentiment_command(interval, since)}")
+    return None
+
+
+def _last_time(path: Path) -> pd.Timestamp | None:
+    idx = read_parquet(path).index
+    return idx[-1] if isinstance(idx, pd.DatetimeIndex) and len(idx) else None
+
+
+def check_sentiment_scope(scope: str) -> str:
+    if scope not in SENTIMENT_SCOPES:
+        raise UserError(f"unknown sentiment scope {scope!r}",
+                        "use auto (per-asset series when present), market or asset -- or a sentiment file path")
+    return scope
+
+
+def choose_sentiment_file(interval: str, since: pd.Timestamp | None, *, symbol: str | None = None,
+                          scope: str = "auto") -> SentimentChoice:
+    """The sentiment series for ``symbol``'s rules (each ``sentiment_<..>_<interval>``, else
+    its ``1h`` file -- an as-of join is exact across intervals):
+
+    - ``"market"``: ``sentiment_<interval>.parquet`` (all news);
+    - ``"asset"``: ``sentiment_<base asset>_<interval>.parquet`` (news tagged with the
+      base asset, ``python S3/sentiment.py --per-symbol``); missing -> an error naming it;
+    - ``"auto"``: the per-asset file when it exists and reaches as far as the market-wide
+      one (a per-asset file that stopped being refreshed is not used), else market-wide.
+
+    A missing file names the S3 command that writes it.
+    """
+    check_sentiment_scope(scope)
+    asset = base_asset(symbol) if symbol else None
+    if scope == "asset" and asset is None:
+        raise UserError("sentiment scope 'asset' needs the symbol", "pass symbol=... (e.g. BTCUSDT)")
+    market = _first_existing(interval, None)
+    per_asset = _first_existing(interval, asset) if asset else None
+    if scope == "asset":
+        if per_asset is None:
+            raise UserError(f"--sentiment asset: {sentiment_path(interval, asset=asset)} does not exist",
+                            f"create it first with: {sentiment_command(interval, since)} --per-symbol {asset} "
+                            "(or use --sentiment auto / market)")
+        return SentimentChoice(per_asset, "asset", scope, asset, f"news tagged {asset}")
+    if scope == "auto" and per_asset is not None:
+        if market is not None:
+            t_asset, t_market = _last_time(per_asset), _last_time(market)
+            if t_market is not None and (t_asset is None or t_asset < t_market):
+                reason = (f"{per_asset.name} ends at {t_asset}, before {market.name} ({t_market}): not refreshed, "
+                          "so the market-wide series is used")
+                log.warning("%s -- re-run python S3/sentiment.py with --per-symbol", reason)
+                return SentimentChoice(market, "market", scope, asset, reason)
+        return SentimentChoice(per_asset, "asset", scope, asset, f"news tagged {asset}")
+    if market is None:
+        p = sentiment_path(interval)
+        raise UserError(f"the rules read sentiment but {p} does not exist",
+                        f"create it first with: {sentiment_command(interval, since)}")
+    why = "all news" if scope == "market" or asset is None else f"all news (no per-asset file for {asset})"
+    return SentimentChoice(market, "market", scope, asset, why)
+
+
+def find_sentiment_file(interval: str, since: pd.Timestamp | None, *, symbol: str | None = None,
+                        scope: str = "auto") -> Path:
+    """``data/sentiment_<interval>.parquet``, else ``data/sentiment_1h.parquet`` (an as-of
+    join is exact across intervals); with ``symbol``, the per-asset series of its base
+    asset as :func:`choose_sentiment_file` decides; a missing file names the S3 command."""
+    return choose_sentiment_file(interval, since, symbol=symbol, scope=scope).path
 
 
 def _sha256(path: Path) -> str:
@@ -233,6 +336,8 @@ class RuleInputs:
     ta_path: Path
     ta_metadata: dict[str, Any]
     joined: tuple[str, ...] = ()
+    #: :meth:`SentimentChoice.as_dict` when sentiment was joined (which file, asset or market, why).
+    sentiment: dict[str, Any] = field(default_factory=dict)
 
     def __iter__(self):
         return iter((self.frame, self.simulated, self.sources))
@@ -247,7 +352,8 @@ class RuleInputs:
 
 def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Path | str, *,
                      rules_path: Path | str | None = None, params: dict[str, Any] | None = None,
-                     sentiment_file: Path | str | None = None, sentiment_max_age=None) -> RuleInputs:
+                     sentiment_file: Path | str | None = None, sentiment_max_age=None,
+                     sentiment_scope: str = "auto") -> RuleInputs:
     """The inputs a rule file needs, read and joined the one way S4 does it (used by
     :func:`build_signals`, ``S5/optimize.py`` and the walk-forward):
 
@@ -255,8 +361,10 @@ def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Pat
     2. every column the rules read must exist there or be a sentiment / ML column
        (with ``rules_path`` the error names the YAML line; otherwise the S2 command);
     3. ``params`` applied (each checked against its range);
-    4. sentiment joined as-of (``sentiment_file``, else :func:`find_sentiment_file`;
-       ``sentiment_max_age`` as in :func:`join_sentiment`) when the rules read a
+    4. sentiment joined as-of (``sentiment_file``, else :func:`choose_sentiment_file` with
+       ``sentiment_scope``: the symbol's per-asset series when present (``auto``), or
+       forced ``market`` / ``asset``; ``sentiment_max_age`` as in :func:`join_sentiment`;
+       ``sources`` records ``sentiment_scope``) when the rules read a
        sentiment column the ``_ta`` file lacks; ``ml_proba`` from the ``_ml`` file when
        they read it (a missing file names the S3 / S4 command).
 
@@ -269,6 +377,7 @@ def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Pat
     elif not isinstance(rules, RuleSet):
         raise UserError(f"rules must be a RuleSet or a rule file path, got {type(rules).__name__}",
                         "pass load_rules('S4/rules.yaml') or 'S4/rules.yaml'")
+    check_sentiment_scope(sentiment_scope)
     ta, ta_path = read_ta_file(symbol, interval, days)
     allowed = [*ta.columns, *SENTIMENT_COLUMNS, *ML_COLUMNS]
     if rules_path is not None and any(c not in allowed for c in rules.required_columns()):
@@ -286,15 +395,22 @@ def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Pat
     need = rules.required_columns()
     frame = ta
     sent_cols = [c for c in need if c in SENTIMENT_COLUMNS and c not in ta.columns]
+    choice = None
     if sent_cols:
         since = ta.index[0] if len(ta) else None
-        sp = Path(sentiment_file) if sentiment_file is not None else find_sentiment_file(interval, since)
-        if not sp.exists():
-            raise UserError(f"sentiment file {sp} does not exist",
-                            f"create it with: {sentiment_command(interval, since)}")
+        if sentiment_file is not None:
+            sp = Path(sentiment_file)
+            if not sp.exists():
+                raise UserError(f"sentiment file {sp} does not exist",
+                                f"create it with: {sentiment_command(interval, since)}")
+            choice = SentimentChoice(sp, "file", "file", None, "given explicitly")
+        else:
+            choice = choose_sentiment_file(interval, since, symbol=symbol, scope=sentiment_scope)
+            sp = choice.path
         frame = join_sentiment(frame, read_parquet(sp), columns=sent_cols, max_age=sentiment_max_age)
         simulated |= bool(read_metadata(sp).get("simulated", False))
         sources["sentiment"] = sp.name
+        sources["sentiment_scope"] = choice.used if choice.used != "asset" else f"asset:{choice.asset}"
     ml_cols = [c for c in need if c in ML_COLUMNS and c not in ta.columns]
     if ml_cols:
         mp = dataset_path(symbol, interval, days, "ml")
@@ -304,26 +420,30 @@ def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Pat
         frame = join_ml(frame, read_parquet(mp))
         simulated |= bool(read_metadata(mp).get("simulated", False))
         sources["ml"] = mp.name
-    return RuleInputs(frame, simulated, sources, rules, ta_path, meta_ta, (*sent_cols, *ml_cols))
+    return RuleInputs(frame, simulated, sources, rules, ta_path, meta_ta, (*sent_cols, *ml_cols),
+                      choice.as_dict() if choice is not None else {})
 
 
 def build_signals(symbol: str, interval: str, days: int, rules_path: Path | str | None = None, *,
                   rules: RuleSet | None = None, params: dict[str, Any] | None = None,
                   sentiment_file: Path | str | None = None, sentiment_max_age=None,
-                  write: bool = True) -> SignalsResult:
+                  sentiment_scope: str = "auto", write: bool = True) -> SignalsResult:
     """Read the ``_ta`` file, join sentiment / ML when the rules use them
     (:func:`load_rule_inputs`), evaluate, and write
     ``dataset_path(symbol, interval, days, "signals")`` atomically (the inputs plus
     ``entry exit signal rule``). The source's ``simulated`` flag is carried into the
     output metadata. Give ``rules_path`` or an already loaded ``rules``; ``params``
-    overrides param values (validated).
+    overrides param values (validated). ``sentiment_scope``: ``auto`` (the symbol's
+    per-asset sentiment series when present), ``market`` or ``asset`` (see
+    :func:`choose_sentiment_file`); the choice is in ``metadata["signals"]["sentiment"]``.
     """
     if (rules_path is None) == (rules is None):
         raise UserError("give exactly one of rules_path and rules", "e.g. rules_path='S4/rules.yaml'")
     if rules is None:
         rules = load_rules(rules_path)  # fail fast on the file itself, before reading data
     inputs = load_rule_inputs(symbol, interval, days, rules, rules_path=rules_path, params=params,
-                              sentiment_file=sentiment_file, sentiment_max_age=sentiment_max_age)
+                              sentiment_file=sentiment_file, sentiment_max_age=sentiment_max_age,
+                              sentiment_scope=sentiment_scope)
     rules, simulated, sources, coverage = inputs.rules, inputs.simulated, inputs.sources, inputs.coverage
     meta_ta = inputs.ta_metadata
     frame = signals_frame(inputs.frame, rules)
@@ -334,6 +454,7 @@ def build_signals(symbol: str, interval: str, days: int, rules_path: Path | str 
         "rules_sha256": _sha256(Path(rules_path)) if rules_path is not None else None,
         "rules_yaml": rules.to_yaml(), "params": rules.params, "sources": sources, "coverage": coverage,
         "sentiment_max_age": str(sentiment_max_age) if sentiment_max_age is not None else None,
+        "sentiment": inputs.sentiment or None,
         "entries": int(frame["entry"].sum()), "exits": int(frame["exit"].sum()),
         "semantics": "long only; signal decided on the closed bar t (sentiment as-of the open of t); "
                      "execute at the next bar's open",
@@ -347,6 +468,10 @@ def build_signals(symbol: str, interval: str, days: int, rules_path: Path | str 
 
 __all__ = [
     "RuleInputs",
+    "SENTIMENT_SCOPES",
+    "SentimentChoice",
+    "base_asset",
+    "choose_sentiment_file",
     "SignalsResult",
     "asof_positions",
     "build_signals",

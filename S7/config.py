@@ -25,6 +25,11 @@ DEFAULT_BALANCE = 10_000.0
 DEFAULT_FEE_RATE = 0.001
 TESTNET_KEYS_URL = "https://testnet.binance.vision"
 SOURCES = ("db", "rest")
+ORDER_TYPES = ("market", "limit")
+#: The options that only mean something with --order-type limit (field -> flag).
+LIMIT_OPTIONS = {"post_only": "--post-only", "limit_offset_bps": "--limit-offset-bps",
+                 "limit_timeout_s": "--limit-timeout", "limit_timeout_candles": "--limit-timeout-candles",
+                 "limit_fallback": "--limit-fallback"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,22 @@ class SessionConfig:
     exchange_info: Path | None = None
     use_stops: bool = True
     order_log: Path | None = None
+    order_type: str = "market"                 #: market | limit (S7.limit_orders)
+    post_only: bool | None = None              #: limit: LIMIT_MAKER instead of LIMIT GTC
+    limit_offset_bps: float | None = None      #: limit: BUY below / SELL above the close (default 0)
+    limit_timeout_s: float | None = None       #: limit: cancel after this many seconds ...
+    limit_timeout_candles: int | None = None   #: ... or after N candles (default 1)
+    limit_fallback: str | None = None          #: limit: none | market (the unfilled remainder)
+
+    def limit_policy(self):
+        """The :class:`S7.limit_orders.LimitPolicy` of ``--order-type limit`` (None for market)."""
+        if self.order_type != "limit":
+            return None
+        from S7.limit_orders import LimitPolicy
+
+        return LimitPolicy(post_only=bool(self.post_only), offset_bps=self.limit_offset_bps or 0.0,
+                           timeout_s=self.limit_timeout_s, timeout_candles=self.limit_timeout_candles,
+                           fallback=self.limit_fallback or "none")
 
     @property
     def replay(self) -> bool:
@@ -109,11 +130,37 @@ def check_config(cfg: SessionConfig, settings: Settings) -> SessionConfig:
         raise UserError(f"--recv-window must be in 1000..60000 ms, got {cfg.recv_window_ms}", "e.g. --recv-window 5000")
     if cfg.max_candle_age_s is not None and cfg.max_candle_age_s < 0:
         raise UserError("--max-candle-age must be >= 0 seconds (0: act on any candle)", "e.g. --max-candle-age 90")
+    _check_limit(cfg)
     if not Path(cfg.rules).is_file():
         raise UserError(f"rules file {cfg.rules} does not exist", "pass an existing YAML file, e.g. --rules S4/rules.yaml")
     return replace(cfg, symbol=symbol)
 
 
+def _check_limit(cfg: SessionConfig) -> None:
+    if cfg.order_type not in ORDER_TYPES:
+        raise UserError(f"unknown --order-type {cfg.order_type!r}", "use --order-type market (default) or limit")
+    given = [flag for name, flag in LIMIT_OPTIONS.items() if getattr(cfg, name) not in (None, False)]
+    if cfg.order_type == "market":
+        if given:
+            raise UserError(f"{given[0]} only applies to LIMIT orders", "add --order-type limit, or drop it")
+        return
+    if cfg.limit_fallback not in (None, "none", "market"):
+        raise UserError(f"unknown --limit-fallback {cfg.limit_fallback!r}", "use --limit-fallback none or market")
+    if cfg.limit_timeout_s is not None and cfg.limit_timeout_candles is not None:
+        raise UserError("--limit-timeout and --limit-timeout-candles both set the wait", "give only one of them")
+    if cfg.limit_timeout_s is not None and not 0 < cfg.limit_timeout_s <= 604_800:
+        raise UserError(f"--limit-timeout must be more than 0 and at most 604800 seconds, got {cfg.limit_timeout_s:g}",
+                        "e.g. --limit-timeout 30")
+    if cfg.limit_timeout_candles is not None and not 1 <= cfg.limit_timeout_candles <= 1000:
+        raise UserError(f"--limit-timeout-candles must be in 1..1000, got {cfg.limit_timeout_candles}",
+                        "e.g. --limit-timeout-candles 2")
+    off = cfg.limit_offset_bps or 0.0
+    if not -500 <= off <= 1000:
+        raise UserError(f"--limit-offset-bps must be in [-500, 1000], got {off:g}", "e.g. --limit-offset-bps 5")
+    if cfg.post_only and off < 0:
+        raise UserError(f"--post-only with --limit-offset-bps {off:g} prices the order through the market, so the "
+                        "exchange would always refuse it", "use an offset >= 0 with --post-only")
 
 
-__all__ = ["DEFAULT_BALANCE", "DEFAULT_FEE_RATE", "SOURCES", "SessionConfig", "TESTNET_KEYS_URL", "check_config"]
+__all__ = ["DEFAULT_BALANCE", "DEFAULT_FEE_RATE", "LIMIT_OPTIONS", "ORDER_TYPES", "SOURCES", "SessionConfig",
+           "TESTNET_KEYS_URL", "check_config"]

@@ -1,7 +1,8 @@
 """The trading engine: on every closed candle, indicators (S2) on the recent window,
 the rules (S4), sizing and the kill-switch (S6), then at most one order.
 
-Per closed candle ``t`` (long only, one position per symbol, MARKET orders):
+Per closed candle ``t`` (long only, one position per symbol, MARKET orders -- or
+LIMIT orders with a deadline, :mod:`S7.limit_orders`):
 
 1. the candle joins the window (the last ``window`` closed candles); a candle the
    engine already acted on (``last_candle`` in the store: a restart) or one that
@@ -24,6 +25,9 @@ Per closed candle ``t`` (long only, one position per symbol, MARKET orders):
    filters refuse is not sent (``REFUSED``, logged, alerted);
 6. the order goes out through :func:`S7.exchange_client.submit_order` with the
    signal's deterministic client id, after its intent is committed to the store.
+   With a :class:`~S7.limit_orders.LimitPolicy` entries, rule exits and take-profits
+   are LIMIT (or LIMIT_MAKER) orders priced from the close; stop-losses and the
+   kill-switch's flattening stay MARKET (a risk exit does not wait for a better price).
 
 The stop and take-profit are placed at the fill price minus/plus the distances
 S6 computed at the signal, and checked on closed candles (so an exit fills at the
@@ -57,6 +61,7 @@ from S6.killswitch import KillSwitch
 from S6.sizing import SizingError, size_position
 from S7.exchange_client import (AuthFailed, ExchangeError, SubmitResult, TradingVenue, submit_order)
 from S7.ledger import Ledger
+from S7.limit_orders import FALLBACK_SUFFIX, LimitManager, LimitPolicy
 from S7.orders import (ABANDONED, BLOCKED, EXCHANGE_OPEN, INTENT, RATE_LIMITED, REFUSED, REJECTED, UNKNOWN,
                        Fill, OrderState, client_order_id, plain)
 from S7.reconcile import ReconcileReport, reconcile
@@ -84,6 +89,7 @@ class EngineConfig:
     fee_buffer: float = 0.003              #: headroom kept on the quote balance (fees, price moves)
     max_rate_wait: float = 10.0            #: longest Retry-After waited out for an order (s)
     cancel_stale: bool = True              #: cancel our leftover open orders when reconciling
+    limit: LimitPolicy | None = None       #: None: MARKET orders; else LIMIT orders (S7.limit_orders)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -201,6 +207,8 @@ class Engine:
                             f"it has the candle columns, the indicators {self.indicators.columns()} and the "
                             "sentiment (when the rules read it); add the lengths to S2/config.yaml")
         self._min_rows = max(warmup_rows(self.indicators).values()) + 1
+        self.limits = LimitManager(self, config.limit) if config.limit is not None else None
+        self._now_ms: int | None = None
 
     # ------------------------------------------------------------------ alerts
     def _alert(self, event: AlertEvent) -> None:
@@ -245,7 +253,8 @@ class Engine:
         return rep
 
     async def reconcile(self, when: str) -> ReconcileReport:
-        rep = await reconcile(self.venue, self.ledger, when=when, cancel_stale=self.cfg.cancel_stale)
+        keep = self.limits.keep_open() if self.limits is not None else set()
+        rep = await reconcile(self.venue, self.ledger, when=when, cancel_stale=self.cfg.cancel_stale, keep=keep)
         self.reports.append(rep)
         self.balances = dict(rep.balances)
         self.needs_reconcile = not rep.ok
@@ -289,12 +298,15 @@ class Engine:
         return float(q) + float(pos.qty + pos.dust) * price
 
     # ----------------------------------------------------------------- prices
-    async def on_price(self, price: float, t_ms: int) -> None:
-        """A market price (dry-run: fills what the simulator holds; every mode: the last price)."""
+    async def on_price(self, price: float, t_ms: int, qty: float | str | None = None) -> None:
+        """A market price (dry-run: fills what the simulator holds -- only ``qty`` of a resting
+        LIMIT order when given; every mode: the last price)."""
         self.last_price = float(price)
         on_price = getattr(self.venue, "on_price", None)
-        if on_price is not None and on_price(price, t_ms):
+        if on_price is not None and (on_price(price, t_ms) if qty is None else on_price(price, t_ms, qty)):
             await self.sync_orders()
+        if self.limits is not None:
+            await self.limits.step(now_ms=int(t_ms), poll=True)
 
     async def sync_orders(self) -> bool:
         """Look up our unresolved orders and record what the exchange says.
@@ -322,8 +334,8 @@ class Engine:
 
     async def _record_order(self, order: dict, row: dict, *, event: str) -> OrderState:
         state, _ = self.ledger.order_response(order, event=event)
-        if state.executed_qty > 0 and not order.get("fills"):
-            # a lookup result carries no fills: take them from myTrades
+        if state.executed_qty > 0 and not order.get("fills") and self._booked(state) < state.executed_qty:
+            # a lookup result carries no fills: take the missing ones from myTrades
             for t in await self.venue.my_trades(symbol=self.symbol, order_id=state.order_id):
                 self.ledger.fill(Fill.from_my_trade(t, client_order_id=state.client_order_id))
         if state.side == "BUY" and state.executed_qty > 0 and state.avg_price is not None:
@@ -336,6 +348,11 @@ class Engine:
                 log.warning("balances not refreshed (%s)", exc.message)
                 self.needs_reconcile = True
         return state
+
+    def _booked(self, state: OrderState) -> Decimal:
+        """The quantity of ``state``'s order already in the store's fills."""
+        return sum((Decimal(f["qty"]) for f in self.store.fills(self.symbol)
+                    if f["client_order_id"] == state.client_order_id), Decimal(0))
 
     def _place_levels(self, row: dict, fill_price: float) -> None:
         if not self.cfg.use_stops:
@@ -378,6 +395,7 @@ class Engine:
         self.last_price = close
         close_ms = int(candle["close_time"].iloc[-1].value // 1_000_000)
         now = int(time.time() * 1000) if now_ms is None else int(now_ms)
+        self._now_ms = now
         at = pd.Timestamp(close_ms + 1, unit="ms", tz="UTC")
         key = f"last_candle:{self.symbol}:{self.cfg.interval}"
         done = self.store.get_meta(key)
@@ -405,9 +423,23 @@ class Engine:
                 log.warning("reconciliation failed (%s): not acting on %s", exc.message, _iso(ot))
                 d.action = "waiting"
                 return self._done(d, key)
+        if self.limits is not None:
+            try:
+                await self.limits.step(now_ms=now, candle_open_ms=ot)
+            except AuthFailed:
+                raise
+            except ExchangeError as exc:
+                log.warning("resting order: %s; retried on the next event", exc.message)
+                self.needs_reconcile = True
         if self.store.unresolved(self.symbol) and not await self.sync_orders():
-            ids = ", ".join(r["client_order_id"] for r in self.store.unresolved(self.symbol))
-            log.warning("candle %s: waiting for order(s) %s to resolve before acting", _iso(ot), ids)
+            left = self.store.unresolved(self.symbol)
+            ids = ", ".join(r["client_order_id"] for r in left)
+            rec = self.limits.record() if self.limits is not None else None
+            if rec and [r["client_order_id"] for r in left] == [rec["cid"]]:
+                log.info("candle %s: LIMIT order %s resting (%s of %s filled): no new order until it is done",
+                         _iso(ot), rec["cid"], left[0]["executed_qty"], left[0]["quantity"])
+            else:
+                log.warning("candle %s: waiting for order(s) %s to resolve before acting", _iso(ot), ids)
             d.action = "waiting"
             return self._done(d, key)
 
@@ -505,11 +537,13 @@ class Engine:
             log.warning("candle %s: %s not taken: cannot size (%s)", _iso(d.candle_open_ms), reason, exc.problem)
             return
         qty = float(size.size)
+        lim = self.cfg.limit
+        px = float(lim.price(self.filters, "BUY", price)) if lim is not None else price
         free_quote = float(self.balances.get(self.quote, (Decimal(0), Decimal(0)))[0])
-        cash_cap = free_quote / (price * (1 + self.cfg.fee_buffer))
+        cash_cap = free_quote / (px * (1 + self.cfg.fee_buffer))
         capped = qty > cash_cap
         qty = min(qty, cash_cap)
-        check = self.filters.check_order(qty, price, side="BUY", order_type="MARKET")
+        check = self.filters.check_order(qty, px, side="BUY", order_type="LIMIT" if lim is not None else "MARKET")
         if check.ok:
             # what is left after the commission (and a 1 % dip) must still be sellable, or it becomes dust
             back = self.filters.check_order(float(check.qty) * (1 - 2 * self.cfg.fee_buffer), price * 0.99,
@@ -529,11 +563,14 @@ class Engine:
         stop_distance = price - float(size.stop) if size.stop is not None else None
         tp_distance = float(size.take_profit) - price if size.take_profit is not None else None
         await self._send(d, "BUY", plain(check.qty), price, reason, at, stop_distance=stop_distance,
-                         tp_distance=tp_distance)
+                         tp_distance=tp_distance, limit_price=plain(check.price) if lim is not None else None)
 
     async def _sell(self, d: Decision, qty: Decimal, price: float, reason: str, at) -> None:
         d.reason = reason
-        check = self.filters.check_order(qty, price, side="SELL", order_type="MARKET")
+        # risk exits (stop-loss, kill-switch flattening) never wait for a better price
+        lim = None if reason.startswith(("stop_loss", "kill_switch")) else self.cfg.limit
+        px = float(lim.price(self.filters, "SELL", price)) if lim is not None else price
+        check = self.filters.check_order(qty, px, side="SELL", order_type="LIMIT" if lim is not None else "MARKET")
         if not check.ok:
             d.action = "refused"
             self._not_sent(d, "SELL", plain(check.qty), price, REFUSED, reason, check.reason, at, filter=check.filter)
@@ -545,11 +582,12 @@ class Engine:
             log.warning("candle %s: SELL %s refused by the exchange filters before sending (the position is held): "
                         "%s", _iso(d.candle_open_ms), plain(qty), check.reason)
             return
-        await self._send(d, "SELL", plain(check.qty), price, reason, at)
+        await self._send(d, "SELL", plain(check.qty), price, reason, at,
+                         limit_price=plain(check.price) if lim is not None else None, limit=lim)
 
     def _not_sent(self, d: Decision, side: str, qty, price: float, status: str, reason: str, why: str, at,
-                  **extra) -> None:
-        cid = self._cid(d, side)
+                  *, cid: str | None = None, **extra) -> None:
+        cid = cid or self._cid(d, side)
         d.client_order_id = cid
         self.store.insert_order(cid, symbol=self.symbol, interval=self.cfg.interval,
                                 candle_open_ms=d.candle_open_ms, side=side, type="MARKET", quantity=qty or "0",
@@ -560,10 +598,15 @@ class Engine:
         self.stats[f"orders_{status.lower()}"] += 1
 
     async def _send(self, d: Decision, side: str, qty: str, price: float, reason: str, at, *,
-                    stop_distance: float | None = None, tp_distance: float | None = None) -> None:
-        cid = self._cid(d, side)
+                    stop_distance: float | None = None, tp_distance: float | None = None,
+                    limit_price: str | None = None, limit: LimitPolicy | None = None,
+                    cid: str | None = None) -> None:
+        """Send one order: MARKET, or with ``limit_price`` the policy's LIMIT / LIMIT_MAKER."""
+        cid = cid or self._cid(d, side)
         d.client_order_id, d.action = cid, side.lower()
-        ref = plain(Decimal(repr(price)))
+        lim = (limit or self.cfg.limit) if limit_price is not None else None
+        otype = lim.order_type if lim is not None else "MARKET"
+        ref = limit_price if lim is not None else plain(Decimal(repr(price)))
         existing = self.store.get_order(cid)
         if existing is not None:  # this signal already made an order (a restart): never a second one
             log.warning("candle %s: order %s for this signal exists (%s): not sent again",
@@ -571,20 +614,53 @@ class Engine:
             d.action = "waiting"
             return
         self.store.insert_order(cid, symbol=self.symbol, interval=self.cfg.interval, candle_open_ms=d.candle_open_ms,
-                                side=side, type="MARKET", quantity=qty, price=ref, status=INTENT, reason=reason,
+                                side=side, type=otype, quantity=qty, price=ref, status=INTENT, reason=reason,
                                 stop_distance=stop_distance, tp_distance=tp_distance, sends=1)
         row = self.store.get_order(cid)
+        if lim is not None:  # the deadline is committed with the intent (a restart resumes the wait)
+            self.limits.begin(cid, candle_open_ms=d.candle_open_ms, now_ms=self._clock_ms())
         self.ledger.log_event(row, status=INTENT, event="intent", candle=_iso(d.candle_open_ms))
         d.sent_at = time.perf_counter()
         self.stats["orders_sent"] += 1
-        log.info("candle %s: %s %s %s MARKET (%s) -> %s", _iso(d.candle_open_ms), side, qty, self.symbol,
-                 reason, cid)
-        res = await submit_order(self.venue, symbol=self.symbol, side=side, order_type="MARKET", quantity=qty,
-                                 client_order_id=cid, max_rate_wait=self.cfg.max_rate_wait)
+        log.info("candle %s: %s %s %s %s%s (%s) -> %s", _iso(d.candle_open_ms), side, qty, self.symbol, otype,
+                 f" @ {ref}" if lim is not None else "", reason, cid)
+        res = await submit_order(self.venue, symbol=self.symbol, side=side, order_type=otype, quantity=qty,
+                                 client_order_id=cid, max_rate_wait=self.cfg.max_rate_wait,
+                                 price=ref if lim is not None else None,
+                                 time_in_force=lim.time_in_force if lim is not None else None)
         d.result = res
         if res.sends > 1:
             self.store.update_order(cid, sends=res.sends)
         await self._after_submit(res, row)
+        if lim is not None:  # filled at once, or refused as post-only: settle it now
+            await self.limits.step(now_ms=self._clock_ms())
+
+    def _clock_ms(self) -> int:
+        return self._now_ms if self._now_ms is not None else int(time.time() * 1000)
+
+    async def _fallback_market(self, row: dict, left: Decimal) -> None:
+        """The unfilled remainder of a LIMIT order (timed out, or refused as post-only) as MARKET."""
+        side, lcid = row["side"], row["client_order_id"]
+        cid = lcid + FALLBACK_SUFFIX
+        d = Decision(int(row["candle_open_ms"]))
+        price = self.last_price or float(row["price"])
+        reason = f"{row['reason']} (limit fallback)"
+        if side == "SELL":
+            qty = self.store.position(self.symbol).qty   # whatever is still held
+        else:
+            free_quote = self.balances.get(self.quote, (Decimal(0), Decimal(0)))[0]
+            qty = min(left, free_quote / Decimal(repr(price * (1 + self.cfg.fee_buffer))))
+        if qty <= 0:
+            return
+        check = self.filters.check_order(qty, price, side=side, order_type="MARKET")
+        if not check.ok:
+            log.warning("order %s: the unfilled %s %s not sent as MARKET: %s", lcid, side, plain(left), check.reason)
+            if self.store.get_order(cid) is None:
+                self._not_sent(d, side, plain(check.qty), price, REFUSED, reason, check.reason, None, cid=cid,
+                               filter=check.filter)
+            return
+        await self._send(d, side, plain(check.qty), price, reason, None, cid=cid,
+                         stop_distance=row.get("stop_distance"), tp_distance=row.get("tp_distance"))
 
     async def _after_submit(self, res: SubmitResult, row: dict) -> None:
         cid = row["client_order_id"]
@@ -600,6 +676,18 @@ class Engine:
         err = res.error
         code = getattr(err, "code", None)
         msg = err.message if err is not None else "; ".join(res.notes)
+        if res.status == "rejected" and code == -2010 and row["type"] == "LIMIT_MAKER" and \
+                "immediately match" in (msg or "").lower():
+            self.store.update_order(cid, status=REJECTED, error=msg)
+            self.ledger.log_event(self.store.get_order(cid), status=REJECTED, event="rejected", code=code, error=msg)
+            self.stats["orders_post_only_rejected"] += 1
+            fb = self.cfg.limit.fallback if self.cfg.limit is not None else "none"
+            log.warning("order %s: LIMIT_MAKER %s %s @ %s would cross the book (-2010): rejected; %s", cid, side, qty,
+                        row["price"], "sent as MARKET instead (--limit-fallback market)" if fb == "market"
+                        else "signal dropped (no fallback)")
+            if self.limits is not None:
+                self.limits.crossed(cid)
+            return
         if res.status == "rejected":
             self.store.update_order(cid, status=REJECTED, error=msg)
             self.ledger.log_event(self.store.get_order(cid), status=REJECTED, event="rejected", code=code, error=msg)

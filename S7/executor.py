@@ -4,6 +4,7 @@ explicit flag and keys -- live.
     python S7/executor.py --symbol BTCUSDT --interval 1m --rules S4/rules.yaml            # testnet
     python S7/executor.py --symbol BTCUSDT --interval 1m --rules S4/rules.yaml --dry-run  # no keys, no orders out
     python S7/executor.py --symbol BTCUSDT --interval 1h --rules S4/rules.yaml --dry-run --replay-days 7 --duration 20
+    python S7/executor.py ... --order-type limit --post-only --limit-offset-bps 5 --limit-timeout-candles 2 --limit-fallback market
     python S7/executor.py ... --live --i-understand-this-trades-real-money
 
 On every closed candle (from the streamer's SQLite table, ``python S1/streamer.py``;
@@ -63,6 +64,21 @@ def build_parser() -> ArgumentParser:
                       help="only stop new entries when the kill-switch trips")
     p.set_defaults(flatten=None)
     strat.add_argument("--no-stops", action="store_true", help="no stop-loss / take-profit exits (rules only)")
+    lim = p.add_argument_group("order type (see S7/README.md)")
+    lim.add_argument("--order-type", choices=("market", "limit"), default="market",
+                     help="market (default): MARKET orders; limit: LIMIT orders priced from the close")
+    lim.add_argument("--post-only", action="store_const", const=True, default=None,
+                     help="limit: LIMIT_MAKER orders, refused by the exchange (-2010) when they would cross")
+    lim.add_argument("--limit-offset-bps", type=float, metavar="N",
+                     help="limit: BUY N bps below the close, SELL N bps above (default 0; rounded to the tick)")
+    wait = lim.add_mutually_exclusive_group()
+    wait.add_argument("--limit-timeout", dest="limit_timeout_s", type=float, metavar="SECONDS",
+                      help="limit: cancel what is unfilled this long after placing")
+    wait.add_argument("--limit-timeout-candles", type=int, metavar="N",
+                      help="limit: cancel what is unfilled at the N-th candle close after the signal (default 1)")
+    lim.add_argument("--limit-fallback", choices=("none", "market"),
+                     help="limit: send the unfilled remainder as MARKET after the timeout or a post-only "
+                          "refusal (default none)")
     sim = p.add_argument_group("dry-run simulator")
     sim.add_argument("--balance", type=float, default=10_000.0, help="starting quote balance (default 10000)")
     sim.add_argument("--fee", type=float, default=0.001, help="commission rate (default 0.001 = 0.1 %%)")
@@ -87,7 +103,10 @@ def config_from_args(args):
                          kill_switch_state=args.kill_switch_state, flatten_on_trip=args.flatten,
                          balance=args.balance, fee_rate=args.fee, slippage_bps=args.slippage_bps,
                          recv_window_ms=args.recv_window, max_candle_age_s=args.max_candle_age,
-                         exchange_info=args.exchange_info, use_stops=not args.no_stops, order_log=args.order_log)
+                         exchange_info=args.exchange_info, use_stops=not args.no_stops, order_log=args.order_log,
+                         order_type=args.order_type, post_only=args.post_only,
+                         limit_offset_bps=args.limit_offset_bps, limit_timeout_s=args.limit_timeout_s,
+                         limit_timeout_candles=args.limit_timeout_candles, limit_fallback=args.limit_fallback)
 
 
 async def _amain(cfg) -> int:

@@ -20,7 +20,12 @@ shows up as a ``-1013`` here instead of passing silently.
   :meth:`MatchingBook.on_price` brings; a MARKET BUY that can no longer be paid in
   full at that price fills what it can and ends ``EXPIRED``, as on Binance.
 - LIMIT GTC orders fill when marketable (taker, at the market price) or rest and
-  fill at their limit when a later price crosses them (maker).
+  fill at their limit when a later price crosses them (maker); ``LIMIT_MAKER``
+  (post-only) orders that would be marketable are refused with ``-2010 Order would
+  immediately match and take.``, otherwise they rest like LIMIT orders.
+- :meth:`MatchingBook.on_price` may carry the quantity traded at that price
+  (``qty``): resting orders then fill only that much (oldest first, on the lot
+  step) and stay ``PARTIALLY_FILLED`` -- how a test or a replay models partial fills.
 
 >>> from S6.filters import SymbolFilters
 >>> f = SymbolFilters(symbol="BTCUSDT", base_asset="BTC", quote_asset="USDT", tick_size=D("0.01"),
@@ -51,7 +56,9 @@ E8 = Decimal("0.00000001")
 _NUM_RE = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
 _CID_RE = re.compile(r"^[a-zA-Z0-9-_]{1,36}$")
 SIDES = ("BUY", "SELL")
-TYPES = ("MARKET", "LIMIT")
+TYPES = ("MARKET", "LIMIT", "LIMIT_MAKER")
+#: Binance's answer to a LIMIT_MAKER (post-only) order that would trade as a taker.
+WOULD_TAKE = "Order would immediately match and take."
 
 
 class BookError(Exception):
@@ -194,10 +201,12 @@ class MatchingBook:
             raise BookError(-1116, "Invalid orderType.")
         qty = _num(params, "quantity")
         price = None
-        if otype == "LIMIT":
+        if otype in ("LIMIT", "LIMIT_MAKER"):
             price = _num(params, "price")
-            if not params.get("timeInForce"):
+            if otype == "LIMIT" and not params.get("timeInForce"):
                 raise _missing("timeInForce")
+            if otype == "LIMIT_MAKER" and params.get("timeInForce") not in (None, ""):
+                raise BookError(-1106, "Parameter 'timeInForce' sent when not required.")
         elif params.get("price") not in (None, ""):
             raise BookError(-1106, "Parameter 'price' sent when not required.")
         cid = str(params.get("newClientOrderId") or f"auto{self.next_order_id}")
@@ -231,18 +240,23 @@ class MatchingBook:
                 raise BookError(-2010, "Market is closed (no price to fill a MARKET order).")
             base, quote = f.base_asset, f.quote_asset
             # balance: Binance checks what the order can cost / sell now
+            limit = otype in ("LIMIT", "LIMIT_MAKER")
             if side == "BUY":
-                need = qty * (price if otype == "LIMIT" else market_price)
+                need = qty * (price if limit else market_price)
                 if self.free.get(quote, Decimal(0)) < need:
                     raise BookError(-2010, "Account has insufficient balance for requested action.")
             elif self.free.get(base, Decimal(0)) < qty:
                 raise BookError(-2010, "Account has insufficient balance for requested action.")
+            probe = {"type": "LIMIT", "side": side, "price": f8(price or 0)}
+            if otype == "LIMIT_MAKER" and self._marketable(probe, market_price):
+                raise BookError(-2010, WOULD_TAKE)
             now = self.clock()
             oid = self.next_order_id
             self.next_order_id += 1
             order = {"symbol": symbol, "orderId": oid, "orderListId": -1, "clientOrderId": cid,
                      "transactTime": now, "price": f8(price or 0), "origQty": f8(qty), "executedQty": f8(0),
-                     "cummulativeQuoteQty": f8(0), "status": "NEW", "timeInForce": params.get("timeInForce", "GTC"),
+                     "cummulativeQuoteQty": f8(0), "status": "NEW",
+                     "timeInForce": params.get("timeInForce") or "GTC",
                      "type": otype, "side": side, "stopPrice": f8(0), "icebergQty": f8(0), "time": now,
                      "updateTime": now, "isWorking": True, "workingTime": now, "origQuoteOrderQty": f8(0),
                      "selfTradePreventionMode": "NONE", "_reserved": Decimal(0)}
@@ -252,8 +266,8 @@ class MatchingBook:
                 fills = self._fill(order, qty, self._slipped(f, side, market_price), maker=False)
             elif otype == "LIMIT" and self._marketable(order, market_price):
                 fills = self._fill(order, qty, market_price, maker=False)
-            else:  # rests (LIMIT) or waits for the next price (MARKET in next_price mode)
-                self._reserve(order, f, qty, price if otype == "LIMIT" else market_price)
+            else:  # rests (LIMIT, LIMIT_MAKER) or waits for the next price (MARKET in next_price mode)
+                self._reserve(order, f, qty, price if limit else market_price)
             out = self.public(order)
             out["fills"] = fills
             return out
@@ -266,7 +280,7 @@ class MatchingBook:
         return f.round_price(p, direction="up" if side == "BUY" else "down") if f.tick_size else p
 
     def _marketable(self, order: dict, price: Decimal | None) -> bool:
-        if price is None or order["type"] != "LIMIT":
+        if price is None or order["type"] not in ("LIMIT", "LIMIT_MAKER"):
             return False
         limit = D(order["price"])
         return price <= limit if order["side"] == "BUY" else price >= limit
@@ -288,11 +302,22 @@ class MatchingBook:
             order["_reserved"] = Decimal(0)
 
     def _fill(self, order: dict, qty: Decimal, price: Decimal, *, maker: bool) -> list[dict]:
-        """Execute ``qty`` of ``order`` at ``price`` (balances, commission, trade)."""
+        """Execute ``qty`` of ``order`` at ``price`` (balances, commission, trade); less than
+        what is left keeps the order working as ``PARTIALLY_FILLED``."""
         f = self.filters(order["symbol"])
         base, quote = f.base_asset, f.quote_asset
-        self._release(order)
-        status = "FILLED"
+        left = D(order["origQty"]) - D(order["executedQty"])
+        partial = 0 < qty < left
+        if partial:  # free the share of the reservation this fill uses, keep the rest locked
+            asset = quote if order["side"] == "BUY" else base
+            use = qty * D(order["price"]) if order["side"] == "BUY" else qty
+            use = min(use, order.get("_reserved", Decimal(0)))
+            self.locked[asset] = self.locked.get(asset, Decimal(0)) - use
+            self.free[asset] = self.free.get(asset, Decimal(0)) + use
+            order["_reserved"] = order.get("_reserved", Decimal(0)) - use
+        else:
+            self._release(order)
+        status = "PARTIALLY_FILLED" if partial else "FILLED"
         if order["side"] == "BUY":
             cash = self.free.get(quote, Decimal(0))
             if qty * price > cash:  # the price moved: fill what the cash pays for, expire the rest
@@ -324,14 +349,20 @@ class MatchingBook:
                           "commissionAsset": c_asset, "tradeId": tid})
             order["executedQty"] = f8(D(order["executedQty"]) + qty)
             order["cummulativeQuoteQty"] = f8(D(order["cummulativeQuoteQty"]) + quote_qty)
+        if status == "EXPIRED" and partial:
+            self._release(order)
         order["status"] = status
         order["updateTime"] = now
-        order["isWorking"] = False
+        order["isWorking"] = status == "PARTIALLY_FILLED"
         return fills
 
-    def on_price(self, symbol: str, price: Any) -> list[dict]:
-        """A new market price: fill waiting MARKET orders and crossed LIMIT orders. Returns the new trades."""
+    def on_price(self, symbol: str, price: Any, qty: Any = None) -> list[dict]:
+        """A new market price: fill waiting MARKET orders and crossed LIMIT orders. Returns the new trades.
+
+        ``qty``: the quantity traded at ``price`` (None: unlimited). Resting LIMIT orders
+        share it oldest first, each fill on the lot step; what it does not cover stays open."""
         price = D(price)
+        avail = None if qty is None else D(qty)
         out: list[dict] = []
         with self.lock:
             for o in list(self.orders.values()):
@@ -341,7 +372,15 @@ class MatchingBook:
                 if o["type"] == "MARKET":
                     out += self._fill(o, left, self._slipped(self.filters(symbol), o["side"], price), maker=False)
                 elif self._marketable(o, price):
-                    out += self._fill(o, left, D(o["price"]), maker=True)
+                    take = left
+                    if avail is not None:
+                        step = self.filters(symbol).step_size or E8
+                        take = (min(left, avail) / step).to_integral_value(rounding=ROUND_DOWN) * step
+                    if take <= 0:
+                        continue
+                    out += self._fill(o, take, D(o["price"]), maker=True)
+                    if avail is not None:
+                        avail -= take
         return out
 
     def query(self, params: Mapping[str, Any]) -> dict:
@@ -436,4 +475,4 @@ class MatchingBook:
             self.next_trade_id = int(snap.get("next_trade_id", self.next_trade_id))
 
 
-__all__ = ["BookError", "MatchingBook", "f8", "filter_failure"]
+__all__ = ["BookError", "MatchingBook", "WOULD_TAKE", "f8", "filter_failure"]

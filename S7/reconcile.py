@@ -10,8 +10,10 @@ an order whose outcome stayed unknown). It reads, in this order:
    fails leaves the order unresolved and the engine does not trade until it is
    resolved.
 2. **open orders** of the symbol: ours (``s7-`` client ids) are cancelled when
-   ``cancel_stale`` (the executor only sends MARKET orders, an open one is a
-   leftover), other orders are reported and left alone.
+   ``cancel_stale`` (an open MARKET order is a leftover), except the ones in
+   ``keep`` -- the resting LIMIT order the engine still waits for
+   (:mod:`S7.limit_orders`), whose fills are applied and which stays working;
+   other orders are reported and left alone.
 3. **recent fills** (``myTrades``): fills of our orders missing from the store are
    applied (idempotent per trade id); fills of other orders are counted, ignored.
 4. **balances**: when the account holds less of the base asset than the tracked
@@ -45,6 +47,7 @@ class ReconcileReport:
     unresolved: list[str] = field(default_factory=list)
     open_ours: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    resting: list[str] = field(default_factory=list)    # ours, kept working (a LIMIT order being waited for)
     open_foreign: int = 0
     fills_applied: int = 0
     fills_foreign: int = 0
@@ -65,7 +68,8 @@ class ReconcileReport:
                + (f", {len(self.unresolved)} STILL UNRESOLVED (no trading until they are)" if self.unresolved else "")]
         for cid, before, after in self.resolved:
             out.append(f"  order {cid}: {before} -> {after}")
-        out.append(f"  open orders: {len(self.open_ours)} ours ({len(self.cancelled)} cancelled), "
+        kept = f", {len(self.resting)} resting LIMIT kept" if self.resting else ""
+        out.append(f"  open orders: {len(self.open_ours)} ours ({len(self.cancelled)} cancelled{kept}), "
                    f"{self.open_foreign} not ours (left alone)")
         out.append(f"  fills: {self.fills_applied} of ours applied from the exchange, "
                    f"{self.fills_foreign} of other orders ignored")
@@ -82,7 +86,7 @@ class ReconcileReport:
 
 
 async def reconcile(venue: TradingVenue, ledger: Ledger, *, when: str = "start", cancel_stale: bool = True,
-                    recent_trades: int = 1000) -> ReconcileReport:
+                    recent_trades: int = 1000, keep: set[str] | frozenset[str] = frozenset()) -> ReconcileReport:
     """Reconcile ``ledger``'s symbol with ``venue`` (see the module docstring).
     Raises :class:`S7.exchange_client.ExchangeError` when the exchange cannot be read."""
     store, symbol = ledger.store, ledger.symbol
@@ -122,7 +126,9 @@ async def reconcile(venue: TradingVenue, ledger: Ledger, *, when: str = "start",
         after = (st or store.get_order(cid))["status"]
         if after != before:
             rep.resolved.append((cid, before, after))
-        if after in EXCHANGE_OPEN and not cancel_stale:
+        if after in EXCHANGE_OPEN and cid in keep:
+            rep.resting.append(cid)      # a LIMIT order the engine still waits for: left working
+        elif after in EXCHANGE_OPEN and not cancel_stale:
             rep.unresolved.append(cid)   # still working at the exchange; step 2 cancels it otherwise
 
     # 2. open orders of the symbol
@@ -132,6 +138,10 @@ async def reconcile(venue: TradingVenue, ledger: Ledger, *, when: str = "start",
             rep.open_foreign += 1
             continue
         rep.open_ours.append(cid)
+        if cid in keep and store.get_order(cid) is not None:
+            if cid not in rep.resting:
+                rep.resting.append(cid)
+            continue
         if cancel_stale:
             try:
                 res = await venue.cancel_order(symbol=symbol, client_order_id=cid)

@@ -179,7 +179,8 @@ async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, s
 
     # -- candles
     if cfg.replay:
-        source: Any = ReplaySource(symbol, interval, cfg.replay_days, warmup=window, settings=settings)
+        source: Any = ReplaySource(symbol, interval, cfg.replay_days, warmup=window, settings=settings,
+                                   intrabar=cfg.order_type == "limit")
     elif cfg.source == "rest":
         source = RestPollSource(symbol, interval, settings=settings, poll=max(cfg.poll, 1.0))
     else:
@@ -233,7 +234,8 @@ async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, s
                         quote_asset=filters.quote_asset, min_tradable=min_tradable, clock_ms=clock)
         engine = Engine(EngineConfig(symbol=symbol, interval=interval, mode=cfg.mode, strategy=tag, window=window,
                                      max_candle_age_s=0 if cfg.replay else cfg.max_candle_age_s,
-                                     flatten_on_trip=cfg.flatten_on_trip, use_stops=cfg.use_stops),
+                                     flatten_on_trip=cfg.flatten_on_trip, use_stops=cfg.use_stops,
+                                     limit=cfg.limit_policy()),
                         rules=rules, venue=venue, ledger=ledger, filters=filters, kill_switch=ks, risk=risk,
                         indicators=indicators, alerter=alerter, sentiment=sentiment)
         try:
@@ -252,6 +254,8 @@ async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, s
             engine.seed(history.iloc[:-1])
             _warm_up(engine)
             await engine.on_candle(history.iloc[-1:])
+        if engine.cfg.limit is not None:
+            log.info("orders: %s", engine.cfg.limit.describe())
         if not ks.allows_entries():
             st = ks.state
             log.warning("kill-switch is TRIPPED (%s: %s): no new entries until `python S6/risk.py reset --state %s`",

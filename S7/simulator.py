@@ -14,6 +14,12 @@ the very code paths they run against the testnet. Underneath is the
   streamer's in-progress candle in a live dry-run), optionally ``slippage_bps``
   worse, with the commission ``fee_rate`` charged in the asset received, as
   Binance does (BUY: base, SELL: quote);
+- a LIMIT order (GTC) fills at once when marketable (taker, at the current price),
+  otherwise it rests and fills **at its limit** when a later price crosses it
+  (maker) -- all of it, or only the ``qty`` that price event carries (a partial
+  fill); a ``LIMIT_MAKER`` (post-only) order that would be marketable is refused
+  with ``-2010``, as Binance does. The same :class:`~S7.matching.MatchingBook`
+  runs the local test exchange, so one price path gives the same fills on both;
 - the account (balances, orders, trades) is saved after every change to a JSON
   file beside the executor state, so a restarted dry-run finds what it left.
 
@@ -87,11 +93,13 @@ class SimulatedExchange:
                                 "move it away to start a fresh simulated account") from None
 
     # ------------------------------------------------------------------ market
-    def on_price(self, price: Any, t_ms: int) -> list[dict]:
-        """The market traded at ``price`` at ``t_ms``: fill what was waiting. Returns the new trades."""
+    def on_price(self, price: Any, t_ms: int, qty: Any = None) -> list[dict]:
+        """The market traded at ``price`` at ``t_ms``: fill what was waiting (a MARKET order
+        at this price, a resting LIMIT order this price crosses, at its limit; ``qty``: the
+        quantity traded there, None = unlimited). Returns the new trades."""
         self.now_ms = max(self.now_ms, int(t_ms))
         self.last_price = D(price)
-        trades = self.book.on_price(self.symbol, self.last_price)
+        trades = self.book.on_price(self.symbol, self.last_price, qty)
         if trades:
             self._save()
         return trades

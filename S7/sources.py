@@ -201,10 +201,24 @@ class RestPollSource(_RestMixin):
         pass
 
 
+def intrabar_path(o: float, h: float, l: float, c: float, open_ms: int, close_ms: int) -> list[tuple[float, int]]:
+    """The prices a replay shows inside one candle, the usual OHLC assumption: open, then
+    the extreme nearer the open's side first (low before high on an up candle, high before
+    low on a down candle), then the close; times spread over the candle.
+
+    >>> intrabar_path(10, 12, 9, 11, 0, 59_999)
+    [(10, 0), (9, 15000), (12, 30000), (11, 45000)]
+    """
+    span = (close_ms + 1 - open_ms) // 4
+    mid = (l, h) if c >= o else (h, l)
+    return [(o, open_ms), (mid[0], open_ms + span), (mid[1], open_ms + 2 * span), (c, open_ms + 3 * span)]
+
+
 class ReplaySource(_RestMixin):
     """The last ``days`` of closed candles, replayed fast (see the module docstring)."""
 
-    def __init__(self, symbol: str, interval: str, days: float, *, warmup: int, settings=None):
+    def __init__(self, symbol: str, interval: str, days: float, *, warmup: int, settings=None,
+                 intrabar: bool = False):
         from S1.settings import get_settings
 
         if not 0 < float(days) <= 3650:
@@ -215,6 +229,9 @@ class ReplaySource(_RestMixin):
         self._ms = interval_ms(interval)
         self.frame: pd.DataFrame | None = None
         self.start_ms = 0
+        #: also show the path inside each candle (open, low/high, close) so resting LIMIT orders
+        #: fill when the candle reaches their price (see :func:`intrabar_path`)
+        self.intrabar = bool(intrabar)
 
     async def load(self) -> None:
         async with self._rest() as api:
@@ -248,7 +265,13 @@ class ReplaySource(_RestMixin):
         for i in range(len(part)):
             if stop.is_set():
                 return
-            yield PriceEvent(float(part["open"].iloc[i]), int(opens[i]), int(opens[i]))
+            if self.intrabar:
+                row = part.iloc[i]
+                for price, t in intrabar_path(float(row["open"]), float(row["high"]), float(row["low"]),
+                                              float(row["close"]), int(opens[i]), int(closes[i])):
+                    yield PriceEvent(price, t, t)
+            else:
+                yield PriceEvent(float(part["open"].iloc[i]), int(opens[i]), int(opens[i]))
             yield CandleEvent(part.iloc[i:i + 1], int(closes[i]) + 1)
             await asyncio.sleep(0)
 
@@ -256,4 +279,4 @@ class ReplaySource(_RestMixin):
         pass
 
 
-__all__ = ["CandleEvent", "DbSource", "PriceEvent", "ReplaySource", "RestPollSource"]
+__all__ = ["CandleEvent", "DbSource", "PriceEvent", "ReplaySource", "RestPollSource", "intrabar_path"]

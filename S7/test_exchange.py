@@ -4,7 +4,8 @@
 Routes (added to ``server.app`` -- call before ``server.start()``)::
 
     POST   /api/v3/order/test     validate only (same checks as a new order)
-    POST   /api/v3/order          new order (MARKET fills at once, LIMIT GTC fills or rests); FULL response
+    POST   /api/v3/order          new order (MARKET fills at once, LIMIT GTC fills or rests, LIMIT_MAKER
+                                  rests or is refused with -2010); FULL response
     GET    /api/v3/order          by origClientOrderId (or orderId); -2013 when unknown
     DELETE /api/v3/order          cancel an open order; -2011 otherwise
     GET    /api/v3/openOrders     (symbol optional)
@@ -136,10 +137,11 @@ class BinanceTestExchange:
         return f"BinanceTestExchange({self.server.api_url!r})"
 
     # ----------------------------------------------------------------- control
-    def set_price(self, symbol: str, price: Any) -> list[dict]:
-        """Set the market price of ``symbol``; resting LIMIT orders it crosses fill. Returns their trades."""
+    def set_price(self, symbol: str, price: Any, qty: Any = None) -> list[dict]:
+        """Set the market price of ``symbol``; resting LIMIT orders it crosses fill (only ``qty``
+        of them when given: partial fills). Returns their trades."""
         self.prices[symbol] = D(price)
-        return self.book.on_price(symbol, D(price))
+        return self.book.on_price(symbol, D(price), qty)
 
     def inject(self, kind: str, *, method: str = "POST", path: str = "/api/v3/order", count: int = 1,
                **kw) -> OrderFault:

@@ -123,7 +123,9 @@ def test_build_signals_writes_the_inputs_plus_signals(settings_env, btc_1h, btc_
     assert (df["signal"] != 0).sum() == df["entry"].sum() + df["exit"].sum() > 0
     meta = read_metadata(path)
     assert meta["simulated"] is True and meta["symbol"] == "BTCUSDT"
-    assert meta["signals"]["sources"] == {"ta": "btcusdt_1h_150d_ta.parquet", "sentiment": "sentiment_1h.parquet"}
+    assert meta["signals"]["sources"] == {"ta": "btcusdt_1h_150d_ta.parquet", "sentiment": "sentiment_1h.parquet",
+                                          "sentiment_scope": "market"}
+    assert meta["signals"]["sentiment"]["requested"] == "auto" and meta["signals"]["sentiment"]["used"] == "market"
     assert meta["signals"]["params"] == res.rules.params
     assert parse_rules(meta["signals"]["rules_yaml"]) == res.rules
     assert 0.99 < res.coverage["sentiment_score"] < 1.0  # the first 24 hours have no sentiment
@@ -198,7 +200,8 @@ def test_load_rule_inputs_is_what_build_signals_evaluates(settings_env, btc_1h, 
     np.testing.assert_array_equal(frame["sentiment_score"].to_numpy(),
                                   join_sentiment(ta, btc_sentiment, columns=need)["sentiment_score"].to_numpy())
     assert simulated is True                       # the sentiment file says so, the _ta file does not
-    assert sources == {"ta": "btcusdt_1h_150d_ta.parquet", "sentiment": "sentiment_1h.parquet"}
+    assert sources == {"ta": "btcusdt_1h_150d_ta.parquet", "sentiment": "sentiment_1h.parquet",
+                       "sentiment_scope": "market"}
     built = build_signals("BTCUSDT", "1h", 150, RULE_FILES[0], write=False)
     pd.testing.assert_frame_equal(built.frame[frame.columns], frame)
     assert built.coverage == inputs.coverage and built.sources == sources and built.simulated is simulated

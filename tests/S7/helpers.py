@@ -101,7 +101,7 @@ class Rig:
 
 async def build_rig(tmp: Path, *, venue, symbol: str, interval: str = "1m", rules_text: str = ABOVE_100,
                     risk=None, flatten=None, filters=None, alerter=None, tag: str = "t1", window: int = 300,
-                    max_candle_age_s=None, start: bool = True) -> Rig:
+                    max_candle_age_s=None, start: bool = True, limit=None) -> Rig:
     """An Engine on ``venue`` with its state under ``tmp`` (re-use ``tmp`` to 'restart')."""
     from S4.rules import parse_rules
     from S6.config import RiskConfig
@@ -124,7 +124,7 @@ async def build_rig(tmp: Path, *, venue, symbol: str, interval: str = "1m", rule
                     quote_asset=filters.quote_asset, min_tradable=_min_tradable(filters))
     ks = KillSwitch(risk, path=ks_path)
     eng = Engine(EngineConfig(symbol=symbol, interval=interval, mode="testnet", strategy=tag, window=window,
-                              flatten_on_trip=flatten, max_candle_age_s=max_candle_age_s),
+                              flatten_on_trip=flatten, max_candle_age_s=max_candle_age_s, limit=limit),
                  rules=parse_rules(rules_text), venue=venue, ledger=ledger, filters=filters, kill_switch=ks,
                  risk=risk, alerter=alerter)
     if start:

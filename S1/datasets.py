@@ -171,6 +171,21 @@ def sentiment_path(interval: str = "1h", *, asset: str | None = None, data_dir: 
     return base / f"sentiment_{token.lower()}_{interval_token(interval)}.parquet"
 
 
+def sentiment_asset_paths(interval: str = "1h", *, data_dir: Path | None = None) -> dict[str, Path]:
+    """The per-asset sentiment files of ``interval`` present: ``{"BTC": .../sentiment_btc_1h.parquet}``."""
+    base = globals()["data_dir"](data_dir)
+    tok = interval_token(interval)
+    out: dict[str, Path] = {}
+    for p in sorted(base.glob(f"sentiment_*_{tok}.parquet")):
+        asset = p.name[len("sentiment_"):-len(f"_{tok}.parquet")].upper()
+        try:
+            if sentiment_path(interval, asset=asset, data_dir=base) == p:
+                out[asset] = p
+        except UserError:
+            continue
+    return out
+
+
 def news_items_path(*, data_dir: Path | None = None) -> Path:
     return globals()["data_dir"](data_dir) / "news_items.parquet"
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from S1.cli import UserError
-from S1.datasets import interval_token, news_items_path, sentiment_path, write_parquet
+from S1.datasets import news_items_path, sentiment_asset_paths, sentiment_path, write_parquet
 from S1.settings import get_settings
 from S1.intervals import check_interval
 from S1.settings import Settings
@@ -169,14 +169,4 @@ def _wanted_assets(per_symbol, tagger: AssetTagger):
 
 def asset_files(interval: str, *, data_dir: Path | None = None) -> list[Path]:
     """The per-asset sentiment files of ``interval`` present in the data directory."""
-    base = sentiment_path(interval, data_dir=data_dir).parent
-    tok = interval_token(interval)
-    out = []
-    for p in sorted(base.glob(f"sentiment_*_{tok}.parquet")):
-        asset = p.name[len("sentiment_"):-len(f"_{tok}.parquet")]
-        try:
-            if sentiment_path(interval, asset=asset, data_dir=base) == p:
-                out.append(p)
-        except UserError:
-            continue
-    return out
+    return list(sentiment_asset_paths(interval, data_dir=data_dir).values())

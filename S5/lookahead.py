@@ -256,7 +256,8 @@ def lookahead_files(symbol: str, interval: str, days: int, rules_path: str, *, c
             config = IndicatorConfig(**cfg)
     sentiment = ml = ml_fn = None
     if rules.uses_sentiment:
-        sentiment = read_parquet(find_sentiment_file(interval, candles.index[0] if len(candles) else None))
+        sentiment = read_parquet(find_sentiment_file(interval, candles.index[0] if len(candles) else None,
+                                                     symbol=symbol))
     if rules.uses_ml:
         mp = dataset_path(symbol, interval, days, "ml")
         if recompute_ml:

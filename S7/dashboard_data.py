@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from S1.cli import UserError
 from S1.datasets import (KINDS, dataset_path, history_command, indicators_command, news_items_path,
                          normalize_symbol, orders_log_path, parse_dataset_name, read_metadata, read_parquet,
-                         report_path, sentiment_path, state_path)
+                         report_path, sentiment_asset_paths, sentiment_path, state_path)
 from S1.datasets import data_dir as _data_dir
 from S1.history import find_gaps
 from S1.intervals import INTERVALS
@@ -178,7 +178,11 @@ def coverage_table(*, data_dir: Path | None = None) -> pd.DataFrame:
     """
     base = _base(data_dir)
     rows: list[dict[str, Any]] = []
-    sentiment_names = {p.name: interval for interval, p in sentiment_files(data_dir=base)}
+    sentiment_names = {p.name: (interval, "all symbols") for interval, p in sentiment_files(data_dir=base)}
+    if base.is_dir():
+        for interval in {iv for iv, _ in sentiment_names.values()}:
+            for asset, p in sentiment_asset_paths(interval, data_dir=base).items():
+                sentiment_names[p.name] = (interval, f"{asset} news")
     if base.is_dir():
         for p in sorted(base.glob("*.parquet")):
             if p.name.startswith("."):
@@ -187,7 +191,7 @@ def coverage_table(*, data_dir: Path | None = None) -> pd.DataFrame:
             if parsed is not None:
                 kind, market, interval = parsed.kind, parsed.label, parsed.interval
             elif p.name in sentiment_names:
-                kind, market, interval = "sentiment", "all symbols", sentiment_names[p.name]
+                kind, (interval, market) = "sentiment", sentiment_names[p.name]
             elif p.name == news_items_path(data_dir=base).name:
                 kind, market, interval = "news", "all symbols", None
             else:

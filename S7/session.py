@@ -90,7 +90,7 @@ def load_strategy(cfg: SessionConfig):
         from S4.signals import find_sentiment_file
         from S7.engine import SentimentFeed
 
-        path = find_sentiment_file(cfg.interval, None)
+        path = find_sentiment_file(cfg.interval, None, symbol=cfg.symbol)
         sentiment = SentimentFeed(path, [c for c in rules.required_columns() if c in SENTIMENT_COLUMNS])
         sentiment.frame()
     risk = RiskConfig.load(cfg.risk_config)

@@ -496,6 +496,12 @@ def test_coverage_table_on_its_own(full, settings_env):
     # a temp file of an atomic write in progress is not a dataset
     (settings_env.data_dir / ".ethusdc_1h_60d.parquet.abc.tmp").write_bytes(b"partial")
     assert len(coverage_table()) == len(cov)
+    # S3's per-asset series is listed as sentiment of that asset's news
+    import shutil
+
+    shutil.copy(settings_env.data_dir / "sentiment_1h.parquet", settings_env.data_dir / "sentiment_btc_1h.parquet")
+    row = coverage_table().set_index("file").loc["sentiment_btc_1h.parquet"]
+    assert (row["kind"], row["market"], row["interval"]) == ("sentiment", "BTC news", "1h")
 
 
 def test_backtest_runs_newest_first_and_missing_files(full, settings_env):

@@ -360,7 +360,7 @@ def validate_candles(df: pd.DataFrame, *, what: str = "candles") -> pd.DataFrame
                         "deduplicate with df[~df.index.duplicated()]")
     if not idx.is_monotonic_increasing:
         raise UserError(f"{what}: open times are not increasing", "sort with df.sort_index()")
-    out = df.loc[:, list(CANDLE_COLUMNS) + [c for c in df.columns if c not in CANDLE_COLUMNS]].copy()
+    out = df.loc[:, list(CANDLE_COLUMNS) + [c for c in df.columns if c not in CANDLE_COLUMNS]]  # a new frame
     out.index = idx.as_unit("ns").rename("open_time")
     for c in FLOAT_COLUMNS:
         out[c] = out[c].astype(np.float64)

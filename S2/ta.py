@@ -265,7 +265,8 @@ def rsi(close: np.ndarray, n: int) -> np.ndarray:
 def macd(close: np.ndarray, fast: int, slow: int, signal: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(macd, histogram, signal)`` from TA-Lib EMAs (textbook seeding, see module doc)."""
     close = _f64(close)
-    line = talib.EMA(close, timeperiod=fast) - talib.EMA(close, timeperiod=slow)
+    line = talib.EMA(close, timeperiod=fast)
+    line -= talib.EMA(close, timeperiod=slow)  # in place: one 8-byte-per-row array fewer
     sig = talib.EMA(line, timeperiod=signal)  # TA-Lib skips the leading NaNs
     return line, line - sig, sig
 
@@ -275,11 +276,13 @@ def bbands(close: np.ndarray, n: int, std: float) -> tuple[np.ndarray, ...]:
     close = _f64(close)
     upper, mid, lower = talib.BBANDS(close, timeperiod=n, nbdevup=std, nbdevdn=std, matype=0)
     width = upper - lower
-    bandwidth = width / mid
-    bandwidth *= 100.0
     percent = np.subtract(close, lower)
-    np.divide(percent, width, out=percent, where=width != 0)  # NaN stays NaN in the warm-up
-    percent[width == 0] = 0.5
+    open_ = width != 0
+    np.divide(percent, width, out=percent, where=open_)  # NaN stays NaN in the warm-up
+    flat = np.logical_not(open_, out=open_)  # width == 0 (a NaN width is neither)
+    percent[flat] = 0.5
+    bandwidth = np.divide(width, mid, out=width)  # width is not needed any more: no new array
+    bandwidth *= 100.0
     return lower, mid, upper, bandwidth, percent
 
 
@@ -309,7 +312,9 @@ def compute_indicators(high: np.ndarray, low: np.ndarray, close: np.ndarray,
     for n in config.atr:
         a = atr(high, low, close, n)
         out[f"atr{n}"] = a
-        out[f"natr{n}"] = a / close * 100.0  # = talib.NATR, without a second ATR pass
+        natr_ = np.divide(a, close)  # = talib.NATR, without a second ATR pass
+        natr_ *= 100.0
+        out[f"natr{n}"] = natr_
     return out
 
 
@@ -339,7 +344,8 @@ def check_candles(df: pd.DataFrame, *, config: IndicatorConfig, what: str = "can
                         f"(warm-up {warm[longest]} rows + 1)",
                         "load a longer window (more --days) or use shorter lengths")
     for c in PRICE_INPUTS:
-        a = df[c].to_numpy(dtype=np.float64, na_value=np.nan)
+        col = df[c]  # float64 columns as they are (NaN already NaN); others converted, <NA> -> NaN
+        a = col.to_numpy() if col.dtype == np.float64 else col.to_numpy(dtype=np.float64, na_value=np.nan)
         ok = np.isfinite(a) & (a > 0)
         if not ok.all():
             i = int(np.argmin(ok))

@@ -31,50 +31,11 @@ from S2.ta import IndicatorConfig, add_indicators, warmup_rows
 
 _UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 
+
 def load_candles(symbol: str, interval: str, days: int) -> pd.DataFrame:
     """The validated S1 candle file; a missing one names the S1 command that makes it."""
     path = dataset_path(symbol, interval, days)
     return read_candles(path, how_to_create=history_command(symbol, interval, days))
-
-
-def _is_canonical(df: pd.DataFrame) -> bool:
-    """True when :func:`S1.datasets.validate_candles` would return ``df`` unchanged
-    (values, column order, dtypes, index) -- the case of every file S1 writes.
-
-    Cheap: dtype and name checks plus one pass over the index (the monotonic check
-    also settles uniqueness, and pandas caches both for :func:`S2.ta.check_candles`).
-    """
-    idx = df.index
-    cols = df.columns
-    if not (isinstance(idx, pd.DatetimeIndex) and idx.name == "open_time" and idx.dtype == _UTC_NS
-            and cols.is_unique and tuple(cols[:len(CANDLE_COLUMNS)]) == CANDLE_COLUMNS):
-        return False
-    dtypes = df.dtypes
-    if any(dtypes[c] != np.float64 for c in FLOAT_COLUMNS) or dtypes["trades"] != np.int64 \
-            or dtypes["close_time"] != _UTC_NS:
-        return False
-    return bool(idx.is_monotonic_increasing and idx.is_unique)  # NaT is never monotonic
-
-
-def _read_source(path: Path, *, how_to_create: str) -> pd.DataFrame:
-    """:func:`S1.datasets.read_candles`, without the defensive copy of
-    :func:`~S1.datasets.validate_candles` when the file is already canonical.
-
-    That copy consolidates the frame's columns into one 2-D block and splits them
-    again: ~40-180 ms on a year of 1m candles in a fresh interpreter, for a frame
-    nobody else holds. Any other file (and a missing one) goes through the S1 code,
-    so normalisation and error messages stay S1's; the result is the same frame.
-    """
-    path = Path(path)
-    if not path.exists():
-        return read_candles(path, how_to_create=how_to_create)  # raises the S1 message
-    df = read_parquet(path)
-    if not _is_canonical(df):
-        return validate_candles(df, what=str(path))
-    # the normalisation validate_candles applies to a canonical frame (same UTC tzinfo object); no data copy
-    df.index = df.index.tz_convert("UTC")
-    df["close_time"] = df["close_time"].dt.tz_convert("UTC")
-    return df
 
 
 def read_ta(path: Path, *, how_to_create: str | None = None) -> pd.DataFrame:
@@ -176,7 +137,7 @@ def make_ta_file(symbol: str, interval: str, days: int, *, config: IndicatorConf
     config = config or IndicatorConfig()
     src = dataset_path(symbol, interval, days)
     out_path = dataset_path(symbol, interval, days, "ta")
-    candles = _read_source(src, how_to_create=history_command(symbol, interval, days))
+    candles = read_candles(src, how_to_create=history_command(symbol, interval, days))
     ta = add_indicators(candles, config=config, what=str(src))
     warm = warmup_rows(config)
     meta = dict(read_metadata(src))

@@ -113,6 +113,20 @@ def test_validate_candles_rejects_bad_frames(btc_1h):
         validate_candles(pd.concat([btc_1h.iloc[:3], btc_1h.iloc[2:4]]))
 
 
+def test_validate_candles_never_changes_its_input(btc_1h):
+    """It returns a new frame without a defensive deep copy: writes to the result (and a
+    naive-UTC index, float32 volumes normalised) never reach the caller's frame."""
+    src = btc_1h.iloc[:50].astype({"volume": np.float32})
+    src.index = src.index.tz_localize(None)
+    before = src.copy(deep=True)
+    out = validate_candles(src)
+    out.iloc[0, 0] = -1.0
+    out["close"] = 0.0
+    out.loc[out.index[1], "trades"] = 7
+    pd.testing.assert_frame_equal(src, before, check_exact=True)
+    assert out.index.tz is not None and out["volume"].dtype == np.float64
+
+
 def test_intervals():
     assert set(INTERVALS) >= {"1s", "1m", "1h", "1d", "1w", "1M"}
     t = to_ms("2024-02-15 13:47:12")

@@ -70,21 +70,9 @@ def test_bad_source_leaves_previous_output_intact(eth_file):
     assert sorted(p.name for p in good.parent.iterdir()) == [src.name, good.name]  # no temp files left
 
 
-def test_canonical_source_skips_the_validation_copy_and_equals_read_candles(eth_file, monkeypatch):
-    src, df = eth_file
-    expected = read_candles(src)
-    monkeypatch.setattr(ta_io, "validate_candles", lambda *a, **k: pytest.fail("S1 file is canonical"))
-    got = ta_io._read_source(src, how_to_create="x")
-    pd.testing.assert_frame_equal(got, expected, check_exact=True)
-    assert got.index.tz == expected.index.tz and got["close_time"].dt.tz == expected["close_time"].dt.tz
-    with_extra = df.assign(note=np.arange(len(df), dtype=float))  # extra columns after the canonical ones
-    write_parquet(with_extra, src)
-    pd.testing.assert_frame_equal(ta_io._read_source(src, how_to_create="x"), with_extra, check_exact=True)
-
-
 @pytest.mark.parametrize("change", ["float32", "int_prices", "trades_float", "reordered", "naive_index",
                                     "index_name", "ms_index"])
-def test_other_sources_go_through_validate_candles(eth_file, change):
+def test_other_sources_are_normalised_by_s1(eth_file, change):
     src, df = eth_file
     bad = {"float32": lambda d: d.astype({"volume": np.float32}),
            "int_prices": lambda d: d.assign(high=d["high"].round().astype(np.int64)),
@@ -94,9 +82,6 @@ def test_other_sources_go_through_validate_candles(eth_file, change):
            "index_name": lambda d: d.rename_axis("time"),
            "ms_index": lambda d: d.set_axis(d.index.as_unit("ms"), axis=0)}[change](df)
     write_parquet(bad, src)
-    assert ta_io._is_canonical(read_parquet(src)) is (change == "ms_index")  # read_parquet gives ns
-    got = ta_io._read_source(src, how_to_create="x")
-    pd.testing.assert_frame_equal(got, read_candles(src), check_exact=True)
     out = read_parquet(make_ta_file("ETHUSDC", "1h", 14).path)
     pd.testing.assert_frame_equal(out, add_indicators(read_candles(src)), check_exact=True)
 
@@ -114,7 +99,6 @@ def test_bad_index_keeps_the_s1_error(eth_file, change, message):
     else:
         idx.iloc[0] = pd.NaT
     write_parquet(df.set_axis(pd.DatetimeIndex(idx, name="open_time"), axis=0), src)
-    assert not ta_io._is_canonical(read_parquet(src))
     with pytest.raises(UserError, match=message) as s1:
         read_candles(src)
     with pytest.raises(UserError) as s2:

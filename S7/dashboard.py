@@ -26,6 +26,11 @@ RUN_HINT = "streamlit run S7/dashboard.py [-- --symbol BTCUSDT --interval 1h --d
 SECTIONS = {"coverage": "Data coverage", "indicators": "Indicators", "sentiment": "Sentiment",
             "backtest": "Backtest", "paper": "Paper trading"}
 TIME = st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")
+#: Display order of the wide tables: what explains a row (a file's note, an order's error) before the details.
+COVERAGE_ORDER = ("file", "kind", "market", "interval", "rows", "first", "last", "gaps", "missing", "gap_ranges",
+                  "simulated", "note", "size_mb", "modified")
+ORDER_ORDER = ("time", "mode", "fills_by", "symbol", "side", "quantity", "status", "error", "executed_qty",
+               "avg_price", "fills", "reason", "client_id", "updated", "events")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +92,8 @@ def coverage_section(cov: pd.DataFrame, cmds: dict[str, str]) -> None:
         return
     sim = cov["simulated"].eq(True)
     shown = cov.assign(simulated=cov["simulated"].map(D.simulated_text))
-    st.dataframe(shown, hide_index=True, width="stretch", key="coverage-table",
+    order = [c for c in COVERAGE_ORDER if c != "note" or cov["note"].fillna("").ne("").any()]
+    st.dataframe(shown, hide_index=True, width="stretch", key="coverage-table", column_order=order,
                  column_config={"first": TIME, "last": TIME, "modified": TIME,
                                 "size_mb": st.column_config.NumberColumn("size MB", format="%.3f"),
                                 "gap_ranges": "first gaps", "simulated": "market data"})
@@ -248,8 +254,13 @@ def paper_section(args, cmds: dict[str, str]) -> None:
     st.subheader("Positions")
     states = D.executor_states()
     pos = D.positions_table(states)
-    if pos.empty:
+    if not states:
         st.info("No executor state yet (`data/state/s7_*.db`). A dry run creates one:\n" + _cmd(cmds["paper"]))
+    elif pos.empty:
+        readable = [s for s in states if not s.error]
+        if readable:
+            st.info(f"No position yet: {len(readable)} executor session(s) found, none has a fill "
+                    "(a session that never traded has no position).")
     else:
         open_ = pos[pos["state"] == "OPEN"]
         c = st.columns(4)
@@ -266,9 +277,11 @@ def paper_section(args, cmds: dict[str, str]) -> None:
             with st.expander("Closed round trips"):
                 st.dataframe(pd.concat(trips).sort_values("exit_time", ascending=False), hide_index=True,
                              width="stretch", key="round-trips", column_config={"entry_time": TIME, "exit_time": TIME})
-        for s in states:
-            if s.error:
-                st.warning(f"{s.file}: {s.error}")
+    if states:
+        st.caption("executor state: " + " · ".join(f"{s.label} (`{s.file}`)" for s in states))
+    for s in states:
+        if s.error:
+            st.warning(f"{s.file}: {s.error}")
 
     st.subheader("Orders")
     events = D.order_events()
@@ -287,7 +300,7 @@ def paper_section(args, cmds: dict[str, str]) -> None:
     modes = sorted(orders["mode"].dropna().unique())
     picked = st.multiselect("Modes", modes, default=modes, key="order-modes")
     shown = orders[orders["mode"].isin(picked)]
-    st.dataframe(shown, hide_index=True, width="stretch", key="orders",
+    st.dataframe(shown, hide_index=True, width="stretch", key="orders", column_order=ORDER_ORDER,
                  column_config={"time": TIME, "updated": TIME, "fills_by": "filled by"})
     with st.expander(f"Last {min(args.orders, len(events))} order-log events (newest first)"):
         st.dataframe(events.iloc[::-1].head(args.orders), hide_index=True, width="stretch", key="order-events",
@@ -340,7 +353,9 @@ def main(argv: list[str]) -> None:
         c[1].metric("Latest backtest return", format_metric("total_return", top["total_return"]),
                     top["backtest"] + (f" · {D.SIMULATED_LABEL}" if top["backtest_simulated"] else ""),
                     delta_color="off", delta_arrow="off")
-    c[2].metric("Sentiment now", "n/a" if top["sentiment"] is None else f"{top['sentiment']:+.3f}")
+    c[2].metric("Latest sentiment", "n/a" if top["sentiment"] is None else f"{top['sentiment']:+.3f}",
+                None if top["sentiment_at"] is None else f"{top['sentiment_at']:%Y-%m-%d %H:%M} UTC",
+                delta_color="off", delta_arrow="off")
     c[3].metric("Open positions", f"{top['open_positions']}")
     if top["kill_switches"]:
         tripped = top["tripped"]

@@ -25,6 +25,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from S7.dashboard_data import COVERAGE_COLUMNS
+
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "S7" / "dashboard.py")
 ETH = ("ETHUSDC", "1h", 60)
@@ -183,11 +185,21 @@ TABLES = {"coverage-table": ({"file", "kind", "gap_ranges"}, set()),
           "bt-metrics": ({"metric", "value"}, set())}
 
 
-def frame_of(at: AppTest, key: str) -> pd.DataFrame:
+def table_of(at: AppTest, key: str):
     need, never = TABLES[key]
-    found = [d.value for d in at.dataframe if need <= set(d.value.columns) and not never & set(d.value.columns)]
+    found = [d for d in at.dataframe if need <= set(d.value.columns) and not never & set(d.value.columns)]
     assert len(found) == 1, f"{len(found)} tables look like {key}"
     return found[0]
+
+
+def frame_of(at: AppTest, key: str) -> pd.DataFrame:
+    return table_of(at, key).value
+
+
+def shown_columns(at: AppTest, key: str) -> list[str]:
+    """The columns the page shows, in their order (``column_order``; every column when unset)."""
+    table = table_of(at, key)
+    return list(table.proto.column_order) or list(table.value.columns)
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -218,6 +230,10 @@ def test_every_section_from_the_sprints_files(full, monkeypatch, settings_env):
     assert kinds["ethusdc_1h_60d_equity.parquet"] == "equity" and kinds["sentiment_1h.parquet"] == "sentiment"
     assert cov.loc[("ethusdc_1h_60d_trades.parquet", "ETHUSDC 1h 60d"), "rows"] == full["backtest"]["metrics"][
         "n_trades"]
+    # what explains a row first: the gap ranges beside the counts, the notes (here the stream's) before file facts
+    cols = shown_columns(at, "coverage-table")
+    assert cols[cols.index("missing") + 1] == "gap_ranges" and cols.index("note") < cols.index("size_mb")
+    assert set(cols) == set(COVERAGE_COLUMNS)
     banner = at.warning[0].value
     assert banner.startswith("**SIMULATED market data:**") and f"of {len(cov)} dataset file(s)" in banner
     # -- indicators: the requested dataset, its last 300 rows drawn, labelled simulated
@@ -235,7 +251,15 @@ def test_every_section_from_the_sprints_files(full, monkeypatch, settings_env):
     assert metric(at, "Items, last 24 h") == f"{int(s['n_items'].iloc[-24:].sum()):,}"
     assert metric(at, "Mean, last 7 days") == f"{s['sentiment_score'].iloc[-168:].mean():+.3f}"
     assert sent_chart["layout"]["title"]["text"] == "sentiment score (simulated market)"
-    assert len(values(sent_chart["data"][1]["y"])) == 30 * 24  # the last 30 days up to the last open time
+    score = next(t for t in sent_chart["data"] if t["name"] == "sentiment score")
+    assert len(values(score["y"])) == 30 * 24  # the last 30 days up to the last open time
+    np.testing.assert_allclose(values(score["y"]), s["sentiment_score"].iloc[-30 * 24:].to_numpy())
+    # the item counts are drawn in their own panel under the score, never over its line
+    bars = next(t for t in sent_chart["data"] if t["name"] == "items")
+    np.testing.assert_array_equal(values(bars["y"]), s["n_items"].iloc[-30 * 24:].to_numpy())
+    lay = sent_chart["layout"]
+    score_dom, bars_dom = (lay["yaxis" + t.get("yaxis", "y")[1:]]["domain"] for t in (score, bars))
+    assert bars_dom[1] < score_dom[0] and lay["yaxis"]["range"] == [-1.05, 1.05]
     # -- backtest: S5's own JSON and equity file
     from S5.metrics import format_metric
 
@@ -268,15 +292,18 @@ def test_every_section_from_the_sprints_files(full, monkeypatch, settings_env):
     top = {m.label: (m.value,) for m in at.metric}
     assert top["Open positions"][0] == "1" and top["Kill-switch"][0] == "TRIPPED"
     assert top["Datasets"][0] == str(len(cov)) and top["Latest backtest return"][0] == metric(at, "Total return")
-    assert top["Sentiment now"][0] == metric(at, "Latest score")
+    assert top["Latest sentiment"][0] == metric(at, "Latest score")
     deltas = {m.label: m.proto.delta for m in at.metric}
     assert deltas["Kill-switch"] == "testnet · 1 of 2" and deltas["Datasets"] == "6 SIMULATED"  # ETH candles, ta, signals, equity, trades + sentiment
     assert deltas["Latest backtest return"] == "ETHUSDC 1h 60d · SIMULATED"
+    assert deltas["Latest sentiment"] == f"{s.index[-1]:%Y-%m-%d %H:%M} UTC"  # which time the score is of
     orders = frame_of(at, "orders").set_index("client_id")
     assert orders.loc["s7-buy1", "status"] == "FILLED" and orders.loc["s7-buy1", "avg_price"] == 42010.5
     assert orders.loc["s7-buy1", "fills"] == 1 and orders.loc["s7-blk1", "status"] == "BLOCKED"
     assert orders.loc["s7-rej1", "error"] == "Account has insufficient balance"
     assert list(orders.index) == ["s7-rej1", "s7-blk1", "s7-buy1"]  # newest first
+    cols = shown_columns(at, "orders")  # why an order failed is beside its status, not scrolled off
+    assert cols[cols.index("status") + 1] == "error" and set(cols) == set(orders.reset_index().columns)
     assert (metric(at, "Orders"), metric(at, "Filled"), metric(at, "Blocked / refused"),
             metric(at, "Rejected / unknown")) == ("3", "1", "1", "1")
     assert len(frame_of(at, "order-events")) == 5
@@ -345,6 +372,7 @@ def test_a_real_candle_file_is_not_labelled_simulated(settings_env, monkeypatch)
     at = app(monkeypatch)
     no_errors(at)
     assert not any("SIMULATED" in t or "simulated" in t.lower() for t in texts(at))
+    assert "note" not in shown_columns(at, "coverage-table")  # no empty column when every file has no note
     (ind,) = charts(at)
     assert ind["layout"]["annotations"][0]["text"] == "BTCUSDT"
     assert "indicators computed here" in at.selectbox(key="ind-dataset").options[0]
@@ -391,6 +419,33 @@ def test_only_an_order_log(settings_env, monkeypatch):
     assert metric(at, "Blocked / refused") == "1"
 
 
+def test_a_session_that_never_traded_is_not_no_state(settings_env, monkeypatch):
+    """A replay that decided nothing leaves a store without a position row: the page
+    names the session instead of saying there is no executor state."""
+    from S1.datasets import executor_state_path, orders_log_path
+    from S7.order_log import OrderLog
+    from S7.store import ExecutorStore
+
+    db = executor_state_path("replay", "BTCUSDT", "1h", replay=True)
+    ExecutorStore(db).close()
+    at = app(monkeypatch)
+    no_errors(at)
+    infos = [i.value for i in at.info]
+    assert not any(i.startswith("No executor state yet") for i in infos)
+    assert "No position yet: 1 executor session(s) found, none has a fill" in " ".join(infos)
+    assert any(c.value == "executor state: dry-run replay BTCUSDT 1h (`state/replay/s7_replay_btcusdt_1h.db`)"
+               for c in at.caption)
+    assert metric(at, "Open positions") == "0"
+    # and with no store at all (here only an order log), the hint names the command that creates one
+    db.unlink()
+    OrderLog(orders_log_path(), mode="dry-run").append(
+        symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.001", price="27000", client_id="s7-x",
+        exchange_id=None, status="REFUSED", reason="entry:x", error="notional below the minimum")
+    at = app(monkeypatch)
+    no_errors(at)
+    assert any(i.value.startswith("No executor state yet") and "python S7/executor.py" in i.value for i in at.info)
+
+
 def test_unreadable_files_are_shown_not_raised(settings_env, monkeypatch):
     from S1.datasets import dataset_path, orders_log_path, state_path, write_parquet
     from S1.simulated import simulate_candles
@@ -411,6 +466,8 @@ def test_unreadable_files_are_shown_not_raised(settings_env, monkeypatch):
     assert cov.loc["solusdt_1h_30d.parquet", "note"].startswith("unreadable: ")
     assert cov.loc["btcusdt_1m_realtime.db", "note"].startswith("unreadable: ")
     assert cov.loc["btcusdt_1d_31d.parquet", "rows"] == 31
+    cols = shown_columns(at, "coverage-table")
+    assert cols.index("note") < cols.index("size_mb")  # the unreadable files' notes are shown
     tripped = next(w.value for w in at.warning if "Kill-switch testnet" in w.value)
     assert "TRIPPED** (state_unreadable)" in tripped and f"--state {ks}" in tripped
     assert ks.read_text() == "{broken"  # read, never rewritten
@@ -547,13 +604,69 @@ def test_the_app_does_not_write_into_the_data_dir(full, monkeypatch, settings_en
     assert snapshot() == before
 
 
-def test_doctests():
+DATA_MODULES = ("dashboard_data", "dashboard_files", "dashboard_market", "dashboard_backtest", "dashboard_paper",
+                "dashboard_figures")
+
+
+@pytest.mark.parametrize("name", DATA_MODULES)
+def test_doctests(name):
     import doctest
+    import importlib
 
-    from S7 import dashboard_data
+    res = doctest.testmod(importlib.import_module(f"S7.{name}"))
+    assert res.attempted >= 3 and res.failed == 0
 
-    res = doctest.testmod(dashboard_data)
-    assert res.attempted >= 6 and res.failed == 0
+
+def test_dashboard_data_is_the_one_import():
+    """``S7.dashboard_data`` re-exports the loaders of the focused modules (the same
+    objects, not copies), and the app uses nothing else of it."""
+    import importlib
+
+    from S7 import dashboard_data as D
+
+    owners = {}
+    for name in DATA_MODULES[1:]:
+        mod = importlib.import_module(f"S7.{name}")
+        for attr in mod.__all__:
+            owners[attr] = mod
+    for attr in D.__all__:
+        assert hasattr(D, attr), attr
+        if attr in owners:
+            assert getattr(D, attr) is getattr(owners[attr], attr), attr
+    assert set(D.__all__) - set(owners) == {"overview"}  # the one function of its own
+    used = set(re.findall(r"\bD\.([A-Za-z_]+)", (REPO / "S7" / "dashboard.py").read_text()))
+    assert used and used <= set(D.__all__), used - set(D.__all__)
+    assert all(len((REPO / "S7" / f"{n}.py").read_text().splitlines()) < 400 for n in DATA_MODULES)
+
+
+def test_commands_are_the_owning_sprints(settings_env):
+    from S4.signals import sentiment_command
+    from S5.backtest_lib import backtest_command, signals_command
+    from S7.dashboard_data import commands
+
+    c = commands("solusdt", "15m", 30)
+    assert c["signals"] == signals_command("SOLUSDT", "15m", 30)
+    assert c["backtest"] == backtest_command("SOLUSDT", "15m", 30)
+    since = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=30)).strftime("%Y-%m-%d")
+    assert c["sentiment"] == sentiment_command("15m", pd.Timestamp(since)) == (
+        f"python S3/sentiment.py --since {since} --interval 15m")
+
+
+def test_kill_switch_modes_follow_s1_names(settings_env):
+    from S1.datasets import kill_switch_path
+    from S6.killswitch import KillSwitch
+    from S7.dashboard_data import kill_switch_states
+
+    for mode in ("dry-run", "live", "testnet"):
+        KillSwitch(path=kill_switch_path(mode)).update_equity(1_000.0, at="2024-03-01T10:00:00Z")
+    KillSwitch(path=kill_switch_path("dry-run", symbol="ETHUSDC", interval="4h", replay=True)).update_equity(
+        1_000.0, at="2024-03-01T10:00:00Z")
+    got = [(k["mode"], k["label"], k["reset_command"]) for k in kill_switch_states()]
+    replay = kill_switch_path("dry-run", symbol="ETHUSDC", interval="4h", replay=True)
+    assert got == [("live", "live", "python S6/risk.py reset"),
+                   ("testnet", "testnet", f"python S6/risk.py reset --state {kill_switch_path('testnet')}"),
+                   ("dry-run", "dry-run", f"python S6/risk.py reset --state {kill_switch_path('dry-run')}"),
+                   ("dry-run replay", "replay ETHUSDC 4h", f"python S6/risk.py reset --state {replay}")]
 
 
 # ------------------------------------------------------------------- a real browser

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     binance_archive_url: str = "https://data.binance.vision"
     binance_testnet_api_url: str = "https://testnet.binance.vision/api"
     binance_testnet_ws_url: str = "wss://stream.testnet.binance.vision"
+    #: WebSocket API (S7's user-data stream); empty: Binance's endpoint, or the local test exchange's
+    binance_testnet_ws_api_url: str | None = None
+    binance_ws_api_url: str | None = None
     binance_api_key: SecretStr | None = None
     binance_api_secret: SecretStr | None = None
     binance_testnet_api_key: SecretStr | None = None

@@ -66,6 +66,7 @@ class SessionConfig:
     limit_timeout_s: float | None = None       #: limit: cancel after this many seconds ...
     limit_timeout_candles: int | None = None   #: ... or after N candles (default 1)
     limit_fallback: str | None = None          #: limit: none | market (the unfilled remainder)
+    user_stream: bool = True                   #: testnet/live: the user-data stream (S7.user_stream)
 
     def limit_policy(self):
         """The :class:`S7.limit_orders.LimitPolicy` of ``--order-type limit`` (None for market)."""

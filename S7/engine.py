@@ -209,6 +209,10 @@ class Engine:
         self._min_rows = max(warmup_rows(self.indicators).values()) + 1
         self.limits = LimitManager(self, config.limit) if config.limit is not None else None
         self._now_ms: int | None = None
+        #: the user-data stream (S7.user_stream.UserDataStream) when one is attached (testnet / live)
+        self.user_stream = None
+        # candles, prices, stream events and resyncs change the same state: one at a time
+        self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ alerts
     def _alert(self, event: AlertEvent) -> None:
@@ -297,10 +301,91 @@ class Engine:
         pos = self.store.position(self.symbol)
         return float(q) + float(pos.qty + pos.dust) * price
 
+    # ------------------------------------------------------------ user stream
+    @property
+    def stream_live(self) -> bool:
+        """True while a user-data stream is connected and subscribed: order events arrive by
+        themselves, so open orders need no lookups."""
+        s = self.user_stream
+        return s is not None and bool(s.healthy)
+
+    async def on_user_event(self, ev: dict) -> None:
+        """One user-data stream event (:mod:`S7.user_stream`): fills and state changes of our
+        orders are booked at once -- the same ledger as the REST answers, so each trade is
+        booked once (trade id) and no state goes backwards; balances from
+        ``outboundAccountPosition``. Events of other symbols or other orders are ignored."""
+        kind = ev.get("e")
+        if kind == "outboundAccountPosition":
+            for b in ev.get("B") or []:
+                if b.get("a") in (self.base, self.quote):
+                    self.balances[b["a"]] = (Decimal(str(b["f"])), Decimal(str(b["l"])))
+            return
+        if kind == "balanceUpdate":
+            if ev.get("a") in (self.base, self.quote):
+                log.info("balance update: %s %s (deposit/withdrawal/transfer)", ev.get("d"), ev.get("a"))
+            return
+        if kind != "executionReport" or ev.get("s") != self.symbol:
+            return
+        cid = OrderState.from_execution_report(ev).client_order_id
+        if self.store.get_order(cid) is None:
+            return                        # not this executor's order
+        async with self._lock:
+            self.stats["stream_events"] += 1
+            state, _ = self.ledger.execution_report(ev)
+            row = self.store.get_order(cid)
+            if state.executed_qty > self._booked(state):
+                # a trade event without its quantity (the real "l == 0" payload) or one we missed
+                try:
+                    for t in await self.venue.my_trades(symbol=self.symbol, order_id=state.order_id):
+                        self.ledger.fill(Fill.from_my_trade(t, client_order_id=cid))
+                except ExchangeError as exc:
+                    log.warning("order %s: missing fills not read (%s); the next reconciliation books them",
+                                cid, exc.message)
+                    self.needs_reconcile = True
+            if state.side == "BUY" and state.executed_qty > 0 and state.avg_price is not None and \
+                    not self.ledger.is_stale(row, state):
+                self._place_levels(row, float(state.avg_price))
+            self._feed_closed_trips(self.ledger.take_closed())
+            if self.limits is not None:
+                await self._step_limits(int(time.time() * 1000))
+
+    async def on_stream_subscribed(self, reason: str) -> None:
+        """After every (re)subscription: what happened while nobody listened, over REST --
+        our open or unknown orders looked up (their missing fills from ``myTrades``, each
+        trade once), the balances re-read; a full reconciliation when one is due."""
+        async with self._lock:
+            self.stats["stream_resyncs"] += 1
+            try:
+                if self.needs_reconcile:
+                    rep = await self.reconcile(f"user stream {reason}")
+                    self._feed_closed_trips(rep.closed_trips)
+                else:
+                    await self.sync_orders(all_orders=True)
+                    await self.refresh_balances()
+                if self.limits is not None:
+                    await self._step_limits(int(time.time() * 1000))
+            except ExchangeError as exc:
+                log.warning("after the user stream %s: REST re-read failed (%s); reconciling on the next candle",
+                            reason, exc.message)
+                self.needs_reconcile = True
+
+    async def _step_limits(self, now_ms: int) -> None:
+        try:
+            await self.limits.step(now_ms=now_ms)
+        except AuthFailed:
+            raise
+        except ExchangeError as exc:
+            log.warning("resting order: %s; retried on the next event", exc.message)
+            self.needs_reconcile = True
+
     # ----------------------------------------------------------------- prices
     async def on_price(self, price: float, t_ms: int, qty: float | str | None = None) -> None:
         """A market price (dry-run: fills what the simulator holds -- only ``qty`` of a resting
         LIMIT order when given; every mode: the last price)."""
+        async with self._lock:
+            await self._on_price(price, t_ms, qty)
+
+    async def _on_price(self, price: float, t_ms: int, qty: float | str | None = None) -> None:
         self.last_price = float(price)
         on_price = getattr(self.venue, "on_price", None)
         if on_price is not None and (on_price(price, t_ms) if qty is None else on_price(price, t_ms, qty)):
@@ -308,10 +393,13 @@ class Engine:
         if self.limits is not None:
             await self.limits.step(now_ms=int(t_ms), poll=True)
 
-    async def sync_orders(self) -> bool:
-        """Look up our unresolved orders and record what the exchange says.
-        Returns True when none is left unresolved."""
+    async def sync_orders(self, *, all_orders: bool = False) -> bool:
+        """Look up our unresolved orders and record what the exchange says (while the user
+        stream is live only the ones of unknown outcome, unless ``all_orders``: the open
+        ones report themselves). Returns True when none is left unresolved."""
         pending = self.store.unresolved(self.symbol)
+        if self.stream_live and not all_orders:
+            pending = [r for r in pending if r["status"] not in EXCHANGE_OPEN]
         for row in pending:
             cid = row["client_order_id"]
             try:
@@ -376,7 +464,11 @@ class Engine:
     async def on_candle(self, candle: pd.DataFrame, now_ms: int | None = None) -> Decision:
         """One newly closed candle (a one-row candle frame). ``now_ms``: the clock
         (the replay's, or None for the wall clock)."""
-        seen = time.perf_counter()
+        seen = time.perf_counter()   # before the lock: a wait for a stream event counts as latency
+        async with self._lock:
+            return await self._on_candle(candle, now_ms, seen)
+
+    async def _on_candle(self, candle: pd.DataFrame, now_ms: int | None, seen: float) -> Decision:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         ot = int(candle.index[-1].value // 1_000_000)

@@ -89,6 +89,8 @@ def build_parser() -> ArgumentParser:
     files.add_argument("--kill-switch-state", type=Path, help="kill-switch file (default: per mode in data/state/)")
     files.add_argument("--order-log", type=Path, help="order log (default data/orders.jsonl)")
     files.add_argument("--recv-window", type=int, default=5000, help="recvWindow of signed requests, ms")
+    files.add_argument("--no-user-stream", action="store_true",
+                       help="testnet/live: no user-data WebSocket stream; order states from REST lookups only")
     add_common_args(p)
     return p
 
@@ -106,7 +108,8 @@ def config_from_args(args):
                          exchange_info=args.exchange_info, use_stops=not args.no_stops, order_log=args.order_log,
                          order_type=args.order_type, post_only=args.post_only,
                          limit_offset_bps=args.limit_offset_bps, limit_timeout_s=args.limit_timeout_s,
-                         limit_timeout_candles=args.limit_timeout_candles, limit_fallback=args.limit_fallback)
+                         limit_timeout_candles=args.limit_timeout_candles, limit_fallback=args.limit_fallback,
+                         user_stream=not args.no_user_stream)
 
 
 async def _amain(cfg) -> int:

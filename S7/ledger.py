@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Callable
 
 from S7.order_log import OrderLog
-from S7.orders import EXCHANGE_FINAL, FILLED, Fill, OrderState, plain
+from S7.orders import EXCHANGE_FINAL, FILLED, D, Fill, OrderState, plain
 from S7.store import ExecutorStore, FillResult
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ class Ledger:
         row = self.store.get_order(state.client_order_id)
         if row is None:
             return None
+        if self.is_stale(row, state):
+            return row
         changed = (row["status"] != state.status or row["exchange_order_id"] != state.order_id
                    or row["executed_qty"] != plain(state.executed_qty))
         if not changed:
@@ -88,6 +90,15 @@ class Ledger:
                        avg_price=plain(avg.quantize(Decimal("0.00000001"))) if avg is not None else None,
                        note=note)
         return row
+
+    @staticmethod
+    def is_stale(row: dict, state: OrderState) -> bool:
+        """True when ``state`` is older than what ``row`` already records: less executed, or
+        open while the row is final. The same order is reported by REST answers, lookups and
+        stream events, which can arrive in any order; an order's state never goes back."""
+        if D(row.get("executed_qty")) > state.executed_qty:
+            return True
+        return row.get("status") in EXCHANGE_FINAL and state.status not in EXCHANGE_FINAL
 
     def fill(self, fill: Fill, *, client_order_id: str | None = None) -> FillResult | None:
         """Apply one of our fills (idempotent per trade id); None when the order is not ours."""

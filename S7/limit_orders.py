@@ -14,9 +14,11 @@ executor order) until it is final:
 
 1. before it is sent, a small record ``resting:<symbol>:<interval>`` (client id,
    deadline) is committed to the store, beside the order's intent;
-2. fills are recorded as they happen -- partial ones too -- from the exchange's
-   answers (lookups, ``myTrades``): position, ledger, order log and the kill-switch
-   see each fill once (idempotent per trade id);
+2. fills are recorded as they happen -- partial ones too -- from the user-data
+   stream's ``executionReport`` events (:mod:`S7.user_stream`) while it is healthy,
+   else from the exchange's answers (lookups at most every ``poll_s``, ``myTrades``):
+   position, ledger, order log and the kill-switch see each fill once (idempotent
+   per trade id);
 3. at the deadline (``timeout_s`` seconds after it was placed, or the close of the
    ``timeout_candles``-th candle after the signal; default: 1 candle) what is left is
    **cancelled**; the cancel's answer and ``myTrades`` give the exact filled part;
@@ -72,7 +74,7 @@ class LimitPolicy:
     timeout_s: float | None = None        #: cancel what is left this long after placing ...
     timeout_candles: int | None = None    #: ... or at the close of the N-th candle after the signal
     fallback: str = "none"                #: "market": the unfilled remainder goes out as MARKET
-    poll_s: float = 2.0                   #: testnet/live: look a resting order up at most this often
+    poll_s: float = 2.0                   #: testnet/live without a healthy user stream: look it up this often
 
     def __post_init__(self):
         if self.fallback not in FALLBACKS:
@@ -175,7 +177,7 @@ class LimitManager:
             self._save(None)
             return
         if row["status"] in UNRESOLVED:
-            if poll and not hasattr(eng.venue, "on_price"):
+            if poll and not hasattr(eng.venue, "on_price") and not eng.stream_live:
                 if time.monotonic() - self._last_poll < self.policy.poll_s:
                     return
                 self._last_poll = time.monotonic()

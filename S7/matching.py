@@ -26,6 +26,12 @@ shows up as a ``-1013`` here instead of passing silently.
 - :meth:`MatchingBook.on_price` may carry the quantity traded at that price
   (``qty``): resting orders then fill only that much (oldest first, on the lot
   step) and stay ``PARTIALLY_FILLED`` -- how a test or a replay models partial fills.
+- ``listeners``: callables given every user-data event the book's changes make, in
+  Binance's layouts (:func:`execution_report`, ``outboundAccountPosition``): an
+  ``executionReport`` per order state change (``NEW``, each ``TRADE``, ``CANCELED``,
+  ``EXPIRED``) followed by the balances it moved. A request refused with an error
+  code makes no event (Binance answers it synchronously only; its ``REJECTED``
+  execution type is for cancel-replace orders, which this book does not have).
 
 >>> from S6.filters import SymbolFilters
 >>> f = SymbolFilters(symbol="BTCUSDT", base_asset="BTC", quote_asset="USDT", tick_size=D("0.01"),
@@ -154,6 +160,40 @@ class MatchingBook:
         self.next_order_id = 1000
         self.next_trade_id = 5000
         self.lock = threading.RLock()
+        #: called (under the lock, in order) with each user-data event -- see the module docstring
+        self.listeners: list[Callable[[dict], None]] = []
+
+    # -------------------------------------------------------------- events
+    def _emit(self, event: dict) -> None:
+        for fn in list(self.listeners):
+            fn(event)
+
+    def _report(self, order: dict, execution: str, *, trade: dict | None = None, status: str | None = None,
+                cancel_id: str | None = None) -> None:
+        if self.listeners:
+            self._emit(execution_report(order, execution, now_ms=self.clock(), trade=trade, status=status,
+                                        cancel_id=cancel_id))
+
+    def _account_event(self, *assets: str) -> None:
+        if self.listeners:
+            now = self.clock()
+            self._emit({"e": "outboundAccountPosition", "E": now, "u": now,
+                        "B": [{"a": a, "f": f8(self.free.get(a, 0)), "l": f8(self.locked.get(a, 0))}
+                              for a in dict.fromkeys(assets) if a]})
+
+    def _assets(self, order: dict) -> tuple[str, str]:
+        f = self.filters(order["symbol"])
+        return (f.base_asset, f.quote_asset) if f is not None else ("", "")
+
+    def deposit(self, asset: str, delta: Any) -> None:
+        """Credit (or debit, negative) ``asset`` outside trading: a ``balanceUpdate`` event,
+        then ``outboundAccountPosition`` (what Binance sends for deposits and withdrawals)."""
+        with self.lock:
+            self.free[asset] = self.free.get(asset, Decimal(0)) + D(delta)
+            if self.listeners:
+                now = self.clock()
+                self._emit({"e": "balanceUpdate", "E": now, "a": asset, "d": f8(D(delta)), "T": now})
+                self._account_event(asset)
 
     # -------------------------------------------------------------- lookups
     def filters(self, symbol: str) -> SymbolFilters | None:
@@ -261,6 +301,7 @@ class MatchingBook:
                      "updateTime": now, "isWorking": True, "workingTime": now, "origQuoteOrderQty": f8(0),
                      "selfTradePreventionMode": "NONE", "_reserved": Decimal(0)}
             self.orders[oid] = order
+            self._report(order, "NEW")
             fills: list[dict] = []
             if otype == "MARKET" and self.market_fill == "immediate":
                 fills = self._fill(order, qty, self._slipped(f, side, market_price), maker=False)
@@ -268,6 +309,7 @@ class MatchingBook:
                 fills = self._fill(order, qty, market_price, maker=False)
             else:  # rests (LIMIT, LIMIT_MAKER) or waits for the next price (MARKET in next_price mode)
                 self._reserve(order, f, qty, price if limit else market_price)
+                self._account_event(quote if side == "BUY" else base)
             out = self.public(order)
             out["fills"] = fills
             return out
@@ -354,6 +396,12 @@ class MatchingBook:
         order["status"] = status
         order["updateTime"] = now
         order["isWorking"] = status == "PARTIALLY_FILLED"
+        if fills:
+            self._report(order, "TRADE", trade=self.trades[-1],
+                         status="PARTIALLY_FILLED" if status == "EXPIRED" else status)
+        if status == "EXPIRED":
+            self._report(order, "EXPIRED")
+        self._account_event(base, quote)
         return fills
 
     def on_price(self, symbol: str, price: Any, qty: Any = None) -> list[dict]:
@@ -412,6 +460,8 @@ class MatchingBook:
             out = self.public(o)
             out["origClientOrderId"] = o["clientOrderId"]
             out["clientOrderId"] = str(params.get("newClientOrderId") or f"cancel{o['orderId']}")
+            self._report(o, "CANCELED", cancel_id=out["clientOrderId"])
+            self._account_event(*self._assets(o))
             return out
 
     def open_orders(self, params: Mapping[str, Any] | None = None) -> list[dict]:
@@ -475,4 +525,29 @@ class MatchingBook:
             self.next_trade_id = int(snap.get("next_trade_id", self.next_trade_id))
 
 
-__all__ = ["BookError", "MatchingBook", "WOULD_TAKE", "f8", "filter_failure"]
+def execution_report(order: Mapping[str, Any], execution: str, *, now_ms: int, trade: Mapping[str, Any] | None = None,
+                     status: str | None = None, cancel_id: str | None = None) -> dict:
+    """The user-data ``executionReport`` of one change of ``order`` (a Binance order dict),
+    in the layout of the real payloads (``../shared/data/api/ws_spot_execution_report_*.json``).
+
+    ``execution``: ``NEW | TRADE | CANCELED | EXPIRED`` (field ``x``); ``trade``: the
+    ``myTrades`` row of a ``TRADE``; ``cancel_id``: a cancel's own client id -- Binance
+    then puts it in ``c`` and the order's id in ``C``.
+    """
+    t = trade or {}
+    st = status or order["status"]
+    last_qty, last_px = D(t.get("qty", 0)), D(t.get("price", 0))
+    return {"e": "executionReport", "E": int(now_ms), "s": order["symbol"],
+            "c": cancel_id if cancel_id else order["clientOrderId"], "S": order["side"], "o": order["type"],
+            "f": order.get("timeInForce") or "GTC", "q": order["origQty"], "p": order["price"], "P": f8(0),
+            "F": f8(0), "g": -1, "C": order["clientOrderId"] if cancel_id else "", "x": execution, "X": st,
+            "r": "NONE", "i": order["orderId"], "l": f8(last_qty), "z": order["executedQty"], "L": f8(last_px),
+            "n": t.get("commission", "0"), "N": t.get("commissionAsset"),
+            "T": int(t.get("time") or order.get("updateTime") or now_ms), "t": int(t["id"]) if t else -1,
+            "I": int(now_ms), "w": st in ("NEW", "PARTIALLY_FILLED"), "m": bool(t.get("isMaker", False)),
+            "M": False, "O": int(order.get("time") or now_ms), "Z": order["cummulativeQuoteQty"],
+            "Y": f8(last_qty * last_px), "Q": f8(0), "W": int(order.get("workingTime") or now_ms),
+            "V": order.get("selfTradePreventionMode", "NONE")}
+
+
+__all__ = ["BookError", "MatchingBook", "WOULD_TAKE", "execution_report", "f8", "filter_failure"]

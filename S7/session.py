@@ -8,7 +8,8 @@ tests call). Modes:
   ``exchangeInfo`` at ``BINANCE_API_URL``, else its cache ``data/exchange_info.json``,
   else generic filters with a warning);
 - ``testnet`` (the default): the spot testnet at ``BINANCE_TESTNET_API_URL`` with
-  ``BINANCE_TESTNET_API_KEY`` / ``_SECRET``;
+  ``BINANCE_TESTNET_API_KEY`` / ``_SECRET``, plus the user-data stream on the
+  WebSocket API (:mod:`S7.user_stream`; off with ``user_stream=False``);
 - ``live``: ``BINANCE_API_URL`` with ``BINANCE_API_KEY`` / ``_SECRET``, only with
   ``i_understand_real_money``.
 
@@ -209,6 +210,7 @@ async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, s
                                      timeout=settings.http_timeout, recv_window_ms=cfg.recv_window_ms,
                                      name=f"{cfg.mode} {url}")
     store = ExecutorStore(db_path)
+    stream = None
     simulated = bool(settings.simulated_market or (cfg.mode == "dry-run" and settings.is_local))
     order_log = OrderLog(log_path, mode=cfg.mode + (" replay" if cfg.replay else ""), extra_secrets=secrets,
                          simulated=simulated)
@@ -245,6 +247,9 @@ async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, s
         except ExchangeError as exc:
             raise NetworkError(f"reconciliation with {venue.name} failed ({exc.message})",
                                "check the connection; nothing was sent") from None
+        if cfg.mode != "dry-run" and cfg.user_stream:
+            stream = await start_user_stream(engine, venue, settings, cfg.mode, key=secrets[0], secret=secrets[1],
+                                             recv_window_ms=cfg.recv_window_ms)
         if cfg.replay or not len(history):
             engine.seed(history)
             _warm_up(engine)
@@ -262,18 +267,41 @@ async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, s
                         st.reason, st.detail, ks_path)
         stopped_by = await _loop(engine, source, cfg, stop, progress)
         summary = engine.summary()
+        if stream is not None:
+            summary["user_stream"] = {"url": stream.url, "healthy": stream.healthy, **dict(stream.stats)}
         await engine.drain_alerts()
         return SessionResult(summary, db_path, ks_path, log_path, order_log.lines - lines_before, source.description,
                              simulated=simulated,
                              replayed=len(engine.decisions), stopped_by=stopped_by,
                              reconcile_lines=rep.lines(filters.base_asset, filters.quote_asset))
     finally:
+        if stream is not None:
+            await stream.close()
         store.close()
         await source.close()
         if isinstance(venue, BinanceTradingClient):
             await venue.close_connection()
         else:
             await venue.close()
+
+
+async def start_user_stream(engine: Engine, venue: BinanceTradingClient, settings: Settings, mode: str, *, key: str,
+                            secret: str, recv_window_ms: int, wait: float = 5.0, **kw):
+    """Attach a :class:`S7.user_stream.UserDataStream` to ``engine`` and wait (bounded) for
+    its first subscription; without it the executor keeps polling, as before."""
+    from S7.user_stream import UserDataStream, user_stream_url
+
+    url = user_stream_url(settings, mode)
+    stream = UserDataStream(url=url, api_key=key, api_secret=secret, on_event=engine.on_user_event,
+                            on_subscribed=engine.on_stream_subscribed,
+                            time_offset_ms=lambda: getattr(venue, "timestamp_offset", 0) or 0,
+                            recv_window_ms=recv_window_ms, timeout=settings.http_timeout, **kw)
+    engine.user_stream = stream
+    if not await stream.start(wait=wait):
+        log.warning("user-data stream at %s not up after %gs (%s): order states come from REST answers and lookups "
+                    "(a resting LIMIT order every 2 s) until it is", url, wait,
+                    stream.stopped_reason or "still trying")
+    return stream
 
 
 def _min_tradable(f: SymbolFilters):
@@ -361,6 +389,10 @@ def summary_lines(res: SessionResult) -> list[str]:
     if lat:
         lines.append(f"  latency     closed candle -> order sent: median {lat[len(lat) // 2]:.1f} ms, max {lat[-1]:.1f} ms "
                      f"({len(lat)} orders)")
+    us = s.get("user_stream")
+    if us:
+        lines.append(f"  user stream {us.get('events', 0)} events, {us.get('subscribed', 0)} subscription(s), "
+                     f"{us.get('drops', 0)} drop(s), {us.get('terminated', 0)} terminated ({us['url']})")
     lines.append(f"  order log   {res.order_log} (+{res.order_log_lines} events)")
     lines.append(f"  state       {res.state}")
     return lines

@@ -11,6 +11,9 @@ Routes (added to ``server.app`` -- call before ``server.start()``)::
     GET    /api/v3/openOrders     (symbol optional)
     GET    /api/v3/account        balances (free / locked)
     GET    /api/v3/myTrades       symbol, orderId, fromId, startTime/endTime, limit
+    GET    /ws-api/v3             the WebSocket API's user-data stream (userDataStream.subscribe.signature):
+                                  an event for every order state change and balance change
+                                  (:mod:`S7.test_user_stream`; faults: ``ex.user_stream.drop() / expire() / delay``)
 
 ``exchangeInfo``, ``time`` and ``ping`` are the LocalBinance's own (pass it the
 real capture from ``../shared`` as ``exchange_info=`` to trade real symbols with
@@ -65,6 +68,7 @@ from S1.local_exchange import LocalBinance, simulated_symbol_info
 from S6.filters import SymbolFilters
 from S7.matching import BookError, MatchingBook
 from S7.orders import D
+from S7.test_user_stream import UserStreamServer
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,9 @@ class BinanceTestExchange:
         self.book = MatchingBook(filters=self.symbol_filters, balances=balances or DEFAULT_BALANCES,
                                  fee_rate=fee_rate, price_of=self.price, market_fill="immediate",
                                  clock=server.now_ms)
+        #: the user-data stream (WebSocket API) fed by every change of the book
+        self.user_stream = UserStreamServer(server, api_key=api_key, api_secret=api_secret, now_ms=server.now_ms)
+        self.book.listeners.append(self.user_stream.publish)
         r = server.app.router
         r.add_post("/api/v3/order/test", self._signed(self._order_test))
         r.add_post("/api/v3/order", self._signed(self._new_order))
@@ -142,6 +149,10 @@ class BinanceTestExchange:
         of them when given: partial fills). Returns their trades."""
         self.prices[symbol] = D(price)
         return self.book.on_price(symbol, D(price), qty)
+
+    def deposit(self, asset: str, amount: Any) -> None:
+        """Credit ``amount`` of ``asset`` (negative: a withdrawal): ``balanceUpdate`` on the stream."""
+        self.book.deposit(asset, amount)
 
     def inject(self, kind: str, *, method: str = "POST", path: str = "/api/v3/order", count: int = 1,
                **kw) -> OrderFault:
@@ -362,6 +373,7 @@ def main(argv=None) -> int:
     print(f"test exchange on {server.api_url}; Ctrl-C stops it", flush=True)
     print(f"  export BINANCE_API_URL={server.api_url} BINANCE_TESTNET_API_URL={server.api_url}", flush=True)
     print("  and set BINANCE_TESTNET_API_KEY / BINANCE_TESTNET_API_SECRET to the values given", flush=True)
+    print(f"  user-data stream (WebSocket API): {server.url.replace('http://', 'ws://')}/ws-api/v3", flush=True)
     server.serve_until_interrupted()
     return 0
 

@@ -185,3 +185,27 @@ class Receiver:
 
 def D(x) -> Decimal:
     return Decimal(str(x))
+
+
+# ------------------------------------------------------------------ user-data stream
+async def attach_stream(env: TestEnv, engine, venue, **kw):
+    """Attach the user-data stream of the local test exchange to ``engine`` (as a session
+    does) with a fast backoff; returns the started :class:`S7.user_stream.UserDataStream`."""
+    from S7.session import start_user_stream
+
+    kw.setdefault("backoff_initial", 0.05)
+    kw.setdefault("backoff_max", 0.2)
+    kw.setdefault("wait", 5.0)
+    return await start_user_stream(engine, venue, env.settings, "testnet", key=env.key, secret=env.secret,
+                                   recv_window_ms=5000, **kw)
+
+
+async def wait_until(cond, timeout: float = 3.0, step: float = 0.005) -> float:
+    """Await ``cond()`` true (polling the local state, never the exchange); returns the seconds
+    it took, raises AssertionError after ``timeout``."""
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"condition not met within {timeout:g}s")
+        await asyncio.sleep(step)
+    return time.monotonic() - t0

@@ -123,6 +123,11 @@ def test_testnet_session_from_the_streamer_db_and_restart(testnet, tmp_path, rul
     assert len(posted) == 1 and posted[0].status == 200
     assert re.search(r"position    0\.\d+ @ 27,060\.00 \(stop 2\d+", r.stdout), r.stdout
     assert "equity 10,000.00 -> 9,9" in r.stdout
+    # the user-data stream (derived from the local REST URL) was up: the order's events came through it
+    m = re.search(r"user stream (\d+) events, 1 subscription\(s\), 0 drop\(s\), 0 terminated \(ws://127\.0\.0\.1:\d+"
+                  r"/ws-api/v3\)", r.stdout)
+    assert m and int(m.group(1)) >= 2, r.stdout
+    assert len(ex.user_stream.subscribe_requests()) == 1
     # restart: reconciles, finds the position, does not act on the same candle again
     r2 = _run(args, env)
     assert r2.returncode == 0, r2.stderr
@@ -135,6 +140,7 @@ def test_testnet_session_from_the_streamer_db_and_restart(testnet, tmp_path, rul
         if p.is_file():
             blobs.append(p.read_bytes().decode("latin-1"))
     assert all(CANARY_SECRET not in b for b in blobs)
+    assert ex.user_stream.signatures_seen and all(sig not in b for b in blobs for sig in ex.user_stream.signatures_seen)
 
 
 def test_wrong_testnet_secret_is_one_line_without_the_secret(testnet, tmp_path, rules_file):

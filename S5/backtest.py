@@ -3,11 +3,14 @@
     python S5/backtest.py --symbol ETHUSDC --interval 1h --days 365
     python S5/backtest.py --symbol ETHUSDC --interval 1h --days 365 --fees 0.001 --slippage 0.0005 \\
         --init-cash 10000 --risk S6/risk.yaml
+    python S5/backtest.py --symbol ETHUSDC --interval 1h --days 365 --fee-model mixed --maker-fee 0.0009 \
+        --taker-fee 0.001 --exchange-info exchange_info.json
 
 reads ``data/ethusdc_1h_365d_signals.parquet`` (python S4/decision.py) and writes
 ``reports/ethusdc_1h_365d_backtest.html``, ``data/ethusdc_1h_365d_backtest.json``,
 ``data/ethusdc_1h_365d_equity.parquet`` and ``data/ethusdc_1h_365d_trades.parquet``.
-Signals decided on a closed bar fill at the next bar's open. See S5/README.md.
+Signals decided on a closed bar fill at the next bar's open; quantities are rounded to the symbol's LOT_SIZE and
+entries below minQty / MIN_NOTIONAL are skipped when its filters are known (--exchange-filters). See S5/README.md.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ def build_parser() -> ArgumentParser:
                    help="S6 risk config (e.g. S6/risk.yaml): position size, stop-loss/take-profit and "
                         "kill-switch; without it every entry goes all in with no stops")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    from S5.exchange import add_execution_args
+
+    add_execution_args(p)
     add_common_args(p)
     return p
 
@@ -38,10 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
 
     from S5.backtest_lib import backtest_files, metrics_table
-    from S5.engine import Costs
+    from S5.exchange import costs_from_args
 
-    run = backtest_files(args.symbol, args.interval, args.days, costs=Costs(fees=args.fees, slippage=args.slippage),
-                         init_cash=args.init_cash, risk=args.risk, report=not args.no_report)
+    run = backtest_files(args.symbol, args.interval, args.days, costs=costs_from_args(args),
+                         init_cash=args.init_cash, risk=args.risk, report=not args.no_report,
+                         exchange_filters=args.exchange_filters, exchange_info=args.exchange_info)
     label = " [SIMULATED market data]" if run.simulated else ""
     console = Console()
     console.print(metrics_table(run.result.metrics, title=f"{args.symbol.upper()} {args.interval} {args.days}d"

@@ -92,12 +92,20 @@ def equity_frame(result: BacktestResult) -> pd.DataFrame:
 
 
 def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Costs(), init_cash: float = 10_000.0,
-                   risk=None, report: bool = True, write: bool = True) -> BacktestRun:
-    """Read ``_signals``, backtest, and write equity / trades / JSON / HTML."""
+                   risk=None, report: bool = True, write: bool = True, exchange_filters: str = "off",
+                   exchange_info=None) -> BacktestRun:
+    """Read ``_signals``, backtest, and write equity / trades / JSON / HTML.
+
+    ``exchange_filters`` (``auto``/``on``/``off``, see :func:`S5.exchange.resolve_lot_rules`)
+    adds the symbol's LOT_SIZE / MIN_NOTIONAL rules to ``costs`` (``exchange_info``: a
+    saved exchangeInfo file)."""
+    from S5.exchange import with_filters
     from S5.hooks import load_risk
 
     frame, spath, meta = load_signals(symbol, interval, days)
     simulated = bool(meta.get("simulated", False))
+    costs = with_filters(costs, symbol, mode=exchange_filters, file=exchange_info, simulated=simulated,
+                         price=float(frame["close"].iloc[-1]))
     risk_cfg = load_risk(risk)
     sig_meta = meta.get("signals", {}) if isinstance(meta.get("signals"), dict) else {}
     extra = {"symbol": normalize_symbol(symbol), "days": int(days), "signals_file": spath.name,

@@ -104,11 +104,21 @@ def vbt():
 # ----------------------------------------------------------------------------- input
 @dataclass(frozen=True)
 class Costs:
-    """Trading costs per side: ``fees`` (fraction of the notional) and ``slippage``
-    (fraction of the price, against the trader).
+    """Trading costs per side and the exchange's quantity rules.
+
+    ``fees``: the taker fee (fraction of the notional; also the maker fee unless
+    ``maker_fee`` is given); ``slippage``: fraction of the price, against the trader;
+    ``fee_model``: ``taker`` (every fill pays taker -- the default, a single fee),
+    ``mixed`` (entries and signal exits are S7's LIMIT orders: maker; stops,
+    kill-switch flattening and the end-of-test close: taker) or ``maker`` (every fill
+    maker); ``bnb_discount``: 25 % off both rates; ``lot``: an :class:`S5.exchange.LotRules`
+    (None: quantities are not rounded and no entry is refused).
 
     >>> Costs(fees=0.001, slippage=0.0005)
     Costs(fees=0.001, slippage=0.0005)
+    >>> c = Costs(fees=0.001, maker_fee=0.0002, fee_model="mixed", bnb_discount=True)
+    >>> round(c.maker_rate, 8), round(c.taker_rate, 8), round(c.entry_rate, 8)
+    (0.00015, 0.00075, 0.00015)
     >>> Costs(fees=0.5)
     Traceback (most recent call last):
     ...
@@ -117,16 +127,74 @@ class Costs:
 
     fees: float = 0.001
     slippage: float = 0.0005
+    maker_fee: float | None = None
+    fee_model: str = "taker"
+    bnb_discount: bool = False
+    lot: Any = None
 
     def __post_init__(self) -> None:
-        for name, limit in (("fees", 0.05), ("slippage", 0.05)):
+        for name, limit in (("fees", 0.05), ("slippage", 0.05), ("maker_fee", 0.05)):
             v = getattr(self, name)
+            if v is None and name == "maker_fee":
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not np.isfinite(v) \
                     or not 0 <= v <= limit:
+                flag = {"fees": "fees", "slippage": "slippage", "maker_fee": "maker-fee"}[name]
                 raise UserError(f"{name} {v!r} is out of range",
-                                f"use a fraction per side from 0 to {limit}, e.g. --{name} "
-                                f"{'0.001 (0.1 %)' if name == 'fees' else '0.0005 (0.05 %)'}")
+                                f"use a fraction per side from 0 to {limit}, e.g. --{flag} "
+                                f"{'0.0005 (0.05 %)' if name == 'slippage' else '0.001 (0.1 %)'}")
             object.__setattr__(self, name, float(v))
+        from S5.exchange import FEE_MODELS, LotRules
+
+        if self.fee_model not in FEE_MODELS:
+            raise UserError(f"unknown fee model {self.fee_model!r}", f"use one of {', '.join(FEE_MODELS)}")
+        if self.lot is not None and not isinstance(self.lot, LotRules):
+            raise UserError(f"lot must be an S5.exchange.LotRules, got {type(self.lot).__name__}",
+                            "build it with LotRules.from_filters(S6 SymbolFilters)")
+        object.__setattr__(self, "bnb_discount", bool(self.bnb_discount))
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k, d in (("maker_fee", None), ("fee_model", "taker"),
+                                                                   ("bnb_discount", False), ("lot", None))
+                        if getattr(self, k) != d)
+        return f"Costs(fees={self.fees!r}, slippage={self.slippage!r}{extra})"
+
+    @property
+    def maker_rate(self) -> float:
+        """Maker fee per side after the BNB discount."""
+        from S5.exchange import fee_rates
+
+        return fee_rates(self.fees, self.maker_fee, self.bnb_discount)[0]
+
+    @property
+    def taker_rate(self) -> float:
+        """Taker fee per side after the BNB discount."""
+        from S5.exchange import fee_rates
+
+        return fee_rates(self.fees, self.maker_fee, self.bnb_discount)[1]
+
+    @property
+    def entry_rate(self) -> float:
+        """Fee rate of an entry (LIMIT in the mixed / maker models)."""
+        return self.taker_rate if self.fee_model == "taker" else self.maker_rate
+
+    @property
+    def single_rate(self) -> float | None:
+        """The one fee rate every fill pays, or None when it depends on the order."""
+        if self.fee_model == "taker" or self.maker_rate == self.taker_rate:
+            return self.taker_rate
+        return self.maker_rate if self.fee_model == "maker" else None
+
+    @property
+    def is_plain(self) -> bool:
+        """Only ``fees`` and ``slippage`` (the behaviour before fee models and filters)."""
+        return self.fee_model == "taker" and not self.bnb_discount and self.lot is None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as plain data (run params, study fingerprints)."""
+        return {"fees": self.fees, "slippage": self.slippage, "fee_model": self.fee_model,
+                "maker_fee": self.maker_rate, "taker_fee": self.taker_rate, "bnb_discount": self.bnb_discount,
+                "exchange_filters": self.lot.as_dict() if self.lot is not None else "off"}
 
 
 def bars_per_year(interval: str) -> float:
@@ -220,6 +288,7 @@ class Simulation:
     rows_per_bar: int           # 1, or 2 when stops split each bar
     init_cash: float
     close_at_end: bool
+    order_stats: dict[str, np.ndarray] | None = None   # exchange filters: skipped / rounded orders per column
 
     @property
     def n_cols(self) -> int:
@@ -260,13 +329,22 @@ def _as_2d_param(a, n: int, m: int, name: str, *, default: float) -> np.ndarray:
 
 def simulate(bars: Bars, entries, exits, *, costs: Costs = Costs(), init_cash: float = 10_000.0,
              size=1.0, sl_stop=None, tp_stop=None, close_at_end: bool = True,
-             with_index: bool = True) -> Simulation:
+             with_index: bool = True, market_exits=None) -> Simulation:
     """Run the portfolio for decided ``entries``/``exits`` (bool, ``(n,)`` or ``(n, m)``).
 
     ``size``: fraction of cash spent per entry, fees included (scalar, per bar or per
     column; NaN or <= 0 skips the entry). ``sl_stop``/``tp_stop``: fractions of the
     fill price, read at the decision bar (None or NaN: no stop). Every argument
     describes the bar where the signal was **decided**; the engine moves it to the fill.
+
+    ``costs.fee_model`` sets the fee of each fill (see :class:`Costs`); ``market_exits``
+    (bool per decision bar, e.g. the kill-switch's flattening) marks exits S7 sends as
+    MARKET orders (taker in the ``mixed`` model). ``costs.lot`` (exchange filters):
+    vectorbt then counts in lots of the step (prices x step, ``size_granularity=1``, so
+    rounding down is exact integer arithmetic and a whole position is always sold
+    again), entries below ``min_qty`` / the minimum notional at their fill price are
+    refused (``min_size``), ``max_size`` caps them; ``Simulation.order_stats`` counts
+    skipped and rounded orders. The order records handed back are in units again.
     """
     if not isinstance(bars, Bars):
         raise UserError(f"bars must be an S5.engine.Bars, got {type(bars).__name__}",
@@ -321,9 +399,21 @@ def simulate(bars: Bars, entries, exits, *, costs: Costs = Costs(), init_cash: f
     S = np.ascontiguousarray(to_rows(np.where(np.isfinite(sz), sz, 0.0), 0.0, np.float64))
     SL = np.ascontiguousarray(to_rows(sl, np.nan, np.float64))
     TP = np.ascontiguousarray(to_rows(tp, np.nan, np.float64))
+    fees_arg = _fee_rows(costs, E, X, market_exits, to_rows, n)
+    lot_kw: dict[str, Any] = {}
+    step = 1.0
+    limits = None
+    if costs.lot is not None:
+        limits = costs.lot.entry_limits(market=costs.fee_model == "taker")
+        step, min_q, max_q, min_not = limits
+        # minimum lots of an entry at each open: minQty, and MIN_NOTIONAL at the entry's fill price
+        fill_px = price * (1.0 + costs.slippage)
+        min_lots = np.maximum(1.0, np.maximum(min_q, min_not / fill_px) / step)
+        lot_kw = dict(size_granularity=1.0, max_size=max_q / step,
+                      min_size=np.ascontiguousarray(np.where(E & ~X, min_lots[:, None], 0.0)))
 
     v = vbt()
-    col2 = lambda a: np.ascontiguousarray(a[:, None])
+    col2 = lambda a: np.ascontiguousarray(a[:, None] * step if step != 1.0 else a[:, None])
     close_arg: Any = col2(close_v)
     freq = bars.freq
     if with_index and m == 1:
@@ -334,13 +424,17 @@ def simulate(bars: Bars, entries, exits, *, costs: Costs = Costs(), init_cash: f
     pf = v.Portfolio.from_signals(
         close_arg, E, X, price=col2(price), open=col2(open_v), high=col2(high_v), low=col2(low_v),
         size=S, size_type="percent", direction="longonly", accumulate=False,
-        fees=costs.fees, slippage=costs.slippage, init_cash=float(init_cash),
+        fees=fees_arg, slippage=costs.slippage, init_cash=float(init_cash),
         sl_stop=SL, tp_stop=TP, use_stops=use_stops, stop_entry_price="fillprice",
         stop_exit_price="stopmarket", upon_stop_exit="close", upon_long_conflict="exit",
-        max_orders=max_orders, freq=freq)
+        max_orders=max_orders, freq=freq, **lot_kw)
     # -- equity and positions at each bar's close, replayed from the order records -------
     orders = pf.orders.values
     orders = orders[np.lexsort((orders["idx"], orders["col"]))]
+    if step != 1.0:  # lots -> units of the base asset
+        orders = orders.copy()
+        orders["size"] *= step
+        orders["price"] /= step
     bar_rows = fill_rows + (k - 1)
     if close_at_end:
         bar_rows = bar_rows.copy()
@@ -359,7 +453,70 @@ def simulate(bars: Bars, entries, exits, *, costs: Costs = Costs(), init_cash: f
     trades["entry_bar"] = row_to_bar[trades.pop("entry_row")]
     trades["exit_bar"] = row_to_bar[exit_row]
     trades["exit_row_kind"] = kind
-    return Simulation(equity, held, trades, open_counts, pf, k, float(init_cash), close_at_end)
+    stats = None
+    if limits is not None:
+        stats = _order_stats(orders, E, X, S, fees_arg, held, equity, fill_rows, o * (1.0 + costs.slippage), k,
+                             float(init_cash), limits)
+    return Simulation(equity, held, trades, open_counts, pf, k, float(init_cash), close_at_end, stats)
+
+
+def _fee_rows(costs: Costs, E: np.ndarray, X: np.ndarray, market_exits, to_rows, n: int):
+    """The fee rate of each execution row: a number when every fill pays the same, else
+    maker where a LIMIT order is due at an open (an entry, or a signal exit not in
+    ``market_exits``) and taker elsewhere (stops, MARKET exits, the end-of-test row)."""
+    rate = costs.single_rate
+    if rate is not None:
+        return rate
+    limit = E & ~X
+    if market_exits is None:
+        limit |= X
+    else:
+        mx = to_rows(_as_2d_signal(market_exits, n, "market_exits"), False, np.bool_)
+        limit |= X & ~mx
+    limit[-1] = False  # the end-of-test close (or, without it, nothing fills there)
+    return np.ascontiguousarray(np.where(limit, costs.maker_rate, costs.taker_rate))
+
+
+ORDER_STATS = ("entries_skipped", "entries_skipped_min_qty", "entries_skipped_min_notional", "entries_rounded",
+               "exits_below_min_notional")
+
+
+def _order_stats(orders, E, X, S, fees, held, equity, fill_rows, fill_price, k, init_cash, limits
+                 ) -> dict[str, np.ndarray]:
+    """Per column: entries refused by the filters (an entry due while flat that produced no
+    buy; the reason is recomputed from the quantity it would have had), entries whose
+    quantity was rounded down, and sells whose notional is below the minimum (the
+    backtest still sells -- S7 would hold the position)."""
+    step, min_q, max_q, min_not = limits
+    n, m = held.shape
+    ef, xf = E[fill_rows], X[fill_rows]
+    held_prev = np.zeros((n, m), dtype=bool)
+    held_prev[1:] = held[:-1]
+    attempt = ef & ~xf & ~held_prev
+    buy = orders["side"] == 0
+    bcol, bbar = orders["col"][buy].astype(np.int64), (orders["idx"][buy] // k).astype(np.int64)
+    bought = np.zeros((n, m), dtype=bool)
+    bought[bbar, bcol] = True
+    si, sc = np.nonzero(attempt & ~bought)
+
+    def raw_qty(bars_, cols_):
+        cash = np.where(bars_ == 0, init_cash, equity[np.maximum(bars_ - 1, 0), cols_])  # flat: equity = cash
+        rows = fill_rows[bars_]
+        frac = S[rows, cols_ if S.shape[1] > 1 else 0]
+        fee = fees if np.ndim(fees) == 0 else fees[rows, cols_ if fees.shape[1] > 1 else 0]
+        return frac * cash / ((1.0 + fee) * fill_price[bars_])
+
+    q = np.minimum(np.floor(raw_qty(si, sc) / step) * step, max_q)
+    by_qty = (q <= 0) | (q < min_q * (1 - 1e-9))
+    by_notional = ~by_qty & (q * fill_price[si] < min_not * (1 + 1e-9))
+    rounded = raw_qty(bbar, bcol) - orders["size"][buy] > 1e-9 * orders["size"][buy]
+    sell = ~buy
+    low_exit = orders["size"][sell] * orders["price"][sell] < min_not
+    count = lambda cols, mask: np.bincount(cols[mask], minlength=m)[:m].astype(np.int64)
+    return {"entries_skipped": np.bincount(sc, minlength=m)[:m].astype(np.int64),
+            "entries_skipped_min_qty": count(sc, by_qty), "entries_skipped_min_notional": count(sc, by_notional),
+            "entries_rounded": count(bcol, rounded),
+            "exits_below_min_notional": count(orders["col"][sell].astype(np.int64), low_exit)}
 
 
 def trades_from_orders(orders: np.ndarray, n_cols: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -406,11 +563,14 @@ def _row_index(bars: Bars, k: int, close_at_end: bool) -> pd.DatetimeIndex:
 def simulation_metrics(sim: Simulation, bars: Bars) -> dict[str, np.ndarray]:
     """Every metric per column of a (grid) simulation, as arrays of length m."""
     t = sim.trades
-    return M.compute_metrics(sim.equity, init_cash=sim.init_cash, periods_per_year=bars.periods_per_year,
-                             trade_pnl=t["pnl"], trade_return=t["return"],
-                             trade_fees=t["entry_fees"] + t["exit_fees"], in_position=sim.in_position,
-                             first_open=float(bars.open[0]), last_close=float(bars.close[-1]),
-                             trade_col=t["col"])
+    out = M.compute_metrics(sim.equity, init_cash=sim.init_cash, periods_per_year=bars.periods_per_year,
+                            trade_pnl=t["pnl"], trade_return=t["return"],
+                            trade_fees=t["entry_fees"] + t["exit_fees"], in_position=sim.in_position,
+                            first_open=float(bars.open[0]), last_close=float(bars.close[-1]),
+                            trade_col=t["col"])
+    if sim.order_stats is not None:
+        out.update(sim.order_stats)
+    return out
 
 
 # --------------------------------------------------------------------------- pandas
@@ -430,6 +590,7 @@ class BacktestResult:
     trade_details: pd.DataFrame        # + entry_bar, exit_bar, exit_reason (report)
     kill_switch: list[dict] = field(default_factory=list)
     in_position: np.ndarray | None = None
+    costs: Costs | None = None         # fees, slippage, fee model and exchange filters of the run
 
     @property
     def portfolio(self):
@@ -514,9 +675,9 @@ def run_backtest(frame: pd.DataFrame, *, interval: str, costs: Costs = Costs(), 
         risk_info = hooks.describe()
     flatten_on_trip = bool(flatten_on_trip) if flatten_on_trip is not None else True
 
-    def run(e, x, sz) -> Simulation:
+    def run(e, x, sz, market_exits=None) -> Simulation:
         return simulate(bars, e, x, costs=costs, init_cash=init_cash, size=sz, sl_stop=sl_stop, tp_stop=tp_stop,
-                        close_at_end=close_at_end)
+                        close_at_end=close_at_end, market_exits=market_exits)
 
     if callable(size):
         first = _wrap(run(ent, ext, 1.0), bars, ext, None, {}, [])
@@ -528,13 +689,14 @@ def run_backtest(frame: pd.DataFrame, *, interval: str, costs: Costs = Costs(), 
     if kill_switch is not None:
         sim, trips, kill_bars = _apply_kill_switch(run, sim, bars, ent, ext, sz, kill_switch, flatten_on_trip)
     run_params = {"interval": interval, "fees": costs.fees, "slippage": costs.slippage,
+                  **({} if costs.is_plain else costs.as_dict()),
                   "init_cash": float(init_cash), "close_at_end": close_at_end, "year_days": M.YEAR_DAYS,
                   "execution": "signal at bar t's close -> fill at bar t+1's open",
                   "stops": sim.rows_per_bar == 2, **risk_info, **(params or {})}
-    return _wrap(sim, bars, ext, kill_bars, run_params, trips)
+    return _wrap(sim, bars, ext, kill_bars, run_params, trips, costs)
 
 
-def _wrap(sim: Simulation, bars: Bars, exits_original, kill_bars, params, trips) -> BacktestResult:
+def _wrap(sim: Simulation, bars: Bars, exits_original, kill_bars, params, trips, costs=None) -> BacktestResult:
     equity = pd.Series(sim.equity[:, 0], index=bars.index.rename("open_time"), name="equity")
     trades, details = _single_trades(sim, bars, exits_original, kill_bars)
     met = simulation_metrics(sim, bars)
@@ -545,7 +707,7 @@ def _wrap(sim: Simulation, bars: Bars, exits_original, kill_bars, params, trips)
     metrics["bars"] = len(bars)
     if trips:
         metrics["kill_switch_trips"] = len(trips)
-    return BacktestResult(equity, trades, metrics, params, bars, sim, details, trips, sim.in_position[:, 0])
+    return BacktestResult(equity, trades, metrics, params, bars, sim, details, trips, sim.in_position[:, 0], costs)
 
 
 def _apply_kill_switch(run: Callable, sim: Simulation, bars: Bars, ent, ext, sz, config, flatten: bool,
@@ -572,7 +734,9 @@ def _apply_kill_switch(run: Callable, sim: Simulation, bars: Bars, ent, ext, sz,
             prev = np.r_[True, allowed[:-1]]
             kill_bars = np.flatnonzero(prev & ~allowed)
             x2[kill_bars] = True
-        sim = run(e2, x2, sz)
+        mx = np.zeros(len(x2), dtype=bool)
+        mx[kill_bars] = ~ext[kill_bars]  # flattening is a MARKET order (a signal exit there stays LIMIT)
+        sim = run(e2, x2, sz, mx)
     else:  # pragma: no cover - the mask only moves forward in time
         raise RuntimeError("the kill-switch mask did not settle")
     return sim, [tr.as_dict() for tr in trips], kill_bars

@@ -131,7 +131,7 @@ def risk_hooks(frame: pd.DataFrame, risk, *, bars=None, costs=None, interval: st
     if res.take_profit is not None:
         tp = np.full(n, np.nan)
         tp[decided] = np.asarray(res.take_profit, dtype=np.float64) / fill - 1.0
-    cost = 1.0 + costs.fees
+    cost = 1.0 + costs.entry_rate   # the fee the entry pays (maker in the mixed / maker models)
     if method == "kelly":
         def size(first) -> np.ndarray:
             det = first.trade_details.sort_values("exit_bar", kind="stable")

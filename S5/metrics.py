@@ -60,6 +60,10 @@ METRIC_FORMATS: dict[str, str] = {
     "win_rate": "pct", "profit_factor": "num", "expectancy": "money", "expectancy_return": "pct",
     "n_trades": "int", "exposure": "pct", "fees_paid": "money", "final_equity": "money",
     "buy_and_hold_return": "pct", "buy_and_hold_cagr": "pct",
+    # with exchange filters (S5.exchange): entries refused by LOT_SIZE minQty / MIN_NOTIONAL, rounded down to the
+    # step, and exits the backtest sold below the minimum notional (S7 would have held the position)
+    "entries_skipped": "int", "entries_skipped_min_qty": "int", "entries_skipped_min_notional": "int",
+    "entries_rounded": "int", "exits_below_min_notional": "int",
 }
 
 

@@ -51,6 +51,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--init-cash", type=float, default=10_000.0, help="starting equity (10000)")
     p.add_argument("--risk", default=None, metavar="YAML", help="S6 risk config applied in every trial")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    from S5.exchange import add_execution_args
+
+    add_execution_args(p)
     wf = p.add_argument_group("walk-forward")
     wf.add_argument("--walk-forward", type=int, default=None, metavar="N",
                     help="N folds: optimise on each train window, test on the next unseen window (--trials per fold)")
@@ -71,16 +74,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from S5.engine import Costs
+    from S1.datasets import dataset_path
+    from S5.exchange import costs_from_args, peek_market, with_filters
     from S5.hooks import load_risk
     from S5.metrics import format_metric
     from S5.optimize_lib import OptimizeConfig, optimize_files, redact_url
 
     wf = _walk_forward_config(args)
+    costs = costs_from_args(args)
+    ta_path = dataset_path(args.symbol, args.interval, args.days, "ta")
+    if ta_path.exists():  # else the loader names the S2 command
+        simulated, last_close = peek_market(ta_path)
+        costs = with_filters(costs, args.symbol, mode=args.exchange_filters, file=args.exchange_info,
+                             simulated=simulated, price=last_close)
     config = OptimizeConfig(objective=args.objective, n_trials=args.trials,
                             train_frac=0.7 if args.train_frac is None else args.train_frac,
                             min_trades=args.min_trades, seed=args.seed,
-                            costs=Costs(fees=args.fees, slippage=args.slippage), init_cash=args.init_cash,
+                            costs=costs, init_cash=args.init_cash,
                             risk=load_risk(args.risk))
     if wf is not None:
         return _walk_forward(args, config, wf)

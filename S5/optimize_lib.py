@@ -146,7 +146,7 @@ class OptimizeResult:
             "out_of_sample": {m: self.out_of_sample.metrics.get(m) for m in REPORT_METRICS},
             "defaults_in_sample": {m: self.default_in_sample.metrics.get(m) for m in REPORT_METRICS},
             "defaults_out_of_sample": {m: self.default_out_of_sample.metrics.get(m) for m in REPORT_METRICS},
-            "costs": {"fees": self.config.costs.fees, "slippage": self.config.costs.slippage},
+            "costs": self.config.costs.as_dict(),
             "init_cash": self.config.init_cash,
         })
 
@@ -206,7 +206,9 @@ def fingerprint(rules, *, objective: str, split: Split, config: OptimizeConfig, 
     structure = rules.to_dict()
     structure["params"] = rules.param_space()  # the search space, not the current values
     doc = {"rules": structure, "objective": objective, "split": split.as_dict(), "min_trades": config.min_trades,
-           "costs": [config.costs.fees, config.costs.slippage], "init_cash": config.init_cash,
+           "costs": [config.costs.fees, config.costs.slippage] + ([] if config.costs.is_plain
+                                                                   else [config.costs.as_dict()]),
+           "init_cash": config.init_cash,
            "risk": config.risk.model_dump() if config.risk is not None else None, "market": market}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -157,6 +157,17 @@ def backtest_html(result, *, title: str, simulated: bool) -> str:
            if simulated else "")
     sub += ("Signals decided on a closed bar fill at the next bar's open; fees and slippage on both sides; "
             "annualised with 365 days.")
+    costs = getattr(result, "costs", None)
+    if costs is not None:
+        from S5.exchange import describe_costs
+
+        sub += " " + html.escape(describe_costs(costs))
+        m = result.metrics
+        if m.get("entries_skipped") is not None:
+            sub += (f" Exchange filters: {m['entries_skipped']:,} entr{'y' if m['entries_skipped'] == 1 else 'ies'} "
+                    f"skipped ({m['entries_skipped_min_qty']:,} below minQty, {m['entries_skipped_min_notional']:,} "
+                    f"below the minimum notional), {m['entries_rounded']:,} rounded down to the step, "
+                    f"{m['exits_below_min_notional']:,} exit(s) below the minimum notional.")
     table = monthly_returns(result.equity, init_cash=result.simulation.init_cash)
     body = [figure_div(backtest_figure(result)),
             "<div class='grid'><div><h2>Metrics</h2>", metrics_table_html(result.metrics),

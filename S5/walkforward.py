@@ -432,7 +432,7 @@ class WalkForwardResult:
             "kind": "walk_forward", "objective": self.config.objective, "walk_forward": self.wf.as_dict(),
             "plan": {k: v for k, v in self.plan.as_dict().items() if k != "windows"},
             "trials_per_fold": self.config.n_trials, "min_trades": self.config.min_trades, "seed": self.config.seed,
-            "costs": {"fees": self.config.costs.fees, "slippage": self.config.costs.slippage},
+            "costs": self.config.costs.as_dict(),
             "init_cash": self.config.init_cash, "search_space": self.space, "default_params": self.default_params,
             "latest_params": self.latest_params, "aggregate": self.aggregate(),
             "stitched_out_of_sample": self.stitched.metrics,

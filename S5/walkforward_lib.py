@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from S5.exchange import describe_costs
 from S5.metrics import format_metric, to_jsonable
 from S5.optimize_lib import REPORT_METRICS, OptimizeConfig, default_storage, redact_url
 from S5.walkforward import WalkForwardConfig, WalkForwardResult, walk_forward
@@ -133,7 +134,7 @@ def walkforward_html(res: WalkForwardResult, *, title: str, simulated: bool) -> 
              f"window only (trials with fewer than {cfg.min_trades} trades are pruned), then backtests the chosen "
              f"params once on the following test window, starting flat with {cfg.init_cash:,.0f}. The stitched "
              f"curve compounds the test windows (a position open at a window's end is closed there). "
-             f"Fees {cfg.costs.fees:g}, slippage {cfg.costs.slippage:g} per side.</p>")
+             f"{_html.escape(describe_costs(cfg.costs))}</p>")
     names = list(REPORT_METRICS)
     st_rows = [[m.replace("_", " "), format_metric(m, res.stitched.metrics.get(m)),
                 format_metric(m, res.default_stitched.metrics.get(m))] for m in names]

@@ -151,6 +151,11 @@ def bench_warm(frames: dict, repeat: int) -> dict:
     run_backtest(sig, interval=INTERVAL, risk=risk)
     n = max(repeat, 5) * 2
 
+    def t1(fn):
+        s = time.perf_counter()
+        fn()
+        return [time.perf_counter() - s]
+
     def t(fn):
         xs = []
         for _ in range(n):
@@ -159,7 +164,15 @@ def bench_warm(frames: dict, repeat: int) -> dict:
             xs.append(time.perf_counter() - s)
         return xs
 
-    plain = t(lambda: run_backtest(sig, interval=INTERVAL, costs=Costs()))
+    from S5.exchange import resolve_lot_rules
+
+    lot = resolve_lot_rules(SYMBOL, simulated=True, price=float(sig["close"].iloc[-1]))
+    exch = Costs(maker_fee=0.0002, fee_model="mixed", lot=lot)
+    run_backtest(sig, interval=INTERVAL, costs=exch)
+    plain, filt = [], []
+    for _ in range(n):  # interleaved: the machine's load hits both alike
+        plain += t1(lambda: run_backtest(sig, interval=INTERVAL, costs=Costs()))
+        filt += t1(lambda: run_backtest(sig, interval=INTERVAL, costs=exch))
     with_risk = t(lambda: run_backtest(sig, interval=INTERVAL, costs=Costs(), risk=risk))
     res = run_backtest(sig, interval=INTERVAL)
     from S5.backtest_lib import backtest_files
@@ -168,10 +181,12 @@ def bench_warm(frames: dict, repeat: int) -> dict:
     report = t(lambda: backtest_files(SYMBOL, INTERVAL, DAYS, report=True))[: max(2, repeat - 1)]
     print(f"\n2. warm in-process backtest ({len(sig):,} bars, {res.metrics['n_trades']} trades)")
     line("run_backtest (median)", med(plain), 0.3, extra=f"  best {min(plain):.3f} s")
+    line("run_backtest + exchange filters + mixed fees (median)", med(filt), 0.3,
+         extra=f"  ratio {med(filt) / med(plain):.2f}x the plain run")
     line("run_backtest with S6/risk.yaml (median)", med(with_risk), 0.3, extra=f"  best {min(with_risk):.3f} s")
     line("file job: read signals + backtest + write 3 files (median)", med(files))
     line("file job + the 6 MB HTML report (median)", med(report))
-    return {"run_backtest_s": plain, "run_backtest_risk_s": with_risk, "file_job_s": files,
+    return {"run_backtest_s": plain, "run_backtest_filters_mixed_s": filt, "run_backtest_risk_s": with_risk, "file_job_s": files,
             "file_job_report_s": report, "n_trades": int(res.metrics["n_trades"])}
 
 
@@ -272,6 +287,16 @@ def bench_grid(frames: dict, combos_wanted: int, repeat: int) -> dict:
     def ours_all():
         return grid_backtest(ta, rules, combos, interval=INTERVAL, costs=costs, signals=(entries, exits))
 
+    from S5.exchange import resolve_lot_rules
+
+    exch = Costs(maker_fee=0.0002, fee_model="mixed",
+                 lot=resolve_lot_rules(SYMBOL, simulated=True, price=float(bars.close[-1])))
+
+    def ours_sim_filters():
+        from S5.engine import simulate
+
+        return simulate(bars, entries, exits, costs=exch, with_index=False)
+
     def interleaved(*fns):
         """Time the functions alternately (the machine's load hits both alike)."""
         for fn in fns:
@@ -285,8 +310,8 @@ def bench_grid(frames: dict, combos_wanted: int, repeat: int) -> dict:
         return xs
 
     r = {"combos": m, "signals_s": t_sig}
-    r["bare_sim_s"], r["ours_sim_s"], r["bare_metrics_s"], r["ours_all_s"] = interleaved(
-        bare_sim, ours_sim, bare_metrics, ours_all)
+    r["bare_sim_s"], r["ours_sim_s"], r["bare_metrics_s"], r["ours_all_s"], r["ours_sim_filters_s"] = interleaved(
+        bare_sim, ours_sim, bare_metrics, ours_all, ours_sim_filters)
     table = ours_all()
     pf = bare_sim()
     diff = float(np.max(np.abs(table["total_return"].to_numpy() - pf.total_return().to_numpy())))
@@ -295,6 +320,8 @@ def bench_grid(frames: dict, combos_wanted: int, repeat: int) -> dict:
     line("bare vbt.Portfolio.from_signals (same arrays)", med(r["bare_sim_s"]))
     line("project: S5.engine.simulate (equity, positions, trades)", med(r["ours_sim_s"]), extra=
          f"  ratio {med(r['ours_sim_s']) / med(r['bare_sim_s']):.2f}x (target <= 1.5x)")
+    line("project: simulate + exchange filters + mixed fees", med(r["ours_sim_filters_s"]), extra=
+         f"  ratio {med(r['ours_sim_filters_s']) / med(r['ours_sim_s']):.2f}x the plain simulate")
     line("bare from_signals + vbt total_return/sharpe/max_dd/trades", med(r["bare_metrics_s"]))
     line("project: S5.grid.grid_backtest (all 20 metrics, a table)", med(r["ours_all_s"]), extra=
          f"  ratio {med(r['ours_all_s']) / med(r['bare_metrics_s']):.2f}x (target <= 1.5x)")

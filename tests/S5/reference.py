@@ -83,3 +83,73 @@ def reference_metrics(equity: pd.Series, trades: pd.DataFrame, *, init_cash: flo
     out["buy_and_hold_return"] = bh - 1
     out["buy_and_hold_cagr"] = bh ** (1 / years) - 1
     return out
+
+
+def reference_backtest(open_, close, entry, exit_, *, size, init_cash: float, slippage: float, maker: float,
+                       taker: float, fee_model: str = "taker", lot: tuple | None = None, market_exits=None,
+                       ) -> dict:
+    """The execution model of S5.engine (no stops) as a plain loop, with the exchange rules:
+
+    - a decision on bar i-1 fills at bar i's open: a buy at ``open x (1 + slippage)``
+      when flat (an exit decided on the same bar wins), a sell of the whole position at
+      ``open x (1 - slippage)``; an entry that would fill on the last bar is skipped, the
+      position left is sold at the last close (minus slippage);
+    - fees: ``taker`` every fill pays taker, ``maker`` every fill maker, ``mixed`` entries and
+      signal exits maker, ``market_exits`` and the end-of-test close taker;
+    - the entry quantity is ``size x cash / ((1 + fee) x fill)``; with ``lot = (step, min_qty,
+      max_qty, min_notional)`` it is rounded down to the step (capped at max_qty) and the
+      entry is skipped when below min_qty (or zero) or when ``qty x fill < min_notional``.
+    """
+    n = len(close)
+    fracs = [float(size)] * n if np.ndim(size) == 0 else [float(v) for v in size]
+    mexit = [False] * n if market_exits is None else [bool(v) for v in market_exits]
+    entry_fee = taker if fee_model == "taker" else maker
+    cash, pos = float(init_cash), 0.0
+    equity, trades = [], []
+    stats = {"entries_skipped_min_qty": 0, "entries_skipped_min_notional": 0, "entries_rounded": 0,
+             "exits_below_min_notional": 0}
+    cur = None
+
+    def sell(i, px, fee):
+        nonlocal cash, pos, cur
+        value = pos * px
+        f = value * fee
+        cash += value - f
+        if lot is not None and value < lot[3]:
+            stats["exits_below_min_notional"] += 1
+        pnl = pos * (px - cur["entry_price"]) - cur["entry_fee"] - f
+        trades.append({**cur, "exit_bar": i, "exit_price": px, "exit_fee": f, "pnl": pnl,
+                       "return": pnl / (pos * cur["entry_price"])})
+        pos, cur = 0.0, None
+
+    for i in range(n):
+        if i >= 1:
+            e, x = bool(entry[i - 1]), bool(exit_[i - 1])
+            if pos > 0 and x:
+                fee = taker if fee_model == "taker" or (fee_model == "mixed" and mexit[i - 1]) else maker
+                sell(i, open_[i] * (1 - slippage), fee)
+            elif pos == 0 and e and not x and i < n - 1 and fracs[i - 1] > 0:
+                fill = open_[i] * (1 + slippage)
+                q_raw = fracs[i - 1] * cash / ((1 + entry_fee) * fill)
+                q = q_raw
+                if lot is not None:
+                    step, min_q, max_q, min_not = lot
+                    q = min(math.floor(q_raw / step) * step, max_q)
+                    if q <= 0 or q < min_q:
+                        stats["entries_skipped_min_qty"] += 1
+                        q = 0.0
+                    elif q * fill < min_not:
+                        stats["entries_skipped_min_notional"] += 1
+                        q = 0.0
+                    elif q < q_raw * (1 - 1e-9):
+                        stats["entries_rounded"] += 1
+                if q > 0:
+                    f = q * fill * entry_fee
+                    cash -= q * fill + f
+                    pos = q
+                    cur = {"entry_bar": i, "size": q, "entry_price": fill, "entry_fee": f}
+        if i == n - 1 and pos > 0:
+            sell(i, close[i] * (1 - slippage), maker if fee_model == "maker" else taker)
+        equity.append(cash + pos * close[i])
+    stats["entries_skipped"] = stats["entries_skipped_min_qty"] + stats["entries_skipped_min_notional"]
+    return {"equity": np.array(equity), "trades": pd.DataFrame(trades), "stats": stats}

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["S5.metrics", "S5.engine", "S5.hooks", "S5.report", "S5.lookahead", "S5.grid", "S5.optimize_lib",
+MODULES = ["S5.metrics", "S5.engine", "S5.exchange", "S5.hooks", "S5.report", "S5.lookahead", "S5.grid", "S5.optimize_lib",
            "S5.walkforward"]
 
 

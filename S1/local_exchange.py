@@ -109,6 +109,24 @@ def simulated_symbol_info(symbol: str, price: float) -> dict:
     }
 
 
+def kline_window(rows: np.ndarray, now: int, start: int | None, end: int | None, limit: int) -> tuple[int, int]:
+    """The ``[lo, hi)`` row slice a klines request returns, as Binance pages: candles opened
+    by ``now``; ``startTime``/``endTime`` inclusive; without a start the newest ``limit``.
+
+    >>> rows = np.array([[0.0], [60_000.0], [120_000.0], [180_000.0]])
+    >>> kline_window(rows, 150_000, None, None, 2), kline_window(rows, 150_000, 60_000, None, 500)
+    ((1, 3), (1, 3))
+    """
+    n_visible = int(np.searchsorted(rows[:, 0], now, side="right"))
+    if start is None and end is None:
+        return max(0, n_visible - limit), n_visible
+    lo = 0 if start is None else int(np.searchsorted(rows[:n_visible, 0], start, side="left"))
+    hi = n_visible if end is None else int(np.searchsorted(rows[:n_visible, 0], end, side="right"))
+    if start is None:
+        lo = max(lo, hi - limit)
+    return lo, min(hi, lo + limit)
+
+
 class LocalBinance(LocalServer):
     """The server. ``with LocalBinance() as ex: ...`` starts it on a free port.
 
@@ -375,15 +393,7 @@ class LocalBinance(LocalServer):
         if rows is None or len(rows) == 0:
             return web.json_response([])
         now = self.now_ms()
-        n_visible = int(np.searchsorted(rows[:, 0], now, side="right"))
-        if start is None and end is None:
-            lo, hi = max(0, n_visible - limit), n_visible
-        else:
-            lo = 0 if start is None else int(np.searchsorted(rows[:n_visible, 0], start, side="left"))
-            hi = n_visible if end is None else int(np.searchsorted(rows[:n_visible, 0], end, side="right"))
-            if start is None:
-                lo = max(lo, hi - limit)
-            hi = min(hi, lo + limit)
+        lo, hi = kline_window(rows, now, start, end, limit)
         parts = list(self._rendered[(symbol, interval)][lo:hi])
         if hi > lo and rows[hi - 1, 6] >= now:  # the candle in progress: partial values
             partial = self.partial_candle(rows[hi - 1], interval, now)

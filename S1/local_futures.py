@@ -49,7 +49,7 @@ from aiohttp import web
 
 from S1.datasets import candles_from_arrays, candles_to_rows
 from S1.intervals import INTERVALS, to_ms
-from S1.local_exchange import LocalBinance
+from S1.local_exchange import LocalBinance, kline_window
 
 #: ``deliveryDate`` Binance gives perpetual contracts (2100-12-25 08:00 UTC)
 PERPETUAL_DELIVERY_MS = 4133404800000
@@ -345,15 +345,7 @@ class LocalFutures:
             if rows is None or len(rows) == 0:
                 return web.json_response([])
             now = self.server.now_ms()
-            n_visible = int(np.searchsorted(rows[:, 0], now, side="right"))
-            if start is None and end is None:
-                lo, hi = max(0, n_visible - limit), n_visible
-            else:
-                lo = 0 if start is None else int(np.searchsorted(rows[:n_visible, 0], start, side="left"))
-                hi = n_visible if end is None else int(np.searchsorted(rows[:n_visible, 0], end, side="right"))
-                if start is None:
-                    lo = max(lo, hi - limit)
-                hi = min(hi, lo + limit)
+            lo, hi = kline_window(rows, now, start, end, limit)
             parts = self._render((kind, key, interval))[lo:hi]
             if hi > lo and rows[hi - 1, 6] >= now:  # the candle in progress: partial values
                 partial = LocalBinance.partial_candle(rows[hi - 1], interval, now)

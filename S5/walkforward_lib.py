@@ -31,6 +31,7 @@ import pandas as pd
 from S5.exchange import describe_costs
 from S5.metrics import format_metric, to_jsonable
 from S5.optimize_lib import REPORT_METRICS, OptimizeConfig, default_storage, redact_url
+from S5.optimize_lib import _fmt as _f
 from S5.walkforward import WalkForwardConfig, WalkForwardResult, walk_forward
 
 #: Fold-table columns shown in the report and the terminal (beside the params).
@@ -189,14 +190,6 @@ def walkforward_html(res: WalkForwardResult, *, title: str, simulated: bool) -> 
     return html_page(title, "".join(body))
 
 
-def _f(v) -> str:
-    if v is None:
-        return "n/a"
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return f"{f:.4g}" if np.isfinite(f) else "n/a"
 
 
 # ---------------------------------------------------------------------------- files

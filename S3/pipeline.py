@@ -87,11 +87,11 @@ def build_sentiment(*, since, until=None, interval: str = "1h", sources: list[st
         raise UserError(f"--until {until_ts} is before --since {since_ts}", "pass a later --until")
     run = SentimentRun()
     items_path = Path(items_path) if items_path is not None else news_items_path()
+    tagger = config.assets.tagger()
+    wanted = _wanted_assets(per_symbol, tagger)  # bad input fails before any network
     if fetch:
         specs = sources if sources is not None else default_specs(settings)
         _, run.ingest = ingest(specs, path=items_path, config=config, settings=settings)
-    tagger = config.assets.tagger()
-    wanted = _wanted_assets(per_symbol, tagger)
     items = read_items(items_path, tagger=tagger)
     if items.empty:
         raise UserError(f"no news items in {items_path}",

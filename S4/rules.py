@@ -181,7 +181,7 @@ class ParamSpec:
                 raise UserError(f"{where}: {value!r} is not a whole number", "give an int value such as 14")
             value = int(value)
         else:
-            value = float(value)
+            value = float(round(value, 12))  # 0.30000000000000004 (an optimiser's low + k * step) -> 0.3
             if self.low is not None:  # an optimiser's low + k * step may overshoot by a rounding error
                 tol = 1e-9 * (self.high - self.low)
                 if self.high < value <= self.high + tol:

@@ -335,8 +335,8 @@ def optimize(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeConfi
                                 "search_space": space})
     te = split.train_end
     best, counts = search(data, rules, study, config, 0, te, progress=progress)
-    best_params = {k: v for k, v in best.params.items() if k in space}
-    best_rules = rules.with_params(**best_params)
+    best_rules = rules.with_params(**{k: v for k, v in best.params.items() if k in space})
+    best_params = {k: best_rules.param(k) for k in space}  # checked values (no 0.30000000000000004)
     n = split.n
     full_arrays = data.arrays
     best_sig = evaluate_arrays(full_arrays, best_rules, n)

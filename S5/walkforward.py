@@ -510,8 +510,8 @@ def walk_forward(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeC
                 t = f.times(frame.index)
                 raise UserError(f"fold {f.k + 1}/{n_folds} (train {t['train_from']:%Y-%m-%d %H:%M}.."
                                 f"{t['train_to']:%Y-%m-%d %H:%M}): {exc.problem}", exc.fix) from None
-            best_params = {k: v for k, v in best.params.items() if k in space}
-            best_rules = rules.with_params(**best_params)
+            best_rules = rules.with_params(**{k: v for k, v in best.params.items() if k in space})
+            best_params = {k: best_rules.param(k) for k in space}  # checked values (no 0.30000000000000004)
             train_past = {k: v[:f.train_end] for k, v in data.arrays.items()}
             test_past = {k: v[:f.test_end] for k, v in data.arrays.items()}  # nothing after the test window
             ins = _segment_backtest(data, best_rules, config, f.train_start, f.train_end,

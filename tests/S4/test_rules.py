@@ -171,6 +171,9 @@ def test_with_params_absorbs_float_rounding_at_the_range_ends():
     assert r.with_params(b=0.5 + 1e-12).params["b"] == 0.5 and r.with_params(b=-0.3 - 1e-12).params["b"] == -0.3
     with pytest.raises(UserError, match="above its high"):
         r.with_params(b=0.5001)
+    # an optimiser's low + k * step comes back as the number a user would type
+    assert r.with_params(b=-0.3 + 8 * 0.05).params["b"] == 0.1 and repr(-0.3 + 8 * 0.05) != "0.1"
+    assert r.with_params(b=0.123).params["b"] == 0.123  # a value off the grid is kept as given
 
 
 def test_with_params_rejects_unknown_names_and_checks_choices_and_bar_counts():

@@ -192,10 +192,10 @@ def test_cli_prints_tables_writes_files_and_fails_in_one_line(lake, tmp_path):
 
 def test_notebook_runs_top_to_bottom(tmp_path):
     nbformat = pytest.importorskip("nbformat")
-    from nbclient import NotebookClient
+    from tests.notebook_runner import Client  # nbclient with the stalled-channel workaround
 
     nb = nbformat.read(REPO / "notebooks/S1_sql_over_the_lake.ipynb", as_version=4)
-    NotebookClient(nb, timeout=180, kernel_name="python3",
+    Client(nb, timeout=180, kernel_name="python3",
                    resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
     text = "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
                      for c in nb.cells if c.cell_type == "code" for o in c.outputs)

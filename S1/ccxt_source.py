@@ -276,8 +276,29 @@ def _already(tree, base: str) -> bool:
     return not isinstance(tree, str) or tree.startswith(base)
 
 
+def _rebase_ws_hosts(tree, base: str):
+    """Binance websocket URLs not yet on ``base`` moved under it, prefixed by their host's first label
+    unless the path already starts with it (``wss://fstream.binance.com/ws`` -> ``<base>/fstream/ws``,
+    ``wss://ws-api.binance.com:443/ws-api/v3`` -> ``<base>/ws-api/v3``): the futures hosts reuse
+    spot's paths (``dstream.../ws`` is spot's ``/ws``), the label keeps each stream apart on one server."""
+    if isinstance(tree, dict):
+        return {k: _rebase_ws_hosts(v, base) for k, v in tree.items()}
+    if not isinstance(tree, str) or tree == base or tree.startswith(base + "/"):
+        return tree
+    parts = urlsplit(tree)
+    label = "/" + (parts.hostname or "").split(".")[0]
+    path = parts.path if parts.path == label or parts.path.startswith(label + "/") else label + parts.path
+    return base + path + (f"?{parts.query}" if parts.query else "")
+
+
 def configure_urls(ex, settings: Settings, *, ws: bool = False) -> str:
-    """Point a CCXT instance at the configured base URLs; returns the REST base shown in messages."""
+    """Point a CCXT instance at the configured base URLs; returns the REST base shown in messages.
+
+    Binance websockets (``ws``): spot streams on ``BINANCE_WS_URL``; while it is a Binance host the
+    futures streams stay on Binance (``wss://fstream.binance.com/...``), otherwise (a local server, a
+    relay) they move onto it under their host's label: CCXT then opens USDⓈ-M klines on
+    ``<BINANCE_WS_URL>/fstream/market/ws/<n>`` (as :class:`S1.local_futures.LocalFuturesStream` serves
+    them), COIN-M on ``<BINANCE_WS_URL>/dstream/ws/<n>``. ``CCXT_WS_URLS=binance=...`` overrides all."""
     overrides = url_overrides(settings)
     api = ex.urls.get("api", {})
     shown = None
@@ -295,6 +316,8 @@ def configure_urls(ex, settings: Settings, *, ws: bool = False) -> str:
                     api[key] = _rebase(urls, root, None)
         if ws and isinstance(api.get("ws"), dict):
             api["ws"] = _rebase(api["ws"], settings.binance_ws_url, None, only_prefix=_BINANCE_SPOT_WS)
+            if not _is_binance_host(settings.binance_ws_url):
+                api["ws"] = _rebase_ws_hosts(api["ws"], settings.binance_ws_url)
         shown = settings.binance_api_url
     if ws:
         ws_over = url_overrides(settings, "ccxt_ws_urls")

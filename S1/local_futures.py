@@ -20,7 +20,12 @@ The routes CCXT's ``binance`` class calls for ``--market swap|future`` and
   server's weight limiter with its 429/418 + ``Retry-After``, and every fault of
   :meth:`LocalBinance.inject` (match e.g. ``path="markPriceKlines"``);
 - ``GET /dapi/v1/exchangeInfo`` / ``time`` / ``ping``: the COIN-M listing (BTCUSD_PERP),
-  because CCXT loads both lists for a derivatives market. COIN-M candles are not served.
+  because CCXT loads both lists for a derivatives market. COIN-M candles are not served;
+- with :class:`LocalFuturesStream`, the USDⓈ-M market streams (``fstream``) under ``/fstream``:
+  ``/fstream[/market|/public]/ws/<stream>`` and ``.../stream?streams=`` with ``SUBSCRIBE``,
+  replaying the contracts' last-price series -- the rows the klines endpoint serves, the candle
+  in progress with the same partial values -- on the clock of the REST routes
+  (:class:`S1.local_stream.LocalStream`'s events, pings, drops and faults).
 
 Simplification: the spot and futures weights share one counter (Binance keeps one per API).
 
@@ -36,6 +41,7 @@ rounded to the tick, volumes to the lot step::
         fut = LocalFutures(server)
         frames = fut.add_pair("BTCUSDT", "1h", candles, quarterlies=("2023-06-30",))
         # BINANCE_API_URL=server.api_url: CCXT's fapi URLs follow (S1.ccxt_source.configure_urls)
+        stream = LocalFuturesStream(fut, clock)   # BINANCE_WS_URL=stream.ws_url: CCXT's fstream follows
 """
 
 from __future__ import annotations
@@ -50,10 +56,13 @@ from aiohttp import web
 from S1.datasets import candles_from_arrays, candles_to_rows
 from S1.intervals import INTERVALS, to_ms
 from S1.local_exchange import LocalBinance, kline_window
+from S1.local_stream import LocalStream, ReplayClock
 
 #: ``deliveryDate`` Binance gives perpetual contracts (2100-12-25 08:00 UTC)
 PERPETUAL_DELIVERY_MS = 4133404800000
 FAPI_MAX_LIMIT = 1500
+#: where ``wss://fstream.binance.com`` lives on a non-Binance ``BINANCE_WS_URL`` (S1.ccxt_source.configure_urls)
+FSTREAM_PREFIX = "/fstream"
 #: price offsets of the derived series against the source candles
 INDEX_PREMIUM = -0.0001
 PERP_PREMIUM = 0.0004
@@ -269,6 +278,10 @@ class LocalFutures:
         n = int((r[6] + 1 - r[0]) // 1000) if samples is None else samples
         return head + f'"0",{int(r[6])},"0",{n},"0","0","0"]'
 
+    def stream_rows(self, symbol: str, interval: str) -> np.ndarray | None:
+        """The last-price rows a ``<symbol>@kline_<interval>`` stream replays (None: not served)."""
+        return self.series.get(("last", symbol.upper(), interval))
+
     # ------------------------------------------------------------ plumbing
     def _weight(self, path: str, params: dict) -> int | None:
         if not path.startswith(("/fapi/", "/dapi/")):
@@ -352,3 +365,27 @@ class LocalFutures:
                 parts = parts[:-1] + [self._json_row(kind, partial, math.floor((now - rows[hi - 1, 0]) / 1000))]
             return web.Response(text="[" + ",".join(parts) + "]", content_type="application/json")
         return handler
+
+
+# -------------------------------------------------------------------- streams
+class LocalFuturesStream(LocalStream):
+    """The USDⓈ-M market streams of ``futures`` (a :class:`LocalStream` replaying the contracts'
+    last-price series) under ``/fstream``: ``/fstream/ws``, ``/fstream/market/ws`` (where ccxt.pro
+    opens kline and aggTrade streams), ``/fstream/public/ws`` (trades), and the ``/stream`` combined
+    form of each. Create it before ``server.start()``; ``ws_url`` is the value for ``BINANCE_WS_URL``.
+    A spot :class:`LocalStream` may share the server (its ``/ws`` and ``/stream`` replay spot candles).
+
+    >>> clock = ReplayClock(start_ms=to_ms("2023-05-31"), speed=600)                # doctest: +SKIP
+    >>> server = LocalBinance(now_ms=clock.now_ms); fut = LocalFutures(server)      # doctest: +SKIP
+    >>> stream = LocalFuturesStream(fut, clock, updates_per_candle=2)              # doctest: +SKIP
+    """
+
+    def __init__(self, futures: LocalFutures, clock: ReplayClock | None = None, **kw):
+        p = FSTREAM_PREFIX
+        super().__init__(futures.server, clock, rows_for=futures.stream_rows,
+                         prefixes=(p, f"{p}/market", f"{p}/public"), **kw)
+        self.futures = futures
+
+    def refuse(self, count: int = 1, *, status: int = 503) -> None:
+        """Answer the next ``count`` futures stream handshakes with HTTP ``status``."""
+        self.exchange.inject("status", path=f"{FSTREAM_PREFIX}/", count=count, status=status)

@@ -386,7 +386,9 @@ class LocalStream:
                  ping_interval: float | None = 20.0, pong_timeout: float = 60.0,
                  drop_every: float | None = None, drop_kinds: tuple[str, ...] = ("abort", "close", "shutdown"),
                  max_drops: int | None = None, shutdown_grace: float = 1.0, max_trade_blocks: int = 8,
-                 min_sleep: float = 0.001, blast: bool = False):
+                 min_sleep: float = 0.001, blast: bool = False,
+                 rows_for: Callable[[str, str], np.ndarray | None] | None = None,
+                 prefixes: tuple[str, ...] = ("",)):
         bad = [k for k in drop_kinds if k not in DROP_KINDS]
         if bad:
             raise ValueError(f"unknown drop kinds {bad}; use {DROP_KINDS}")
@@ -405,8 +407,12 @@ class LocalStream:
         self.drops = 0
         self._ids = itertools.count(1)
         self._first_ids: dict[tuple[str, str], tuple[int, np.ndarray]] = {}
-        exchange.app.router.add_get("/ws/{stream}", self._raw)
-        exchange.app.router.add_get("/stream", self._combined)
+        #: ``rows_for(symbol, interval)``: the candles replayed (default: the exchange's spot klines;
+        #: S1.local_futures.LocalFuturesStream passes the perpetuals' series, under ``prefixes``)
+        self.rows_for = rows_for or exchange.rows_for
+        for prefix in prefixes:
+            exchange.app.router.add_get(f"{prefix}/ws/{{stream}}", self._raw)
+            exchange.app.router.add_get(f"{prefix}/stream", self._combined)
         self._live: set[web.WebSocketResponse] = set()
         exchange.app.on_shutdown.append(self._on_shutdown)
 
@@ -426,7 +432,7 @@ class LocalStream:
         return max(1, length // self.push_every_ms - 1)
 
     def _market(self, symbol: str, interval: str) -> tuple[np.ndarray, np.ndarray] | None:
-        rows = self.exchange.rows_for(symbol, interval)
+        rows = self.rows_for(symbol, interval)
         if rows is None or len(rows) == 0:
             return None
         cached = self._first_ids.get((symbol, interval))

@@ -36,6 +36,29 @@ def local_market(frames: dict, *, start: int, end: int | None, wall_per_candle: 
         yield ex, st, clock
 
 
+@contextmanager
+def local_futures_market(source: pd.DataFrame, *, start: int, end: int | None, wall_per_candle: float,
+                         interval: str, pair: str = "BTCUSDT", spot_stream: bool = True, **stream_kw):
+    """A LocalBinance serving ``source`` as the *spot* klines of ``pair`` (REST and, with
+    ``spot_stream``, the spot ``/ws`` streams), plus the USDⓈ-M futures routes and ``/fstream``
+    streams (S1.local_futures) of the perpetual derived from it (+4 bp: other prices than spot), on one
+    paused ReplayClock. Yields ``(server, futures, fstream, spot_or_None, clock)``;
+    ``futures.frames[("last", pair)]`` is the perpetual frame served over REST and the stream."""
+    from S1.local_futures import LocalFutures, LocalFuturesStream
+
+    clock = ReplayClock(start, speed=interval_ms(interval) / 1000.0 / wall_per_candle, end_ms=end, paused=True)
+    ex = LocalBinance(now_ms=clock.now_ms)
+    ex.add_candles(pair, interval, source)
+    fut = LocalFutures(ex)
+    fut.frames = fut.add_pair(pair, interval, source)
+    stream_kw.setdefault("ping_interval", 0.05)
+    stream_kw.setdefault("pong_timeout", 2.0)
+    spot = LocalStream(ex, clock, ping_interval=stream_kw["ping_interval"]) if spot_stream else None
+    fst = LocalFuturesStream(fut, clock, **stream_kw)
+    with ex:
+        yield ex, fut, fst, spot, clock
+
+
 def point_at(monkeypatch, ex: LocalBinance, st: LocalStream, retries: int = 2) -> None:
     monkeypatch.setenv("BINANCE_API_URL", ex.api_url)
     monkeypatch.setenv("BINANCE_WS_URL", st.ws_url)

@@ -85,3 +85,23 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
 def main_entry(main: Callable[[Sequence[str] | None], int | None]) -> None:
     """``if __name__ == "__main__": main_entry(main)``"""
     sys.exit(run(main))
+
+
+def streamlit_entry(main: Callable[[Sequence[str]], None], *, hint: str,
+                    build_parser: Callable[[], argparse.ArgumentParser] | None = None) -> None:
+    """``if __name__ == "__main__": streamlit_entry(main, hint=RUN_HINT)`` for a Streamlit app.
+
+    Under ``streamlit run`` it runs ``main(argv)`` and shows a :class:`UserError` in the page;
+    as a plain ``python app.py`` it says how to start it (``--help``: the app's options)."""
+    import streamlit as st
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if get_script_run_ctx() is None:
+        if build_parser is not None and {"-h", "--help"} & set(sys.argv[1:]):
+            build_parser().print_help()
+            sys.exit(0)
+        sys.exit(f"run it with: {hint}")
+    try:
+        main(sys.argv[1:])
+    except UserError as exc:
+        st.error(str(exc))

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from S1.cli import UserError
+from S1.cli import UserError, streamlit_entry
 from S1.datasets import CANDLE_COLUMNS, data_dir, history_command, read_candles, read_metadata
 from S2.charts import indicator_chart
 from S2.ta import IndicatorConfig, add_indicators, config_from_columns, find_columns, load_config
@@ -182,16 +181,5 @@ def main(argv: list[str]) -> None:
         st.dataframe(window.tail(200).iloc[::-1])
 
 
-def _run() -> None:
-    try:
-        main(sys.argv[1:])
-    except UserError as exc:
-        st.error(str(exc))
-
-
 if __name__ == "__main__":
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    if get_script_run_ctx() is None:  # plain `python S2/preview_streamlit.py`
-        sys.exit(f"run it with: {RUN_HINT}")
-    _run()
+    streamlit_entry(main, hint=RUN_HINT)

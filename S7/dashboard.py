@@ -13,12 +13,11 @@ Reload the page (or press "Reload data") to see files that changed.
 from __future__ import annotations
 
 import argparse
-import sys
 
 import pandas as pd
 import streamlit as st
 
-from S1.cli import UserError
+from S1.cli import UserError, streamlit_entry
 from S1.datasets import data_dir, orders_log_path, reports_dir
 from S7 import dashboard_data as D
 
@@ -377,19 +376,5 @@ def main(argv: list[str]) -> None:
             st.exception(exc)
 
 
-def _run() -> None:
-    try:
-        main(sys.argv[1:])
-    except UserError as exc:
-        st.error(str(exc))
-
-
 if __name__ == "__main__":
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    if get_script_run_ctx() is None:  # plain `python S7/dashboard.py`
-        if {"-h", "--help"} & set(sys.argv[1:]):
-            build_parser().print_help()
-            sys.exit(0)
-        sys.exit(f"run it with: {RUN_HINT}")
-    _run()
+    streamlit_entry(main, hint=RUN_HINT, build_parser=build_parser)

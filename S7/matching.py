@@ -99,34 +99,22 @@ def f8(x: Decimal) -> str:
     return f"{D(x).quantize(E8):f}"
 
 
+def _off_grid(x: Decimal, lo: Decimal | None, hi: Decimal | None, step: Decimal | None) -> bool:
+    """True when ``x`` is below ``lo``, above ``hi`` or not ``lo + k * step`` (None: no bound)."""
+    return ((lo is not None and x < lo) or (hi is not None and x > hi)
+            or (step is not None and (x - (lo or 0)) % step != 0))
+
+
 def filter_failure(f: SymbolFilters, *, order_type: str, qty: Decimal, price: Decimal | None,
                    ref_price: Decimal | None) -> str | None:
     """The name of the first filter the order breaks (Binance's ``-1013``), or None."""
     market = order_type == "MARKET"
-    if not market:
-        if price is None or price <= 0:
-            return "PRICE_FILTER"
-        if f.min_price is not None and price < f.min_price:
-            return "PRICE_FILTER"
-        if f.max_price is not None and price > f.max_price:
-            return "PRICE_FILTER"
-        if f.tick_size is not None and (price - (f.min_price or 0)) % f.tick_size != 0:
-            return "PRICE_FILTER"
-    if qty <= 0:
+    if not market and (price is None or price <= 0 or _off_grid(price, f.min_price, f.max_price, f.tick_size)):
+        return "PRICE_FILTER"
+    if qty <= 0 or _off_grid(qty, f.min_qty, f.max_qty, f.step_size):
         return "LOT_SIZE"
-    if f.min_qty is not None and qty < f.min_qty:
-        return "LOT_SIZE"
-    if f.max_qty is not None and qty > f.max_qty:
-        return "LOT_SIZE"
-    if f.step_size is not None and (qty - (f.min_qty or 0)) % f.step_size != 0:
-        return "LOT_SIZE"
-    if market:
-        if f.market_min_qty is not None and qty < f.market_min_qty:
-            return "MARKET_LOT_SIZE"
-        if f.market_max_qty is not None and qty > f.market_max_qty:
-            return "MARKET_LOT_SIZE"
-        if f.market_step_size is not None and (qty - (f.market_min_qty or 0)) % f.market_step_size != 0:
-            return "MARKET_LOT_SIZE"
+    if market and _off_grid(qty, f.market_min_qty, f.market_max_qty, f.market_step_size):
+        return "MARKET_LOT_SIZE"
     p = ref_price if market else price
     if p is not None and p > 0:
         notional = qty * p

@@ -19,7 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/python -m S1.pipeline $(ARGS)
+	$(BIN)/python -m S7.pipeline $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(ARGS)

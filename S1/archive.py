@@ -19,8 +19,8 @@ import aiohttp
 import pandas as pd
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from S1.cli import NetworkError, UserError
 from S1.datasets import archive_cache_dir, atomic_write_bytes
+from S1.errors import NetworkError, UserError
 from S1.intervals import to_ms
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from S1.batch_runner import expand, load_config, plan_lines, run_task, sorted_targets
-from S1.cli import ArgumentParser, UserError, add_common_args, main_entry
+from S1.cli import ArgumentParser, add_common_args, main_entry
+from S1.errors import UserError
 from S1.resample import can_derive
 
 

@@ -28,8 +28,15 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from S1.cli import UserError
-from S1.datasets import dataset_path, dataset_stem, normalize_symbol, read_candles, read_metadata, write_parquet
+from S1.datasets import (
+    dataset_path,
+    dataset_stem,
+    normalize_symbol,
+    read_candles,
+    read_metadata,
+    write_parquet,
+)
+from S1.errors import UserError
 from S1.intervals import INTERVAL_MS, INTERVALS, check_interval
 from S1.resample import can_derive, resample_candles
 

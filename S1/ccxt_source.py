@@ -34,9 +34,9 @@ What CCXT gives and what we add:
   interval (with close matches).
 
 Base URLs come from settings: Binance through ``BINANCE_API_URL`` (so CCXT's
-Binance class runs against :mod:`S1.local_exchange` in tests; when it is not a Binance
+Binance class runs against :mod:`S1.local.exchange` in tests; when it is not a Binance
 host the futures APIs -- ``/fapi``, ``/dapi`` -- move onto the same server, as
-:mod:`S1.local_futures` serves them), any other exchange through ``CCXT_API_URLS``
+:mod:`S1.local.futures` serves them), any other exchange through ``CCXT_API_URLS``
 (``okx=http://127.0.0.1:8000,bybit=...``).
 
 >>> Venue("okx", "swap", "mark").token
@@ -59,8 +59,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
-from S1.cli import NetworkError, UserError
 from S1.datasets import candles_from_arrays, empty_candles, normalize_symbol
+from S1.errors import NetworkError, UserError
 from S1.intervals import INTERVALS, check_interval, close_time_ms, next_open_ms, open_times
 from S1.settings import Settings, get_settings
 
@@ -297,7 +297,7 @@ def configure_urls(ex, settings: Settings, *, ws: bool = False) -> str:
     Binance websockets (``ws``): spot streams on ``BINANCE_WS_URL``; while it is a Binance host the
     futures streams stay on Binance (``wss://fstream.binance.com/...``), otherwise (a local server, a
     relay) they move onto it under their host's label: CCXT then opens USDⓈ-M klines on
-    ``<BINANCE_WS_URL>/fstream/market/ws/<n>`` (as :class:`S1.local_futures.LocalFuturesStream` serves
+    ``<BINANCE_WS_URL>/fstream/market/ws/<n>`` (as :class:`S1.local.futures.LocalFuturesStream` serves
     them), COIN-M on ``<BINANCE_WS_URL>/dstream/ws/<n>``. ``CCXT_WS_URLS=binance=...`` overrides all."""
     overrides = url_overrides(settings)
     api = ex.urls.get("api", {})
@@ -309,7 +309,7 @@ def configure_urls(ex, settings: Settings, *, ws: bool = False) -> str:
         api = _rebase(api, settings.binance_api_url, None, only_prefix=_BINANCE_SPOT_REST)
         if not _is_binance_host(settings.binance_api_url):
             # a local server or proxy: the futures APIs (fapi/dapi/eapi/papi, sapi) live on the same
-            # host, under their own paths (/fapi/v1, /dapi/v1, ...), as S1.local_futures serves them
+            # host, under their own paths (/fapi/v1, /dapi/v1, ...), as S1.local.futures serves them
             root = _origin_root(settings.binance_api_url)
             for key, urls in list(api.items()):
                 if key != "ws" and not _already(urls, settings.binance_api_url):

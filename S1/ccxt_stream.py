@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from S1.ccxt_source import CcxtHistory, Venue, closed_rows, make_exchange, rich_row
-from S1.cli import NetworkError, UserError
+from S1.errors import NetworkError, UserError
 from S1.intervals import close_time_ms, floor_ms
 from S1.settings import Settings, get_settings
 from S1.stream_client import KlineStreamer, StreamConfig, StreamSummary, _Attempt, backoff, run_streamer

@@ -19,24 +19,9 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
+from S1.errors import UserError
+
 log = logging.getLogger("toolkit")
-
-
-class UserError(Exception):
-    """Bad input the user can fix. ``fix`` says how (printed after the problem)."""
-
-    exit_code = 2
-
-    def __init__(self, problem: str, fix: str | None = None):
-        super().__init__(problem if not fix else f"{problem} -- {fix}")
-        self.problem = problem
-        self.fix = fix
-
-
-class NetworkError(UserError):
-    """A server could not be reached or kept failing after bounded retries."""
-
-    exit_code = 3
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S1.intervals import INTERVALS, check_interval
 
 #: Dataset kinds and their file-name suffix / extension.

@@ -14,7 +14,7 @@ spreadsheets, R, other tools and databases.
   datasets can share one database (``--export-out data/candles.sqlite``).
 
 >>> import tempfile, pathlib
->>> from S1.simulated import simulate_candles
+>>> from S1.offline import simulate_candles
 >>> df = simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-02")
 >>> d = pathlib.Path(tempfile.mkdtemp())
 >>> for name in ("x.csv", "x.csv.gz", "x.feather"):
@@ -38,7 +38,6 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.feather as feather
 
-from S1.cli import UserError
 from S1.datasets import (
     CANDLE_COLUMNS,
     CANDLE_SCHEMA,
@@ -51,6 +50,7 @@ from S1.datasets import (
     validate_candles,
     write_parquet,
 )
+from S1.errors import UserError
 from S1.intervals import check_interval
 
 FORMATS = tuple(EXPORT_EXTENSIONS)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from S1.cli import ArgumentParser, UserError, add_common_args, main_entry
+from S1.cli import ArgumentParser, add_common_args, main_entry
+from S1.errors import UserError
 from S1.history import SOURCES, update_dataset
 
 MARKETS = ("spot", "swap", "future")

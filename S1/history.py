@@ -33,10 +33,28 @@ import pandas as pd
 from tqdm import tqdm
 
 from S1.archive import ArchiveClient, plan_archive
-from S1.cli import NetworkError, UserError
-from S1.datasets import (candles_from_arrays, candles_to_rows, dataset_path, empty_candles, normalize_symbol, read_metadata,
-                         read_parquet, validate_candles, write_parquet)
-from S1.intervals import ceil_ms, check_interval, close_time_ms, floor_ms, interval_ms, ms_to_ts, open_times, to_ms
+from S1.datasets import (
+    candles_from_arrays,
+    candles_to_rows,
+    dataset_path,
+    empty_candles,
+    normalize_symbol,
+    read_metadata,
+    read_parquet,
+    validate_candles,
+    write_parquet,
+)
+from S1.errors import NetworkError, UserError
+from S1.intervals import (
+    ceil_ms,
+    check_interval,
+    close_time_ms,
+    floor_ms,
+    interval_ms,
+    ms_to_ts,
+    open_times,
+    to_ms,
+)
 from S1.kline_files import ImportReport, sniff_and_read
 from S1.rest_client import BinanceRest, page_windows, run, sorted_unique
 from S1.settings import Settings, get_settings
@@ -384,7 +402,8 @@ def _finish(path: Path, existing: pd.DataFrame | None, have, todo, fetched: list
 def _update_ccxt(venue, *, symbol: str, interval: str, days: int, end, out: Path | None, source: str,
                  archive_dir: Path | None, plan: bool, settings: Settings, progress: bool, t0: float) -> Summary:
     """:func:`update_dataset` through CCXT (any exchange, market type, price type)."""
-    from S1.ccxt_source import CcxtHistory, closed_rows, page_windows as ccxt_pages, rows_to_frame, unreported_columns
+    from S1.ccxt_source import CcxtHistory, closed_rows, rows_to_frame, unreported_columns
+    from S1.ccxt_source import page_windows as ccxt_pages
 
     if archive_dir is not None or source == "archive":
         raise UserError("--source archive and --archive-dir read Binance's public spot archive",

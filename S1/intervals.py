@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from S1.cli import UserError
+from S1.errors import UserError
 
 _MIN = 60_000
 _HOUR = 60 * _MIN

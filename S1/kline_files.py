@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from S1.cli import UserError
 from S1.datasets import candles_from_arrays, empty_candles, validate_candles
+from S1.errors import UserError
 from S1.intervals import close_time_ms, interval_ms
 
 ARCHIVE_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "close_time",

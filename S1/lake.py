@@ -29,7 +29,7 @@ What a connection from :func:`connect` holds (all times UTC):
 
 >>> import tempfile, pathlib
 >>> from S1.datasets import dataset_path, write_parquet
->>> from S1.simulated import simulate_candles
+>>> from S1.offline import simulate_candles
 >>> d = pathlib.Path(tempfile.mkdtemp())
 >>> _ = write_parquet(simulate_candles("BTCUSDT", "1d", "2024-01-01", "2024-01-11"),
 ...                   dataset_path("BTCUSDT", "1d", 10, data_dir=d))
@@ -53,8 +53,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from S1.cli import UserError
 from S1.datasets import CANDLE_COLUMNS, parse_dataset_name, read_metadata
+from S1.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -544,7 +544,7 @@ def make_demo_lake(data_dir: Path, *, symbols: tuple[str, ...] = ("BTCUSDT", "ET
 
     from S1.datasets import dataset_path, realtime_db_path, sentiment_path, write_parquet
     from S1.intervals import to_ms
-    from S1.simulated import simulate_candles
+    from S1.offline import simulate_candles
     from S1.stream_store import KlineStore, rows_from_klines
 
     data_dir = Path(data_dir)

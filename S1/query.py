@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from S1.cli import ArgumentParser, UserError, add_common_args, main_entry
+from S1.cli import ArgumentParser, add_common_args, main_entry
+from S1.errors import UserError
 from S1.lake import SQLITE_MODES, connect, run, tables, to_frame, write_result
 
 

@@ -7,7 +7,7 @@ the source *covers* its whole span (the window given, not the rows present), so
 an exchange gap inside a day still yields that day's candle -- as Binance's own
 daily candle does -- while the partial days at the edges of a window are dropped.
 
->>> from S1.simulated import simulate_candles
+>>> from S1.offline import simulate_candles
 >>> h = simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-03")
 >>> d = resample_candles(h, "1h", "1d")
 >>> len(d), bool(d["high"].iloc[0] == h["high"].iloc[:24].max())
@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from S1.cli import UserError
 from S1.datasets import candles_from_arrays, validate_candles
+from S1.errors import UserError
 from S1.intervals import INTERVAL_MS, check_interval, close_time_ms, floor_ms, next_open_ms
 
 

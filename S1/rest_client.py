@@ -21,7 +21,7 @@ hand-writing an HTTP client:
    :data:`MAX_BAN_WAIT` seconds is reported instead of waited out.
 
 The base URL comes from ``BINANCE_API_URL`` (tests point it at
-:mod:`S1.local_exchange`).
+:mod:`S1.local.exchange`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from binance import AsyncClient
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from S1.cli import NetworkError, UserError
+from S1.errors import NetworkError, UserError
 from S1.intervals import INTERVAL_MS, check_interval
 from S1.settings import Settings, get_settings
 

@@ -69,8 +69,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.uri import parse_uri
 
-from S1.cli import NetworkError, UserError
 from S1.datasets import normalize_symbol, realtime_db_path
+from S1.errors import NetworkError, UserError
 from S1.intervals import check_interval, floor_ms, ms_to_ts, next_open_ms
 from S1.rest_client import BinanceRest
 from S1.settings import Settings, get_settings

@@ -49,8 +49,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from S1.cli import UserError
 from S1.datasets import candles_from_arrays, empty_candles, normalize_symbol, validate_candles
+from S1.errors import UserError
 from S1.intervals import check_interval
 
 #: Columns of the ``kline`` table, in table order.

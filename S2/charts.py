@@ -1,7 +1,7 @@
 """Interactive Plotly charts of an indicator frame (the Streamlit preview uses them;
 notebooks can too). Pure functions: frame in, ``plotly.graph_objects.Figure`` out.
 
->>> from S1.simulated import simulate_candles
+>>> from S1.offline import simulate_candles
 >>> from S2.ta import add_indicators
 >>> ta = add_indicators(simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-10"))
 >>> fig = indicator_chart(ta, sma=True, ema=False, bbands=False, name="BTC")
@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S2.ta import find_columns
 
 UP, DOWN = "#26a69a", "#ef5350"

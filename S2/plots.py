@@ -4,7 +4,7 @@ The functions return :class:`matplotlib.figure.Figure` objects built without
 pyplot, so they work headless (no display, no GUI backend) and show exactly once
 in a notebook; pass ``fig=plt.figure()`` to draw into a window instead.
 
->>> from S1.simulated import simulate_candles
+>>> from S1.offline import simulate_candles
 >>> from S2.ta import add_indicators
 >>> ta = add_indicators(simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-15"))
 >>> fig = preview_figure(ta, title="BTCUSDT 1h")
@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from S1.cli import UserError
 from S1.datasets import atomic_write_bytes
+from S1.errors import UserError
 from S2.ta import find_columns
 
 UP, DOWN = "#26a69a", "#ef5350"

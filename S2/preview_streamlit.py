@@ -20,8 +20,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from S1.cli import UserError, streamlit_entry
+from S1.cli import streamlit_entry
 from S1.datasets import CANDLE_COLUMNS, data_dir, history_command, read_candles, read_metadata
+from S1.errors import UserError
 from S2.charts import indicator_chart
 from S2.ta import IndicatorConfig, add_indicators, config_from_columns, find_columns, load_config
 from S2.ta_io import DatasetName, indicators_command, list_datasets, read_ta

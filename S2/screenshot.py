@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from S1.cli import ArgumentParser, NetworkError, UserError, add_common_args, main_entry
+from S1.cli import ArgumentParser, add_common_args, main_entry
+from S1.errors import NetworkError, UserError
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -30,7 +30,7 @@ Each column is NaN in its warm-up rows (:func:`warmup_rows`) and nowhere after.
 Rows are used in order: a gap in the candles is not filled.
 
 >>> import numpy as np, pandas as pd
->>> from S1.simulated import simulate_candles
+>>> from S1.offline import simulate_candles
 >>> candles = simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-05")
 >>> ta = add_indicators(candles, config=IndicatorConfig())
 >>> ta.columns[-13:].tolist()[:4]
@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 import talib
 
-from S1.cli import UserError
+from S1.errors import UserError
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("config.yaml")
 MAX_LENGTH = 100_000  # TA-Lib's upper bound for every period used here
@@ -111,7 +111,7 @@ class IndicatorConfig:
     >>> IndicatorConfig(macd=(26, 12, 9))
     Traceback (most recent call last):
     ...
-    S1.cli.UserError: macd: fast length 26 must be below slow length 12 -- e.g. --macd 12,26,9
+    S1.errors.UserError: macd: fast length 26 must be below slow length 12 -- e.g. --macd 12,26,9
     """
 
     sma: tuple[int, ...] = (50,)

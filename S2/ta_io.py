@@ -22,11 +22,26 @@ import numpy as np
 import pandas as pd
 import talib
 
-from S1.cli import UserError
-from S1.datasets import (CANDLE_COLUMNS, FLOAT_COLUMNS, KINDS, DatasetName, candles_from_arrays,  # noqa: F401
-                         data_dir, dataset_path, empty_candles, history_command, indicators_command,
-                         normalize_symbol, parse_dataset_name, read_candles, read_metadata, read_parquet,
-                         validate_candles, write_parquet)
+from S1.datasets import (  # noqa: F401
+    CANDLE_COLUMNS,
+    FLOAT_COLUMNS,
+    KINDS,
+    DatasetName,
+    candles_from_arrays,
+    data_dir,
+    dataset_path,
+    empty_candles,
+    history_command,
+    indicators_command,
+    normalize_symbol,
+    parse_dataset_name,
+    read_candles,
+    read_metadata,
+    read_parquet,
+    validate_candles,
+    write_parquet,
+)
+from S1.errors import UserError
 from S2.ta import IndicatorConfig, add_indicators, warmup_rows
 
 _UTC_NS = pd.DatetimeTZDtype("ns", "UTC")

@@ -40,7 +40,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from S1.cli import UserError
+from S1.errors import UserError
 
 DEFAULT_ASSETS = Path(__file__).with_name("assets.yaml")
 

@@ -18,8 +18,8 @@ from typing import Protocol, Sequence
 
 import pandas as pd
 
-from S1.cli import UserError
 from S1.datasets import models_dir
+from S1.errors import UserError
 from S1.settings import Settings, get_settings
 from S3.config import S3Config, load_config
 
@@ -41,7 +41,7 @@ def resolve_spec(spec: str, *, settings: Settings | None = None) -> str:
         settings = settings or get_settings()
         if settings.openai_api_key is not None:
             return "openai"
-        # (not imported from S3.local_model: that would load scikit-learn for every script)
+        # (not imported from S3.trained_model: that would load scikit-learn for every script)
         default_model = models_dir() / "sentiment_tfidf_lr.joblib"
         if default_model.exists():
             return f"local:{default_model}"
@@ -59,7 +59,7 @@ def get_classifier(spec: str, *, settings: Settings | None = None, config: S3Con
 
         return LexiconClassifier()
     if spec.startswith("local:"):
-        from S3.local_model import load_model
+        from S3.trained_model import load_model
 
         return load_model(spec[6:])
     from S3.llm import make_openai_classifier

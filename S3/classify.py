@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from S1.cli import UserError, main_entry
+from S1.cli import main_entry
+from S1.errors import UserError
 from S3.cli_common import parser, quiet_http_logs
 
 

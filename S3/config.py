@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from S1.cli import UserError
+from S1.errors import UserError
 
 DEFAULT_CONFIG = Path(__file__).with_name("sentiment.yaml")
 

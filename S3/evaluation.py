@@ -17,7 +17,7 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from S3.labels import Metrics, evaluate
 from S3.lexicon import LexiconClassifier, tune_thresholds
-from S3.local_model import cross_validate
+from S3.trained_model import cross_validate
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import numpy as np
 import pandas as pd
 
-from S1.cli import UserError
 from S1.datasets import news_items_path, read_parquet, write_parquet
+from S1.errors import UserError
 from S3.assets import AssetTagger, default_tagger
 
 log = logging.getLogger(__name__)

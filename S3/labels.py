@@ -23,7 +23,8 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from S1.cli import UserError
+
+from S1.errors import UserError
 
 LABELS = ("bearish", "neutral", "bullish")
 UNKNOWN = "unknown"

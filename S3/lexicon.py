@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S3.items import clean_text
 from S3.labels import result_frame
 

@@ -30,8 +30,8 @@ How a run goes:
 5. Token use is summed from each reply's ``usage``; the estimated cost uses the
    price table ``llm.prices`` of ``S3/sentiment.yaml``.
 
-A 401/403/404/400 is not retried: it raises :class:`S1.cli.UserError` naming the
-setting to fix. If no request succeeds at all, :class:`S1.cli.NetworkError`.
+A 401/403/404/400 is not retried: it raises :class:`S1.errors.UserError` naming the
+setting to fix. If no request succeeds at all, :class:`S1.errors.NetworkError`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from S1.cli import NetworkError, UserError
+from S1.errors import NetworkError, UserError
 from S1.settings import Settings, get_settings
 from S3.config import LlmConfig, S3Config, load_config
 from S3.fetch import backoff_wait

@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
-
-
 from S1.datasets import llm_cache_path  # noqa: E402,F401  (the one place that names data files)
 
 

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from S1.cli import UserError
 from S1.datasets import news_items_path, sentiment_asset_paths, sentiment_path, write_parquet
-from S1.settings import get_settings
+from S1.errors import UserError
 from S1.intervals import check_interval
-from S1.settings import Settings
-from S3.classifiers import classify_frame, get_classifier, resolve_spec
+from S1.settings import Settings, get_settings
 from S3.assets import AssetTagger, has_asset, tag_counts
+from S3.classifiers import classify_frame, get_classifier, resolve_spec
 from S3.config import S3Config, load_config
 from S3.items import read_items
 from S3.series import sentiment_series

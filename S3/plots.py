@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from S1.datasets import atomic_write_text
-
-
-from S1.datasets import sentiment_report_path  # noqa: E402,F401  (the one place that names files)
+from S1.datasets import (
+    atomic_write_text,
+    sentiment_report_path,  # noqa: E402,F401  (the one place that names files)
+)
 
 
 def sentiment_figure(series: pd.DataFrame, *, title: str = "News sentiment"):

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
                    help="re-tag the stored items with the current asset dictionary (after editing aliases)")
     args = p.parse_args(argv)
     quiet_http_logs()
-    from S1.cli import UserError
+    from S1.errors import UserError
     from S3.config import S3Config, load_config
     from S3.pipeline import build_sentiment
     from S3.sources import parse_source_specs

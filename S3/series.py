@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S1.intervals import ceil_ms, check_interval, floor_ms, next_open_ms, to_ms
 
 LN2 = np.log(2.0)

@@ -26,7 +26,7 @@ import feedparser
 import pandas as pd
 import requests
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S1.settings import Settings, get_settings
 from S3.config import S3Config, load_config
 from S3.fetch import FetchError, http_get

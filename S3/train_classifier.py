@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from S1.cli import UserError, main_entry
+from S1.cli import main_entry
+from S1.errors import UserError
 from S3.cli_common import parser
 
 
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
     from S1.datasets import models_dir
     from S3.items import read_headlines
     from S3.labels import parse_true_labels
-    from S3.local_model import DEFAULT_NAME, cross_validate, save_model, train
+    from S3.trained_model import DEFAULT_NAME, cross_validate, save_model, train
 
     if args.folds == 1 or args.folds < 0:
         raise UserError(f"--folds {args.folds} is not possible", "use 0 (no CV) or 2 and more")

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from S1.cli import ArgumentParser, UserError, add_common_args, main_entry
+from S1.cli import ArgumentParser, add_common_args, main_entry
+from S1.errors import UserError
 
 DEFAULT_RULES = Path(__file__).resolve().with_name("rules.yaml")
 

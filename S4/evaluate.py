@@ -45,7 +45,7 @@ import numba
 import numpy as np
 import pandas as pd
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S4.rules import COMPARISONS, ML_COLUMNS, SENTIMENT_COLUMNS, Column, Condition, Group, RuleSet
 
 OUTPUT_COLUMNS = ("entry", "exit", "signal", "rule")

@@ -41,7 +41,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from S1.cli import UserError
+    from S1.errors import UserError
     from S4.model_lib import WalkForward, fold_lines, train_ml
 
     if args.max_iter < 1 or args.max_iter > 5000:

@@ -2,7 +2,7 @@
 
 It walks the position-carrying YAML tree of :mod:`S4.yaml_safe` and builds the
 frozen model of :mod:`S4.rules`, checking every key, type, name, range and
-reference against the closed grammar. Each error is one :class:`S1.cli.UserError`
+reference against the closed grammar. Each error is one :class:`S1.errors.UserError`
 of the form ``<file>: line L, column C: <problem> -- <fix>``. Strings are only ever
 compared with known names (columns, operators, params): nothing is evaluated.
 """
@@ -14,8 +14,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import replace
 
-from S1.cli import UserError
-from S4.rules import (
+from S1.errors import UserError
+from S4.rule_model import (
     _COND_KEYS,
     _EXPR_HINT,
     _NAME_RE,

@@ -42,16 +42,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from S1.cli import UserError
 from S1.datasets import (
-    indicators_command,
     dataset_path,
+    indicators_command,
     normalize_symbol,
     read_metadata,
     read_parquet,
     sentiment_path,
     write_parquet,
 )
+from S1.errors import UserError
 from S4.evaluate import OUTPUT_COLUMNS, evaluate
 from S4.rules import ML_COLUMNS, SENTIMENT_COLUMNS, RuleSet, load_rules
 

@@ -23,7 +23,7 @@ loader is never used.
 >>> parse_yaml("a: !!python/object/apply:os.system ['echo hi']")
 Traceback (most recent call last):
 ...
-S1.cli.UserError: <string>: line 1, column 4: YAML tags such as '!!python/object/apply:os.system' are not allowed in a rule file -- remove the tag: rule files hold plain numbers, names and lists
+S1.errors.UserError: <string>: line 1, column 4: YAML tags such as '!!python/object/apply:os.system' are not allowed in a rule file -- remove the tag: rule files hold plain numbers, names and lists
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from S1.cli import UserError
+from S1.errors import UserError
 
 #: Largest rule file accepted (bytes). Real rule files are a few KB.
 MAX_BYTES = 64 * 1024

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from S1.cli import UserError
 from S1.datasets import (
     atomic_write_text,
     dataset_path,
@@ -35,6 +34,7 @@ from S1.datasets import (
     report_path,
     write_parquet,
 )
+from S1.errors import UserError
 from S5.engine import TRADE_COLUMNS, BacktestResult, Costs, run_backtest
 from S5.metrics import METRIC_FORMATS, format_metric, to_jsonable
 

@@ -60,13 +60,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from S1.cli import UserError
-from S1.intervals import check_interval, interval_ms, pandas_freq
+from S1.errors import UserError
 from S5 import metrics as M
+from S5.bars import PRICE_COLUMNS, Bars, bars_per_year  # noqa: F401  (part of the engine's API)
+from S5.costs import Costs
 from S5.kernels import equity_from_orders_nb
 
 TRADE_COLUMNS = ("entry_time", "exit_time", "side", "size", "entry_price", "exit_price", "fees", "pnl", "return")
-PRICE_COLUMNS = ("open", "high", "low", "close")
 
 _TWIN = None
 
@@ -102,173 +102,6 @@ def vbt():
 
 
 # ----------------------------------------------------------------------------- input
-@dataclass(frozen=True)
-class Costs:
-    """Trading costs per side and the exchange's quantity rules.
-
-    ``fees``: the taker fee (fraction of the notional; also the maker fee unless
-    ``maker_fee`` is given); ``slippage``: fraction of the price, against the trader;
-    ``fee_model``: ``taker`` (every fill pays taker -- the default, a single fee),
-    ``mixed`` (entries and signal exits are S7's LIMIT orders: maker; stops,
-    kill-switch flattening and the end-of-test close: taker) or ``maker`` (every fill
-    maker); ``bnb_discount``: 25 % off both rates; ``lot``: an :class:`S5.exchange.LotRules`
-    (None: quantities are not rounded and no entry is refused).
-
-    >>> Costs(fees=0.001, slippage=0.0005)
-    Costs(fees=0.001, slippage=0.0005)
-    >>> c = Costs(fees=0.001, maker_fee=0.0002, fee_model="mixed", bnb_discount=True)
-    >>> round(c.maker_rate, 8), round(c.taker_rate, 8), round(c.entry_rate, 8)
-    (0.00015, 0.00075, 0.00015)
-    >>> Costs(fees=0.5)
-    Traceback (most recent call last):
-    ...
-    S1.cli.UserError: fees 0.5 is out of range -- use a fraction per side from 0 to 0.05, e.g. --fees 0.001 (0.1 %)
-    """
-
-    fees: float = 0.001
-    slippage: float = 0.0005
-    maker_fee: float | None = None
-    fee_model: str = "taker"
-    bnb_discount: bool = False
-    lot: Any = None
-
-    def __post_init__(self) -> None:
-        for name, limit in (("fees", 0.05), ("slippage", 0.05), ("maker_fee", 0.05)):
-            v = getattr(self, name)
-            if v is None and name == "maker_fee":
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not np.isfinite(v) \
-                    or not 0 <= v <= limit:
-                flag = {"fees": "fees", "slippage": "slippage", "maker_fee": "maker-fee"}[name]
-                raise UserError(f"{name} {v!r} is out of range",
-                                f"use a fraction per side from 0 to {limit}, e.g. --{flag} "
-                                f"{'0.0005 (0.05 %)' if name == 'slippage' else '0.001 (0.1 %)'}")
-            object.__setattr__(self, name, float(v))
-        from S5.exchange import FEE_MODELS, LotRules
-
-        if self.fee_model not in FEE_MODELS:
-            raise UserError(f"unknown fee model {self.fee_model!r}", f"use one of {', '.join(FEE_MODELS)}")
-        if self.lot is not None and not isinstance(self.lot, LotRules):
-            raise UserError(f"lot must be an S5.exchange.LotRules, got {type(self.lot).__name__}",
-                            "build it with LotRules.from_filters(S6 SymbolFilters)")
-        object.__setattr__(self, "bnb_discount", bool(self.bnb_discount))
-
-    def __repr__(self) -> str:
-        extra = "".join(f", {k}={getattr(self, k)!r}" for k, d in (("maker_fee", None), ("fee_model", "taker"),
-                                                                   ("bnb_discount", False), ("lot", None))
-                        if getattr(self, k) != d)
-        return f"Costs(fees={self.fees!r}, slippage={self.slippage!r}{extra})"
-
-    @property
-    def maker_rate(self) -> float:
-        """Maker fee per side after the BNB discount."""
-        from S5.exchange import fee_rates
-
-        return fee_rates(self.fees, self.maker_fee, self.bnb_discount)[0]
-
-    @property
-    def taker_rate(self) -> float:
-        """Taker fee per side after the BNB discount."""
-        from S5.exchange import fee_rates
-
-        return fee_rates(self.fees, self.maker_fee, self.bnb_discount)[1]
-
-    @property
-    def entry_rate(self) -> float:
-        """Fee rate of an entry (LIMIT in the mixed / maker models)."""
-        return self.taker_rate if self.fee_model == "taker" else self.maker_rate
-
-    @property
-    def single_rate(self) -> float | None:
-        """The one fee rate every fill pays, or None when it depends on the order."""
-        if self.fee_model == "taker" or self.maker_rate == self.taker_rate:
-            return self.taker_rate
-        return self.maker_rate if self.fee_model == "maker" else None
-
-    @property
-    def is_plain(self) -> bool:
-        """Only ``fees`` and ``slippage`` (the behaviour before fee models and filters)."""
-        return self.fee_model == "taker" and not self.bnb_discount and self.lot is None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The settings as plain data (run params, study fingerprints)."""
-        return {"fees": self.fees, "slippage": self.slippage, "fee_model": self.fee_model,
-                "maker_fee": self.maker_rate, "taker_fee": self.taker_rate, "bnb_discount": self.bnb_discount,
-                "exchange_filters": self.lot.as_dict() if self.lot is not None else "off"}
-
-
-def bars_per_year(interval: str) -> float:
-    """Bars in a 365-day year for a Binance interval (``'1h'`` -> 8760, ``'1M'`` -> 12)."""
-    check_interval(interval)
-    if interval == "1M":
-        return 12.0
-    return M.periods_per_year(pandas_freq(interval))
-
-
-@dataclass(frozen=True)
-class Bars:
-    """OHLC arrays of the bars (index = UTC open times) and their explicit interval."""
-
-    index: pd.DatetimeIndex
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    interval: str
-
-    @classmethod
-    def from_frame(cls, frame: pd.DataFrame, interval: str) -> Bars:
-        """Take ``open high low close`` of a candle/signals frame, checked up front."""
-        check_interval(interval)
-        if not isinstance(frame, pd.DataFrame):
-            raise UserError(f"expected a DataFrame of bars, got {type(frame).__name__}",
-                            "pass the _signals frame (index open_time)")
-        missing = [c for c in PRICE_COLUMNS if c not in frame.columns]
-        if missing:
-            raise UserError(f"the frame lacks the price column(s) {missing}",
-                            "pass the _signals file written by S4/decision.py (it keeps the candles)")
-        idx = frame.index
-        if not isinstance(idx, pd.DatetimeIndex):
-            raise UserError("the frame's index must be the UTC open time", "use frame.set_index('open_time')")
-        idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
-        if not (idx.is_monotonic_increasing and idx.is_unique):
-            raise UserError("the bars are not in strictly increasing time order",
-                            "sort and deduplicate: frame[~frame.index.duplicated()].sort_index()")
-        if len(frame) < 2:
-            raise UserError(f"{len(frame)} bar(s): too few to backtest", "load a longer window (more --days)")
-        if interval != "1M":
-            step = int(np.median(np.diff(idx.as_unit("ns").asi8)))
-            if step != interval_ms(interval) * 1_000_000:
-                raise UserError(f"the bars are {pd.Timedelta(step, unit='ns')} apart but the interval is {interval}",
-                                "pass the interval the file was made with (it is in the file name)")
-        arrays = {}
-        for c in PRICE_COLUMNS:
-            a = np.ascontiguousarray(frame[c].to_numpy(dtype=np.float64, na_value=np.nan))
-            bad = ~(np.isfinite(a) & (a > 0))
-            if bad.any():
-                i = int(np.argmax(bad))
-                raise UserError(f"column {c} has {int(bad.sum())} missing or non-positive price(s), first at "
-                                f"{idx[i]}", "re-download the window with S1/historical.py")
-            arrays[c] = a
-        return cls(idx, arrays["open"], arrays["high"], arrays["low"], arrays["close"], interval)
-
-    def __len__(self) -> int:
-        return len(self.close)
-
-    def slice(self, start: int, stop: int) -> Bars:
-        s = slice(start, stop)
-        return Bars(self.index[s], self.open[s], self.high[s], self.low[s], self.close[s], self.interval)
-
-    @property
-    def freq(self) -> str:
-        return pandas_freq(self.interval)
-
-    @property
-    def periods_per_year(self) -> float:
-        return bars_per_year(self.interval)
-
-
-# ------------------------------------------------------------------------ simulation
 @dataclass
 class Simulation:
     """Array result of :func:`simulate` (``m`` columns; ``n`` bars).

@@ -33,97 +33,16 @@
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from S1.cli import UserError
+from S1.errors import UserError
+from S5.costs import BNB_DISCOUNT, FEE_MODELS, Costs, LotRules, fee_rates  # noqa: F401  (re-exported for callers)
 
 log = logging.getLogger(__name__)
 
-FEE_MODELS = ("taker", "maker", "mixed")
 FILTER_MODES = ("auto", "on", "off")
-#: Binance spot: paying the commission in BNB takes 25 % off.
-BNB_DISCOUNT = 0.25
-
-
-def _f(x, default: float) -> float:
-    return default if x is None else float(x)
-
-
-@dataclass(frozen=True)
-class LotRules:
-    """Quantity filters of one symbol as floats (``nan``/``inf``/0 = not enforced).
-
-    ``step`` / ``min_qty`` / ``max_qty``: ``LOT_SIZE``; ``market_*``: ``MARKET_LOT_SIZE``
-    (0 on most spot symbols = same as LOT_SIZE); ``min_notional``: ``MIN_NOTIONAL`` or
-    ``NOTIONAL`` (``min_notional_market``: whether it applies to MARKET orders);
-    ``tick``: ``PRICE_FILTER.tickSize`` (reported; the backtest sets no prices).
-    """
-
-    symbol: str
-    step: float
-    min_qty: float = 0.0
-    max_qty: float = math.inf
-    market_step: float = 0.0
-    market_min_qty: float = 0.0
-    market_max_qty: float = math.inf
-    min_notional: float = 0.0
-    min_notional_market: bool = True
-    tick: float = math.nan
-    source: str = ""
-
-    def __post_init__(self) -> None:
-        if not (np.isfinite(self.step) and self.step > 0):
-            raise UserError(f"{self.symbol}: LOT_SIZE stepSize {self.step!r} must be a positive number",
-                            "check the exchangeInfo file (or use --exchange-filters off)")
-        for name in ("min_qty", "market_step", "market_min_qty", "min_notional"):
-            v = getattr(self, name)
-            if not (np.isfinite(v) and v >= 0):
-                raise UserError(f"{self.symbol}: {name} {v!r} must be 0 or more", "check the exchangeInfo file")
-
-    @classmethod
-    def from_filters(cls, f, *, source: str = "") -> LotRules:
-        """From an :class:`S6.filters.SymbolFilters` (Decimals -> floats; None -> not enforced)."""
-        if f.step_size is None:
-            raise UserError(f"{f.symbol} has no LOT_SIZE stepSize in exchangeInfo",
-                            "pass another --exchange-info file or use --exchange-filters off")
-        return cls(symbol=f.symbol, step=float(f.step_size), min_qty=_f(f.min_qty, 0.0),
-                   max_qty=_f(f.max_qty, math.inf), market_step=_f(f.market_step_size, 0.0),
-                   market_min_qty=_f(f.market_min_qty, 0.0), market_max_qty=_f(f.market_max_qty, math.inf),
-                   min_notional=_f(f.min_notional, 0.0), min_notional_market=bool(f.min_notional_market),
-                   tick=_f(f.tick_size, math.nan), source=source)
-
-    def entry_limits(self, *, market: bool) -> tuple[float, float, float, float]:
-        """``(step, min_qty, max_qty, min_notional)`` an entry must meet.
-
-        The step is the coarser of LOT_SIZE and MARKET_LOT_SIZE (when set) whatever the
-        entry's type: the position is later sold whole, possibly by a MARKET order (a stop,
-        the end-of-test close), so it must sit on both grids. ``market``: the entry is a
-        MARKET order (MARKET_LOT_SIZE limits and ``applyToMarket`` of the notional apply).
-        """
-        step = max(self.step, self.market_step)
-        min_qty = max(self.min_qty, self.market_min_qty) if market else self.min_qty
-        max_qty = min(self.max_qty, self.market_max_qty) if market else self.max_qty
-        min_notional = self.min_notional if (not market or self.min_notional_market) else 0.0
-        return step, min_qty, max_qty, min_notional
-
-    def round_qty(self, qty: float) -> float:
-        """``qty`` rounded down to the (entry) step, in floats: ``floor(qty / step) * step``."""
-        step = max(self.step, self.market_step)
-        return math.floor(qty / step) * step
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(self).items()}
-
-
-def fee_rates(fees: float, maker_fee: float | None, bnb_discount: bool) -> tuple[float, float]:
-    """``(maker, taker)`` per side after the optional BNB discount."""
-    k = 1.0 - BNB_DISCOUNT if bnb_discount else 1.0
-    return (fees if maker_fee is None else maker_fee) * k, fees * k
 
 
 def describe_costs(costs) -> str:
@@ -170,8 +89,6 @@ def costs_from_args(args):
     """The :class:`S5.engine.Costs` of ``--fees --slippage --taker-fee --maker-fee --fee-model
     --bnb-discount`` (filters are added by :func:`with_filters` once the market is known).
     ``--fees`` alone sets both rates; ``--taker-fee`` / ``--maker-fee`` override one each."""
-    from S5.engine import Costs
-
     taker = args.fees if args.taker_fee is None else args.taker_fee
     maker = args.maker_fee if args.maker_fee is not None else (None if args.taker_fee is None else args.fees)
     return Costs(fees=taker, slippage=args.slippage, maker_fee=maker, fee_model=args.fee_model,
@@ -211,7 +128,7 @@ def resolve_lot_rules(symbol: str, *, mode: str = "auto", file: str | Path | Non
     """The :class:`LotRules` of ``symbol`` for ``--exchange-filters mode`` (None: off).
 
     Order: ``file``; the exchangeInfo cache (``S1.datasets.exchange_info_path``); for
-    simulated data, S7's generic symbol info (``S1.local_exchange.simulated_symbol_info``
+    simulated data, S7's generic symbol info (``S1.offline.simulated_symbol_info``
     at ``price``); with ``mode='on'`` only, ``GET /api/v3/exchangeInfo`` (S6's loader).
     """
     from S1.datasets import exchange_info_path, normalize_symbol
@@ -236,7 +153,7 @@ def resolve_lot_rules(symbol: str, *, mode: str = "auto", file: str | Path | Non
         except UserError as exc:
             log.warning("exchangeInfo cache %s not usable for %s: %s", cache, sym, exc.problem)
     if simulated:
-        from S1.local_exchange import simulated_symbol_info
+        from S1.offline import simulated_symbol_info
 
         info = simulated_symbol_info(sym, float(price) if price and np.isfinite(price) else 100.0)
         return LotRules.from_filters(SymbolFilters.from_symbol_info(info),

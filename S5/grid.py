@@ -11,7 +11,7 @@ Same execution model and metrics as a single backtest (a column of the grid equa
 depend on each column's own path (Kelly sizing, the kill-switch) are not applied
 in a grid; fixed sizes and per-bar stops are (``size``, ``sl_stop``, ``tp_stop``).
 
->>> from S1.simulated import simulate_candles
+>>> from S1.offline import simulate_candles
 >>> from S2.ta import add_indicators
 >>> from S4.rules import parse_rules
 >>> ta = add_indicators(simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-20"))
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S5.engine import Bars, Costs, simulate, simulation_metrics
 
 

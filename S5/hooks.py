@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from S1.cli import UserError
+from S1.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,8 @@ def risk_hooks(frame: pd.DataFrame, risk, *, bars=None, costs=None, interval: st
     Give ``bars`` and ``costs`` (as :func:`S5.engine.run_backtest` does) or
     ``interval``, ``fees`` and ``slippage``.
     """
-    from S5.engine import Bars, Costs
+    from S5.bars import Bars
+    from S5.costs import Costs
     from S6.sizing import SizingError, kelly_fraction, size_position
 
     cfg = load_risk(risk)

@@ -24,7 +24,7 @@ last bar". Every derived column (everything but the raw candle columns) is compa
 on every kept row; floats with ``rtol`` (default 1e-9), NaN equal to NaN.
 
 >>> import pandas as pd
->>> from S1.simulated import simulate_candles
+>>> from S1.offline import simulate_candles
 >>> from S4.rules import parse_rules
 >>> candles = simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-11")
 >>> rules = parse_rules("entry: {col: rsi14, op: crosses_above, value: 30}\\nexit: {col: rsi14, op: '>', value: 70}")
@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from S1.cli import UserError
+from S1.errors import UserError
 
 MAX_RECORDED = 5_000
 #: Raw inputs (never derived, so never compared).

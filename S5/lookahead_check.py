@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from S1.cli import UserError
+    from S1.errors import UserError
     from S5.lookahead import lookahead_files
 
     if args.cuts < 2:

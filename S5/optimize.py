@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _walk_forward_config(args):
     """The walk-forward settings, checked before any data is read (None: a plain split)."""
-    from S1.cli import UserError
+    from S1.errors import UserError
     from S5.walkforward import WalkForwardConfig
 
     extra = [opt for opt, v in (("--wf-mode", args.wf_mode), ("--wf-train", args.wf_train),

@@ -22,7 +22,7 @@
   resuming it with different settings is refused.
 
 >>> import pandas as pd
->>> from S1.simulated import simulate_candles
+>>> from S1.offline import simulate_candles
 >>> from S2.ta import add_indicators
 >>> from S4.rules import parse_rules
 >>> ta = add_indicators(simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-02-15"))
@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from S1.cli import UserError
 from S1.datasets import best_rules_path, optuna_storage_url  # noqa: F401 (re-exported)
+from S1.errors import UserError
 from S5.engine import BacktestResult, Costs, run_backtest
 from S5.metrics import to_jsonable
 

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S5.engine import BacktestResult
 from S5.metrics import compute_metrics, to_jsonable
 from S5.optimize_lib import (
@@ -469,7 +469,7 @@ def walk_forward(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeC
     :func:`S5.optimize_lib.optimize`; the fold studies are ``<study_name>_fold<k>of<n>``
     (``storage=None``: in memory).
 
-    >>> from S1.simulated import simulate_candles
+    >>> from S1.offline import simulate_candles
     >>> from S2.ta import add_indicators
     >>> from S4.rules import parse_rules
     >>> ta = add_indicators(simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-03-01"))

@@ -228,7 +228,7 @@ def walkforward_files(symbol: str, interval: str, days: int, rules_path: str | P
     frame, simulated, sources = inputs
     plan = wf.plan(frame.index, interval)  # bad windows fail here, before any trial
     if not rules.param_space():
-        from S1.cli import UserError
+        from S1.errors import UserError
 
         raise UserError("the rule file has no searchable params (no low/high or choices)",
                         "give params ranges, e.g. rsi_buy: {value: 30, low: 20, high: 40}")

@@ -42,7 +42,7 @@ import pandas as pd
 from pydantic import SecretStr
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S6.config import AlertConfig
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ typo never silently disables a protection.
 >>> RiskConfig.from_dict({"sizing": {"risk_per_trade": 2}})
 Traceback (most recent call last):
 ...
-S1.cli.UserError: risk config: sizing.risk_per_trade: Input should be less than or equal to 0.2 -- fix the value (see S6/README.md for every setting)
+S1.errors.UserError: risk config: sizing.risk_per_trade: Input should be less than or equal to 0.2 -- fix the value (see S6/README.md for every setting)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from S1.cli import UserError
+from S1.errors import UserError
 
 #: The default settings file, next to this module.
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().with_name("risk.yaml")

@@ -40,7 +40,7 @@ from typing import Literal
 
 import numpy as np
 
-from S1.cli import UserError
+from S1.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -299,13 +299,13 @@ def load_exchange_info(*, file: str | Path | None = None, max_age_hours: float =
     """The exchangeInfo body: ``file`` when given; else the cache while younger than
     ``max_age_hours`` (and not ``refresh``); else fetched and cached atomically. A
     stale cache is used with a warning when the fetch fails; no cache at all
-    re-raises the :class:`~S1.cli.NetworkError`.
+    re-raises the :class:`~S1.errors.NetworkError`.
 
     Sync only (uses :func:`S1.rest_client.run`); inside an event loop await
     :func:`fetch_exchange_info` and :func:`cache_exchange_info` instead.
     """
-    from S1.cli import NetworkError
     from S1.datasets import exchange_info_path
+    from S1.errors import NetworkError
     from S1.rest_client import run
     from S1.settings import get_settings
 

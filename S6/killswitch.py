@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S6.config import KillSwitchConfig, RiskConfig
 
 log = logging.getLogger(__name__)

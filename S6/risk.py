@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from S1.cli import ArgumentParser, UserError, add_common_args, main_entry
+from S1.cli import ArgumentParser, add_common_args, main_entry
+from S1.errors import UserError
 
 EXIT_REFUSED = 4
 
@@ -227,7 +228,7 @@ def cmd_alert_test(args, cfg) -> int:
         raise UserError("ALERT_WEBHOOK_URL is not set", "put it in .env (and ALERT_WEBHOOK_KIND=generic|discord|slack)")
     d = alerter.send(AlertEvent("test", "test alert", args.message, "info"))
     if d.status != "sent":
-        from S1.cli import NetworkError
+        from S1.errors import NetworkError
 
         raise NetworkError(f"the test alert was not delivered ({d.error})", "check ALERT_WEBHOOK_URL and the network")
     print(f"test alert delivered ({alerter.kind}, HTTP {d.http_status}, {d.attempts} attempt(s))")

@@ -38,7 +38,7 @@ from typing import Literal
 
 import numpy as np
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S6.config import RiskConfig
 
 Number = float | np.ndarray

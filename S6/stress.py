@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cfg = RiskConfig.load(args.config)
     if args.paths is not None and not 100 <= args.paths <= 200_000:
-        from S1.cli import UserError
+        from S1.errors import UserError
 
         raise UserError(f"--paths must be within 100..200000, got {args.paths}", "e.g. --paths 5000")
     bt = load_backtest(args.symbol, args.interval, args.days, initial_equity=args.initial_equity)

@@ -44,7 +44,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S6.config import RiskConfig
 from S6.killswitch import first_trip
 from S6.sizing import SizingError, kelly_stats, size_position

@@ -9,7 +9,7 @@ bad command line is answered in one line before the heavy modules load).
 ...              Settings(_env_file=None))
 Traceback (most recent call last):
 ...
-S1.cli.UserError: --live trades real money and needs --i-understand-this-trades-real-money -- add that flag if you mean it; otherwise use --testnet (the default) or --dry-run
+S1.errors.UserError: --live trades real money and needs --i-understand-this-trades-real-money -- add that flag if you mean it; otherwise use --testnet (the default) or --dry-run
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S1.intervals import check_interval
 from S1.settings import Settings
 

@@ -17,8 +17,9 @@ import argparse
 import pandas as pd
 import streamlit as st
 
-from S1.cli import UserError, streamlit_entry
+from S1.cli import streamlit_entry
 from S1.datasets import data_dir, orders_log_path, reports_dir
+from S1.errors import UserError
 from S7 import dashboard_data as D
 
 RUN_HINT = "streamlit run S7/dashboard.py [-- --symbol BTCUSDT --interval 1h --days 365]"

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np  # noqa: F401  (the doctests' namespace)
 import pandas as pd
 
-from S1.cli import UserError
 from S1.datasets import read_metadata, read_parquet
+from S1.errors import UserError
 from S7.dashboard_files import SIMULATED_LABEL, simulated_flag
 
 

@@ -49,9 +49,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from S1.errors import UserError
 from S1.intervals import interval_ms
-from S1.cli import UserError
-from S2.ta import IndicatorConfig, atr as atr_kernel, compute_indicators, warmup_rows
+from S2.ta import IndicatorConfig, compute_indicators, warmup_rows
+from S2.ta import atr as atr_kernel
 from S4.evaluate import condition_masks
 from S4.rules import RuleSet
 from S6.alerts import AlertEvent, error_event, kill_switch_event, order_rejected_event
@@ -59,11 +60,23 @@ from S6.config import RiskConfig
 from S6.filters import SymbolFilters
 from S6.killswitch import KillSwitch
 from S6.sizing import SizingError, size_position
-from S7.exchange_client import (AuthFailed, ExchangeError, SubmitResult, TradingVenue, submit_order)
+from S7.exchange_client import AuthFailed, ExchangeError, SubmitResult, TradingVenue, submit_order
 from S7.ledger import Ledger
 from S7.limit_orders import FALLBACK_SUFFIX, LimitManager, LimitPolicy
-from S7.orders import (ABANDONED, BLOCKED, EXCHANGE_OPEN, INTENT, RATE_LIMITED, REFUSED, REJECTED, UNKNOWN,
-                       Fill, OrderState, client_order_id, plain)
+from S7.orders import (
+    ABANDONED,
+    BLOCKED,
+    EXCHANGE_OPEN,
+    INTENT,
+    RATE_LIMITED,
+    REFUSED,
+    REJECTED,
+    UNKNOWN,
+    Fill,
+    OrderState,
+    client_order_id,
+    plain,
+)
 from S7.reconcile import ReconcileReport, reconcile
 
 log = logging.getLogger(__name__)
@@ -136,7 +149,7 @@ class SentimentFeed:
 
         mtime = self.path.stat().st_mtime if self.path.exists() else None
         if mtime is None and self._frame is None:
-            from S1.cli import UserError
+            from S1.errors import UserError
 
             raise UserError(f"sentiment file {self.path} disappeared", "re-create it with python S3/sentiment.py")
         if mtime is not None and mtime != self._mtime:

@@ -6,7 +6,7 @@ extended by subclassing -- not a hand-written HTTP client -- with what an
 executor needs:
 
 1. **A base URL from settings** (``BINANCE_TESTNET_API_URL`` for ``--testnet``,
-   ``BINANCE_API_URL`` for ``--live``; tests point them at :mod:`S7.test_exchange`).
+   ``BINANCE_API_URL`` for ``--live``; tests point them at :mod:`S7.local.exchange`).
 2. **Typed outcomes.** Every answer is classified by what it means for the order:
    :class:`OrderRejected` (``-1013`` filters, ``-2010`` balance/duplicate, ... --
    definitely *not* executed), :class:`ClockSkew` (``-1021``), :class:`RateLimited`

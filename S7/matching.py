@@ -1,5 +1,5 @@
 """A small spot "matching book" with Binance's order semantics, shared by the dry-run
-simulator (:mod:`S7.simulator`) and the local test exchange (:mod:`S7.test_exchange`).
+simulator (:mod:`S7.simulator`) and the local test exchange (:mod:`S7.local.exchange`).
 
 It is the exchange side, deliberately independent of the executor's own rounding
 (:meth:`S6.filters.SymbolFilters.check_order`): it **checks** orders the way

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from S1.cli import NetworkError, UserError
 from S1.datasets import (
     exchange_info_path,
     executor_state_path,
@@ -42,6 +41,7 @@ from S1.datasets import (
     realtime_db_path,
     state_path,
 )
+from S1.errors import NetworkError, UserError
 from S1.settings import Settings, get_settings
 from S6.config import RiskConfig
 from S6.filters import SymbolFilters, read_exchange_info_file, symbol_filters
@@ -127,7 +127,7 @@ async def dry_run_filters(symbol: str, settings: Settings, *, file: Path | None,
             return symbol_filters(read_exchange_info_file(cache), symbol), f"cached exchangeInfo {cache}"
         except UserError as exc:
             log.warning("cached exchangeInfo not usable: %s", exc.problem)
-    from S1.local_exchange import simulated_symbol_info
+    from S1.offline import simulated_symbol_info
 
     log.warning("no exchangeInfo for %s: the dry-run uses generic filters (tick and step from the price, "
                 "minimum notional 5) -- pass --exchange-info FILE for the real ones", symbol)

@@ -87,7 +87,7 @@ class SimulatedExchange:
                 self.last_price = D(snap["last_price"]) if snap.get("last_price") else None
                 self.restored = True
             except (ValueError, KeyError, TypeError) as exc:
-                from S1.cli import UserError
+                from S1.errors import UserError
 
                 raise UserError(f"the dry-run account {self.state_file} is unreadable ({type(exc).__name__})",
                                 "move it away to start a fresh simulated account") from None

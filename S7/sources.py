@@ -29,8 +29,8 @@ from typing import AsyncIterator
 import numpy as np
 import pandas as pd
 
-from S1.cli import NetworkError, UserError
 from S1.datasets import candles_from_arrays, empty_candles
+from S1.errors import NetworkError, UserError
 from S1.intervals import floor_ms, interval_ms
 
 log = logging.getLogger(__name__)

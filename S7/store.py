@@ -49,7 +49,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S7.orders import UNRESOLVED, D, Fill, plain
 
 SCHEMA = """

@@ -46,6 +46,8 @@ whole session, resets its backoff after each success and is cancelled by
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import random
@@ -54,9 +56,6 @@ import uuid
 from collections import Counter
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
-
-import hashlib
-import hmac
 
 import aiohttp
 

@@ -2,7 +2,7 @@
 
     python bench/bench_backtest.py [--repeat 3] [--trials 200] [--combos 1000] [--uncached]
 
-Setup (not timed): simulated candles (S1.simulated), S2 indicators (TA-Lib directly
+Setup (not timed): simulated candles (S1.local.simulated), S2 indicators (TA-Lib directly
 if S2 is unavailable), S4 signals of S4/rules_ta_only.yaml (a fallback RSI rule if
 S4 is unavailable), written as the S1 / _ta / _signals files in a temporary data dir.
 
@@ -60,7 +60,7 @@ def setup(tmp: Path) -> dict:
 
     get_settings.cache_clear()
     from S1.datasets import dataset_path, write_parquet
-    from S1.simulated import simulate_candles
+    from S1.offline import simulate_candles
 
     candles = simulate_candles(SYMBOL, INTERVAL, "2023-01-01", "2024-01-01")
     meta = {"simulated": True}

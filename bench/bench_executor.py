@@ -13,7 +13,7 @@ The whole path, three actors, as in real use:
   (``--poll``, default 0.02 s), computes the indicators and rules on its 300-candle
   window, updates the persisted kill-switch, sizes, rounds to the filters, commits
   the order intent, and sends a signed MARKET order;
-- the **test exchange** (:mod:`S7.test_exchange`, a thread of this process) notes
+- the **test exchange** (:mod:`S7.local.exchange`, a thread of this process) notes
   when each ``POST /api/v3/order`` arrives.
 
 Latency = arrival of the order at the exchange - commit of the candle that caused
@@ -62,9 +62,9 @@ def main() -> int:
     args = ap.parse_args()
 
     from S1.datasets import candles_from_arrays
-    from S1.local_exchange import LocalBinance, candles_to_rows
+    from S1.local.exchange import LocalBinance, candles_to_rows
     from S1.stream_store import KlineStore, rows_from_klines
-    from S7.test_exchange import BinanceTestExchange
+    from S7.local.exchange import BinanceTestExchange
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_s7_"))
     data = tmp / "data"

@@ -63,7 +63,7 @@ def free_port() -> int:
 
 def start_server(latency: float, now: str, preload: str, days: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "S1.local_exchange", "--port", str(port), "--now", now,
+    proc = subprocess.Popen([sys.executable, "-m", "S1.local.exchange", "--port", str(port), "--now", now,
                              "--days", str(days), "--preload", preload, "--latency", str(latency)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -124,9 +124,9 @@ def bench_archive() -> dict:
     import pyarrow.parquet as pq
 
     from S1.history import update_dataset
-    from S1.local_exchange import LocalBinance
+    from S1.local.exchange import LocalBinance
+    from S1.offline import simulate_candles
     from S1.settings import Settings
-    from S1.simulated import simulate_candles
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_archive_"))
     src = tmp / "zips"

@@ -98,8 +98,8 @@ def main(argv=None) -> int:
         os.environ["DATA_DIR"] = str(Path(tmp) / "data")
         os.environ["REPORTS_DIR"] = str(Path(tmp) / "reports")
         from S1.datasets import dataset_path, read_parquet, write_parquet
+        from S1.offline import simulate_candles
         from S1.settings import get_settings
-        from S1.simulated import simulate_candles
         from S2.ta_io import make_ta_file
 
         get_settings.cache_clear()

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_query.py                 # 10 symbols x one year of 1m candles (5.27 M rows)
     .venv/bin/python bench/bench_query.py --symbols 3 --days 30   # quick
 
-The data: ``--symbols`` simulated markets (S1.simulated.simulate_candles), one year of
+The data: ``--symbols`` simulated markets (S1.local.simulated.simulate_candles), one year of
 1m candles each (2024, 527,040 per symbol), written with S1's own ``write_parquet``
 as ``<symbol>_1m_<days>d.parquet`` into a temporary data directory (``--data-dir`` to
 keep and reuse it).
@@ -69,7 +69,7 @@ SQL_DATE_TRUNC = SQL.replace("utc_day(open_time)", "date_trunc('day', open_time)
 
 def generate(data_dir: Path, symbols: list[str], start: str, end: str, days: int) -> int:
     from S1.datasets import dataset_path, write_parquet
-    from S1.simulated import simulate_candles
+    from S1.offline import simulate_candles
 
     rows = 0
     for i, sym in enumerate(symbols, 1):
@@ -110,7 +110,7 @@ def generate_sqlite(data_dir: Path, symbols: list[str], end: pd.Timestamp, days:
     import sqlite3
 
     from S1.datasets import candles_to_rows, realtime_db_path
-    from S1.simulated import simulate_candles
+    from S1.offline import simulate_candles
     from S1.stream_store import KlineStore, rows_from_klines
 
     db = realtime_db_path(["BTCUSDT"], "1m", data_dir=data_dir)

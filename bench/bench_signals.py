@@ -4,7 +4,7 @@ hand-written numpy floor in the same run.
     .venv/bin/python bench/bench_signals.py            # ~20 s
     .venv/bin/python bench/bench_signals.py --repeat 500
 
-Data: the deterministic simulated BTCUSDT market (S1/simulated.py) for 2023, S2's
+Data: the deterministic simulated BTCUSDT market (S1/local/simulated.py) for 2023, S2's
 indicators, a synthetic sentiment series joined as-of and a causal stand-in for
 ml_proba, so every example rule file runs. Figures (median of ``--repeat`` calls):
 
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     from S4.evaluate import evaluate, evaluate_arrays, prepare_arrays  # numba kernel (cached on disk)
     t_import = time.perf_counter() - t0
 
-    from S1.simulated import simulate_candles
+    from S1.offline import simulate_candles
     from S2.ta import add_indicators
     from S4.rules import load_rules
     from S4.signals import join_sentiment

@@ -8,7 +8,7 @@
 Targets (issue 3): >= 5,000 kline messages/s into SQLite, p99 message-to-row latency
 <= 50 ms, flat memory over 10 minutes.
 
-**Sustained.** The local exchange (``python -m S1.local_stream``: REST + streams)
+**Sustained.** The local exchange (``python -m S1.local.stream``: REST + streams)
 runs in its own process, so client and server do not share a GIL. It replays
 ``--symbols`` simulated 1m markets at real speed with enough in-progress updates per
 candle to offer ``--rate`` kline messages/s on one combined-stream connection. The
@@ -113,12 +113,12 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 class Server:
-    """``python -m S1.local_stream`` in its own process."""
+    """``python -m S1.local.stream`` in its own process."""
 
     def __init__(self, n_symbols: int, rate: float, *, blast: bool = False):
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [PY, "-m", "S1.local_stream", "--port", str(self.port), "--n-symbols", str(n_symbols),
+            [PY, "-m", "S1.local.stream", "--port", str(self.port), "--n-symbols", str(n_symbols),
              "--interval", "1m", "--start", START, "--rate", str(rate), "--days", "1"] + (["--blast"] if blast else []),
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.api = f"http://127.0.0.1:{self.port}/api"

@@ -69,7 +69,7 @@ def btc_1h_real(shared_dir) -> pd.DataFrame:
 def btc_1h_sim() -> pd.DataFrame:
     """Simulated BTCUSDT 1h candles (2023-01-01 .. 2023-06-01), for tests that must
     run without ``../shared``."""
-    from S1.simulated import simulate_candles
+    from S1.local.simulated import simulate_candles
 
     return simulate_candles("BTCUSDT", "1h", "2023-01-01", "2023-06-01")
 
@@ -91,7 +91,7 @@ def exchange(btc_1h, settings_env, monkeypatch):
     """A running local Binance server (REST + archive) serving BTCUSDT 1h Jan-May 2023 (real when
     ``../shared`` is present) with its clock at 2023-05-31 12:30 UTC, and settings pointed at it."""
     from S1.intervals import to_ms
-    from S1.local_exchange import LocalBinance
+    from S1.local.exchange import LocalBinance
     from S1.settings import get_settings
 
     with LocalBinance(now_ms=to_ms(SERVER_NOW)) as ex:

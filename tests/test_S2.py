@@ -35,7 +35,7 @@ def check_ta_file(path: Path) -> None:
 
 
 def test_s2_smoke(settings_env):
-    from S1.simulated import simulate_candles
+    from S1.local.simulated import simulate_candles
 
     candles = simulate_candles("ETHUSDC", "1h", "2024-01-01", "2024-02-01")
     write_parquet(candles, dataset_path("ETHUSDC", "1h", 31), metadata={"simulated": True})

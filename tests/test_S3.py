@@ -13,8 +13,9 @@ from S3.labels import evaluate, parse_true_labels
 from S3.lexicon import LexiconClassifier
 from S3.llm import OpenAIClassifier
 from S3.llm_cache import VerdictCache
-from S3.local_model import LocalModelClassifier, train
+from S3.trained_model import LocalModelClassifier, train
 from tests.S3.fixtures import cryptolin, hand_cases, llm_server, llm_settings  # noqa: F401  (fixtures)
+
 
 # ---------------------------------------------------------------------------- lexicon
 def test_lexicon_hand_cases(hand_cases):
@@ -90,6 +91,6 @@ def test_openai_classifier_on_cryptolin_matches_its_model(llm_server, llm_settin
 
 
 def _reversed_lexicon(items):
-    from S3.local_llm import lexicon_responder
+    from S3.local.llm import lexicon_responder
 
     return list(reversed(lexicon_responder(items)))

@@ -35,7 +35,7 @@ def check_backtest_outputs(symbol: str, interval: str, days: int) -> dict:
 
 
 def test_s5_smoke(settings_env):
-    from S1.simulated import simulate_candles
+    from S1.local.simulated import simulate_candles
 
     candles = simulate_candles("ETHUSDC", "1h", "2024-01-01", "2024-03-01")
     write_parquet(candles, dataset_path("ETHUSDC", "1h", 60), metadata={"simulated": True})

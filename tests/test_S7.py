@@ -18,7 +18,7 @@ PIPELINE_ARGS = ["--symbol", "BTCUSDT", "--interval", "1h", "--rules", "S4/rules
 
 def test_pipeline_dry_run_offline(settings_env, tmp_path):
     from S1.datasets import read_parquet, sentiment_path, write_parquet
-    from S1.local_exchange import LocalBinance
+    from S1.local.exchange import LocalBinance
 
     # S4/rules.yaml reads S3's sentiment: the pipeline has written it by then (a stand-in here)
     end = pd.Timestamp.now(tz="UTC").floor("h")

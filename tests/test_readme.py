@@ -31,7 +31,7 @@ def test_the_two_newcomer_commands_and_ci():
     assert ci.strip().splitlines()[-1] == "make test"
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^test: setup\n\t\$\(BIN\)/python -m pytest", makefile, re.M)
-    assert re.search(r"^demo: setup\n\t\$\(BIN\)/python -m S1.pipeline", makefile, re.M)
+    assert re.search(r"^demo: setup\n\t\$\(BIN\)/python -m S7.pipeline", makefile, re.M)
 
 
 def test_readme_links_resolve():

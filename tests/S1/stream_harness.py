@@ -1,5 +1,5 @@
 """The streamer test harness: the local exchange (REST) and its WebSocket replay
-(S1/local_stream.py) on one accelerated clock, and helpers to run a streamer against them."""
+(S1/local/stream.py) on one accelerated clock, and helpers to run a streamer against them."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pandas as pd
 
 from S1.datasets import candles_from_arrays
 from S1.intervals import floor_ms, interval_ms
-from S1.local_exchange import LocalBinance, candles_to_rows, kline_json_rows
-from S1.local_stream import LocalStream, ReplayClock
+from S1.local.exchange import LocalBinance, candles_to_rows, kline_json_rows
+from S1.local.stream import LocalStream, ReplayClock
 from S1.settings import get_settings
 from S1.stream_client import KlineStreamer, StreamConfig
 
@@ -41,10 +41,10 @@ def local_futures_market(source: pd.DataFrame, *, start: int, end: int | None, w
                          interval: str, pair: str = "BTCUSDT", spot_stream: bool = True, **stream_kw):
     """A LocalBinance serving ``source`` as the *spot* klines of ``pair`` (REST and, with
     ``spot_stream``, the spot ``/ws`` streams), plus the USDⓈ-M futures routes and ``/fstream``
-    streams (S1.local_futures) of the perpetual derived from it (+4 bp: other prices than spot), on one
+    streams (S1.local.futures) of the perpetual derived from it (+4 bp: other prices than spot), on one
     paused ReplayClock. Yields ``(server, futures, fstream, spot_or_None, clock)``;
     ``futures.frames[("last", pair)]`` is the perpetual frame served over REST and the stream."""
-    from S1.local_futures import LocalFutures, LocalFuturesStream
+    from S1.local.futures import LocalFutures, LocalFuturesStream
 
     clock = ReplayClock(start, speed=interval_ms(interval) / 1000.0 / wall_per_candle, end_ms=end, paused=True)
     ex = LocalBinance(now_ms=clock.now_ms)

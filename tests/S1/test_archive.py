@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
 from S1.datasets import archive_cache_dir, read_candles
+from S1.errors import UserError
 from S1.history import download, update_dataset
 from S1.intervals import to_ms
 
@@ -63,7 +63,7 @@ def test_corrupt_download_is_refused_and_nothing_cached(exchange):
 
 def test_missing_archive_month_falls_back_to_rest(exchange, btc_1h):
     # the archive has nothing for this symbol/interval: every file 404s, REST fills in
-    from S1.simulated import simulate_candles
+    from S1.local.simulated import simulate_candles
 
     src = simulate_candles("ETHUSDC", "4h", "2023-01-01", "2023-05-01")
     exchange.add_candles("ETHUSDC", "4h", src)
@@ -78,9 +78,9 @@ def test_missing_archive_month_falls_back_to_rest(exchange, btc_1h):
 
 def test_microsecond_archives_and_headers(settings_env, monkeypatch):
     """From 2025-01-01 spot archives carry µs timestamps; some copies have a header row."""
-    from S1.local_exchange import LocalBinance
+    from S1.local.exchange import LocalBinance
+    from S1.local.simulated import simulate_candles
     from S1.settings import get_settings
-    from S1.simulated import simulate_candles
 
     src = simulate_candles("BTCUSDT", "1h", "2024-12-01", "2025-02-01")
     with LocalBinance(now_ms=to_ms("2025-02-02")) as ex:

@@ -6,8 +6,8 @@ import pytest
 
 from S1.batch import main
 from S1.batch_runner import expand, load_config
-from S1.cli import UserError
 from S1.datasets import dataset_path, read_candles, read_metadata
+from S1.errors import UserError
 
 
 @pytest.fixture

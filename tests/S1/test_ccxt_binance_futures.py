@@ -1,6 +1,6 @@
 """Binance USDⓈ-M futures history through CCXT (``--exchange binance --market swap|future
 --price last|mark|index``): CCXT's real ``binance`` class against the local futures API of
-:mod:`S1.local_futures` (fapi exchangeInfo/time/klines/markPriceKlines/indexPriceKlines on a
+:mod:`S1.local.futures` (fapi exchangeInfo/time/klines/markPriceKlines/indexPriceKlines on a
 LocalBinance), fed with BTCUSDT 1h Jan-May 2023 (real when ``../shared`` is there) from which
 the perpetual, quarterly, mark and index series are derived deterministically."""
 
@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import NetworkError, UserError
 from S1.datasets import read_candles, read_metadata
+from S1.errors import NetworkError, UserError
 from S1.history import update_dataset
 from S1.intervals import to_ms
-from S1.local_exchange import LocalBinance
-from S1.local_futures import LocalFutures, fapi_kline_weight, quarterly
+from S1.local.exchange import LocalBinance
+from S1.local.futures import LocalFutures, fapi_kline_weight, quarterly
 
 pytest.importorskip("ccxt")
 NOW = "2023-05-31 12:30"  # mid-candle: the 12:00 candle is in progress

@@ -1,5 +1,5 @@
 """S1 history through CCXT: CCXT's Binance class against the local Binance server (the
-same candles as the python-binance path), and the local OKX server (S1/local_okx.py) speaking OKX's real
+same candles as the python-binance path), and the local OKX server (S1/local/okx.py) speaking OKX's real
 candle API (``/api/v5/market/history-candles``: ``after``/``before``/``limit``, newest
 first, the ``confirm`` flag on the candle in progress) for paging, in-progress and
 unconfirmed candles, mark/index prices, faults and bad input."""
@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import NetworkError, UserError
 from S1.datasets import read_candles, read_metadata
+from S1.errors import NetworkError, UserError
 from S1.history import update_dataset
 from S1.intervals import to_ms
-from S1.local_okx import LocalOkx
-from S1.simulated import simulate_candles
+from S1.local.okx import LocalOkx
+from S1.local.simulated import simulate_candles
 
 REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("ccxt")

@@ -1,5 +1,5 @@
 """S1/ccxt_stream.py: ``python S1/streamer.py --exchange ...`` through ccxt.pro, against the local
-exchange (REST) and its WebSocket replay (S1/local_stream.py) on one accelerated clock, with
+exchange (REST) and its WebSocket replay (S1/local/stream.py) on one accelerated clock, with
 the connection dropped and refused on a schedule.
 
 CCXT's Binance class runs the whole CCXT path end to end (``--client ccxt``): the SQLite
@@ -21,12 +21,12 @@ import pytest
 
 from S1.ccxt_source import Venue
 from S1.ccxt_stream import CcxtStreamer, newest_candle, resolve_markets, tap_market_id, tap_rows, trade_fields
-from S1.cli import NetworkError
-from S1.rest_client import run
+from S1.errors import NetworkError
 from S1.intervals import to_ms
-from S1.local_exchange import LocalBinance
+from S1.local.exchange import LocalBinance
+from S1.local.simulated import simulate_candles
+from S1.rest_client import run
 from S1.settings import get_settings
-from S1.simulated import simulate_candles
 from S1.stream_store import read_klines
 from tests.S1.stream_harness import db_rows, fast, local_market, point_at, published, replay, streamer_cli
 

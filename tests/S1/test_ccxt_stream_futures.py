@@ -1,8 +1,8 @@
 """``python S1/streamer.py --exchange binance --market swap``: the USDⓈ-M perpetual streamed through
 ccxt.pro's Binance class, end to end offline.
 
-The local server (S1/local_futures.py on a LocalBinance) serves the perpetual over fapi REST *and*
-over its ``fstream`` websocket (:class:`S1.local_futures.LocalFuturesStream`), next to the spot
+The local server (S1/local/futures.py on a LocalBinance) serves the perpetual over fapi REST *and*
+over its ``fstream`` websocket (:class:`S1.local.futures.LocalFuturesStream`), next to the spot
 klines and spot streams of the same symbol at other prices (the perpetual trades +4 bp over
 spot), all on one accelerated clock: a client that reads the spot market anywhere -- REST backfill
 or stream -- stores spot values and fails the comparison with the perpetual's values."""
@@ -23,11 +23,11 @@ import pytest
 from S1.ccxt_source import Venue, make_exchange
 from S1.ccxt_stream import CcxtStreamer
 from S1.intervals import to_ms
-from S1.local_exchange import LocalBinance
-from S1.local_futures import FSTREAM_PREFIX, LocalFutures
+from S1.local.exchange import LocalBinance
+from S1.local.futures import FSTREAM_PREFIX, LocalFutures
+from S1.local.simulated import simulate_candles
 from S1.rest_client import run
 from S1.settings import Settings, get_settings
-from S1.simulated import simulate_candles
 from S1.stream_store import read_klines
 from tests.S1.stream_harness import db_rows, fast, local_futures_market, published, replay, streamer_cli
 

@@ -1,5 +1,5 @@
 """S1/ccxt_stream.py on OKX: ``python S1/streamer.py --exchange okx`` through ccxt.pro's okx class
-against the local OKX (S1/local_okx.py: v5 REST + the ``/ws/v5/business`` candle and
+against the local OKX (S1/local/okx.py: v5 REST + the ``/ws/v5/business`` candle and
 ``/ws/v5/public`` trade channels) on one accelerated clock, with connections dropped (TCP reset,
 close frame, OKX's 64008 service-upgrade notice) and handshakes refused.
 
@@ -10,8 +10,8 @@ them), none left in progress, from the stream (``confirm`` "1") and from REST ba
 from __future__ import annotations
 
 import asyncio
-import logging
 import json
+import logging
 import sqlite3
 from contextlib import contextmanager
 
@@ -23,11 +23,11 @@ import pytest
 from S1.ccxt_source import Venue, make_exchange
 from S1.ccxt_stream import CcxtStreamer, trade_fields
 from S1.intervals import to_ms
-from S1.local_okx import LocalOkx, LocalOkxStream
-from S1.local_stream import ReplayClock
+from S1.local.okx import LocalOkx, LocalOkxStream
+from S1.local.simulated import simulate_candles
+from S1.local.stream import ReplayClock
 from S1.rest_client import run
 from S1.settings import get_settings
-from S1.simulated import simulate_candles
 from S1.stream_store import read_klines
 from tests.S1.stream_harness import db_rows, fast, replay, streamer_cli
 

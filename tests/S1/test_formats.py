@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
 from S1.datasets import export_path, read_candles, write_parquet
+from S1.errors import UserError
 from S1.formats import (
     export_candles,
     export_dataset,

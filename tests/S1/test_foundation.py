@@ -10,14 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
-from S1.datasets import (dataset_path, read_candles, read_metadata, realtime_db_path, report_path,
-                         validate_candles, write_parquet)
+from S1.datasets import (
+    dataset_path,
+    read_candles,
+    read_metadata,
+    realtime_db_path,
+    report_path,
+    validate_candles,
+    write_parquet,
+)
+from S1.errors import UserError
 from S1.intervals import INTERVALS, ceil_ms, close_time_ms, floor_ms, open_times, pandas_freq, to_ms
 
 
-@pytest.mark.parametrize("module", ["S1.settings", "S1.intervals", "S1.datasets", "S1.simulated",
-                                    "S1.archive", "S1.rest_client", "S1.local_exchange"])
+@pytest.mark.parametrize("module", ["S1.settings", "S1.intervals", "S1.datasets", "S1.local.simulated",
+                                    "S1.archive", "S1.rest_client", "S1.local.exchange"])
 def test_doctests(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
@@ -143,7 +150,7 @@ def test_intervals():
 
 
 def test_simulated_market_is_deterministic_and_consistent():
-    from S1.simulated import simulate_candles
+    from S1.local.simulated import simulate_candles
 
     m = simulate_candles("SOLUSDT", "1m", "2024-05-01", "2024-05-01 06:00")
     h = simulate_candles("SOLUSDT", "1h", "2024-05-01", "2024-05-01 06:00")

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import NetworkError, UserError
 from S1.datasets import read_candles, read_metadata
+from S1.errors import NetworkError, UserError
 from S1.history import download, find_gaps, missing_ranges, update_dataset
 from S1.intervals import ms_to_ts, to_ms
 
@@ -175,7 +175,7 @@ def test_weight_budget_waits_for_the_next_minute(monkeypatch):
 
 
 def test_real_gaps_are_reported_not_filled(btc_1h_real, settings_env, monkeypatch):
-    from S1.local_exchange import LocalBinance
+    from S1.local.exchange import LocalBinance
     from S1.settings import get_settings
 
     with LocalBinance(now_ms=to_ms("2023-06-01")) as ex:
@@ -228,9 +228,9 @@ def test_file_for_another_market_is_refused(exchange):
 
 def test_one_year_of_1m_pages_exactly(settings_env, monkeypatch):
     """528 exact pages, no overlap, every candle once (simulated market)."""
-    from S1.local_exchange import LocalBinance
+    from S1.local.exchange import LocalBinance
+    from S1.local.simulated import simulate_candles
     from S1.settings import get_settings
-    from S1.simulated import simulate_candles
 
     src = simulate_candles("ETHUSDC", "1m", "2024-03-01", "2024-03-08")
     with LocalBinance(now_ms=to_ms("2024-03-08")) as ex:

@@ -23,7 +23,7 @@ def test_main_job_falls_back_to_the_simulated_market(settings_env, tmp_path):
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/api"
     env = dict(os.environ, DATA_DIR=str(settings_env.data_dir), REPORTS_DIR=str(settings_env.reports_dir),
                TOOLKIT_ENV_FILE=str(tmp_path / "empty.env"), BINANCE_API_URL=dead)
-    r = subprocess.run([sys.executable, "S1/pipeline.py", "--days", "60", "--dry-run-seconds", "15"],
+    r = subprocess.run([sys.executable, "S7/pipeline.py", "--days", "60", "--dry-run-seconds", "15"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     first = r.stdout.splitlines()[0]
@@ -45,7 +45,7 @@ def test_main_job_falls_back_to_the_simulated_market(settings_env, tmp_path):
 def test_a_failing_step_stops_the_chain_with_one_line(settings_env, tmp_path):
     env = dict(os.environ, DATA_DIR=str(settings_env.data_dir), REPORTS_DIR=str(settings_env.reports_dir),
                TOOLKIT_ENV_FILE=str(tmp_path / "empty.env"))
-    r = subprocess.run([sys.executable, "S1/pipeline.py", "--offline", "--days", "30", "--rules", "nope.yaml",
+    r = subprocess.run([sys.executable, "S7/pipeline.py", "--offline", "--days", "30", "--rules", "nope.yaml",
                         "--skip", "S3", "S5", "S7"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("error: the chain stopped at S4 signals")

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from S1 import lake as lake_mod
-from S1.cli import UserError
 from S1.datasets import dataset_path, read_candles, read_parquet, write_parquet
+from S1.errors import UserError
 from S1.history import find_gaps
 from S1.lake import (
     SOURCE_ATTACH,

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S1.intervals import to_ms
+from S1.local.simulated import simulate_candles
 from S1.resample import can_derive, resample_candles
-from S1.simulated import simulate_candles
 
 
 def _pandas_resample(df: pd.DataFrame, rule: str) -> pd.DataFrame:

@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
-from S1.datasets import CANDLE_COLUMNS
-from S1.datasets import candles_to_rows
-from S1.simulated import simulate_candles
+from S1.datasets import CANDLE_COLUMNS, candles_to_rows
+from S1.errors import UserError
+from S1.local.simulated import simulate_candles
 from S1.stream_store import KLINE_COLUMNS, KlineStore, read_klines, rows_from_klines
 
 

@@ -1,5 +1,5 @@
 """S1/streamer.py + S1/stream_client.py end to end, against the local exchange
-(REST) and its WebSocket replay (S1/local_stream.py) sharing one accelerated clock.
+(REST) and its WebSocket replay (S1/local/stream.py) sharing one accelerated clock.
 
 The acceptance test of issue 3: real BTCUSDT 1h candles (simulated without
 ../shared) and a simulated second market are replayed with a few in-progress
@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import NetworkError
+from S1.errors import NetworkError
 from S1.intervals import to_ms
+from S1.local.simulated import simulate_candles
 from S1.settings import get_settings
-from S1.simulated import simulate_candles
 from S1.stream_client import KlineStreamer
 from S1.stream_store import read_klines
 

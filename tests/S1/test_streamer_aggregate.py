@@ -16,10 +16,10 @@ from websockets.asyncio.client import connect
 
 from S1.datasets import candles_from_arrays
 from S1.intervals import to_ms
-from S1.local_exchange import LocalBinance, candles_to_rows
-from S1.local_stream import LocalStream, ReplayClock
+from S1.local.exchange import LocalBinance, candles_to_rows
+from S1.local.simulated import simulate_candles
+from S1.local.stream import LocalStream, ReplayClock
 from S1.settings import get_settings
-from S1.simulated import simulate_candles
 from S1.stream_client import KlineStreamer, MinuteAggregator, StreamConfig, parse_trade
 from S1.stream_store import read_klines
 

@@ -1,4 +1,4 @@
-"""S1/local_stream.py: the local WebSocket replay speaks Binance's stream protocol
+"""S1/local/stream.py: the local WebSocket replay speaks Binance's stream protocol
 (event layouts checked against the real capture), replays each candle as a few
 in-progress updates then the closed one -- the very candles its REST twin serves on
 the same clock --, pings, drops, refuses and answers SUBSCRIBE like the exchange."""
@@ -16,8 +16,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from S1.intervals import to_ms
-from S1.local_exchange import LocalBinance, candles_to_rows
-from S1.local_stream import (
+from S1.local.exchange import LocalBinance, candles_to_rows
+from S1.local.simulated import simulate_candles
+from S1.local.stream import (
     FIRST_TRADE_ID,
     LocalStream,
     ReplayClock,
@@ -30,7 +31,6 @@ from S1.local_stream import (
 )
 from S1.rest_client import BinanceRest
 from S1.settings import Settings
-from S1.simulated import simulate_candles
 
 START = to_ms("2024-03-01 00:00")
 

@@ -12,7 +12,7 @@ import pytest
 
 from S1.cli import run
 from S1.datasets import dataset_path, read_metadata, read_parquet, write_parquet
-from S1.simulated import simulate_candles
+from S1.local.simulated import simulate_candles
 from S2 import indicators
 
 REPO = Path(__file__).resolve().parents[2]

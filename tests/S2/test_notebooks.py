@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 from S1.datasets import dataset_path, write_parquet
-from S1.simulated import simulate_candles
+from S1.local.simulated import simulate_candles
 from S2.ta import add_indicators
 from tests.notebook_runner import NOTEBOOKS, execute, outputs, pngs, text_of
 

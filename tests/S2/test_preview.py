@@ -17,9 +17,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from S1.cli import UserError, run  # noqa: E402
+from S1.cli import run  # noqa: E402
 from S1.datasets import dataset_path, report_path, write_parquet  # noqa: E402
-from S1.simulated import simulate_candles  # noqa: E402
+from S1.errors import UserError  # noqa: E402
+from S1.local.simulated import simulate_candles  # noqa: E402
 from S2 import plots, preview  # noqa: E402
 from S2.ta import IndicatorConfig, add_indicators  # noqa: E402
 

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from S1.cli import UserError
 from S1.datasets import dataset_path, write_parquet
-from S1.simulated import simulate_candles
+from S1.errors import UserError
+from S1.local.simulated import simulate_candles
 from S2.charts import indicator_chart
 from S2.ta import IndicatorConfig, add_indicators
 

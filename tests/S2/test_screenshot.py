@@ -12,9 +12,10 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from S1.cli import UserError, run
+from S1.cli import run
 from S1.datasets import dataset_path, write_parquet
-from S1.simulated import simulate_candles
+from S1.errors import UserError
+from S1.local.simulated import simulate_candles
 from S2 import screenshot as shot
 from S2.ta import add_indicators
 

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import talib
 
-from S1.cli import UserError
-from S1.simulated import simulate_candles
+from S1.errors import UserError
+from S1.local.simulated import simulate_candles
 from S2 import ta as T
 from S2.ta import IndicatorConfig, add_indicators, load_config, warmup_rows
 from tests.S2 import reference as R

@@ -9,13 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
 from S1.datasets import dataset_path, read_candles, read_metadata, read_parquet, write_parquet
-from S1.simulated import simulate_candles
+from S1.errors import UserError
+from S1.local.simulated import simulate_candles
 from S2 import ta_io
 from S2.ta import IndicatorConfig, add_indicators
-from S2.ta_io import (DatasetName, list_datasets, load_ta, make_ta_file, parse_dataset_name,
-                      read_kline_sqlite)
+from S2.ta_io import DatasetName, list_datasets, load_ta, make_ta_file, parse_dataset_name, read_kline_sqlite
 
 
 @pytest.fixture

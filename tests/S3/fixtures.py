@@ -51,7 +51,7 @@ def fast_config() -> S3Config:
 
 @pytest.fixture
 def llm_server():
-    from S3.local_llm import LocalLLM
+    from S3.local.llm import LocalLLM
 
     with LocalLLM() as server:
         yield server
@@ -59,7 +59,7 @@ def llm_server():
 
 @pytest.fixture
 def news_server():
-    from S3.local_news import LocalNews
+    from S3.local.news import LocalNews
 
     with LocalNews() as server:
         yield server

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
 from S1.datasets import read_parquet, write_parquet
+from S1.errors import UserError
 from S3.assets import AssetTagger, default_tagger, has_asset, load_tagger, tag_counts
 from S3.items import ITEM_COLUMNS, append_items, clean_text, make_items, read_items
 

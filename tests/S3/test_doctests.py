@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-MODULES = ["S3.config", "S3.assets", "S3.items", "S3.labels", "S3.lexicon", "S3.local_model", "S3.llm", "S3.llm_cache",
+MODULES = ["S3.config", "S3.assets", "S3.items", "S3.labels", "S3.lexicon", "S3.trained_model", "S3.llm", "S3.llm_cache",
            "S3.series", "S3.sources", "S3.fetch", "S3.classifiers"]
 
 

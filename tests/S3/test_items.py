@@ -5,10 +5,20 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
 from S1.datasets import news_items_path, read_parquet
-from S3.items import (append_items, canonical_url, clean_text, dedupe, find_symbols, make_items,
-                      normalise_title, parse_times, read_headlines, read_items)
+from S1.errors import UserError
+from S3.items import (
+    append_items,
+    canonical_url,
+    clean_text,
+    dedupe,
+    find_symbols,
+    make_items,
+    normalise_title,
+    parse_times,
+    read_headlines,
+    read_items,
+)
 
 NOW = pd.Timestamp("2024-03-01 12:00", tz="UTC")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S3.lexicon import LexiconClassifier, tune_thresholds
 
 

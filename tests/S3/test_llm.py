@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from S1.cli import NetworkError, UserError
+from S1.errors import NetworkError, UserError
 from S1.settings import get_settings
 from S3.config import LlmConfig
 from S3.items import clean_text
 from S3.lexicon import LexiconClassifier
 from S3.llm import SYSTEM_PROMPT, OpenAIClassifier, parse_reply
 from S3.llm_cache import VerdictCache
-from S3.local_llm import lexicon_responder
+from S3.local.llm import lexicon_responder
 
 TEXTS = [f"Headline number {i}: " + w for i, w in
          enumerate(["bitcoin soars to record", "exchange hacked", "conference on Monday"] * 15)]

@@ -1,4 +1,4 @@
-"""S3/local_model.py: train, cross-validate, save (atomic, with a card), load."""
+"""S3/trained_model.py: train, cross-validate, save (atomic, with a card), load."""
 
 from __future__ import annotations
 
@@ -7,10 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from S1.cli import UserError
 from S1.datasets import models_dir
-from S3.local_model import (LocalModelClassifier, cross_validate, default_model_path, load_model,
-                            resolve_model_path, save_model, train)
+from S1.errors import UserError
+from S3.trained_model import (
+    LocalModelClassifier,
+    cross_validate,
+    default_model_path,
+    load_model,
+    resolve_model_path,
+    save_model,
+    train,
+)
 
 POS = ["{} soars after ETF approval", "{} rallies to a record", "{} adoption grows fast", "{} surges on inflows"]
 NEG = ["{} exchange hacked", "{} plunges on liquidations", "{} banned by regulator", "{} lender goes bankrupt"]

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
 from S1.datasets import read_metadata, read_parquet, sentiment_path, write_parquet
+from S1.errors import UserError
 from S3.items import make_items, read_items
 from S3.pipeline import asset_files, build_sentiment
 

@@ -10,8 +10,8 @@ import time
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
 from S1.datasets import news_items_path
+from S1.errors import UserError
 from S1.settings import get_settings
 from S3.fetch import FetchError, http_get, retry_after_seconds
 from S3.items import read_items

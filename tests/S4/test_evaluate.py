@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S4.evaluate import condition_masks, evaluate, evaluate_arrays, position_kernel, prepare_arrays
 from S4.rules import load_rules, parse_rules
 from tests.S4.helpers import RULE_FILES, hourly, reference_evaluate

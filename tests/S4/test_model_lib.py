@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
 from S1.datasets import dataset_path, read_metadata, read_parquet
+from S1.errors import UserError
 from S2.ta import add_indicators
 from S4.model_lib import WalkForward, make_features, make_labels, ml_scores, train_ml, walk_forward
 from tests.S4.helpers import write_market

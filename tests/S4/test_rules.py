@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S4.rules import (
     Column,
     Condition,

@@ -5,13 +5,18 @@ market-wide one; ``market`` / ``asset`` force it; the choice is recorded."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from S1.cli import UserError
 from S1.datasets import read_metadata, read_parquet, sentiment_path, write_parquet
-from S4.signals import (base_asset, build_signals, choose_sentiment_file, find_sentiment_file, join_sentiment,
-                        load_rule_inputs)
+from S1.errors import UserError
+from S4.signals import (
+    base_asset,
+    build_signals,
+    choose_sentiment_file,
+    find_sentiment_file,
+    join_sentiment,
+    load_rule_inputs,
+)
 from tests.S4.helpers import RULE_FILES, make_sentiment, write_market
 
 SENT_RULES = RULE_FILES[0]          # rules.yaml reads sentiment_score

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
 from S1.datasets import dataset_path, read_metadata, read_parquet, sentiment_path, write_parquet
+from S1.errors import UserError
 from S4.rules import load_rules, parse_rules
 from S4.signals import asof_positions, build_signals, join_ml, join_sentiment, signals_frame
 from tests.S4.helpers import RULE_FILES, make_sentiment, write_market

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S4.yaml_safe import MAX_DEPTH, parse_yaml
 
 

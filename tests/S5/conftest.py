@@ -43,7 +43,7 @@ def bars_frame(open_, high, low, close, *, entry=(), exit=(), start="2024-01-01"
 @pytest.fixture(scope="session")
 def sim_signals() -> pd.DataFrame:
     """90 days of simulated ETHUSDC 1h with S2 indicators and S4 rules_ta_only signals."""
-    from S1.simulated import simulate_candles
+    from S1.local.simulated import simulate_candles
     from S2.ta import add_indicators
     from S4.rules import load_rules
     from S4.signals import signals_frame
@@ -54,7 +54,7 @@ def sim_signals() -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def sim_ta() -> pd.DataFrame:
-    from S1.simulated import simulate_candles
+    from S1.local.simulated import simulate_candles
     from S2.ta import add_indicators
 
     return add_indicators(simulate_candles("ETHUSDC", "1h", "2023-01-01", "2023-04-01"))

@@ -102,7 +102,7 @@ def test_failed_run_keeps_previous_files(settings_env, signals_file):
     bad = read_parquet(signals_file)
     bad = bad.drop(columns=["exit"])
     write_parquet(bad, signals_file, metadata={"simulated": True})
-    from S1.cli import UserError
+    from S1.errors import UserError
 
     with pytest.raises(UserError, match="not a signals file"):
         backtest_files("ETHUSDC", "1h", 90, report=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S5.engine import TRADE_COLUMNS, Bars, Costs, run_backtest, simulate
 
 from .conftest import bars_frame

@@ -5,14 +5,14 @@ exchangeInfo capture."""
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import UserError, run
+from S1.cli import run
 from S1.datasets import dataset_path, report_path, write_parquet
+from S1.errors import UserError
 from S5.engine import Bars, Costs, run_backtest, simulate
 from S5.exchange import LotRules, describe_costs, resolve_lot_rules
 from tests.S5.reference import reference_backtest
@@ -24,7 +24,7 @@ LOT = LotRules(symbol="ETHUSDC", step=0.001, min_qty=0.002, max_qty=0.2, min_not
 def market():
     """400 simulated 1h ETHUSDC bars, random signals and sizes spanning every case: entries
     rounded, refused by minQty (tiny sizes), refused by MIN_NOTIONAL, capped by maxQty."""
-    from S1.simulated import simulate_candles
+    from S1.local.simulated import simulate_candles
 
     f = simulate_candles("ETHUSDC", "1h", "2023-01-01", "2023-01-18").iloc[:400].copy()
     rng = np.random.default_rng(7)
@@ -195,7 +195,7 @@ def _backtest(argv):
 
 
 def test_cli_filters_and_fee_model_reach_json_and_html(signals_file, sim_signals, tmp_path, capsys):
-    from S1.local_exchange import simulated_symbol_info
+    from S1.local.exchange import simulated_symbol_info
 
     info = simulated_symbol_info("ETHUSDC", 1500.0)
     info["filters"][1].update(stepSize="0.01000000", minQty="0.01000000")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S5.engine import Costs, run_backtest
 from S5.hooks import load_risk, risk_hooks
 from S6.config import RiskConfig

@@ -6,15 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import UserError, run
+from S1.cli import run
 from S1.datasets import dataset_path, sentiment_path, write_parquet
+from S1.errors import UserError
 from S4.rules import load_rules, parse_rules
 from S5.lookahead import add_default_indicators, choose_cuts, lookahead_check
 
 
 @pytest.fixture(scope="module")
 def candles():
-    from S1.simulated import simulate_candles
+    from S1.local.simulated import simulate_candles
 
     return simulate_candles("ETHUSDC", "1h", "2023-01-01", "2023-02-15")
 

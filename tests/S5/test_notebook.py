@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from S1.datasets import dataset_path, write_parquet
-from S1.simulated import simulate_candles
+from S1.local.simulated import simulate_candles
 from S2.ta import add_indicators, load_config
 from S4.rules import load_rules
 from S4.signals import build_signals, signals_frame

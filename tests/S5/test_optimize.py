@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from S1.cli import UserError, run
+from S1.cli import run
 from S1.datasets import dataset_path, write_parquet
+from S1.errors import UserError
 from S4.rules import load_rules
 from S5.optimize_lib import OptimizeConfig, Split, optimize, redact_url
 

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import UserError, run
+from S1.cli import run
 from S1.datasets import dataset_path, read_parquet, report_path, write_parquet
+from S1.errors import UserError
 from S4.rules import load_rules, parse_rules
 from S5.engine import run_backtest
 from S5.optimize_lib import OptimizeConfig

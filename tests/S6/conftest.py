@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from aiohttp import web
 
-from S1.local_server import LocalServer
+from S1.local.server import LocalServer
 
 
 @dataclass
@@ -67,7 +67,7 @@ def receiver():
 @pytest.fixture(scope="session")
 def exchange_info_real(shared_dir) -> dict:
     """The real GET /api/v3/exchangeInfo capture of 2021-10-12 (1,695 symbols)."""
-    from S1.local_exchange import load_real_exchange_info
+    from S1.local.exchange import load_real_exchange_info
 
     info = load_real_exchange_info(shared_dir)
     if info is None:
@@ -111,7 +111,7 @@ def simple_backtest(candles: pd.DataFrame, *, every: int = 24, hold: int = 12, f
 def sim_backtest(settings_env):
     """Candles, trades and equity files for BTCUSDT 1h 90d under the isolated DATA_DIR."""
     from S1.datasets import dataset_path, write_parquet
-    from S1.simulated import simulate_candles
+    from S1.local.simulated import simulate_candles
 
     candles = simulate_candles("BTCUSDT", "1h", "2023-01-01", "2023-04-01")
     trades, equity = simple_backtest(candles)

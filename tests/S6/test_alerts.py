@@ -10,8 +10,15 @@ import time
 import pandas as pd
 import pytest
 
-from S6.alerts import (AlertEvent, NullAlerter, WebhookAlerter, error_event, kill_switch_event, order_rejected_event,
-                       trip_alert_hook)
+from S6.alerts import (
+    AlertEvent,
+    NullAlerter,
+    WebhookAlerter,
+    error_event,
+    kill_switch_event,
+    order_rejected_event,
+    trip_alert_hook,
+)
 from S6.config import AlertConfig, KillSwitchConfig
 from S6.killswitch import KillSwitch, Trip
 
@@ -175,7 +182,7 @@ def test_send_inside_a_running_loop_schedules(receiver, settings_env):
 def test_null_alerter_and_bad_settings(settings_env):
     assert isinstance(WebhookAlerter.from_settings(), NullAlerter)
     assert NullAlerter().send(EVENT).status == "disabled"
-    from S1.cli import UserError
+    from S1.errors import UserError
 
     with pytest.raises(UserError, match="ALERT_WEBHOOK_KIND"):
         WebhookAlerter("http://127.0.0.1:1/x", kind="teams")

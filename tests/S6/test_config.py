@@ -5,7 +5,7 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S6.config import DEFAULT_CONFIG_PATH, RiskConfig
 
 

@@ -11,9 +11,16 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from S1.cli import NetworkError, UserError
-from S6.filters import (D, SymbolFilters, floor_to_step, load_exchange_info, plain, read_exchange_info_file,
-                        symbol_filters)
+from S1.errors import NetworkError, UserError
+from S6.filters import (
+    D,
+    SymbolFilters,
+    floor_to_step,
+    load_exchange_info,
+    plain,
+    read_exchange_info_file,
+    symbol_filters,
+)
 
 
 # ------------------------------------------------------------ pure rounding
@@ -143,9 +150,9 @@ def test_exchange_info_file_errors(tmp_path):
 @pytest.fixture
 def local_api(settings_env, monkeypatch, request):
     """A LocalBinance serving a simulated BTCUSDT, with the settings pointed at it."""
-    from S1.local_exchange import LocalBinance
+    from S1.local.exchange import LocalBinance
+    from S1.local.simulated import simulate_candles
     from S1.settings import get_settings
-    from S1.simulated import simulate_candles
 
     info = getattr(request, "param", None)
     server = LocalBinance(exchange_info=info).start()
@@ -192,7 +199,7 @@ def test_fetch_cache_refresh_and_stale_fallback(local_api, caplog):
 
 
 def test_fetched_real_exchange_info_matches_the_capture(shared_dir, settings_env, monkeypatch):
-    from S1.local_exchange import LocalBinance, load_real_exchange_info
+    from S1.local.exchange import LocalBinance, load_real_exchange_info
     from S1.settings import get_settings
 
     real = load_real_exchange_info(shared_dir)

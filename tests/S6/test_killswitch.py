@@ -9,10 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S6.config import KillSwitchConfig, RiskConfig
-from S6.killswitch import (KillSwitch, _latched, _loop, first_trip, kill_switch_mask, kill_switch_series,
-                           kill_switch_trips, to_ns)
+from S6.killswitch import (
+    KillSwitch,
+    _latched,
+    _loop,
+    first_trip,
+    kill_switch_mask,
+    kill_switch_series,
+    kill_switch_trips,
+    to_ns,
+)
 
 ONLY_DD = KillSwitchConfig(max_drawdown=0.2, daily_loss_limit=None, max_consecutive_losses=None)
 ONLY_DAY = KillSwitchConfig(max_drawdown=None, daily_loss_limit=0.05, max_consecutive_losses=None)

@@ -48,9 +48,9 @@ def test_size_refused_by_min_notional(settings_env, real_info_file, capsys):
 
 def test_size_fetches_exchange_info_from_the_exchange(settings_env, monkeypatch, capsys):
     from S1.datasets import exchange_info_path
-    from S1.local_exchange import LocalBinance
+    from S1.local.exchange import LocalBinance
+    from S1.local.simulated import simulate_candles
     from S1.settings import get_settings
-    from S1.simulated import simulate_candles
 
     with LocalBinance() as server:
         server.add_candles("BTCUSDT", "1h", simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-02"))
@@ -73,7 +73,7 @@ def test_size_input_errors_are_one_line(settings_env, capsys):
 
 def test_kelly_from_backtest(sim_backtest, tmp_path, capsys):
     from S1.datasets import dataset_path, write_parquet
-    from S1.local_exchange import simulated_symbol_info
+    from S1.local.exchange import simulated_symbol_info
     from S6.sizing import kelly_fraction, kelly_stats
 
     info = tmp_path / "info.json"

@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 
 from S6.config import RiskConfig
-from S6.sizing import (SizingError, atr_stop_size, fixed_fraction_size, kelly_fraction, kelly_size, kelly_stats,
-                       risk_size, size_position, stop_price, take_profit_price)
+from S6.sizing import (
+    SizingError,
+    atr_stop_size,
+    fixed_fraction_size,
+    kelly_fraction,
+    kelly_size,
+    kelly_stats,
+    risk_size,
+    size_position,
+    stop_price,
+    take_profit_price,
+)
 
 
 def test_atr_stop_size_hand_computed():

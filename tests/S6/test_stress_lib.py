@@ -9,10 +9,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.cli import UserError, run
+from S1.cli import run
+from S1.errors import UserError
 from S6.config import RiskConfig
-from S6.stress_lib import (equity_returns, gap_replay, infer_initial_equity, load_backtest, max_drawdown,
-                           run_stress, simulate_paths, validate_trades, worst_moves)
+from S6.stress_lib import (
+    equity_returns,
+    gap_replay,
+    infer_initial_equity,
+    load_backtest,
+    max_drawdown,
+    run_stress,
+    simulate_paths,
+    validate_trades,
+    worst_moves,
+)
 
 
 # --------------------------------------------------------------- resampling

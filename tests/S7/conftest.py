@@ -1,5 +1,5 @@
 """S7 fixtures: the local test exchange (a LocalBinance with the signed order
-endpoints of S7.test_exchange, real clock, real sockets) with settings pointed at
+endpoints of S7.local.exchange, real clock, real sockets) with settings pointed at
 it, rule files and a local webhook receiver (helpers in tests/S7/helpers.py)."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ def texchange(settings_env, monkeypatch, tmp_path):
     """A running local test exchange (simulated market, the real exchangeInfo when
     ``../shared`` is present), settings pointed at it with testnet keys (the secret is
     the canary), HTTP timeout 1 s."""
-    from S1.local_exchange import LocalBinance, load_real_exchange_info
+    from S1.local.exchange import LocalBinance, load_real_exchange_info
     from S1.settings import get_settings
-    from S7.test_exchange import BinanceTestExchange
+    from S7.local.exchange import BinanceTestExchange
 
     info = load_real_exchange_info(SHARED) if (SHARED / "data").is_dir() else None
     server = LocalBinance(simulate=True, simulate_days=5, exchange_info=info)

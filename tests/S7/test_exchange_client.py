@@ -8,8 +8,19 @@ import time
 
 import pytest
 
-from S7.exchange_client import (AuthFailed, BinanceTradingClient, ClockSkew, FilterFailure, InsufficientBalance,
-                                OrderNotFound, OrderRejected, OutcomeUnknown, RateLimited, classify, submit_order)
+from S7.exchange_client import (
+    AuthFailed,
+    BinanceTradingClient,
+    ClockSkew,
+    FilterFailure,
+    InsufficientBalance,
+    OrderNotFound,
+    OrderRejected,
+    OutcomeUnknown,
+    RateLimited,
+    classify,
+    submit_order,
+)
 from tests.S7.helpers import CANARY_SECRET, run, trading_client
 
 SYM = "TESTUSDT"

@@ -40,7 +40,7 @@ def _run(args, env, *, module=False, timeout=120):
 
 @pytest.fixture
 def sim_market():
-    from S1.local_exchange import LocalBinance
+    from S1.local.exchange import LocalBinance
 
     with LocalBinance(simulate=True, simulate_days=30) as server:
         yield server
@@ -93,8 +93,8 @@ def _streamer_db(path: Path, df) -> None:
 
 @pytest.fixture
 def testnet(tmp_path, settings_env):
-    from S1.local_exchange import LocalBinance, load_real_exchange_info
-    from S7.test_exchange import BinanceTestExchange
+    from S1.local.exchange import LocalBinance, load_real_exchange_info
+    from S7.local.exchange import BinanceTestExchange
     from tests.S7.helpers import SHARED
 
     info = load_real_exchange_info(SHARED) if (SHARED / "data").is_dir() else None
@@ -168,7 +168,7 @@ def test_sigterm_and_ctrl_c_stop_cleanly_with_a_summary(tmp_path, rules_file, si
     info = tmp_path / "info.json"
     import json
 
-    from S1.local_exchange import simulated_symbol_info
+    from S1.local.exchange import simulated_symbol_info
 
     info.write_text(json.dumps({"symbols": [simulated_symbol_info("BTCUSDT", 27_000.0)]}))
     env = _env(tmp_path, BINANCE_API_URL="http://127.0.0.1:9/api")            # nothing there: no network

@@ -346,7 +346,7 @@ def test_bad_limit_options_are_one_line_exit_2(tmp_path, settings_env, capsys, a
 def test_limit_dry_run_replay_end_to_end(tmp_path):
     """The real command line: a dry-run replay with post-only LIMIT orders and the MARKET
     fallback runs, and every limit fill is at its order's limit price."""
-    from S1.local_exchange import LocalBinance
+    from S1.local.exchange import LocalBinance
     from S7.order_log import read_order_log
 
     rules = tmp_path / "active.yaml"

@@ -92,7 +92,7 @@ def test_the_account_survives_a_restart(tmp_path):
         third = _sim(state_file=f)
         assert third.book.balance("TEST")[0] == D("0.999") and third.now_ms == 2
         f.write_text("{not json")
-        from S1.cli import UserError
+        from S1.errors import UserError
 
         with pytest.raises(UserError, match="unreadable"):
             _sim(state_file=f)

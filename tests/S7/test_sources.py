@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from S1.cli import UserError
+from S1.errors import UserError
 from S7.sources import CandleEvent, DbSource, PriceEvent, ReplaySource, RestPollSource
 from tests.S7.helpers import run
 
@@ -24,7 +24,7 @@ def _rows(df: pd.DataFrame, closed=True):
 
 
 def test_db_source_reads_the_streamers_table_while_it_is_written(tmp_path):
-    from S1.simulated import simulate_candles
+    from S1.local.simulated import simulate_candles
     from S1.stream_store import KlineStore
 
     df = simulate_candles(SYM, "1m", "2024-01-01 00:00", "2024-01-01 01:00")   # 60 candles
@@ -69,7 +69,7 @@ def test_db_source_missing_file_names_the_streamer_command(tmp_path):
 
 
 def test_replay_source_splits_warmup_and_replays_in_order(settings_env, monkeypatch):
-    from S1.local_exchange import LocalBinance
+    from S1.local.exchange import LocalBinance
     from S1.settings import get_settings
 
     with LocalBinance(simulate=True, simulate_days=10) as server:
@@ -95,7 +95,7 @@ def test_replay_source_splits_warmup_and_replays_in_order(settings_env, monkeypa
 
 
 def test_rest_poll_source_picks_up_the_next_close(settings_env, monkeypatch):
-    from S1.local_exchange import LocalBinance
+    from S1.local.exchange import LocalBinance
     from S1.settings import get_settings
 
     server = LocalBinance(simulate=True, simulate_days=2)

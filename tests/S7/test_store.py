@@ -101,7 +101,7 @@ def test_clamp_position(tmp_path):
 
 
 def test_store_refuses_a_folder(tmp_path):
-    from S1.cli import UserError
+    from S1.errors import UserError
 
     with pytest.raises(UserError, match="is a folder"):
         ExecutorStore(tmp_path)

@@ -1,5 +1,5 @@
 """The user-data stream (S7/user_stream.py, engine hooks) against the local test exchange's
-WebSocket API (S7/test_user_stream.py): real sockets, real signatures, real event layouts.
+WebSocket API (S7/local/user_stream.py): real sockets, real signatures, real event layouts.
 
 - a resting LIMIT order filled in three parts is booked from events within a bounded time,
   with **no** REST request in between (and the same flow without the stream does poll);
@@ -27,10 +27,20 @@ import numpy as np
 import pytest
 
 from S7.limit_orders import LimitPolicy
+from S7.local.user_stream import SUBSCRIBE
 from S7.orders import Fill, OrderState
-from S7.test_user_stream import SUBSCRIBE
-from tests.S7.helpers import (API_KEY, CANARY_SECRET, D, attach_stream, build_rig, candles, run, trading_client,
-                              wait_until, warm_closes)
+from tests.S7.helpers import (
+    API_KEY,
+    CANARY_SECRET,
+    D,
+    attach_stream,
+    build_rig,
+    candles,
+    run,
+    trading_client,
+    wait_until,
+    warm_closes,
+)
 
 SYM = "TESTUSDT"
 WARM = warm_closes(80, 90.0)

@@ -1,6 +1,6 @@
 """A deterministic simulated news feed for the offline mode of the main job.
 
-It produces a real RSS 2.0 document (served by :class:`S3.local_news.LocalNews`),
+It produces a real RSS 2.0 document (served by :class:`S3.local.news.LocalNews`),
 so the offline run goes through exactly the same fetch, parse, deduplicate and
 classify code as the real feeds. Headlines are built from neutral templates and
 the simulated market's own daily moves (a big up day tends to get bullish
@@ -30,7 +30,7 @@ _NEUTRAL = ["{a} trades sideways ahead of central bank decision", "What to watch
 
 def simulated_rss(*, symbol: str = "BTCUSDT", days: int = 365, end=None, per_day: int = 4) -> bytes:
     """An RSS document with ``per_day`` simulated headlines a day over ``days`` days before ``end``."""
-    from S1.simulated import simulate_candles
+    from S1.local.simulated import simulate_candles
 
     end_ts = (pd.Timestamp(end, tz="UTC") if end is not None else pd.Timestamp.now(tz="UTC")).floor("D")
     start = end_ts - pd.Timedelta(days=days)

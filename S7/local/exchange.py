@@ -1,5 +1,5 @@
 """A local Binance-compatible *test exchange*: the signed spot order endpoints on a
-:class:`S1.local_exchange.LocalBinance` app, for tests, benchmarks and offline trials.
+:class:`S1.local.exchange.LocalBinance` app, for tests, benchmarks and offline trials.
 
 Routes (added to ``server.app`` -- call before ``server.start()``)::
 
@@ -13,7 +13,7 @@ Routes (added to ``server.app`` -- call before ``server.start()``)::
     GET    /api/v3/myTrades       symbol, orderId, fromId, startTime/endTime, limit
     GET    /ws-api/v3             the WebSocket API's user-data stream (userDataStream.subscribe.signature):
                                   an event for every order state change and balance change
-                                  (:mod:`S7.test_user_stream`; faults: ``ex.user_stream.drop() / expire() / delay``)
+                                  (:mod:`S7.local.user_stream`; faults: ``ex.user_stream.drop() / expire() / delay``)
 
 ``exchangeInfo``, ``time`` and ``ping`` are the LocalBinance's own (pass it the
 real capture from ``../shared`` as ``exchange_info=`` to trade real symbols with
@@ -44,7 +44,7 @@ candle in progress), on the tick grid.
 
 Standalone (a testnet stand-in on this machine, simulated market)::
 
-    python -m S7.test_exchange --port 8770 --api-key K --api-secret S
+    python -m S7.local.exchange --port 8770 --api-key K --api-secret S
 """
 
 from __future__ import annotations
@@ -64,11 +64,11 @@ from urllib.parse import parse_qsl
 import numpy as np
 from aiohttp import web
 
-from S1.local_exchange import LocalBinance, simulated_symbol_info
+from S1.local.exchange import LocalBinance, simulated_symbol_info
 from S6.filters import SymbolFilters
+from S7.local.user_stream import UserStreamServer
 from S7.matching import BookError, MatchingBook
 from S7.orders import D
-from S7.test_user_stream import UserStreamServer
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ class BinanceTestExchange:
 def main(argv=None) -> int:
     from S1.cli import ArgumentParser
 
-    p = ArgumentParser(prog="python -m S7.test_exchange",
+    p = ArgumentParser(prog="python -m S7.local.exchange",
                        description="A local Binance-compatible test exchange (simulated market + signed order "
                                    "endpoints) on 127.0.0.1.")
     p.add_argument("--port", type=int, default=8770)

@@ -21,12 +21,12 @@ real headers, real paging and real connection drops through aiohttp, and the
 offline mode of the toolkit needs the same server as a process. aiohttp (already
 python-binance's transport) provides the HTTP and WebSocket server; this module
 only holds the exchange semantics. Other modules add routes to ``server.app``
-(the WebSocket streams of :mod:`S1.local_stream`, the signed order endpoints of
+(the WebSocket streams of :mod:`S1.local.stream`, the signed order endpoints of
 the S7 test exchange) before :meth:`start`.
 
 Run it by hand (simulated market, offline mode)::
 
-    python -m S1.local_exchange --port 8765 --symbols BTCUSDT,ETHUSDC
+    python -m S1.local.exchange --port 8765 --symbols BTCUSDT,ETHUSDC
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from aiohttp import web
 
 from S1.datasets import candles_to_rows
 from S1.intervals import INTERVALS, next_open_ms, to_ms
-from S1.local_server import LocalServer
+from S1.local.server import LocalServer
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def kline_window(rows: np.ndarray, now: int, start: int | None, end: int | None,
 class LocalBinance(LocalServer):
     """The server. ``with LocalBinance() as ex: ...`` starts it on a free port.
 
-    >>> from S1.simulated import simulate_candles
+    >>> from S1.local.simulated import simulate_candles
     >>> with LocalBinance(now_ms=to_ms("2024-01-02")) as ex:        # doctest: +SKIP
     ...     ex.add_candles("BTCUSDT", "1h", simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-03"))
     ...     ex.api_url
@@ -157,7 +157,7 @@ class LocalBinance(LocalServer):
         self._weight_used = 0
         self._ban_until = 0.0
         self.violations = 0
-        #: path prefixes counted against the weight limit; other modules (S1.local_futures) extend them
+        #: path prefixes counted against the weight limit; other modules (S1.local.futures) extend them
         self.api_prefixes: tuple[str, ...] = ("/api/",)
         #: ``hook(path, params) -> weight | None``, asked before :data:`WEIGHTS` (e.g. the fapi weights)
         self.weight_hooks: list[Callable[[str, dict], int | None]] = []
@@ -321,7 +321,7 @@ class LocalBinance(LocalServer):
         with self._lock:
             rows = self.market.get(key)
         if rows is None and self.simulate and interval in INTERVALS:
-            from S1.simulated import simulate_candles
+            from S1.local.simulated import simulate_candles
 
             end = self.now_ms()
             start = end - self.simulate_days * 86_400_000
@@ -464,7 +464,7 @@ def load_real_exchange_info(shared: Path) -> dict | None:
 def main(argv=None) -> int:
     from S1.cli import ArgumentParser
 
-    p = ArgumentParser(prog="python -m S1.local_exchange",
+    p = ArgumentParser(prog="python -m S1.local.exchange",
                        description="Serve a simulated Binance market (REST + archive) on 127.0.0.1.")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")

@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 
 from aiohttp import web
-from S1.local_server import LocalServer
+
+from S1.local.server import LocalServer
 
 
 @dataclass

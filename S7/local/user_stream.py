@@ -87,7 +87,7 @@ class _Conn:
 
 
 class UserStreamServer:
-    """``/ws-api/v3`` on a :class:`~S1.local_exchange.LocalBinance` app, fed by a
+    """``/ws-api/v3`` on a :class:`~S1.local.exchange.LocalBinance` app, fed by a
     :class:`~S7.matching.MatchingBook`'s listeners (see the module docstring)."""
 
     def __init__(self, server, *, api_key: str, api_secret: str, now_ms: Callable[[], int]):

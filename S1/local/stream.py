@@ -1,7 +1,7 @@
 """Binance market streams on 127.0.0.1: a WebSocket replay server for the streamer.
 
 It adds ``/ws/<stream>`` (raw) and ``/stream?streams=a/b/c`` (combined, events
-wrapped as ``{"stream": name, "data": event}``) to a :class:`S1.local_exchange.LocalBinance`
+wrapped as ``{"stream": name, "data": event}``) to a :class:`S1.local.exchange.LocalBinance`
 app, and replays the candles that server holds -- real ones from ``../shared``
 in tests, simulated ones otherwise -- on a :class:`ReplayClock` **shared with the
 REST server**, so a REST backfill sees exactly the candles the stream closed.
@@ -34,7 +34,7 @@ unique and increasing, not contiguous.
 
 Offline use (simulated market, REST + streams on one port)::
 
-    python -m S1.local_stream --port 8766 --symbols BTCUSDT,ETHUSDC
+    python -m S1.local.stream --port 8766 --symbols BTCUSDT,ETHUSDC
     # then: BINANCE_API_URL=http://127.0.0.1:8766/api BINANCE_WS_URL=ws://127.0.0.1:8766 python S1/streamer.py
 """
 
@@ -55,7 +55,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from S1.intervals import INTERVALS, next_open_ms, to_ms
-from S1.local_exchange import LocalBinance, _fmt
+from S1.local.exchange import LocalBinance, _fmt
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def trade_events(symbol: str, tr: AggTrade, event_ms: int) -> list[str]:
 
 # ---------------------------------------------------------------------------- feeds
 def partial_row(row: list[float], length: float, now: int) -> list[float]:
-    """The candle in progress at ``now``: :meth:`S1.local_exchange.LocalBinance._partial`
+    """The candle in progress at ``now``: :meth:`S1.local.exchange.LocalBinance._partial`
     (what the REST server serves) computed on plain floats, ~10x faster; a test pins
     the two together."""
     f = max(0.01, min(0.99, (now - row[0]) / length))
@@ -408,7 +408,7 @@ class LocalStream:
         self._ids = itertools.count(1)
         self._first_ids: dict[tuple[str, str], tuple[int, np.ndarray]] = {}
         #: ``rows_for(symbol, interval)``: the candles replayed (default: the exchange's spot klines;
-        #: S1.local_futures.LocalFuturesStream passes the perpetuals' series, under ``prefixes``)
+        #: S1.local.futures.LocalFuturesStream passes the perpetuals' series, under ``prefixes``)
         self.rows_for = rows_for or exchange.rows_for
         for prefix in prefixes:
             exchange.app.router.add_get(f"{prefix}/ws/{{stream}}", self._raw)
@@ -675,11 +675,12 @@ def serve(*, port: int = 8766, symbols: list[str], interval: str = "1m", start: 
 
 
 def main(argv=None) -> int:
-    from S1.cli import ArgumentParser, UserError
+    from S1.cli import ArgumentParser
     from S1.datasets import normalize_symbol
+    from S1.errors import UserError
     from S1.intervals import check_interval
 
-    p = ArgumentParser(prog="python -m S1.local_stream",
+    p = ArgumentParser(prog="python -m S1.local.stream",
                        description="Serve a simulated Binance market (REST + WebSocket streams) on 127.0.0.1.")
     p.add_argument("--port", type=int, default=8766)
     p.add_argument("--symbols", default="BTCUSDT,ETHUSDC", help="comma-separated symbols to simulate")

@@ -1,14 +1,14 @@
 """The main job: the whole chain for one market, online or offline.
 
-    python S1/pipeline.py                       # BTCUSDT 1h, one year: S1 -> S2 -> S3 -> S4 -> S5 -> S7 dry-run
-    python S1/pipeline.py --offline             # force the local simulated market
-    python S1/pipeline.py --symbol ETHUSDC --days 180
+    python S7/pipeline.py                       # BTCUSDT 1h, one year: S1 -> S2 -> S3 -> S4 -> S5 -> S7 dry-run
+    python S7/pipeline.py --offline             # force the local simulated market
+    python S7/pipeline.py --symbol ETHUSDC --days 180
 
 Every step is the sprint script a user would run (same code paths, same files).
 With internet it talks to the real Binance and news endpoints (no keys needed;
 the offline sentiment classifier when no OpenAI key is set). Without internet it
 says so in one line, starts the project's local Binance-compatible replay server
-(:mod:`S1.local_exchange`) with a deterministic simulated market and a local news
+(through :mod:`S1.offline`) with a deterministic simulated market and a local news
 feed, and labels every output "simulated" (file metadata, report titles).
 """
 
@@ -19,12 +19,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from S1.cli import ArgumentParser, UserError, add_common_args, main_entry
+from S1.cli import ArgumentParser, add_common_args, main_entry
 from S1.datasets import dataset_path, normalize_symbol, orders_log_path, report_path, sentiment_path
+from S1.errors import UserError
+from S1.offline import local_market
 from S1.settings import get_settings
+from S3.offline import local_news
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +69,7 @@ def build_steps(symbol: str, interval: str, days: int, *, rules: str, sources: s
 
 
 def main(argv=None) -> int:
-    p = ArgumentParser(prog="python S1/pipeline.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python S7/pipeline.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--symbol", default="BTCUSDT")
     p.add_argument("--interval", default="1h")
     p.add_argument("--days", type=int, default=365)
@@ -78,42 +82,20 @@ def main(argv=None) -> int:
     symbol = normalize_symbol(args.symbol)
     settings = get_settings()
     env = dict(os.environ)
-    server = news = None
     offline = args.offline or not online(settings.binance_api_url)
     sources = "rss"
-    if offline:
-        if not args.offline:
-            print(f"no internet ({settings.binance_api_url} unreachable): running offline on a local simulated "
-                  "market; every output is labelled 'simulated'", flush=True)
-        from S1.local_exchange import LocalBinance
-        from S3.local_news import LocalNews
-        from S3.simulated_news import simulated_rss
-
-        server = LocalBinance(simulate=True, simulate_days=args.days + 30).start()
-        news = LocalNews().start()
-        feed = news.add_feed("simulated", simulated_rss(symbol=symbol, days=args.days))
-        env.update(BINANCE_API_URL=server.api_url, BINANCE_ARCHIVE_URL=server.url,
-                   BINANCE_TESTNET_API_URL=server.api_url, SIMULATED_MARKET="1", NEWS_FEEDS=feed)
+    if offline and not args.offline:
+        print(f"no internet ({settings.binance_api_url} unreachable): running offline on a local simulated "
+              "market; every output is labelled 'simulated'", flush=True)
     since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - args.days * 86400))
     steps = [s for s in build_steps(symbol, args.interval, args.days, rules=args.rules, sources=sources,
                                     dry_run_seconds=args.dry_run_seconds, since=since)
              if s.name.split()[0] not in args.skip]
-    failed = None
-    try:
-        for step in steps:
-            t0 = time.perf_counter()
-            print(f"==> {step.name}: {' '.join(Path(a).name if i == 0 else a for i, a in enumerate(step.argv))}",
-                  flush=True)
-            r = subprocess.run(step.argv, cwd=REPO, env=env)
-            if r.returncode != 0:
-                failed = step
-                break
-            print(f"    ({time.perf_counter() - t0:.1f}s)", flush=True)
-    finally:
-        if server:
-            server.stop()
-        if news:
-            news.stop()
+    with ExitStack() as stack:
+        if offline:
+            env.update(stack.enter_context(local_market(days=args.days + 30)))
+            env.update(stack.enter_context(local_news(symbol=symbol, days=args.days)))
+        failed = _run_steps(steps, env)
     if failed:
         raise UserError(f"the chain stopped at {failed.name} (its error is above)",
                         "fix that and re-run: completed steps are reused, nothing is fetched twice")
@@ -126,6 +108,18 @@ def main(argv=None) -> int:
     print(f"  {'S7 order log':14s} {_rel(log_file)}" + ("" if log_file.exists() else " (no order yet)"))
     print("Next: open the backtest report in a browser, or `streamlit run S7/dashboard.py` for everything.")
     return 0
+
+
+def _run_steps(steps: list[Step], env: dict) -> Step | None:
+    """Run each step's script; return the first that failed (its own error is already printed)."""
+    for step in steps:
+        t0 = time.perf_counter()
+        print(f"==> {step.name}: {' '.join(Path(a).name if i == 0 else a for i, a in enumerate(step.argv))}",
+              flush=True)
+        if subprocess.run(step.argv, cwd=REPO, env=env).returncode != 0:
+            return step
+        print(f"    ({time.perf_counter() - t0:.1f}s)", flush=True)
+    return None
 
 
 def _rel(path: Path) -> Path:

@@ -20,7 +20,7 @@ arrived as quoted data.
 
 Run it by hand::
 
-    python -m S3.local_llm --port 8088     # then OPENAI_BASE_URL=http://127.0.0.1:8088/v1
+    python -m S3.local.llm --port 8088     # then OPENAI_BASE_URL=http://127.0.0.1:8088/v1
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from aiohttp import web
-from S1.local_server import LocalServer
+
+from S1.local.server import LocalServer
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Binance USDⓈ-M futures market data on a :class:`S1.local_exchange.LocalBinance` (aiohttp).
+"""Binance USDⓈ-M futures market data on a :class:`S1.local.exchange.LocalBinance` (aiohttp).
 
 The routes CCXT's ``binance`` class calls for ``--market swap|future`` and
 ``--price last|mark|index``, speaking the real protocol (fapi.binance.com):
@@ -25,7 +25,7 @@ The routes CCXT's ``binance`` class calls for ``--market swap|future`` and
   ``/fstream[/market|/public]/ws/<stream>`` and ``.../stream?streams=`` with ``SUBSCRIBE``,
   replaying the contracts' last-price series -- the rows the klines endpoint serves, the candle
   in progress with the same partial values -- on the clock of the REST routes
-  (:class:`S1.local_stream.LocalStream`'s events, pings, drops and faults).
+  (:class:`S1.local.stream.LocalStream`'s events, pings, drops and faults).
 
 Simplification: the spot and futures weights share one counter (Binance keeps one per API).
 
@@ -35,8 +35,8 @@ price -1 bp, the perpetual trades +4 bp over the source (mark +3 bp), a quarterl
 contract at a basis decaying linearly to 0 at delivery (1 % 90 days out), prices
 rounded to the tick, volumes to the lot step::
 
-    from S1.local_exchange import LocalBinance
-    from S1.local_futures import LocalFutures
+    from S1.local.exchange import LocalBinance
+    from S1.local.futures import LocalFutures
     with LocalBinance(now_ms=to_ms("2023-05-31 12:30")) as server:
         fut = LocalFutures(server)
         frames = fut.add_pair("BTCUSDT", "1h", candles, quarterlies=("2023-06-30",))
@@ -55,8 +55,8 @@ from aiohttp import web
 
 from S1.datasets import candles_from_arrays, candles_to_rows
 from S1.intervals import INTERVALS, to_ms
-from S1.local_exchange import LocalBinance, kline_window
-from S1.local_stream import LocalStream, ReplayClock
+from S1.local.exchange import LocalBinance, kline_window
+from S1.local.stream import LocalStream, ReplayClock
 
 #: ``deliveryDate`` Binance gives perpetual contracts (2100-12-25 08:00 UTC)
 PERPETUAL_DELIVERY_MS = 4133404800000

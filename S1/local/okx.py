@@ -2,7 +2,7 @@
 WebSocket channels, so CCXT's ``okx`` class (history, :mod:`S1.ccxt_source`) and its
 ccxt.pro class (the live streamer, :mod:`S1.ccxt_stream`) run offline against it.
 
-**REST** (:class:`LocalOkx`, routes on :class:`S1.local_exchange.LocalBinance`'s HTTP
+**REST** (:class:`LocalOkx`, routes on :class:`S1.local.exchange.LocalBinance`'s HTTP
 machinery, so its fault injection -- 5xx, drops, truncated bodies, delays -- applies):
 ``/api/v5/public/instruments``, ``/api/v5/public/time`` and the six candle endpoints
 (``candles``, ``history-candles``, ``[history-]mark-price-candles``,
@@ -17,7 +17,7 @@ bodies (51000 bad bar, 51001 unknown instrument, 50011 rate limit).
 "candle1m","instId":"BTC-USDT"}]}`` with one ``{"event":"subscribe","arg":{...},"connId":
 ...}`` per argument, unknown or misplaced channels with ``{"event":"error","code":"60018",
 ...}``, bad JSON with 60012, the text ``ping`` with ``pong``. Candles are replayed on a
-:class:`S1.local_stream.ReplayClock` **shared with the REST side** (so a REST backfill sees
+:class:`S1.local.stream.ReplayClock` **shared with the REST side** (so a REST backfill sees
 what the stream closed): the candle in progress right after subscribing, then per candle
 ``updates_per_candle`` pushes with ``confirm`` ``"0"`` (partial values, the ones REST serves
 at that instant) and the final one with ``confirm`` ``"1"`` at its close, each
@@ -33,11 +33,11 @@ closed for a service upgrade" event, then a close after ``notice_grace`` s); ref
 handshakes (:meth:`LocalOkxStream.refuse`: HTTP 503 for the next handshakes).
 
 Why our own server: OKX is unreachable here, no library fakes OKX's websocket, and the
-tests need the real client code over real sockets (see S1/local_exchange.py).
+tests need the real client code over real sockets (see S1/local/exchange.py).
 
 Offline use (simulated market, REST and websocket on one port)::
 
-    python -m S1.local_okx --port 8767 --symbols BTC-USDT,ETH-USDT
+    python -m S1.local.okx --port 8767 --symbols BTC-USDT,ETH-USDT
     # then: CCXT_API_URLS=okx=http://127.0.0.1:8767 CCXT_WS_URLS=okx=ws://127.0.0.1:8767 \\
     #       python S1/streamer.py --exchange okx --symbols BTC/USDT,ETH/USDT
 """
@@ -60,8 +60,8 @@ from aiohttp import WSMsgType, web
 
 from S1.datasets import candles_to_rows
 from S1.intervals import INTERVAL_MS, next_open_ms, to_ms
-from S1.local_exchange import LocalBinance
-from S1.local_stream import ReplayClock, _KlineFeed, _qty, first_trade_ids, partial_row, trades_for_kline
+from S1.local.exchange import LocalBinance
+from S1.local.stream import ReplayClock, _KlineFeed, _qty, first_trade_ids, partial_row, trades_for_kline
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class LocalOkx:
     ``now``: a fixed time (ISO text or ms), a callable (e.g. ``ReplayClock.now_ms``) or None
     (the real clock). Serve candles with :meth:`add`; every instrument added is listed.
 
-    >>> from S1.simulated import simulate_candles
+    >>> from S1.local.simulated import simulate_candles
     >>> with LocalOkx("2024-01-02") as ex:                           # doctest: +SKIP
     ...     ex.add("last", "BTC-USDT", "1h", simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-03"))
     ...     ex.url
@@ -528,7 +528,7 @@ class LocalOkxStream:
 def serve(*, port: int = 8767, inst_ids: list[str], start: str | None = None, speed: float = 1.0,
           updates_per_candle: int = 3, days: int = 2) -> tuple[LocalOkx, LocalOkxStream]:
     """Start a simulated OKX (REST + websocket, 1m candles of ``inst_ids``) on ``port``."""
-    from S1.simulated import simulate_candles
+    from S1.local.simulated import simulate_candles
 
     clock = ReplayClock(to_ms(start) if start else None, speed)
     okx = LocalOkx(clock.now_ms, port=port)
@@ -542,9 +542,10 @@ def serve(*, port: int = 8767, inst_ids: list[str], start: str | None = None, sp
 
 
 def main(argv=None) -> int:
-    from S1.cli import ArgumentParser, UserError
+    from S1.cli import ArgumentParser
+    from S1.errors import UserError
 
-    p = ArgumentParser(prog="python -m S1.local_okx",
+    p = ArgumentParser(prog="python -m S1.local.okx",
                        description="Serve a simulated OKX market (v5 REST + WebSocket) on 127.0.0.1.")
     p.add_argument("--port", type=int, default=8767)
     p.add_argument("--symbols", default="BTC-USDT,ETH-USDT", help="comma-separated OKX instrument ids")

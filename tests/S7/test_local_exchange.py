@@ -118,9 +118,9 @@ def test_exchange_info_and_filters_are_the_real_capture(texchange, shared_dir):
 
 def test_market_price_follows_the_served_candles(settings_env):
     from S1.intervals import to_ms
-    from S1.local_exchange import LocalBinance
-    from S1.simulated import simulate_candles
-    from S7.test_exchange import BinanceTestExchange
+    from S1.local.exchange import LocalBinance
+    from S1.local.simulated import simulate_candles
+    from S7.local.exchange import BinanceTestExchange
 
     df = simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-02")
     server = LocalBinance(now_ms=to_ms("2024-01-01 05:30"))

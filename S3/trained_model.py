@@ -29,8 +29,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import FeatureUnion, Pipeline
 
-from S1.cli import UserError
 from S1.datasets import atomic_write_bytes, atomic_write_text, models_dir
+from S1.errors import UserError
 from S3.items import clean_text
 from S3.labels import INT_TO_LABEL, evaluate, result_frame
 

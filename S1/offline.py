@@ -1,0 +1,48 @@
+"""Offline mode: the one door from product code to S1's local servers and simulators.
+
+Everything in :mod:`S1.local` (the Binance-compatible REST/archive/stream servers, the OKX and
+USD-M futures servers, the deterministic simulated market) exists for offline runs and tests.
+Product modules never import :mod:`S1.local` directly; they call the functions here, so the
+boundary between "the product" and "the stand-ins for the internet" is one file wide and an
+architecture test (``tests/test_architecture.py``) keeps it that way.
+
+>>> df = simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-02")
+>>> len(df), df.index.tz is not None
+(24, True)
+>>> simulated_symbol_info("BTCUSDT", 100.0)["symbol"]
+'BTCUSDT'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def simulate_candles(symbol: str, interval: str, start, end):
+    """Deterministic *simulated* candles for ``symbol`` (see :func:`S1.local.simulated.simulate_candles`)."""
+    from S1.local.simulated import simulate_candles as _simulate
+
+    return _simulate(symbol, interval, start, end)
+
+
+def simulated_symbol_info(symbol: str, price: float) -> dict:
+    """The generic ``exchangeInfo`` symbol entry the simulated market trades under (lot step, tick, notional)."""
+    from S1.local.exchange import simulated_symbol_info as _info
+
+    return _info(symbol, price)
+
+
+@contextmanager
+def local_market(*, days: int = 395) -> Iterator[dict[str, str]]:
+    """Start the local Binance-compatible server on a simulated market; yield the environment that points
+    every S1/S7 client at it (``BINANCE_API_URL``, ``BINANCE_ARCHIVE_URL``, the testnet URL, and
+    ``SIMULATED_MARKET=1`` so every output is labelled simulated). The server stops on exit."""
+    from S1.local.exchange import LocalBinance
+
+    server = LocalBinance(simulate=True, simulate_days=days).start()
+    try:
+        yield {"BINANCE_API_URL": server.api_url, "BINANCE_ARCHIVE_URL": server.url,
+               "BINANCE_TESTNET_API_URL": server.api_url, "SIMULATED_MARKET": "1"}
+    finally:
+        server.stop()

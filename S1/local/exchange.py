@@ -49,25 +49,13 @@ from aiohttp import web
 
 from S1.datasets import candles_to_rows
 from S1.intervals import INTERVALS, next_open_ms, to_ms
+from S1.local.faults import Fault, FaultQueue
 from S1.local.server import LocalServer
 
 log = logging.getLogger(__name__)
 
 WEIGHTS = {"klines": 2, "exchangeInfo": 20, "time": 1, "ping": 1}
 _US_FROM_MS = to_ms("2025-01-01")
-
-
-@dataclass
-class Fault:
-    """One injected fault: applied to the next ``count`` requests whose path contains ``path``."""
-
-    kind: str  # "status" | "429" | "418" | "drop" | "truncate" | "delay" | "corrupt" | "bad_checksum"
-    path: str = "klines"
-    count: int = 1
-    status: int = 500
-    retry_after: float = 1.0
-    delay: float = 0.0
-    after: int = 0  # let this many matching requests through first
 
 
 @dataclass
@@ -150,7 +138,7 @@ class LocalBinance(LocalServer):
         self.host, self.port = host, port
         self.market: dict[tuple[str, str], np.ndarray] = {}
         self._rendered: dict[tuple[str, str], np.ndarray] = {}  # pre-rendered JSON rows
-        self.faults: list[Fault] = []
+        self.faults = FaultQueue()
         self.requests: list[RequestRecord] = []
         self.archive_header = False
         self._weight_minute = -1
@@ -198,31 +186,14 @@ class LocalBinance(LocalServer):
 
     def inject(self, kind: str, *, path: str = "klines", count: int = 1, **kw) -> Fault:
         """Queue a fault for the next ``count`` requests whose path contains ``path``."""
-        fault = Fault(kind=kind, path=path, count=count, **kw)
-        with self._lock:
-            self.faults.append(fault)
-        return fault
+        return self.faults.add(Fault(kind=kind, path=path, count=count, **kw))
 
     def requests_to(self, path: str) -> list[RequestRecord]:
         return [r for r in self.requests if path in r.path]
 
     # --------------------------------------------------------------- plumbing
     def _take_fault(self, path: str) -> Fault | None:
-        """The fault for this request: ``after`` counts every matching request since injection."""
-        chosen = None
-        with self._lock:
-            for f in list(self.faults):
-                if f.path not in path:
-                    continue
-                if f.after > 0:
-                    f.after -= 1
-                    continue
-                if chosen is None:
-                    chosen = f
-                    f.count -= 1
-                    if f.count <= 0:
-                        self.faults.remove(f)
-        return chosen
+        return self.faults.take(path)
 
     def _weight(self, path: str, params) -> int:
         for hook in self.weight_hooks:

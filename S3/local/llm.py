@@ -29,20 +29,12 @@ import asyncio
 import json
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from aiohttp import web
 
+from S1.local.faults import Fault, FaultQueue
 from S1.local.server import LocalServer
-
-
-@dataclass
-class LlmFault:
-    kind: str  # "429" | "500" | "503" | "drop" | "malformed" | "schema" | "delay"
-    count: int = 1
-    retry_after: float | None = 1.0
-    delay: float = 0.0
 
 
 def lexicon_responder(items: list[dict]) -> list[dict]:
@@ -70,7 +62,7 @@ class LocalLLM(LocalServer):
         self.api_key = api_key  # when set, other keys get a 401 like OpenAI's
         self.in_flight = 0
         self.max_in_flight = 0
-        self.faults: list[LlmFault] = []
+        self.faults = FaultQueue()
         self.requests: list[dict] = []
         self._lock = threading.Lock()
         self.app = web.Application()
@@ -86,11 +78,10 @@ class LocalLLM(LocalServer):
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def inject(self, kind: str, *, count: int = 1, **kw) -> LlmFault:
-        f = LlmFault(kind=kind, count=count, **kw)
-        with self._lock:
-            self.faults.append(f)
-        return f
+    def inject(self, kind: str, *, count: int = 1, **kw) -> Fault:
+        """Queue a fault for the next ``count`` requests: ``"429"``, ``"500"``, ``"503"``, ``"drop"``,
+        ``"malformed"``, ``"schema"``, ``"delay"`` (``delay=`` seconds) or any other status code."""
+        return self.faults.add(Fault(kind=kind, count=count, **kw))
 
     def user_items(self, i: int = -1) -> list[dict]:
         """The items the client sent in request ``i`` (parsed from its user message)."""
@@ -98,15 +89,8 @@ class LocalLLM(LocalServer):
         return json.loads([m for m in msgs if m["role"] == "user"][-1]["content"])["items"]
 
     # ------------------------------------------------------------------ server
-    def _take_fault(self) -> LlmFault | None:
-        with self._lock:
-            if not self.faults:
-                return None
-            f = self.faults[0]
-            f.count -= 1
-            if f.count <= 0:
-                self.faults.pop(0)
-            return f
+    def _take_fault(self) -> Fault | None:
+        return self.faults.take()
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [

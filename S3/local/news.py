@@ -18,21 +18,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import dataclass
 
 from aiohttp import web
 
+from S1.local.faults import Fault, FaultQueue
 from S1.local.server import LocalServer
-
-
-@dataclass
-class NewsFault:
-    kind: str  # "status" | "429" | "drop" | "delay"
-    path: str
-    count: int = 1
-    status: int = 500
-    retry_after: float = 1.0
-    delay: float = 0.0
 
 
 class LocalNews(LocalServer):
@@ -43,7 +33,7 @@ class LocalNews(LocalServer):
         self.feeds: dict[str, tuple[int, bytes, str]] = {}
         self.cryptopanic_pages: list[list[dict]] = []
         self.x_pages: list[list[dict]] = []
-        self.faults: list[NewsFault] = []
+        self.faults = FaultQueue()
         self.requests: list[dict] = []
         self._lock = threading.Lock()
         self.app = web.Application(middlewares=[self._middleware])
@@ -63,25 +53,16 @@ class LocalNews(LocalServer):
         self.feeds[name] = (status, body.encode() if isinstance(body, str) else body, content_type)
         return self.feed_url(name)
 
-    def inject(self, kind: str, *, path: str, count: int = 1, **kw) -> NewsFault:
-        f = NewsFault(kind=kind, path=path, count=count, **kw)
-        with self._lock:
-            self.faults.append(f)
-        return f
+    def inject(self, kind: str, *, path: str, count: int = 1, **kw) -> Fault:
+        """Queue a fault (``"status"``, ``"429"``, ``"drop"``, ``"delay"``) for requests whose path contains ``path``."""
+        return self.faults.add(Fault(kind=kind, path=path, count=count, **kw))
 
     def requests_to(self, fragment: str) -> list[dict]:
         return [r for r in self.requests if fragment in r["path"]]
 
     # ------------------------------------------------------------------ server
-    def _take_fault(self, path: str) -> NewsFault | None:
-        with self._lock:
-            for f in self.faults:
-                if f.path in path:
-                    f.count -= 1
-                    if f.count <= 0:
-                        self.faults.remove(f)
-                    return f
-        return None
+    def _take_fault(self, path: str) -> Fault | None:
+        return self.faults.take(path)
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler):

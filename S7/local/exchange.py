@@ -65,6 +65,7 @@ import numpy as np
 from aiohttp import web
 
 from S1.local.exchange import LocalBinance, simulated_symbol_info
+from S1.local.faults import Fault, FaultQueue
 from S6.filters import SymbolFilters
 from S7.local.user_stream import UserStreamServer
 from S7.matching import BookError, MatchingBook
@@ -77,20 +78,6 @@ DEFAULT_BALANCES = {"USDT": "10000", "USDC": "10000", "BUSD": "10000", "BTC": "1
 ORDER_FAULTS = ("timeout_after_accept", "drop_after_accept", "error_after_accept", "error", "clock_skew",
                 "429", "418")
 _SIG_RE = re.compile(r"(^|&)signature=[^&]*")
-
-
-@dataclass
-class OrderFault:
-    """One injected fault for the next ``count`` signed requests matching ``method`` and ``path``."""
-
-    kind: str
-    method: str = "POST"
-    path: str = "/api/v3/order"
-    count: int = 1
-    after: int = 0          #: let this many matching requests through first
-    delay: float = 2.0      #: timeout_after_accept: seconds the answer is held back
-    status: int = 503       #: error / error_after_accept
-    retry_after: float = 1.0
 
 
 @dataclass
@@ -121,7 +108,7 @@ class BinanceTestExchange:
         self.server = server
         self.api_key, self._secret = api_key, api_secret
         self.prices: dict[str, Decimal] = {}
-        self.faults: list[OrderFault] = []
+        self.faults = FaultQueue()
         self.requests: list[SignedRequest] = []
         self._filters: dict[str, SymbolFilters] = {}
         self._lock = threading.Lock()
@@ -155,14 +142,13 @@ class BinanceTestExchange:
         self.book.deposit(asset, amount)
 
     def inject(self, kind: str, *, method: str = "POST", path: str = "/api/v3/order", count: int = 1,
-               **kw) -> OrderFault:
+               **kw) -> Fault:
         """Queue an order-endpoint fault (see :data:`ORDER_FAULTS`)."""
         if kind not in ORDER_FAULTS:
             raise ValueError(f"unknown fault {kind!r}; one of {ORDER_FAULTS}")
-        fault = OrderFault(kind=kind, method=method.upper(), path=path, count=count, **kw)
-        with self._lock:
-            self.faults.append(fault)
-        return fault
+        kw.setdefault("delay", 2.0)   # timeout_after_accept: seconds the answer is held back
+        kw.setdefault("status", 503)  # error / error_after_accept
+        return self.faults.add(Fault(kind=kind, method=method.upper(), path=path, exact=True, count=count, **kw))
 
     def orders_with_client_id(self, client_order_id: str) -> list[dict]:
         """Every order (any status) the exchange holds with that client id."""
@@ -225,19 +211,8 @@ class BinanceTestExchange:
         return f.round_price(p, direction="nearest") if f is not None and f.tick_size else p
 
     # ----------------------------------------------------------------- signing
-    def _take_fault(self, method: str, path: str) -> OrderFault | None:
-        with self._lock:
-            for f in list(self.faults):
-                if f.method != method or f.path != path:
-                    continue
-                if f.after > 0:
-                    f.after -= 1
-                    continue
-                f.count -= 1
-                if f.count <= 0:
-                    self.faults.remove(f)
-                return f
-        return None
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        return self.faults.take(path, method)
 
     @staticmethod
     def _error(status: int, code: int, msg: str, headers: dict | None = None) -> web.Response:
@@ -384,4 +359,4 @@ if __name__ == "__main__":
     main_entry(main)
 
 
-__all__ = ["BinanceTestExchange", "DEFAULT_BALANCES", "ORDER_FAULTS", "OrderFault", "SignedRequest"]
+__all__ = ["BinanceTestExchange", "DEFAULT_BALANCES", "ORDER_FAULTS", "SignedRequest"]

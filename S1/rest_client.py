@@ -219,8 +219,8 @@ class BinanceRest:
                     attempt_no += 1
                     if attempt_no > 1:
                         self.retries += 1
-                    await self.budget.acquire(weight)
-                    async with self._sem:
+                    async with self._sem:  # the ban gate is checked once a slot is ours, not before
+                        await self.budget.acquire(weight)
                         return await fn(**params)
         except BinanceAPIException as exc:
             if exc.status_code >= 500:
@@ -246,8 +246,11 @@ class BinanceRest:
 
     # ----------------------------------------------------------------- endpoints
     async def server_time(self) -> int:
-        res = await self._call("server time", 1, self._client.get_server_time)
-        return int(res["serverTime"])
+        return int((await self.server_clock())["serverTime"])
+
+    async def server_clock(self) -> dict:
+        """The ``GET /api/v3/time`` body (``serverTime``; the local servers add ``simulated``)."""
+        return await self._call("server time", 1, self._client.get_server_time)
 
     async def exchange_info(self, symbol: str | None = None) -> dict:
         """``GET /api/v3/exchangeInfo`` (one symbol when given); also loads the weight limit."""

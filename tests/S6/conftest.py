@@ -22,11 +22,16 @@ class Received:
     path: str
     body: bytes
     headers: dict
-    t: float
+    t: float                        # when the request arrived (the receiver's clock)
+    answered: float | None = None   # when the answer was sent (None: never, e.g. still held)
 
     @property
     def json(self):
         return json.loads(self.body)
+
+
+#: an answer delay that never ends while the test runs (stop() cancels the held handler)
+HOLD = 3600.0
 
 
 class WebhookReceiver(LocalServer):
@@ -51,10 +56,12 @@ class WebhookReceiver(LocalServer):
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.received.append(Received(request.path, body, dict(request.headers), time.monotonic()))
+        rec = Received(request.path, body, dict(request.headers), time.monotonic())
+        self.received.append(rec)
         status, delay, headers = self.script.pop(0) if self.script else (200, 0.0, {})
         if delay:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # HOLD: until the receiver stops (the task is cancelled)
+        rec.answered = time.monotonic()
         return web.Response(status=status, text="ok", headers=headers)
 
 @pytest.fixture

@@ -20,7 +20,7 @@ minute as closed only when contiguous trade ids prove nothing was missed.
   then taken from REST (a last pushed update may miss the last trade). Columns an
   exchange does not report are NULL in SQLite, NaN when read, as in the Parquet files.
 - **Trades** (``--stream trades``): ``watch_trades`` feeds
-  :class:`S1.stream_client.MinuteAggregator`. Trade ids prove completeness where they are
+  :class:`S1.trade_aggregation.MinuteAggregator`. Trade ids prove completeness where they are
   consecutive integers (Binance ``trade`` ids, ``aggTrade`` first/last ids); where they are
   not, every minute is written in progress from the trades and closed from REST.
 - **Reconnects**: a CCXT network error (drop, close frame, refused handshake, DNS) ends the
@@ -52,7 +52,9 @@ from S1.ccxt_source import CcxtHistory, Venue, closed_rows, make_exchange, rich_
 from S1.errors import NetworkError, UserError
 from S1.intervals import close_time_ms, floor_ms
 from S1.settings import Settings, get_settings
-from S1.stream_client import KlineStreamer, StreamConfig, StreamSummary, _Attempt, backoff, run_streamer
+from S1.stream_client import KlineStreamer, run_streamer
+from S1.stream_config import StreamConfig, _Attempt, backoff
+from S1.stream_stats import StreamSummary
 
 log = logging.getLogger("S1.streamer")
 
@@ -138,7 +140,7 @@ def newest_candle(ohlcv) -> list | None:
 
 def trade_fields(trade: dict, fallback_id: int) -> tuple[tuple, bool]:
     """A CCXT trade -> ``(time_ms, price, qty, buyer_maker, first_id, last_id)`` for
-    :class:`S1.stream_client.MinuteAggregator`, and whether its ids are real.
+    :class:`S1.trade_aggregation.MinuteAggregator`, and whether its ids are real.
     Binance ``aggTrade`` keeps its first/last trade ids; an OKX ``trades`` push (``tradeId`` =
     the last of ``count`` aggregated trades) spans ``tradeId - count + 1 .. tradeId``; other
     integer ids are used as they are; any other id gets ``fallback_id`` (never contiguous, so such minutes close from REST).
@@ -373,7 +375,7 @@ async def resolve_markets(symbols: list[str], venue: Venue, interval: str, *,
 def run_ccxt_streamer(symbols: list[str], *, venue: Venue, settings: Settings | None = None,
                       handle_signals: bool = True, **config: Any) -> StreamSummary:
     """Resolve ``symbols`` on ``venue`` and stream them (``config``: the other
-    :class:`S1.stream_client.StreamConfig` fields) until the duration, Ctrl-C or SIGTERM."""
+    :class:`S1.stream_config.StreamConfig` fields) until the duration, Ctrl-C or SIGTERM."""
     from S1.rest_client import run
 
     if venue.price != "last":

@@ -20,7 +20,8 @@ from pathlib import Path
 from S1.cli import ArgumentParser, add_common_args, main_entry
 from S1.datasets import atomic_write_text
 from S1.errors import UserError
-from S1.stream_client import STREAMS, TRADE_STREAMS, StreamConfig, run_streamer
+from S1.stream_client import run_streamer
+from S1.stream_config import STREAMS, TRADE_STREAMS, StreamConfig
 
 MARKETS = ("spot", "swap", "future")  # as S1.ccxt_source.MARKETS (not imported: ccxt is slow to import)
 

@@ -17,7 +17,8 @@ from S1.intervals import floor_ms, interval_ms
 from S1.local.exchange import LocalBinance, candles_to_rows, kline_json_rows
 from S1.local.stream import LocalStream, ReplayClock
 from S1.settings import get_settings
-from S1.stream_client import KlineStreamer, StreamConfig
+from S1.stream_client import KlineStreamer
+from S1.stream_config import StreamConfig
 
 
 # -------------------------------------------------------------------------- harness

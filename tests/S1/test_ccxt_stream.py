@@ -158,7 +158,7 @@ def test_resolve_markets_names_files_by_exchange(settings_env, monkeypatch):
         get_settings.cache_clear()
         got = run(resolve_markets(["BTC/USDT", "eth/usdt"], BINANCE_VIA_CCXT, "1m"))
     assert got == {"BTCUSDT": "BTC/USDT", "ETHUSDT": "eth/usdt"}
-    from S1.stream_client import StreamConfig
+    from S1.stream_config import StreamConfig
 
     cfg = StreamConfig(symbols=tuple(got), exchange=Venue("okx", "swap").token)
     assert cfg.db_path.name == "okx-swap_btcusdt_1m_realtime.db"

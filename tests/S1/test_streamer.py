@@ -323,7 +323,8 @@ def _k(t, closed=1, close=1.0):
 
 
 def test_writer_batches_and_shutdown_commits_everything(tmp_path):
-    from S1.stream_client import BatchWriter, StreamStats
+    from S1.stream_stats import StreamStats
+    from S1.stream_writer import BatchWriter
 
     async def scenario():
         stats = StreamStats()
@@ -347,7 +348,8 @@ def test_writer_batches_and_shutdown_commits_everything(tmp_path):
 
 
 def test_writer_keeps_rows_while_another_program_locks_the_file(tmp_path, caplog):
-    from S1.stream_client import BatchWriter, StreamStats
+    from S1.stream_stats import StreamStats
+    from S1.stream_writer import BatchWriter
 
     db = tmp_path / "k.db"
     w = BatchWriter(db, commit_interval=0.01, commit_rows=1000, stats=StreamStats())

@@ -1,0 +1,144 @@
+"""The streamers' WebSocket connection machinery (:class:`WsSessions`): one connection,
+its keepalive, and reconnects -- at once after a healthy session, else with exponential
+backoff and jitter (tenacity), giving up with one line after ``max_failures`` consecutive
+failures. Used by :class:`S1.stream_client.KlineStreamer` and :class:`S1.book_stream.BookStreamer`.
+
+**Connection.** Server pings are answered by ``websockets``; the client pings too (a
+silent, half-open connection is noticed within ``ping_interval + ping_timeout``). Drops,
+the 24 h disconnect, ``serverShutdown`` events (we leave at once instead of waiting to be
+cut), refused handshakes and DNS/network errors all lead to a reconnect. Each reconnect is
+logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from S1.errors import NetworkError, UserError
+from S1.stream_config import _Attempt, backoff
+
+log = logging.getLogger("S1.streamer")
+
+
+class _ConnectFailed(Exception):
+    """A connection attempt failed before the session became healthy (retried)."""
+
+
+class WsSessions:
+    """Mixin: ``await self._connection_loop()`` keeps one WebSocket connection to ``self.url``
+    open until cancelled. The host class provides ``config`` (``max_failures``, backoff,
+    ping and timeout fields, ``healthy_after``, ``db_path``), ``settings``, ``stats``
+    (``connections``, ``reconnects``, ``failed_connects``), ``url``, ``_epoch``,
+    ``_connected``, ``_handle(raw) -> bool`` (True: the server announced its shutdown) and
+    ``_on_session_open()`` (called after every (re)connect, before the first message)."""
+
+    def _on_session_open(self) -> None:
+        """Hook: a connection just opened (the kline streamer schedules its REST backfill)."""
+
+    async def _connection_loop(self) -> None:
+        cfg = self.config
+        wait = backoff(cfg)
+        short = 0  # consecutive sessions that delivered data but ended within `healthy_after`
+        while True:
+            try:
+                async for attempt in AsyncRetrying(
+                        stop=stop_after_attempt(cfg.max_failures),
+                        wait=wait,
+                        retry=retry_if_exception_type(_ConnectFailed), before_sleep=self._log_retry,
+                        reraise=True):
+                    with attempt:
+                        lived = await self._session()
+            except _ConnectFailed as exc:
+                raise NetworkError(f"gave up after {cfg.max_failures} consecutive failed connections to "
+                                   f"{self.settings.binance_ws_url} ({exc})",
+                                   "check the network and BINANCE_WS_URL; everything received so far is in "
+                                   f"{cfg.db_path} and a restart backfills the gap") from None
+            # a session ended (drop, 24 h limit, serverShutdown): after a long one reconnect at once (with a
+            # little jitter); sessions that keep ending early back off like failures (Binance bans IPs
+            # opening more than 300 connections per 5 minutes)
+            short = short + 1 if lived < cfg.healthy_after else 0
+            delay = wait(_Attempt(short)) if short else random.uniform(0, cfg.backoff_initial)
+            if short >= 3:
+                log.warning("%d connections in a row ended within %.0fs; waiting %.1fs before the next",
+                            short, cfg.healthy_after, delay)
+            await asyncio.sleep(delay)
+
+    def _log_retry(self, state) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        self.stats.failed_connects += 1
+        log.warning("connection to %s failed (%s): %d/%d consecutive failures, retrying in %.2fs",
+                    self.settings.binance_ws_url, exc, state.attempt_number, self.config.max_failures,
+                    state.next_action.sleep if state.next_action else 0.0)
+
+    async def _session(self) -> float:
+        """One connection, until it ends; returns how long it lived (s). Raises
+        :class:`_ConnectFailed` when it failed before delivering anything."""
+        cfg = self.config
+        try:
+            ws = await connect(self.url, open_timeout=cfg.open_timeout, ping_interval=cfg.ping_interval,
+                               ping_timeout=cfg.ping_timeout, close_timeout=1.0, compression=None,
+                               max_size=1 << 22, max_queue=256)
+        except InvalidURI as exc:
+            raise UserError(f"BINANCE_WS_URL is not a WebSocket URL ({exc})", "e.g. wss://stream.binance.com:9443") from None
+        except InvalidStatus as exc:
+            raise _ConnectFailed(f"HTTP {exc.response.status_code} on the handshake") from None
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise _ConnectFailed(_describe(exc)) from None
+        self._epoch += 1
+        self._connected = True
+        self.stats.connections += 1
+        if self.stats.connections > 1:
+            self.stats.reconnects += 1
+            log.info("reconnected (#%d) to %s", self.stats.reconnects, self.settings.binance_ws_url)
+        else:
+            log.info("connected to %s", self.settings.binance_ws_url)
+        self._on_session_open()
+        opened = time.monotonic()
+        got_data = False
+        reason = "closed by the server"
+        try:
+            async for raw in ws:
+                got_data = True
+                if self._handle(raw):
+                    reason = "serverShutdown event"
+                    break
+        except ConnectionClosed as exc:
+            reason = _describe(exc)
+        finally:
+            self._connected = False
+            try:
+                await asyncio.wait_for(ws.close(), 2.0)
+            except Exception:  # noqa: BLE001, S110 - the connection is gone either way
+                pass
+        if reason == "closed by the server" and ws.close_code is not None:
+            reason = f"closed by the server ({ws.close_code} {ws.close_reason or ''})".rstrip()
+        lived = time.monotonic() - opened
+        if got_data or lived >= cfg.healthy_after:
+            log.warning("connection lost after %.1fs (%s); reconnecting", lived, reason)
+            return lived
+        raise _ConnectFailed(f"connection ended before any data ({reason})")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionClosed):
+        rcvd = exc.rcvd
+        if rcvd is not None:
+            return f"closed by the server: {rcvd.code} {rcvd.reason}".rstrip()
+        return "connection dropped without a close frame" if exc.sent is None else f"closed: {exc}"
+    if isinstance(exc, socket.gaierror):
+        return f"DNS lookup failed: {exc.strerror or exc}"
+    if isinstance(exc, OSError) and exc.errno and exc.errno > 0:
+        return os.strerror(exc.errno)  # e.g. "Connection refused"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"

@@ -80,7 +80,7 @@ def fast(**kw) -> StreamConfig:
     return StreamConfig(**base)
 
 
-async def replay(streamer_: KlineStreamer, clock: ReplayClock, *, done, timeout: float = 20.0):
+async def replay(streamer_: KlineStreamer, clock: ReplayClock, *, done, timeout: float = 120.0):
     """Run ``streamer_`` while the clock replays: start the clock once the first
     backfill and connection are done, stop when ``done()`` holds (or time is up)."""
     task = asyncio.create_task(streamer_.run())

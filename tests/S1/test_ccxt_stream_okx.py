@@ -132,7 +132,11 @@ def test_okx_candles_not_yet_confirmed_on_rest_are_not_skipped(settings_env, mon
             while not any(r.status == 200 for r in okx.requests):  # the first backfill got its candles at 01:00
                 assert not task.done(), task.exception()
                 await asyncio.sleep(0.01)
-            await asyncio.sleep(0.05)
+            for _ in range(3000):  # ... and were found not final (waited for, not a fixed sleep)
+                if "has not finalised the 2024-03-01 00:58 UTC candle" in caplog.text:
+                    break
+                assert not task.done(), task.exception()
+                await asyncio.sleep(0.01)
             clock.resume()  # ... and once the clock moves on, they are
             for _ in range(2000):
                 assert not task.done(), task.exception()

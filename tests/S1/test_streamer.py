@@ -100,8 +100,11 @@ def test_restart_resumes_from_the_watermark(settings_env, monkeypatch, tmp_path)
         # the streamer is down while the market goes on (and the table holds an in-progress row or not)
         clock.end_ms = end
         clock.resume()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 60  # wait for the market to move on by 20+ candles (not a fixed sleep)
+        while clock.now_ms() < mid + 20 * 60_000 and time.monotonic() < deadline:
+            time.sleep(0.01)
         clock.pause()
+        assert clock.now_ms() >= mid + 20 * 60_000
         s2 = KlineStreamer(fast(symbols=("SOLUSDT",), db_path=db, backfill_minutes=0))
         summary = asyncio.run(replay(s2, clock, done=lambda: s2.watermarks["SOLUSDT"] >= end))
     got = read_klines(db, "SOLUSDT", "1m")
@@ -146,12 +149,12 @@ def test_status_line_every_period(settings_env, monkeypatch, tmp_path, caplog):
                          r"complete to \d{4}-\d\d-\d\d \d\d:\d\d UTC")
     assert all(pattern.fullmatch(line) for line in lines), lines
     rates = [float(re.search(r": ([\d,.]+) msg/s", ln).group(1).replace(",", "")) for ln in lines]
-    assert max(rates) > 10  # ~250 msg/s at this replay speed
+    assert max(rates) > 0  # messages were counted (the speed itself is bench/bench_streamer.py's business)
     assert any(re.search(r"reconnects? \(total 1\)", ln) for ln in lines)
     assert any(re.search(r"reconnected \(#1\)", r.getMessage()) for r in caplog.records)  # each reconnect logged
 
 
-def test_gives_up_after_consecutive_failures_and_keeps_what_it_wrote(settings_env, monkeypatch, tmp_path):
+def test_gives_up_after_consecutive_failures_and_keeps_what_it_wrote(settings_env, monkeypatch, tmp_path, caplog):
     start = to_ms("2024-05-01 00:00")
     df = simulate_candles("BTCUSDT", "1m", "2024-04-30 23:00", "2024-05-01 01:00")
     with socket.socket() as sk:  # a port nobody listens on
@@ -164,11 +167,13 @@ def test_gives_up_after_consecutive_failures_and_keeps_what_it_wrote(settings_en
         get_settings.cache_clear()
         db = tmp_path / "k.db"
         s = KlineStreamer(fast(symbols=("BTCUSDT",), db_path=db, backfill_minutes=30, max_failures=3))
-        t0 = time.monotonic()
+        caplog.set_level(logging.WARNING, logger="S1")
         with pytest.raises(NetworkError, match=r"gave up after 3 consecutive failed connections to "
                                                rf"ws://127.0.0.1:{dead} \(.*refused"):
             asyncio.run(s.run())
-        assert time.monotonic() - t0 < 5
+        waits = [float(m.group(1)) for r in caplog.records
+                 if (m := re.search(r"retrying in ([\d.]+)s", r.getMessage()))]
+        assert len(waits) == 2 and max(waits) <= 0.05  # only the configured back-off (backoff_max), then gave up
     assert s.stats.failed_connects == 2  # attempts 1 and 2 were retried, 3 gave up
     assert len(read_klines(db, "BTCUSDT", "1m")) == 30  # the REST backfill is safe in the file
 
@@ -179,19 +184,23 @@ def test_stop_during_a_slow_start_is_prompt(settings_env, monkeypatch, tmp_path)
     with local_market({("BTCUSDT", "1m"): df}, start=to_ms("2024-05-01"), end=None, wall_per_candle=60.0,
                       interval="1m") as (ex, st, clock):
         point_at(monkeypatch, ex, st)
-        ex.inject("delay", path="exchangeInfo", delay=1.5, count=5)
+        held = ex.inject("delay", path="exchangeInfo", delay=3600, count=5)  # held until the server stops
         s = KlineStreamer(fast(symbols=("BTCUSDT",), db_path=tmp_path / "k.db"))
 
         async def scenario():
             task = asyncio.create_task(s.run())
-            await asyncio.sleep(0.3)
-            t0 = time.monotonic()
+            deadline = time.monotonic() + 30
+            while held.count == 5 and time.monotonic() < deadline:  # the symbol check is being held
+                assert not task.done(), task
+                await asyncio.sleep(0.01)
+            assert held.count == 4
             s.stop("SIGTERM")
             summary = await task
-            return summary, time.monotonic() - t0
+            return summary, [r for r in ex.requests if "exchangeInfo" in r.path]
 
-        summary, took = asyncio.run(scenario())
-    assert took < 1.0 and summary.stop_reason == "SIGTERM" and summary.messages == 0
+        summary, answered = asyncio.run(scenario())
+    # stopped at once: the run ended while the server was still holding the answer
+    assert answered == [] and summary.stop_reason == "SIGTERM" and summary.messages == 0
 
 
 def test_sessions_that_keep_ending_early_back_off(settings_env, monkeypatch, tmp_path):
@@ -335,7 +344,10 @@ def test_writer_batches_and_shutdown_commits_everything(tmp_path):
             w.put(_k(t, 0), time.monotonic(), 0)
             w.put(_k(t, 1, close=2.0), time.monotonic(), 0)
             w.put(_k(t, 0, close=3.0), time.monotonic(), 0)  # late in-progress update: ignored
-        await asyncio.sleep(0.2)                              # one batch, one commit
+        deadline = time.monotonic() + 30                     # wait for the commit (not a fixed sleep)
+        while stats.commits == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)                              # two more commit intervals: nothing more is due
         assert stats.commits == 1 and stats.rows_committed == 5 and stats.write_ms.n == 15
         w.put(_k(5), time.monotonic(), 0)
         task.cancel()                                         # shutdown before the next commit is due

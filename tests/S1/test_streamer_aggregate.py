@@ -156,9 +156,12 @@ def test_trade_stream_aggregates_to_the_exchange_klines(minute_klines, kind):
         closed: list[tuple] = []
 
         async def listen():
+            last = int(df.index[-2].value // 10**6)  # the last minute a later trade closes
+            deadline = time.monotonic() + 120
             async with connect(f"{st.ws_url}/ws/{symbol.lower()}@{kind}", compression=None) as ws:
                 clock.resume()
-                while not clock.finished:
+                # read until that minute is closed (what was sent before the clock ended is read too)
+                while not (clock.finished and closed and closed[-1][2] >= last) and time.monotonic() < deadline:
                     try:
                         raw = await asyncio.wait_for(ws.recv(), 0.3)
                     except TimeoutError:
@@ -201,7 +204,7 @@ def _run_trades(monkeypatch, tmp_path, df, symbol, *, kind, start, end, wall_per
                 assert not task.done(), task.exception()
                 await asyncio.sleep(0.01)
             clock.resume()
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 120
             while not (clock.finished and s.watermarks[symbol] >= end - end % 60_000) and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             s.stop("test over")

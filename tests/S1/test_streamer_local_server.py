@@ -140,7 +140,10 @@ def test_each_candle_is_a_few_updates_then_the_closed_one_as_rest_serves_it(mark
     async def scenario():
         task = asyncio.create_task(collect(f"{st.ws_url}/stream?streams=btcusdt@kline_1m/btcusdt@kline_1h",
                                            until=lambda out: clock.finished))
-        await asyncio.sleep(0.2)
+        deadline = time.monotonic() + 30
+        while not st.connections and time.monotonic() < deadline:  # subscribed before the clock runs
+            await asyncio.sleep(0.01)
+        assert st.connections, "the stream never connected"
         clock.end_ms = START + 6 * 60_000
         clock.resume()
         events = await task
@@ -173,27 +176,27 @@ def test_raw_stream_pings_and_pong_timeout(market):
 
     async def scenario():
         async with connect(f"{st.ws_url}/ws/btcusdt@kline_1m", compression=None) as ws:
-            first = json.loads(await asyncio.wait_for(ws.recv(), 2))
-            until = time.monotonic() + 0.3
-            while time.monotonic() < until:  # keep reading (a full queue would hide the close frame)
-                try:
+            first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            until = time.monotonic() + 30  # generous: what we wait for is three answered pings
+            while not (st.connections[0].pongs >= 3) and time.monotonic() < until:
+                try:  # keep reading (websockets answers pings while we read)
                     await asyncio.wait_for(ws.recv(), 0.05)
                 except TimeoutError:
                     pass
         # a client that never answers pings is cut off, as Binance does
         async with aiohttp.ClientSession() as session:
             async with session.ws_connect(f"{st.ws_url}/ws/btcusdt@kline_1m", autoping=False) as ws:
-                t0 = time.monotonic()
                 async for msg in ws:
                     if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
                         break
-                return first, time.monotonic() - t0, ws.close_code
+                return first, ws.close_code
 
-    first, lived, code = asyncio.run(scenario())
+    first, code = asyncio.run(scenario())
     assert first["e"] == "kline" and "stream" not in first  # raw streams are not wrapped
     conns = st.connections
     assert conns[0].pings >= 3 and conns[0].pongs >= 3     # websockets answered every ping
-    assert conns[1].ended_by == "pong-timeout" and code == 1008 and lived < 2
+    assert conns[1].ended_by == "pong-timeout" and code == 1008
+    assert conns[1].pings == 1 and conns[1].pongs == 0   # cut off at the first unanswered ping
 
 
 def test_drop_kinds_refusals_and_requests(market):
@@ -242,20 +245,27 @@ def test_drop_kinds_refusals_and_requests(market):
     assert "error" in replies[2]
 
 
-def test_replay_clock():
-    c = ReplayClock(1_000, speed=100, end_ms=6_000, paused=True)
-    time.sleep(0.02)
+def test_replay_clock(monkeypatch):
+    import types
+
+    import S1.local.stream as stream_mod
+
+    wall = [100.0]  # an injected wall clock (the module's monotonic source); steps exact in binary
+    monkeypatch.setattr(stream_mod, "time", types.SimpleNamespace(monotonic=lambda: wall[0], time=time.time))
+    c = ReplayClock(1_000, speed=8, end_ms=6_000, paused=True)
+    wall[0] += 0.25
     assert c.now_ms() == 1_000 and c.wall_seconds_until(2_000) is None
     c.resume()
-    time.sleep(0.02)
-    assert 1_000 + 1_500 < c.now_ms() < 1_000 + 4_000  # ~2 s of replay in 20 ms
+    wall[0] += 0.25
+    assert c.now_ms() == 1_000 + 2_000                  # 2 s of replay in 250 ms
+    assert c.wall_seconds_until(4_000) == 0.125
     assert c.wall_seconds_until(9_000) is None          # beyond the end
     c.pause()
     frozen = c.now_ms()
-    time.sleep(0.02)
-    assert c.now_ms() == frozen
+    wall[0] += 0.25
+    assert c.now_ms() == frozen == 3_000
     c.resume()
-    time.sleep(0.06)
+    wall[0] += 0.5
     assert c.now_ms() == 6_000 and c.finished
     with pytest.raises(ValueError):
         ReplayClock(0, speed=0)

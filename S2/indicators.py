@@ -2,12 +2,16 @@
 
     python S2/indicators.py --symbol ETHUSDC --interval 1h --days 365
     python S2/indicators.py --symbol BTCUSDT --interval 1m --days 30 --sma 20,50,200 --rsi 7,14
+    python S2/indicators.py --symbol BTCUSDT --interval 1h --days 365 --informative 4h 1d
 
 reads ``data/ethusdc_1h_365d.parquet`` and writes ``data/ethusdc_1h_365d_ta.parquet``
 (every S1 column plus sma50 ema21 rsi14 MACD_12_26_9 MACDh_12_26_9 MACDs_12_26_9
 BBL_20_2.0 BBM_20_2.0 BBU_20_2.0 BBB_20_2.0 BBP_20_2.0 atr14 natr14). Lengths come
 from ``S2/config.yaml`` (or ``--config``) and the flags below override them.
-The computation lives in :mod:`S2.ta`; the files in :mod:`S2.ta_io`.
+``--informative 4h 1d`` adds every indicator and open/high/low/close/volume of the
+4h and daily candles (resampled from the same file) as ``<column>_4h`` / ``<column>_1d``,
+each row holding the last higher-timeframe candle closed by that row's close
+(:mod:`S2.informative`). The computation lives in :mod:`S2.ta`; the files in :mod:`S2.ta_io`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--macd", metavar="FAST,SLOW,SIGNAL", help="e.g. 12,26,9")
     g.add_argument("--bb", metavar="LENGTH,STD", help="Bollinger length and std multiplier, e.g. 20,2")
     g.add_argument("--atr", metavar="N[,N..]", help="Wilder ATR/NATR length(s), e.g. 14")
+    p.add_argument("--informative", nargs="+", metavar="INTERVAL", default=(),
+                   help="higher intervals whose candles and indicators are added as <column>_<interval> "
+                        "(e.g. --informative 4h 1d -> rsi14_4h, close_1d); only closed candles are used")
     add_common_args(p)
     return p
 
@@ -41,10 +48,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = load_config(args.config, sma=args.sma, ema=args.ema, rsi=args.rsi, macd=args.macd,
                          bbands=args.bb, atr=args.atr)
-    res = make_ta_file(args.symbol, args.interval, args.days, config=config)
+    res = make_ta_file(args.symbol, args.interval, args.days, config=config, informative=args.informative)
     label = " (simulated market data)" if res.simulated else ""
     print(f"wrote {res.path}: {res.rows:,} rows, {len(res.columns)} indicator columns "
           f"({', '.join(res.columns)}); the first {res.warmup} rows are warm-up{label}")
+    if res.informative:
+        first = res.metadata["informative"]["first_valid"]
+        for i in res.informative:
+            valid = [v for k, v in first.items() if k.endswith(f"_{i}") and v is not None]
+            print(f"  + {i}: {len(first) // len(res.informative)} columns <column>_{i} (last closed {i} candle); "
+                  f"all set from {max(valid) if valid else 'never (window too short)'}")
     return 0
 
 

@@ -140,20 +140,30 @@ class TaResult:
     warmup: int
     simulated: bool
     metadata: dict
+    informative: tuple[str, ...] = ()
 
 
-def make_ta_file(symbol: str, interval: str, days: int, *, config: IndicatorConfig | None = None) -> TaResult:
+def make_ta_file(symbol: str, interval: str, days: int, *, config: IndicatorConfig | None = None,
+                 informative: tuple[str, ...] | list[str] = ()) -> TaResult:
     """Read the S1 candle file of a market and window, add the indicators and write
     the ``_ta`` file atomically (nothing is written if any step fails).
 
     The source file's toolkit metadata is kept (``simulated``, coverage, gaps …)
     and an ``indicators`` entry records the lengths, columns and warm-up rows.
+    ``informative`` (e.g. ``("4h", "1d")``) adds the higher-timeframe columns of
+    :func:`S2.informative.add_informative` (``rsi14_4h``, ``close_1d`` ...), recorded
+    under ``informative`` in the metadata.
     """
+    from S2.informative import add_informative, informative_columns, parse_intervals
+
     config = config or IndicatorConfig()
+    informative = parse_intervals(list(informative))
     src = dataset_path(symbol, interval, days)
     out_path = dataset_path(symbol, interval, days, "ta")
     candles = read_candles(src, how_to_create=history_command(symbol, interval, days))
     ta = add_indicators(candles, config=config, what=str(src))
+    if informative:
+        ta = add_informative(ta, informative, config=config, base_interval=interval)
     warm = warmup_rows(config)
     meta = dict(read_metadata(src))
     meta["indicators"] = {
@@ -161,6 +171,13 @@ def make_ta_file(symbol: str, interval: str, days: int, *, config: IndicatorConf
         "source_file": src.name, "rows": len(ta), "engine": f"TA-Lib {talib.__version__}",
         "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
     }
+    if informative:
+        cols = [c for i in informative for c in informative_columns(config, i)]
+        meta["informative"] = {
+            "intervals": list(informative), "columns": cols, "source": "resampled from the base candles",
+            "first_valid": {c: (str(ta[c].first_valid_index()) if ta[c].notna().any() else None) for c in cols},
+            "rule": "value of the last higher-timeframe candle closed by the base candle's close",
+        }
     write_parquet(ta, out_path, metadata=meta)
     return TaResult(out_path, src, len(ta), tuple(warm), max(warm.values()),
-                    bool(meta.get("simulated", False)), meta)
+                    bool(meta.get("simulated", False)), meta, informative)

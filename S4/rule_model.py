@@ -29,6 +29,11 @@ DEFAULT_TA_COLUMNS = ("sma50", "ema21", "rsi14", "MACD_12_26_9", "MACDh_12_26_9"
 TA_PATTERNS = (re.compile(r"^(sma|ema|rsi|atr|natr)\d{1,6}$"),
                re.compile(r"^MACD[hs]?_\d{1,6}_\d{1,6}_\d{1,6}$"),
                re.compile(r"^BB[LMUBP]_\d{1,6}_\d{1,3}\.\d{1,6}$"))
+#: Higher-timeframe ("informative") columns of ``S2/indicators.py --informative 4h 1d``: an S2
+#: indicator name or one of ``open high low close volume``, then ``_<Binance interval>``
+#: (``rsi14_4h``, ``sma50_1d``, ``close_4h``): the last higher-timeframe candle closed by the row's close.
+INFORMATIVE_BASES = ("open", "high", "low", "close", "volume")
+INFORMATIVE_PATTERN = re.compile(r"^(?P<base>.+)_(?P<interval>1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M)$")
 #: Columns joined from S3's sentiment file (as-of the candle's open time).
 SENTIMENT_COLUMNS = ("sentiment_score", "n_items", "evidence")
 #: Column joined from S4/model.py's file.
@@ -370,7 +375,17 @@ def column_allowed(name: str, columns: Iterable[str] | None = None) -> bool:
     if columns is not None:
         return name in set(columns)
     return (name in CANDLE_COLUMNS or name in SENTIMENT_COLUMNS or name in ML_COLUMNS
-            or any(p.match(name) for p in TA_PATTERNS))
+            or any(p.match(name) for p in TA_PATTERNS) or informative_allowed(name))
+
+
+def informative_allowed(name: str) -> bool:
+    """Whether ``name`` is a higher-timeframe column (``rsi14_4h``, ``close_1d`` ...).
+
+    >>> informative_allowed("rsi14_4h"), informative_allowed("close_1M"), informative_allowed("trades_4h")
+    (True, True, False)
+    """
+    m = INFORMATIVE_PATTERN.match(name)
+    return bool(m) and (m["base"] in INFORMATIVE_BASES or any(p.match(m["base"]) for p in TA_PATTERNS))
 
 
 def available_columns(columns: Iterable[str] | None = None) -> list[str]:

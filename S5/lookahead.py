@@ -10,7 +10,9 @@ with the whole history and the value without the future.
 
 What is recomputed at each cut (the first ``c`` bars are kept):
 
-- the indicators (``indicators(candles[:c])``, default S2's :func:`~S2.ta.add_indicators`);
+- the indicators (``indicators(candles[:c])``, default S2's :func:`~S2.ta.add_indicators`),
+  plus the higher-timeframe columns the rules read (``rsi14_4h`` ...: resampled from the
+  truncated candles, :func:`S2.informative.ensure_informative`);
 - the ML score when ``ml_fn`` is given (e.g. S4's walk-forward, :func:`S4.model_lib.ml_scores`),
   otherwise the ``ml`` frame truncated at the last kept bar is used as an input;
 - the sentiment join (S4's as-of join) on the sentiment rows published at or before
@@ -64,9 +66,11 @@ def pipeline(candles: pd.DataFrame, rules, *, indicators: Callable[[pd.DataFrame
              sentiment: pd.DataFrame | None = None, ml: pd.DataFrame | None = None,
              ml_fn: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
     """candles -> indicators -> (ML) -> joins + rules: the frame S4 writes as ``_signals``."""
+    from S2.informative import ensure_informative
     from S4.signals import signals_frame
 
     ta = (indicators or add_default_indicators)(candles)
+    ta = ensure_informative(ta, rules.required_columns())  # rsi14_4h ... rebuilt from these candles
     if ml_fn is not None and rules.uses_ml:
         ml = ml_fn(ta)
     return signals_frame(ta, rules, sentiment=sentiment, ml=ml)

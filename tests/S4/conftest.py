@@ -27,10 +27,11 @@ def btc_sentiment(btc_1h) -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def btc_full(btc_ta, btc_sentiment) -> pd.DataFrame:
-    """Indicators + as-of sentiment + a causal ml_proba: every column the example rules read."""
+    """Indicators (+ 4h/1d informative) + as-of sentiment + a causal ml_proba: every column the example rules read."""
+    from S2.informative import add_informative
     from S4.signals import join_sentiment
 
-    out = join_sentiment(btc_ta, btc_sentiment)
+    out = add_informative(join_sentiment(btc_ta, btc_sentiment), ["4h", "1d"])  # rules_mtf.yaml reads *_4h
     return out.assign(ml_proba=causal_proba(out["close"]))
 
 

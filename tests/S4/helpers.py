@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[2]
-RULE_FILES = sorted((REPO / "S4").glob("rules*.yaml"))
+#: The example rule files; tests index the first three by position, newer ones (rules_mtf.yaml ...) follow.
+_INDEXED = ("rules.yaml", "rules_ml.yaml", "rules_ta_only.yaml")
+RULE_FILES = sorted((REPO / "S4").glob("rules*.yaml"), key=lambda p: (p.name not in _INDEXED, p.name))
 
 
 def make_sentiment(index: pd.DatetimeIndex, *, seed: int = 7, start_offset: int = 24) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from S2.informative import ensure_informative
 from S2.ta import add_indicators
 from S4.model_lib import WalkForward, ml_frame, ml_scores
 from S4.rules import load_rules
@@ -17,13 +18,14 @@ from tests.S4.helpers import RULE_FILES
 CUTS = (150, 700, 1234, 2100, 3000)
 SMALL_PLAN = WalkForward(horizon=4, train_bars=600, test_bars=400)
 SMALL_MODEL = {"max_iter": 30}
-COMPARED = ("entry", "exit", "signal", "rule", "sentiment_score", "ml_proba", "rsi14", "sma50")
+COMPARED = ("entry", "exit", "signal", "rule", "sentiment_score", "ml_proba", "rsi14", "sma50",
+            "close_4h", "ema21_4h", "rsi14_4h")
 
 
 def chain(candles: pd.DataFrame, sentiment: pd.DataFrame, rules) -> pd.DataFrame:
     """Everything S2 + S4 compute, from candles that end at ``candles.index[-1]``;
     the sentiment file is cut at the same time (it could not hold later rows)."""
-    ta = add_indicators(candles)
+    ta = ensure_informative(add_indicators(candles), rules.required_columns())  # rsi14_4h ... from these candles
     ml = None
     if rules.uses_ml:
         ml = ml_frame(ta, ml_scores(ta, SMALL_PLAN, model_params=SMALL_MODEL))

@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     t_import = time.perf_counter() - t0
 
     from S1.offline import simulate_candles
+    from S2.informative import add_informative
     from S2.ta import add_indicators
     from S4.rules import load_rules
     from S4.signals import join_sentiment
@@ -79,6 +80,7 @@ def main(argv=None) -> int:
 
     candles = simulate_candles("BTCUSDT", "1h", "2023-01-01", "2024-01-01")
     frame = join_sentiment(add_indicators(candles), make_sentiment(candles.index))
+    frame = add_informative(frame, ["4h"])  # S4/rules_mtf.yaml reads close_4h, ema21_4h, rsi14_4h
     frame = frame.assign(ml_proba=causal_proba(frame["close"]))
     print(f"data: {len(frame):,} rows of 1h bars (simulated BTCUSDT 2023); import of S4.evaluate "
           f"{t_import * 1e3:.0f} ms")

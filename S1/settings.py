@@ -38,6 +38,9 @@ _SECRET_FIELDS = (
     "cryptopanic_token",
     "x_bearer_token",
     "alert_webhook_url",
+    "bus_url",
+    "influx_token",
+    "control_api_token",
 )
 
 
@@ -98,6 +101,18 @@ class Settings(BaseSettings):
     # --- Alerts (S6) ----------------------------------------------------------------
     alert_webhook_url: SecretStr | None = None
     alert_webhook_kind: str = "generic"
+
+    # --- Deployment (S9): the Redis bus across hosts, the optional InfluxDB sink ------------
+    #: redis://host:6379/0 (may hold a password, hence secret); empty: the in-process default
+    bus_url: SecretStr | None = None
+    influx_url: str | None = None
+    influx_database: str = "toolkit"
+    influx_token: SecretStr | None = None
+
+    # --- S8 service: the control API (bound to this machine by default; token required) ----
+    control_api_host: str = "127.0.0.1"
+    control_api_port: int = Field(8008, ge=1, le=65535)
+    control_api_token: SecretStr | None = None
 
     # --- Offline mode ---------------------------------------------------------------
     simulated_market: bool = Field(

@@ -23,7 +23,7 @@ from typing import Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from S1.errors import UserError
 
@@ -90,16 +90,62 @@ class LlmConfig(_Frozen):
     temperature: float = Field(0.0, ge=0, le=2)
     max_text_chars: int = Field(400, ge=20, le=5000)
     response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
-    #: USD per million tokens, by model name (longest matching prefix wins).
-    prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+    #: The prompt: a name in S3/prompts/ (``default``, ``cryptolin``) or a path to a YAML prompt file.
+    prompt: str = "default"
+    #: The shipped price table (USD per 1M tokens, with the date each price was taken); a path
+    #: relative to S3/ or absolute; "" for none.
+    prices_file: str = "prices.yaml"
+    #: USD per million tokens, by model name (longest matching prefix wins): the entries of
+    #: ``prices_file``, overridden/extended by the ones given here. ``{input, output[, as_of]}``.
+    prices: dict[str, dict[str, float | str]] = Field(default_factory=dict)
 
-    @field_validator("prices")
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_price_file(cls, data):
+        if not isinstance(data, dict):
+            return data
+        name = data.get("prices_file", "prices.yaml")
+        if name:
+            shipped = load_price_file(name)
+            data = {**data, "prices": {**shipped, **(data.get("prices") or {})}}
+        return data
+
+    @field_validator("prices", mode="before")
     @classmethod
     def _prices(cls, v: dict) -> dict:
+        if not isinstance(v, dict):
+            raise ValueError("prices must map model names to {input, output, as_of}")
+        out = {}
         for model, p in v.items():
-            if set(p) - {"input", "output"} or any(x < 0 for x in p.values()):
-                raise ValueError(f"prices.{model} must be {{input: USD/1M, output: USD/1M}}")
-        return v
+            _check_price(model, p)
+            out[model] = {k: (str(x) if k == "as_of" else float(x)) for k, x in p.items()}
+        return out
+
+
+def _check_price(model: str, p) -> None:
+    ok = (isinstance(p, dict) and {"input", "output"} <= set(p) and not set(p) - {"input", "output", "as_of"}
+          and all(isinstance(p[k], (int, float)) and not isinstance(p[k], bool) and p[k] >= 0
+                  for k in ("input", "output")))
+    if not ok:
+        raise ValueError(f"prices.{model} must be {{input: USD/1M, output: USD/1M, as_of: YYYY-MM-DD}}")
+
+
+def load_price_file(name: str | Path) -> dict[str, dict]:
+    """The price table of a YAML file (``{model: {input, output, as_of}}``), relative to S3/.
+
+    >>> load_price_file("prices.yaml")["gpt-4o-mini"]["input"]
+    0.15
+    """
+    p = Path(name)
+    p = p if p.is_absolute() else DEFAULT_CONFIG.parent / p
+    if not p.exists():
+        raise ValueError(f"price file {p} does not exist (llm.prices_file)")
+    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"price file {p} must map model names to {{input, output, as_of}}")
+    for model, entry in raw.items():
+        _check_price(model, entry)
+    return {str(k): dict(v) for k, v in raw.items()}
 
 
 class SeriesConfig(_Frozen):

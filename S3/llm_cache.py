@@ -1,5 +1,5 @@
 """The LLM verdict cache: one SQLite file keyed by the hash of (model, prompt
-version, headline text), so a re-run makes no API call for items already scored.
+hash, headline text), so a re-run makes no API call for items already scored.
 Only valid verdicts are stored; ``unknown`` items are asked again next time.
 
 >>> import tempfile, pathlib
@@ -21,9 +21,9 @@ from typing import Iterable, Mapping
 from S1.datasets import llm_cache_path  # noqa: E402,F401  (the one place that names data files)
 
 
-def cache_key(model: str, prompt_version: str, text: str) -> str:
-    """Content hash of one headline as the model saw it."""
-    return hashlib.sha256(f"{model}\x1f{prompt_version}\x1f{text}".encode("utf-8")).hexdigest()
+def cache_key(model: str, prompt_hash: str, text: str) -> str:
+    """Content hash of one headline as the model saw it (model, prompt, cleaned text)."""
+    return hashlib.sha256(f"{model}\x1f{prompt_hash}\x1f{text}".encode("utf-8")).hexdigest()
 
 
 class VerdictCache:

@@ -6,7 +6,13 @@ It speaks the real protocol -- ``POST /v1/chat/completions`` returning
 OpenAI-style error bodies -- so the real ``openai`` client is exercised end to end.
 Its "model" is deterministic: it reads the JSON items of the user message and
 answers with the lexicon classifier's verdicts (or with a ``responder`` you pass:
-``items -> list of verdicts | reply dict | raw content string``).
+``items -> list of verdicts | reply dict | raw content string``), e.g.
+:func:`labelling_responder` -- answers from a known labelling ``text -> label``, so a
+test knows the expected accuracy of an evaluation without trusting the code under test.
+
+Token usage is counted like a tokenizer of about 4 characters per token:
+``prompt_tokens = (characters of the message contents + of the json_schema, which
+OpenAI also bills) // 4 + 8``, ``completion_tokens = characters of the reply // 4 + 1``.
 
 Fault injection (:meth:`LocalLLM.inject`) for the next matching requests:
 ``429`` / ``500`` / ``503`` with a ``Retry-After``, any other status code (``"400"``,
@@ -49,6 +55,37 @@ def lexicon_responder(items: list[dict]) -> list[dict]:
 
 
 _LEXICON: dict = {}
+
+#: The verdict a labelling responder gives for each label (score, confidence).
+LABEL_VERDICTS = {"bullish": (0.6, 0.8), "neutral": (0.0, 0.8), "bearish": (-0.6, 0.8)}
+
+
+class labelling_responder:  # noqa: N801  (used like a function)
+    """A "model" that answers from a known labelling: ``labels[text]`` for each item
+    (texts as the client sends them: cleaned, cut to ``llm.max_text_chars``); a text
+    outside the labelling gets ``default`` and is counted in :attr:`misses`.
+
+    >>> r = labelling_responder({"BTC soars": "bullish"})
+    >>> r([{"id": "1", "text": "BTC soars"}, {"id": "2", "text": "?"}])[0]["label"], r.misses
+    ('bullish', 1)
+    """
+
+    def __init__(self, labels: dict[str, str], *, default: str = "neutral"):
+        bad = {v for v in labels.values() if v not in LABEL_VERDICTS}
+        if bad or default not in LABEL_VERDICTS:
+            raise ValueError(f"labels must be bullish/neutral/bearish, got {sorted(bad | {default})}")
+        self.labels, self.default, self.misses = dict(labels), default, 0
+
+    def __call__(self, items: list[dict]) -> list[dict]:
+        out = []
+        for it in items:
+            label = self.labels.get(str(it.get("text", "")))
+            if label is None:
+                self.misses += 1
+                label = self.default
+            score, conf = LABEL_VERDICTS[label]
+            out.append({"id": it["id"], "label": label, "score": score, "confidence": conf})
+        return out
 
 
 class LocalLLM(LocalServer):
@@ -170,7 +207,10 @@ class LocalLLM(LocalServer):
             else:
                 content = json.dumps({"items": verdicts})
         self._counter += 1
-        prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 8
+        rf = body.get("response_format") or {}
+        schema = (rf.get("json_schema") or {}).get("schema") if isinstance(rf, dict) else None
+        schema_chars = len(json.dumps(schema)) if schema is not None else 0
+        prompt_tokens = (sum(len(str(m.get("content", ""))) for m in messages) + schema_chars) // 4 + 8
         completion_tokens = len(content) // 4 + 1
         record["usage"] = (prompt_tokens, completion_tokens)
         return web.json_response({

@@ -19,6 +19,11 @@ an order whose outcome stayed unknown). It reads, in this order:
 4. **balances**: when the account holds less of the base asset than the tracked
    position (a testnet reset, a manual sale), the position is lowered to what is
    there, with a warning; more than the position is reported (not ours).
+5. **stop-loss and take-profit**: an open position whose levels were never placed
+   (a crash after the entry order was sent or its fill booked, before the levels)
+   gets them from what the entry intent decided: its ``stop_distance`` and
+   ``tp_distance`` from the average fill price, placed by ``place_levels`` (the
+   engine's, with its tick rounding and ``--no-stops``), or exactly when not given.
 
 It says what it found, one line per finding (:meth:`ReconcileReport.lines`).
 """
@@ -29,6 +34,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Callable
 
 from S7.exchange_client import ExchangeError, TradingVenue, lookup_order
 from S7.ledger import Ledger
@@ -86,7 +92,8 @@ class ReconcileReport:
 
 
 async def reconcile(venue: TradingVenue, ledger: Ledger, *, when: str = "start", cancel_stale: bool = True,
-                    recent_trades: int = 1000, keep: set[str] | frozenset[str] = frozenset()) -> ReconcileReport:
+                    recent_trades: int = 1000, keep: set[str] | frozenset[str] = frozenset(),
+                    place_levels: Callable[[dict, float], None] | None = None) -> ReconcileReport:
     """Reconcile ``ledger``'s symbol with ``venue`` (see the module docstring).
     Raises :class:`S7.exchange_client.ExchangeError` when the exchange cannot be read."""
     store, symbol = ledger.store, ledger.symbol
@@ -185,11 +192,40 @@ async def reconcile(venue: TradingVenue, ledger: Ledger, *, when: str = "start",
     elif held > pos.qty:
         rep.notes.append(f"the account holds {plain(held - pos.qty)} {ledger.base_asset} more than the strategy's "
                          "position: not ours, not traded")
+    _restore_levels(ledger, rep, place_levels)
     rep.position_after = store.position(symbol)
     rep.closed_trips = ledger.take_closed()
     for line in rep.lines(ledger.base_asset, ledger.quote_asset):
         log.info("%s", line)
     return rep
+
+
+def _restore_levels(ledger: Ledger, rep: ReconcileReport, place_levels: Callable[[dict, float], None] | None) -> None:
+    """Step 5: the open trip's stop and take-profit from its newest entry order that decided them."""
+    store, symbol = ledger.store, ledger.symbol
+    pos = store.position(symbol)
+    if not pos.is_open or store.levels_placed(symbol):
+        return
+    start = pos.entry_time_ms or 0
+    buys = [f for f in store.fills(symbol) if f["side"] == "BUY" and int(f["time_ms"]) >= start]
+    for cid in dict.fromkeys(f["client_order_id"] for f in reversed(buys)):
+        row = store.get_order(cid) if cid else None
+        if row is None or not (row.get("stop_distance") or row.get("tp_distance")):
+            continue
+        mine = [f for f in buys if f["client_order_id"] == cid]
+        qty = sum((Decimal(f["qty"]) for f in mine), Decimal(0))
+        avg = float(sum((Decimal(f["qty"]) * Decimal(f["price"]) for f in mine), Decimal(0)) / qty)
+        if place_levels is not None:
+            place_levels(row, avg)
+        else:
+            sd, td = row.get("stop_distance"), row.get("tp_distance")
+            store.set_levels(symbol, stop=avg - sd if sd else None, take_profit=avg + td if td else None)
+        p = store.position(symbol)
+        if p.stop is not None or p.take_profit is not None:
+            rep.notes.append(f"stop {p.stop} and take-profit {p.take_profit} restored from the entry order {cid} "
+                             f"(filled at {avg:,.8g} before a restart)")
+            log.warning("reconcile: %s", rep.notes[-1])
+        return
 
 
 async def _order_fills(venue: TradingVenue, ledger: Ledger, order: dict, rep: ReconcileReport) -> None:

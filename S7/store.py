@@ -300,9 +300,21 @@ class ExecutorStore:
         return FillResult(True, self.position(fill.symbol), closed)
 
     def set_levels(self, symbol: str, *, stop: float | None, take_profit: float | None) -> None:
+        """Set the open trip's stop-loss and take-profit, and remember that this trip's levels
+        were decided (:meth:`levels_placed`), in one transaction."""
         with self._tx():
             self.con.execute("UPDATE positions SET stop = ?, take_profit = ? WHERE symbol = ?",
                              (stop, take_profit, symbol))
+            row = self.con.execute("SELECT entry_time_ms FROM positions WHERE symbol = ?", (symbol,)).fetchone()
+            self.con.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                             "value = excluded.value", (f"levels_trip:{symbol}", json.dumps(row[0] if row else None)))
+
+    def levels_placed(self, symbol: str) -> bool:
+        """True when :meth:`set_levels` ran for the open trip (even to clear them). False after a
+        crash between booking the entry fill and placing its levels: reconciliation restores them
+        from the entry order's stop and take-profit distances (:mod:`S7.reconcile`)."""
+        pos = self.position(symbol)
+        return pos.is_open and self.get_meta(f"levels_trip:{symbol}") == pos.entry_time_ms
 
     def clamp_position(self, symbol: str, qty: Decimal) -> Position:
         """Lower the tracked quantity to ``qty`` (the exchange holds less: testnet reset,

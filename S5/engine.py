@@ -162,11 +162,12 @@ def _as_2d_param(a, n: int, m: int, name: str, *, default: float) -> np.ndarray:
 
 def simulate(bars: Bars, entries, exits, *, costs: Costs = Costs(), init_cash: float = 10_000.0,
              size=1.0, sl_stop=None, tp_stop=None, close_at_end: bool = True,
-             with_index: bool = True, market_exits=None) -> Simulation:
+             with_index: bool = True, market_exits=None, size_type: str = "percent") -> Simulation:
     """Run the portfolio for decided ``entries``/``exits`` (bool, ``(n,)`` or ``(n, m)``).
 
     ``size``: fraction of cash spent per entry, fees included (scalar, per bar or per
-    column; NaN or <= 0 skips the entry). ``sl_stop``/``tp_stop``: fractions of the
+    column; NaN or <= 0 skips the entry; ``size_type="amount"``: the quantity of the base
+    asset instead, as :func:`run_decided` passes it). ``sl_stop``/``tp_stop``: fractions of the
     fill price, read at the decision bar (None or NaN: no stop). Every argument
     describes the bar where the signal was **decided**; the engine moves it to the fill.
 
@@ -184,6 +185,8 @@ def simulate(bars: Bars, entries, exits, *, costs: Costs = Costs(), init_cash: f
                         "build it with Bars.from_frame(frame, interval)")
     if not (np.isfinite(init_cash) and init_cash > 0):
         raise UserError(f"init_cash must be positive, got {init_cash!r}", "e.g. --init-cash 10000")
+    if size_type not in ("percent", "amount"):
+        raise UserError(f"size_type must be 'percent' or 'amount', got {size_type!r}", "use one of the two")
     n = len(bars)
     ent = _as_2d_signal(entries, n, "entries")
     ext = _as_2d_signal(exits, n, "exits")
@@ -256,7 +259,7 @@ def simulate(bars: Bars, entries, exits, *, costs: Costs = Costs(), init_cash: f
     max_orders = int(2 * E.sum() + 2 * m + 8)
     pf = v.Portfolio.from_signals(
         close_arg, E, X, price=col2(price), open=col2(open_v), high=col2(high_v), low=col2(low_v),
-        size=S, size_type="percent", direction="longonly", accumulate=False,
+        size=S / step if size_type == "amount" and step != 1.0 else S, size_type=size_type, direction="longonly", accumulate=False,
         fees=fees_arg, slippage=costs.slippage, init_cash=float(init_cash),
         sl_stop=SL, tp_stop=TP, use_stops=use_stops, stop_entry_price="fillprice",
         stop_exit_price="stopmarket", upon_stop_exit="close", upon_long_conflict="exit",
@@ -424,6 +427,7 @@ class BacktestResult:
     kill_switch: list[dict] = field(default_factory=list)
     in_position: np.ndarray | None = None
     costs: Costs | None = None         # fees, slippage, fee model and exchange filters of the run
+    decided: Any = None                # run_decided: the S5.hooks.DecidedPath behind the orders
 
     @property
     def portfolio(self):
@@ -529,6 +533,49 @@ def run_backtest(frame: pd.DataFrame, *, interval: str, costs: Costs = Costs(), 
     return _wrap(sim, bars, ext, kill_bars, run_params, trips, costs)
 
 
+def run_decided(frame: pd.DataFrame, *, rules, interval: str, risk, costs: Costs = Costs(),
+                init_cash: float = 10_000.0, filters=None, use_stops: bool = True,
+                flatten_on_trip: bool | None = None, params: dict[str, Any] | None = None) -> BacktestResult:
+    """Backtest ``frame`` the way paper trading (S7) trades it: S4's one decision
+    function on every closed bar (:func:`S5.hooks.decided_path`: entries and exits of
+    ``rules``, the stop-loss / take-profit of ``risk`` checked on closed bars and filled
+    at the next open, the cooldown, the kill-switch, S6 sizing capped by the cash and
+    rounded by the exchange ``filters``), then the decided orders through vectorbt
+    (quantities as amounts). ``frame`` holds the candles and every column the rules read.
+
+    ``result.params["decisions"]`` counts the entries skipped by reason; the trade
+    details carry the decision's ``exit_reason`` (``signal:<rule>``, ``stop_loss``,
+    ``take_profit``, ``kill_switch``, ``end``).
+    """
+    from dataclasses import replace
+
+    from S5.hooks import decided_path, load_risk
+
+    cfg = load_risk(risk)
+    bars = Bars.from_frame(frame, interval)
+    path = decided_path(frame, rules, risk=cfg, interval=interval, costs=costs, init_cash=init_cash,
+                        filters=filters, use_stops=use_stops, flatten_on_trip=flatten_on_trip)
+    run_costs = replace(costs, lot=None) if costs.lot is not None and filters is not None else costs
+    sim = simulate(bars, path.entries, path.exits, costs=run_costs, init_cash=init_cash, size=path.amounts,
+                   size_type="amount", market_exits=path.market_exits)
+    run_params = {"interval": interval, "fees": costs.fees, "slippage": costs.slippage,
+                  **({} if costs.is_plain else costs.as_dict()),
+                  "init_cash": float(init_cash), "close_at_end": True, "year_days": M.YEAR_DAYS,
+                  "execution": "S4.decide on bar t's close -> fill at bar t+1's open; stops checked on closed bars",
+                  "decision": "S4.decide (same as S7)", "stops": bool(use_stops),
+                  "risk": {"sizing": cfg.sizing.model_dump(), "stops": cfg.stops.model_dump(),
+                           "kill_switch": cfg.kill_switch.model_dump()},
+                  "decisions": {"entries": int(path.entries.sum()), "exits": int(path.exits.sum()),
+                                "skipped": dict(path.skips)},
+                  **(params or {})}
+    res = _wrap(sim, bars, path.exits, None, run_params, path.trips, costs)
+    reasons = [t["exit_reason"] for t in path.trades]
+    if len(reasons) == len(res.trade_details):
+        res.trade_details["exit_reason"] = reasons
+    res.decided = path
+    return res
+
+
 def _wrap(sim: Simulation, bars: Bars, exits_original, kill_bars, params, trips, costs=None) -> BacktestResult:
     equity = pd.Series(sim.equity[:, 0], index=bars.index.rename("open_time"), name="equity")
     trades, details = _single_trades(sim, bars, exits_original, kill_bars)
@@ -584,6 +631,7 @@ __all__ = [
     "bars_per_year",
     "enable_numba_cache",
     "run_backtest",
+    "run_decided",
     "simulate",
     "simulation_metrics",
     "trades_from_orders",

@@ -21,6 +21,12 @@
   as fractions of the fill price.
 - **kill-switch** -- S6's ``KillSwitchConfig`` (``flatten_on_trip`` closes the position).
 
+:func:`decided_path` is the other way to run a risk config, the one paper trading
+uses: S4's :func:`S4.decide.decide` on every closed bar (entries, exits, stops on
+closed bars, cooldown, S6's kill-switch step functions) and S4's
+:func:`S4.decide.size_entry` for the quantity, with its own cash book (the S5 fee
+model). :func:`S5.engine.run_decided` feeds its decisions to vectorbt.
+
 >>> import numpy as np, pandas as pd
 >>> from S6.config import RiskConfig
 >>> t = pd.date_range("2024-01-01", periods=3, freq="h", tz="UTC")
@@ -165,4 +171,170 @@ def risk_hooks(frame: pd.DataFrame, risk, *, bars=None, costs=None, interval: st
     return RiskHooks(size_arg, sl, tp, ks, bool(cfg.kill_switch.flatten_on_trip), cfg)
 
 
-__all__ = ["RiskHooks", "atr_values", "load_risk", "risk_hooks"]
+# --------------------------------------------------------------------- decided path
+@dataclass
+class DecidedPath:
+    """What :func:`decided_path` decided, per decision bar (arrays of length n) and per trade."""
+
+    entries: np.ndarray          #: bool: an entry decided at this bar's close (fills at the next open)
+    exits: np.ndarray            #: bool: an exit decided at this bar's close
+    amounts: np.ndarray          #: quantity bought by the entry decided here (0 elsewhere)
+    market_exits: np.ndarray     #: bool: the exit is a risk exit (stop, take-profit, kill-switch: MARKET)
+    equity: np.ndarray           #: the loop's own equity at each close
+    trades: list[dict]           #: side, entry/exit bar and time, prices, qty, fees, pnl, exit_reason
+    skips: dict[str, int]        #: entries not taken, by reason
+    trips: list[dict]            #: kill-switch trips
+
+
+class MemoryKillSwitch:
+    """S6's kill-switch step functions on an in-memory state (the S7 KillSwitch runs the
+    same functions on a file): ``update_equity`` / ``record_trade`` return whether entries
+    are allowed."""
+
+    def __init__(self, config):
+        from S6.killswitch import ProtectionState
+
+        self.config = config.kill_switch if hasattr(config, "kill_switch") else config
+        self.state = ProtectionState()
+        self.trips: list[dict] = []
+
+    def _apply(self, fn, value, at) -> bool:
+        from S6.killswitch import to_ns
+
+        trip = fn(self.state, self.config, value, to_ns(at))
+        if trip is not None:
+            self.trips.append(trip.as_dict())
+        return not self.state.tripped
+
+    def update_equity(self, equity: float, *, at) -> bool:
+        from S6.killswitch import step_equity
+
+        return self._apply(step_equity, equity, at)
+
+    def record_trade(self, pnl: float, *, at) -> bool:
+        from S6.killswitch import step_trade
+
+        return self._apply(step_trade, pnl, at)
+
+
+def rule_codes(frame: pd.DataFrame, rules) -> tuple[np.ndarray, np.ndarray]:
+    """Per bar, the index of the first entry rule and of the first exit rule that fire
+    (-1: none), before any position logic (S4's :func:`~S4.evaluate.condition_masks`)."""
+    from S4.evaluate import condition_masks, prepare_arrays
+
+    n = len(frame)
+    ent, ext = condition_masks(prepare_arrays(frame, rules), rules, n)
+
+    def first(m: np.ndarray) -> np.ndarray:
+        if m.shape[0] == 0:
+            return np.full(n, -1, dtype=np.int64)
+        out = m.argmax(axis=0).astype(np.int64)
+        out[~m.any(axis=0)] = -1
+        return out
+
+    return first(ent), first(ext)
+
+
+def decided_path(frame: pd.DataFrame, rules, *, risk, interval: str, costs=None, init_cash: float = 10_000.0,
+                 filters=None, use_stops: bool = True, flatten_on_trip: bool | None = None,
+                 fee_buffer: float = 0.003) -> DecidedPath:
+    """Walk the bars of ``frame`` one at a time with :func:`S4.decide.decide` (see the
+    module docstring). ``risk``: an S6 RiskConfig (or path); ``filters``: S6
+    SymbolFilters (quantities rounded, small entries refused, as S7 does); ``costs``:
+    S5 Costs (entries pay ``costs.entry_rate``, signal exits the maker / single rate and
+    risk exits the taker rate; fills at ``open x (1 +/- slippage)``).
+
+    Execution: a decision at bar t's close fills at bar t+1's open; an entry that would
+    fill on the last bar is not taken (as in :func:`S5.engine.simulate`) and a position
+    still open at the end is closed at the last close (``exit_reason`` ``end``)."""
+    from S1.intervals import interval_ms
+    from S4.decide import ENTER, EXIT, Bar, Policy, Position, decide, levels, size_entry
+    from S5.costs import Costs
+
+    cfg = load_risk(risk)
+    if cfg is None:
+        raise UserError("no risk config given", "pass --risk S6/risk.yaml")
+    costs = costs or Costs()
+    n = len(frame)
+    o, h, lo, c = (frame[k].to_numpy(np.float64) for k in ("open", "high", "low", "close"))
+    times = frame.index
+    step = pd.Timedelta(milliseconds=interval_ms(interval))
+    ent_code, ext_code = rule_codes(frame, rules)
+    names_in = [r.name for r in rules.entry]
+    names_out = [r.name for r in rules.exit]
+    atr = atr_values(frame, cfg.stops.atr_period)
+    flatten = cfg.kill_switch.flatten_on_trip if flatten_on_trip is None else flatten_on_trip
+    policy = Policy.from_rules(rules, use_stops=use_stops, flatten_on_trip=flatten)
+    ks = MemoryKillSwitch(cfg) if _kill_switch_enabled(cfg.kill_switch) else None
+    slip = costs.slippage
+    fee_in = costs.entry_rate
+    single = costs.single_rate
+    entries, exits, market = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
+    amounts, equity = np.zeros(n), np.zeros(n)
+    trades: list[dict] = []
+    skips: dict[str, int] = {}
+    cash, pos, open_trade = float(init_cash), None, None
+    pending, last_exit = None, None
+
+    def close_trade(i_bar: int, px: float, fee_rate: float, reason: str) -> float:
+        nonlocal cash, pos, open_trade
+        fee = pos.qty * px * fee_rate
+        cash += pos.qty * px - fee
+        t = open_trade
+        pnl = pos.qty * (px - t["entry_price"]) - t["entry_fee"] - fee
+        trades.append({**t, "exit_bar": i_bar, "exit_time": times[i_bar], "exit_price": px,
+                       "fees": t["entry_fee"] + fee, "pnl": pnl, "exit_reason": reason})
+        pos, open_trade = None, None
+        return pnl
+
+    for i in range(n):
+        if pending is not None:
+            act, j = pending
+            pending = None
+            if act.kind == ENTER:
+                fill = o[i] * (1.0 + slip)
+                qty = act.size.qty
+                fee = qty * fill * fee_in
+                cash -= qty * fill + fee
+                stop, tp = levels(fill, act.size, filters)
+                pos = Position(qty=qty, entry_price=fill, stop=stop, take_profit=tp, side=act.side)
+                open_trade = {"side": act.side, "entry_bar": i, "entry_time": times[i], "entry_price": fill,
+                              "qty": qty, "entry_fee": fee, "entry_rule": act.rule}
+            else:
+                risk_exit = act.exit_kind != "signal"
+                rate = single if single is not None else (costs.taker_rate if risk_exit else costs.maker_rate)
+                pnl = close_trade(i, o[i] * (1.0 - slip), rate, act.reason)
+                last_exit = j
+                if ks is not None:
+                    ks.record_trade(pnl, at=times[i])
+        eq = cash + (pos.qty * c[i] if pos is not None else 0.0)
+        equity[i] = eq
+        allowed = ks.update_equity(eq, at=times[i] + step) if ks is not None else True
+        bar = Bar(high=h[i], low=lo[i], close=c[i], time=times[i],
+                  entry_rule=names_in[ent_code[i]] if ent_code[i] >= 0 else None,
+                  exit_rule=names_out[ext_code[i]] if ext_code[i] >= 0 else None)
+        if pos is None and i >= n - 2:
+            sizer = None         # an entry decided now would fill on the last bar (or never): not taken
+        else:
+            sizer = (lambda b, eq=eq, i=i, cash=cash: size_entry(equity=eq, cash=cash, price=c[i], atr=atr[i], risk=cfg,
+                                                       filters=filters, fee_buffer=fee_buffer))
+        act = decide(bar, position=pos, policy=policy, entries_allowed=allowed, sizer=sizer,
+                     bars_since_exit=None if last_exit is None else i - last_exit)
+        if act.kind == "skip":
+            skips[act.reason] = skips.get(act.reason, 0) + 1
+        elif act.kind == ENTER and sizer is not None:
+            entries[i], amounts[i] = True, act.size.qty
+            pending = (act, i)
+        elif act.kind == EXIT and i < n - 1:
+            exits[i] = True
+            market[i] = act.exit_kind != "signal"
+            pending = (act, i)
+    if pos is not None:
+        rate = single if single is not None else costs.taker_rate
+        close_trade(n - 1, c[-1] * (1.0 - slip), rate, "end")
+        equity[-1] = cash
+    return DecidedPath(entries, exits, amounts, market, equity, trades, skips, ks.trips if ks is not None else [])
+
+
+__all__ = ["DecidedPath", "MemoryKillSwitch", "RiskHooks", "atr_values", "decided_path", "load_risk", "risk_hooks",
+           "rule_codes"]

@@ -41,7 +41,7 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -53,28 +53,22 @@ from S1.errors import UserError
 from S1.intervals import interval_ms
 from S2.ta import IndicatorConfig, compute_indicators, warmup_rows
 from S2.ta import atr as atr_kernel
+from S4.decide import ENTER, EXIT, SKIP, Bar, Policy, Position, Size, decide, size_entry
 from S4.evaluate import condition_masks
 from S4.rules import RuleSet
-from S6.alerts import AlertEvent, error_event, kill_switch_event, order_rejected_event
+from S6.alerts import kill_switch_event, order_rejected_event
 from S6.config import RiskConfig
 from S6.filters import SymbolFilters
 from S6.killswitch import KillSwitch
-from S6.sizing import SizingError, size_position
-from S7.exchange_client import AuthFailed, ExchangeError, SubmitResult, TradingVenue, submit_order
+from S7.exchange_client import AuthFailed, ExchangeError, TradingVenue
 from S7.ledger import Ledger
-from S7.limit_orders import FALLBACK_SUFFIX, LimitManager, LimitPolicy
+from S7.limit_orders import LimitManager, LimitPolicy
+from S7.order_sender import Decision, OrderSender
 from S7.orders import (
-    ABANDONED,
     BLOCKED,
-    EXCHANGE_OPEN,
-    INTENT,
-    RATE_LIMITED,
     REFUSED,
-    REJECTED,
-    UNKNOWN,
     Fill,
     OrderState,
-    client_order_id,
     plain,
 )
 from S7.reconcile import ReconcileReport, reconcile
@@ -119,23 +113,6 @@ class EngineConfig:
         return int((self.max_candle_age_s or interval_ms(self.interval) / 1000) * 1000)
 
 
-@dataclass
-class Decision:
-    """What the engine did with one closed candle (for logs, tests and the benchmark)."""
-
-    candle_open_ms: int
-    action: str = "none"          #: none | buy | sell | skipped | refused | blocked | waiting | stale | seen
-    reason: str | None = None
-    client_order_id: str | None = None
-    result: SubmitResult | None = None
-    entry_rule: str | None = None
-    exit_rule: str | None = None
-    equity: float | None = None
-    allowed: bool | None = None
-    seen_at: float = 0.0          #: time.perf_counter() when the candle reached the engine
-    sent_at: float | None = None  #: time.perf_counter() just before the order request
-
-
 class SentimentFeed:
     """S3's sentiment file, re-read when it changes, joined as-of the candle's open time."""
 
@@ -176,13 +153,37 @@ class SentimentFeed:
         return out
 
 
-class Engine:
+class FrameFeed:
+    """Precomputed columns of a frame (index: open times, UTC) taken as-of each candle's
+    open time -- what a replay of an S4 signals file hands the engine (indicators, ML
+    score) instead of computing them."""
+
+    def __init__(self, frame: pd.DataFrame, columns: list[str]):
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise UserError(f"the feature frame lacks {missing}", "pass the S4 signals file of the same candles")
+        self.columns = list(columns)
+        self._ms = frame.index.as_unit("ms").asi8.astype(np.int64)
+        self._values = {c: frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in self.columns}
+
+    def arrays(self, open_ms: np.ndarray) -> dict[str, np.ndarray]:
+        pos = np.searchsorted(self._ms, np.asarray(open_ms, dtype=np.int64), side="right") - 1
+        out = {}
+        for c, vals in self._values.items():
+            col = np.full(len(pos), np.nan)
+            col[pos >= 0] = vals[pos[pos >= 0]]
+            out[c] = col
+        return out
+
+
+class Engine(OrderSender):
     """One symbol's trading loop body (see the module docstring). Use :meth:`start`,
     :meth:`seed`, then :meth:`on_price` / :meth:`on_candle` as events arrive."""
 
     def __init__(self, config: EngineConfig, *, rules: RuleSet, venue: TradingVenue, ledger: Ledger,
                  filters: SymbolFilters, kill_switch: KillSwitch, risk: RiskConfig | None = None,
-                 indicators: IndicatorConfig | None = None, alerter=None, sentiment: SentimentFeed | None = None):
+                 indicators: IndicatorConfig | None = None, alerter=None, sentiment: SentimentFeed | None = None,
+                 features=None):
         self.cfg = config
         self.rules, self.venue, self.ledger, self.filters = rules, venue, ledger, filters
         self.store, self.order_log = ledger.store, ledger.order_log
@@ -212,14 +213,23 @@ class Engine:
         self._atr_col = f"atr{self.risk.stops.atr_period}"
         self._interval_ms = interval_ms(config.interval)
         self._required = rules.required_columns()
+        #: precomputed columns as-of each candle (e.g. :class:`FrameFeed` over an S4 signals file: the
+        #: indicators, the ML score): they take the place of the engine's own indicators
+        self.features = features
+        feat = set(features.columns) if features is not None else set()
         available = set(WINDOW_COLUMNS) | set(self.indicators.columns()) | set(
-            sentiment.columns if sentiment is not None else ())
+            sentiment.columns if sentiment is not None else ()) | feat
         missing = [c for c in self._required if c not in available]
         if missing:
             raise UserError(f"the rules read {missing}, which the executor does not compute",
                             f"it has the candle columns, the indicators {self.indicators.columns()} and the "
                             "sentiment (when the rules read it); add the lengths to S2/config.yaml")
         self._min_rows = max(warmup_rows(self.indicators).values()) + 1
+        self._own_indicators = not (set(self._required) | {self._atr_col}) <= (feat | set(WINDOW_COLUMNS))
+        if not self._own_indicators:
+            self._min_rows = 1          # every column comes with the candles: nothing to warm up
+        #: S4's decision policy: the rules' cooldown, the stops, flattening on a kill-switch trip
+        self.policy = Policy.from_rules(rules, use_stops=config.use_stops, flatten_on_trip=self.flatten)
         self.limits = LimitManager(self, config.limit) if config.limit is not None else None
         self._now_ms: int | None = None
         #: the user-data stream (S7.user_stream.UserDataStream) when one is attached (testnet / live)
@@ -228,17 +238,6 @@ class Engine:
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ alerts
-    def _alert(self, event: AlertEvent) -> None:
-        if self.alerter is None:
-            return
-        try:
-            task = asyncio.get_running_loop().create_task(self.alerter.asend(event))
-        except RuntimeError:
-            self.alerter.send(event)
-            return
-        self._alerts.add(task)
-        task.add_done_callback(self._alerts.discard)
-
     def _on_trip(self, trip) -> None:
         """Called by the kill-switch, possibly from a worker thread: the alert goes out on the loop."""
         self.stats["kill_switch_trips"] += 1
@@ -302,11 +301,6 @@ class Engine:
         self._t = np.append(self._t[-keep:], np.int64(open_ms))
         for c in WINDOW_COLUMNS:
             self._w[c] = np.append(self._w[c][-keep:], values[c])
-
-    async def refresh_balances(self) -> None:
-        acct = await self.venue.account()
-        self.balances = {b["asset"]: (Decimal(b["free"]), Decimal(b["locked"])) for b in acct.get("balances", [])
-                         if b["asset"] in (self.base, self.quote)}
 
     def equity(self, price: float) -> float:
         """Quote balance (free + locked) + the strategy's position (and its dust) at ``price``."""
@@ -406,73 +400,6 @@ class Engine:
         if self.limits is not None:
             await self.limits.step(now_ms=int(t_ms), poll=True)
 
-    async def sync_orders(self, *, all_orders: bool = False) -> bool:
-        """Look up our unresolved orders and record what the exchange says (while the user
-        stream is live only the ones of unknown outcome, unless ``all_orders``: the open
-        ones report themselves). Returns True when none is left unresolved."""
-        pending = self.store.unresolved(self.symbol)
-        if self.stream_live and not all_orders:
-            pending = [r for r in pending if r["status"] not in EXCHANGE_OPEN]
-        for row in pending:
-            cid = row["client_order_id"]
-            try:
-                order = await self.venue.get_order(symbol=self.symbol, client_order_id=cid)
-            except AuthFailed:
-                raise
-            except ExchangeError as exc:
-                log.warning("order %s: lookup failed (%s); will retry", cid, exc.message)
-                self.needs_reconcile = True
-                continue
-            if order is None:
-                age_s = time.time() - row["updated_ms"] / 1000
-                if row["status"] in (INTENT, UNKNOWN) and age_s > getattr(self.venue, "recv_window_s", 0) + 1:
-                    self.store.update_order(cid, status=ABANDONED, error="never reached the exchange; not re-sent")
-                    self.ledger.log_event(self.store.get_order(cid), status=ABANDONED, event="lookup",
-                                          note="not found by client id after its recvWindow: never executed")
-                continue
-            await self._record_order(order, row, event="lookup")
-        return not self.store.unresolved(self.symbol)
-
-    async def _record_order(self, order: dict, row: dict, *, event: str) -> OrderState:
-        state, _ = self.ledger.order_response(order, event=event)
-        if state.executed_qty > 0 and not order.get("fills") and self._booked(state) < state.executed_qty:
-            # a lookup result carries no fills: take the missing ones from myTrades
-            for t in await self.venue.my_trades(symbol=self.symbol, order_id=state.order_id):
-                self.ledger.fill(Fill.from_my_trade(t, client_order_id=state.client_order_id))
-        if state.side == "BUY" and state.executed_qty > 0 and state.avg_price is not None:
-            self._place_levels(row, float(state.avg_price))
-        self._feed_closed_trips(self.ledger.take_closed())
-        if state.executed_qty > 0:
-            try:
-                await self.refresh_balances()
-            except ExchangeError as exc:
-                log.warning("balances not refreshed (%s)", exc.message)
-                self.needs_reconcile = True
-        return state
-
-    def _booked(self, state: OrderState) -> Decimal:
-        """The quantity of ``state``'s order already in the store's fills."""
-        return sum((Decimal(f["qty"]) for f in self.store.fills(self.symbol)
-                    if f["client_order_id"] == state.client_order_id), Decimal(0))
-
-    def _place_levels(self, row: dict, fill_price: float) -> None:
-        if not self.cfg.use_stops:
-            return
-        stop = tp = None
-        if row.get("stop_distance"):
-            stop = float(self.filters.round_price(fill_price - row["stop_distance"], direction="up"))
-        if row.get("tp_distance"):
-            tp = float(self.filters.round_price(fill_price + row["tp_distance"], direction="down"))
-        if self.store.position(self.symbol).is_open:
-            self.store.set_levels(self.symbol, stop=stop, take_profit=tp)
-
-    def _feed_closed_trips(self, trips: list[dict]) -> None:
-        for trip in trips:
-            at = pd.Timestamp(int(trip["exit_time_ms"]), unit="ms", tz="UTC") if trip.get("exit_time_ms") else None
-            self.kill_switch.record_trade(float(trip["pnl"]), at=at)
-            if trip.get("candle_open_ms") is not None:  # the cooldown counts from the exit signal's candle
-                self.store.set_meta(f"last_exit_candle:{self.symbol}:{self.cfg.interval}", int(trip["candle_open_ms"]))
-
     # ----------------------------------------------------------------- candles
     async def on_candle(self, candle: pd.DataFrame, now_ms: int | None = None) -> Decision:
         """One newly closed candle (a one-row candle frame). ``now_ms``: the clock
@@ -557,37 +484,27 @@ class Engine:
         # the kill-switch persists its state (an fsync'd write): overlap it with the indicators
         ks = asyncio.create_task(asyncio.to_thread(self.kill_switch.update_equity, equity, at=at))
         try:
-            entry_raw, exit_raw, d.entry_rule, d.exit_rule, ind = self._signals()
+            _, _, d.entry_rule, d.exit_rule, ind = self._signals()
         finally:
             allowed = await ks
         d.allowed = allowed
 
-        if pos.is_open:
-            reason = None
-            if self.cfg.use_stops and pos.stop is not None and row["low"] <= pos.stop:
-                reason = f"stop_loss:{pos.stop:g}"
-            elif self.cfg.use_stops and pos.take_profit is not None and row["high"] >= pos.take_profit:
-                reason = f"take_profit:{pos.take_profit:g}"
-            elif exit_raw:
-                reason = f"exit:{d.exit_rule}"
-            elif not allowed and self.flatten:
-                reason = "kill_switch_flatten"
-            if reason:
-                await self._sell(d, pos.qty, close, reason, at)
-        elif entry_raw and not exit_raw:
-            cooldown = int(self.rules.resolve(self.rules.cooldown))
-            last_exit = self.store.get_meta(f"last_exit_candle:{self.symbol}:{self.cfg.interval}")
-            bars = (ot - int(last_exit)) // self._interval_ms if last_exit is not None else None
-            if bars is not None and bars <= cooldown:
-                d.action, d.reason = "skipped", f"cooldown ({bars} of {cooldown} bars since the last exit)"
-                log.info("candle %s: entry %s ignored: %s", _iso(ot), d.entry_rule, d.reason)
-            elif not allowed:
-                st = self.kill_switch.state
-                d.action, d.reason = "blocked", f"kill-switch tripped ({st.reason}: {st.detail})"
-                self._not_sent(d, "BUY", None, close, BLOCKED, f"entry:{d.entry_rule}", d.reason, at)
-                log.warning("candle %s: entry %s not taken: %s", _iso(ot), d.entry_rule, d.reason)
-            else:
-                await self._buy(d, ind, equity, close, at)
+        action = decide(Bar(high=row["high"], low=row["low"], close=close, entry_rule=d.entry_rule,
+                            exit_rule=d.exit_rule, time=ot),
+                        position=self._position(pos), policy=self.policy, entries_allowed=allowed,
+                        bars_since_exit=self._bars_since_exit(ot),
+                        sizer=lambda bar: self._size(ind, equity, close))
+        d.decision = action
+        if action.kind == EXIT:
+            await self._sell(d, pos.qty, close, self._exit_text(action, pos), at)
+        elif action.kind == ENTER:
+            d.reason = f"entry:{action.rule}"
+            await self._send(d, "BUY", plain(action.size.extra["check"].qty), close, f"entry:{action.rule}", at,
+                             stop_distance=action.size.stop_distance, tp_distance=action.size.tp_distance,
+                             limit_price=plain(action.size.extra["check"].price) if self.cfg.limit is not None
+                             else None)
+        elif action.kind == SKIP:
+            self._skipped(d, action, close, at)
         return self._done(d, key)
 
     def _done(self, d: Decision, key: str | None = None) -> Decision:
@@ -606,7 +523,9 @@ class Engine:
         if n < self._min_rows:
             raise UserError(f"the executor's candle window holds {n} candles, fewer than the {self._min_rows} the "
                             "indicators need", "wait for more candles, or start the streamer earlier")
-        ind = compute_indicators(w["high"], w["low"], w["close"], self.indicators)
+        ind = compute_indicators(w["high"], w["low"], w["close"], self.indicators) if self._own_indicators else {}
+        if self.features is not None:
+            ind.update(self.features.arrays(self._t))
         arrays: dict[str, np.ndarray] = {}
         sent = self.sentiment.arrays(self._t) if self.sentiment is not None else {}
         for c in self._required:
@@ -626,49 +545,62 @@ class Engine:
             v = float(atr_kernel(w["high"], w["low"], w["close"], self.risk.stops.atr_period)[-1])
         return v if math.isfinite(v) and v > 0 else None
 
-    def _cid(self, d: Decision, side: str) -> str:
-        return client_order_id(symbol=self.symbol, interval=self.cfg.interval, candle_open_ms=d.candle_open_ms,
-                               side=side, strategy=self.cfg.strategy)
+    def _position(self, pos) -> Position | None:
+        """The store's position as S4's decision input (levels only when stops are on)."""
+        if not pos.is_open:
+            return None
+        return Position(qty=float(pos.qty), entry_price=float(pos.entry_price or 0.0), stop=pos.stop,
+                        take_profit=pos.take_profit)
 
-    async def _buy(self, d: Decision, ind: dict[str, np.ndarray], equity: float, price: float, at) -> None:
-        reason = f"entry:{d.entry_rule}"
-        d.reason = reason
-        atr = self._atr(ind)
-        try:
-            size = size_position(equity=equity, price=price, config=self.risk, atr=atr)
-        except SizingError as exc:
-            d.action = "refused"
-            self._not_sent(d, "BUY", None, price, REFUSED, reason, f"sizing: {exc.problem}", at)
-            log.warning("candle %s: %s not taken: cannot size (%s)", _iso(d.candle_open_ms), reason, exc.problem)
-            return
-        qty = float(size.size)
+    def _bars_since_exit(self, ot: int) -> int | None:
+        last_exit = self.store.get_meta(f"last_exit_candle:{self.symbol}:{self.cfg.interval}")
+        return (ot - int(last_exit)) // self._interval_ms if last_exit is not None else None
+
+    def _size(self, ind: dict[str, np.ndarray], equity: float, price: float) -> Size:
+        """S4's sizer (S6 sizing, capped by the free quote balance, the exchange filters)."""
         lim = self.cfg.limit
         px = float(lim.price(self.filters, "BUY", price)) if lim is not None else price
         free_quote = float(self.balances.get(self.quote, (Decimal(0), Decimal(0)))[0])
-        cash_cap = free_quote / (px * (1 + self.cfg.fee_buffer))
-        capped = qty > cash_cap
-        qty = min(qty, cash_cap)
-        check = self.filters.check_order(qty, px, side="BUY", order_type="LIMIT" if lim is not None else "MARKET")
-        if check.ok:
-            # what is left after the commission (and a 1 % dip) must still be sellable, or it becomes dust
-            back = self.filters.check_order(float(check.qty) * (1 - 2 * self.cfg.fee_buffer), price * 0.99,
-                                            side="SELL", order_type="MARKET")
-            if not back.ok:
-                check = replace(check, ok=False, filter=back.filter,
-                                reason=f"too small to be sold back after fees: {back.reason}")
-        if not check.ok:
-            why = check.reason + (f" (size capped by the free {self.quote} balance {free_quote:,.2f})" if capped else "")
-            d.action = "refused"
+        return size_entry(equity=equity, cash=free_quote, price=price, atr=self._atr(ind), risk=self.risk,
+                          filters=self.filters, fee_buffer=self.cfg.fee_buffer, order_price=px,
+                          order_type="LIMIT" if lim is not None else "MARKET")
+
+    @staticmethod
+    def _exit_text(action, pos) -> str:
+        """The order's reason: the decision's (``stop_loss`` / ``take_profit`` with the level)."""
+        if action.reason == "stop_loss":
+            return f"stop_loss:{pos.stop:g}"
+        if action.reason == "take_profit":
+            return f"take_profit:{pos.take_profit:g}"
+        return action.reason
+
+    def _skipped(self, d: Decision, action, price: float, at) -> None:
+        """An entry the decision did not take: cooldown (logged), kill-switch (``BLOCKED``),
+        sizing or the exchange filters (``REFUSED``, the filters' refusal alerted)."""
+        ot, reason = d.candle_open_ms, f"entry:{action.rule}"
+        if action.reason == "cooldown":
+            d.action, d.reason = "skipped", action.detail
+            log.info("candle %s: entry %s ignored: %s", _iso(ot), action.rule, d.reason)
+        elif action.reason == "kill_switch":
+            st = self.kill_switch.state
+            d.action, d.reason = "blocked", f"kill-switch tripped ({st.reason}: {st.detail})"
+            self._not_sent(d, "BUY", None, price, BLOCKED, reason, d.reason, at)
+            log.warning("candle %s: entry %s not taken: %s", _iso(ot), action.rule, d.reason)
+        elif action.reason == "filters":
+            size = action.size
+            check = size.extra["check"]
+            why = check.reason + (f" (size capped by the free {self.quote} balance {size.extra['cash']:,.2f})"
+                                  if size.extra.get("capped") else "")
+            d.action, d.reason = "refused", reason
             self._not_sent(d, "BUY", plain(check.qty), price, REFUSED, reason, why, at, filter=check.filter)
             self._alert(order_rejected_event(symbol=self.symbol, side="BUY", qty=plain(check.qty), price=price,
                                              reason=why, code=check.filter))
             log.warning("candle %s: BUY %s refused by the exchange filters before sending: %s",
-                        _iso(d.candle_open_ms), plain(check.qty), why)
-            return
-        stop_distance = price - float(size.stop) if size.stop is not None else None
-        tp_distance = float(size.take_profit) - price if size.take_profit is not None else None
-        await self._send(d, "BUY", plain(check.qty), price, reason, at, stop_distance=stop_distance,
-                         tp_distance=tp_distance, limit_price=plain(check.price) if lim is not None else None)
+                        _iso(ot), plain(check.qty), why)
+        else:
+            d.action, d.reason = "refused", reason
+            self._not_sent(d, "BUY", None, price, REFUSED, reason, action.detail, at)
+            log.warning("candle %s: %s not taken: cannot size (%s)", _iso(ot), reason, action.detail)
 
     async def _sell(self, d: Decision, qty: Decimal, price: float, reason: str, at) -> None:
         d.reason = reason
@@ -689,146 +621,6 @@ class Engine:
             return
         await self._send(d, "SELL", plain(check.qty), price, reason, at,
                          limit_price=plain(check.price) if lim is not None else None, limit=lim)
-
-    def _not_sent(self, d: Decision, side: str, qty, price: float, status: str, reason: str, why: str, at,
-                  *, cid: str | None = None, **extra) -> None:
-        cid = cid or self._cid(d, side)
-        d.client_order_id = cid
-        self.store.insert_order(cid, symbol=self.symbol, interval=self.cfg.interval,
-                                candle_open_ms=d.candle_open_ms, side=side, type="MARKET", quantity=qty or "0",
-                                price=plain(Decimal(repr(price))), status=status, reason=reason, error=why)
-        self.order_log.append(symbol=self.symbol, side=side, type="MARKET", quantity=qty, price=price,
-                              client_id=cid, exchange_id=None, status=status, reason=reason, event="not_sent",
-                              error=why, interval=self.cfg.interval, candle=_iso(d.candle_open_ms), time=at, **extra)
-        self.stats[f"orders_{status.lower()}"] += 1
-
-    async def _send(self, d: Decision, side: str, qty: str, price: float, reason: str, at, *,
-                    stop_distance: float | None = None, tp_distance: float | None = None,
-                    limit_price: str | None = None, limit: LimitPolicy | None = None,
-                    cid: str | None = None) -> None:
-        """Send one order: MARKET, or with ``limit_price`` the policy's LIMIT / LIMIT_MAKER."""
-        cid = cid or self._cid(d, side)
-        d.client_order_id, d.action = cid, side.lower()
-        lim = (limit or self.cfg.limit) if limit_price is not None else None
-        otype = lim.order_type if lim is not None else "MARKET"
-        ref = limit_price if lim is not None else plain(Decimal(repr(price)))
-        existing = self.store.get_order(cid)
-        if existing is not None:  # this signal already made an order (a restart): never a second one
-            log.warning("candle %s: order %s for this signal exists (%s): not sent again",
-                        _iso(d.candle_open_ms), cid, existing["status"])
-            d.action = "waiting"
-            return
-        self.store.insert_order(cid, symbol=self.symbol, interval=self.cfg.interval, candle_open_ms=d.candle_open_ms,
-                                side=side, type=otype, quantity=qty, price=ref, status=INTENT, reason=reason,
-                                stop_distance=stop_distance, tp_distance=tp_distance, sends=1)
-        row = self.store.get_order(cid)
-        if lim is not None:  # the deadline is committed with the intent (a restart resumes the wait)
-            self.limits.begin(cid, candle_open_ms=d.candle_open_ms, now_ms=self._clock_ms())
-        self.ledger.log_event(row, status=INTENT, event="intent", candle=_iso(d.candle_open_ms))
-        d.sent_at = time.perf_counter()
-        self.stats["orders_sent"] += 1
-        log.info("candle %s: %s %s %s %s%s (%s) -> %s", _iso(d.candle_open_ms), side, qty, self.symbol, otype,
-                 f" @ {ref}" if lim is not None else "", reason, cid)
-        res = await submit_order(self.venue, symbol=self.symbol, side=side, order_type=otype, quantity=qty,
-                                 client_order_id=cid, max_rate_wait=self.cfg.max_rate_wait,
-                                 price=ref if lim is not None else None,
-                                 time_in_force=lim.time_in_force if lim is not None else None)
-        d.result = res
-        if res.sends > 1:
-            self.store.update_order(cid, sends=res.sends)
-        await self._after_submit(res, row)
-        if lim is not None:  # filled at once, or refused as post-only: settle it now
-            await self.limits.step(now_ms=self._clock_ms())
-
-    def _clock_ms(self) -> int:
-        return self._now_ms if self._now_ms is not None else int(time.time() * 1000)
-
-    async def _fallback_market(self, row: dict, left: Decimal) -> None:
-        """The unfilled remainder of a LIMIT order (timed out, or refused as post-only) as MARKET."""
-        side, lcid = row["side"], row["client_order_id"]
-        cid = lcid + FALLBACK_SUFFIX
-        d = Decision(int(row["candle_open_ms"]))
-        price = self.last_price or float(row["price"])
-        reason = f"{row['reason']} (limit fallback)"
-        if side == "SELL":
-            qty = self.store.position(self.symbol).qty   # whatever is still held
-        else:
-            free_quote = self.balances.get(self.quote, (Decimal(0), Decimal(0)))[0]
-            qty = min(left, free_quote / Decimal(repr(price * (1 + self.cfg.fee_buffer))))
-        if qty <= 0:
-            return
-        check = self.filters.check_order(qty, price, side=side, order_type="MARKET")
-        if not check.ok:
-            log.warning("order %s: the unfilled %s %s not sent as MARKET: %s", lcid, side, plain(left), check.reason)
-            if self.store.get_order(cid) is None:
-                self._not_sent(d, side, plain(check.qty), price, REFUSED, reason, check.reason, None, cid=cid,
-                               filter=check.filter)
-            return
-        await self._send(d, side, plain(check.qty), price, reason, None, cid=cid,
-                         stop_distance=row.get("stop_distance"), tp_distance=row.get("tp_distance"))
-
-    async def _after_submit(self, res: SubmitResult, row: dict) -> None:
-        cid = row["client_order_id"]
-        side, qty = row["side"], row["quantity"]
-        if res.status == "accepted":
-            note = "; ".join(res.notes) or None
-            state = await self._record_order(res.order, row, event="lookup" if res.found_by_lookup else "accepted")
-            if note:
-                log.info("order %s: %s", cid, note)
-            if state.status in EXCHANGE_OPEN:
-                self.stats["orders_open"] += 1
-            return
-        err = res.error
-        code = getattr(err, "code", None)
-        msg = err.message if err is not None else "; ".join(res.notes)
-        if res.status == "rejected" and code == -2010 and row["type"] == "LIMIT_MAKER" and \
-                "immediately match" in (msg or "").lower():
-            self.store.update_order(cid, status=REJECTED, error=msg)
-            self.ledger.log_event(self.store.get_order(cid), status=REJECTED, event="rejected", code=code, error=msg)
-            self.stats["orders_post_only_rejected"] += 1
-            fb = self.cfg.limit.fallback if self.cfg.limit is not None else "none"
-            log.warning("order %s: LIMIT_MAKER %s %s @ %s would cross the book (-2010): rejected; %s", cid, side, qty,
-                        row["price"], "sent as MARKET instead (--limit-fallback market)" if fb == "market"
-                        else "signal dropped (no fallback)")
-            if self.limits is not None:
-                self.limits.crossed(cid)
-            return
-        if res.status == "rejected":
-            self.store.update_order(cid, status=REJECTED, error=msg)
-            self.ledger.log_event(self.store.get_order(cid), status=REJECTED, event="rejected", code=code, error=msg)
-            self.stats["orders_rejected"] += 1
-            self._alert(order_rejected_event(symbol=self.symbol, side=side, qty=qty, price=row["price"], reason=msg,
-                                             code=code))
-            if code == -1013:
-                log.error("order %s REJECTED by the exchange filters (-1013): %s -- re-reading exchangeInfo", cid, msg)
-                await self._reload_filters()
-            elif code == -2010:
-                log.error("order %s REJECTED (-2010, e.g. insufficient balance): %s -- balances will be re-read",
-                          cid, msg)
-                self.needs_reconcile = True
-            else:
-                log.error("order %s REJECTED: %s", cid, msg)
-            return
-        if res.status == "rate_limited":
-            self.store.update_order(cid, status=RATE_LIMITED, error=msg)
-            self.ledger.log_event(self.store.get_order(cid), status=RATE_LIMITED, event="rate_limited", error=msg)
-            self.stats["orders_rate_limited"] += 1
-            self._alert(error_event(f"S7 {self.symbol} order", f"not sent, rate limited: {msg}"))
-            log.error("order %s NOT SENT: rate limited (%s); the signal is dropped", cid, msg)
-            return
-        self.store.update_order(cid, status=UNKNOWN, error=msg)
-        self.ledger.log_event(self.store.get_order(cid), status=UNKNOWN, event="unknown", error=msg)
-        self.stats["orders_unknown"] += 1
-        self.needs_reconcile = True
-        self._alert(error_event(f"S7 {self.symbol} order", f"outcome unknown for {cid}: {msg}"))
-        log.error("order %s: outcome UNKNOWN (%s); nothing more is sent until a lookup resolves it", cid, msg)
-
-    async def _reload_filters(self) -> None:
-        try:
-            entry = await self.venue.symbol_info(self.symbol)
-            self.filters = SymbolFilters.from_symbol_info(entry)
-        except ExchangeError as exc:
-            log.warning("exchangeInfo not re-read (%s)", exc.message)
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> dict[str, Any]:
@@ -854,4 +646,4 @@ def _iso(ms: int) -> str:
     return pd.Timestamp(int(ms), unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
 
 
-__all__ = ["Decision", "Engine", "EngineConfig", "MODES", "SentimentFeed"]
+__all__ = ["MODES", "Decision", "Engine", "EngineConfig", "FrameFeed", "SentimentFeed"]

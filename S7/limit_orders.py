@@ -52,17 +52,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from S7.order_sender import FALLBACK_SUFFIX, OrderSender
 from S7.orders import EXCHANGE_OPEN, UNRESOLVED, D, plain
 
 if TYPE_CHECKING:  # pragma: no cover
     from S6.filters import SymbolFilters
-    from S7.engine import Engine
 
 log = logging.getLogger(__name__)
 
 FALLBACKS = ("none", "market")
-#: Suffix of the client id of a fallback MARKET order (``s7-`` + 28 hex + ``-m``: 33 chars).
-FALLBACK_SUFFIX = "-m"
 
 
 @dataclass(frozen=True)
@@ -123,9 +121,10 @@ class LimitPolicy:
 
 
 class LimitManager:
-    """Follows the engine's resting LIMIT order (see the module docstring)."""
+    """Follows the resting LIMIT order of an :class:`~S7.order_sender.OrderSender` (the
+    engine) -- see the module docstring."""
 
-    def __init__(self, engine: Engine, policy: LimitPolicy):
+    def __init__(self, engine: OrderSender, policy: LimitPolicy):
         self.engine, self.policy = engine, policy
         self.key = f"resting:{engine.symbol}:{engine.cfg.interval}"
         self._last_poll = 0.0
@@ -144,7 +143,7 @@ class LimitManager:
         if p.timeout_s is not None:
             rec["deadline_ms"] = int(now_ms + p.timeout_s * 1000)
         else:
-            rec["deadline_candle_ms"] = int(candle_open_ms + p.candles * self.engine._interval_ms)
+            rec["deadline_candle_ms"] = int(candle_open_ms + p.candles * self.engine.interval_ms)
         self._save(rec)
 
     def keep_open(self) -> set[str]:
@@ -215,7 +214,7 @@ class LimitManager:
             return
         if resp is None:
             return
-        state = await eng._record_order(resp, row, event="cancel")
+        state = await eng.record_order(resp, row, event="cancel")
         log.info("order %s: %s %s %s timed out: %s of %s filled, rest %s", cid, row["type"], row["side"],
                  row["quantity"], plain(state.executed_qty), row["quantity"],
                  "cancelled" if state.status == "CANCELED" else state.status)
@@ -229,7 +228,7 @@ class LimitManager:
     async def _finish(self, row: dict, rec: dict) -> None:
         left = D(row["quantity"]) - D(row["executed_qty"])
         if self.policy.fallback == "market" and left > 0 and (rec.get("expired") or rec.get("crossed")):
-            await self.engine._fallback_market(row, left)
+            await self.engine.fallback_market(row, left)
         self._save(None)
 
 

@@ -252,7 +252,7 @@ def test_drawdown_trip_stops_entries_and_flattens_when_configured(texchange, tmp
             d2 = await rig.engine.on_candle(crash.iloc[-1:])
             assert d2.allowed is False and not rig.engine.kill_switch.allows_entries()
             if flatten:
-                assert d2.action == "sell" and d2.reason == "kill_switch_flatten"
+                assert d2.action == "sell" and d2.reason == "kill_switch"   # S4.decide's exit reason (was kill_switch_flatten)
                 assert not rig.store.position(SYM).is_open
             else:
                 assert d2.action == "none" and rig.store.position(SYM).is_open

@@ -28,7 +28,7 @@ def texchange(settings_env, monkeypatch, tmp_path):
     monkeypatch.setenv("BINANCE_TESTNET_API_URL", server.api_url)
     monkeypatch.setenv("BINANCE_TESTNET_API_KEY", API_KEY)
     monkeypatch.setenv("BINANCE_TESTNET_API_SECRET", CANARY_SECRET)
-    monkeypatch.setenv("HTTP_TIMEOUT", "1")
+    monkeypatch.setenv("HTTP_TIMEOUT", "5")  # generous for a loaded machine; held answers (600 s) still time out
     get_settings.cache_clear()
     try:
         yield TestEnv(server, ex, get_settings(), tmp_path)

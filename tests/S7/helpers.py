@@ -200,7 +200,7 @@ async def attach_stream(env: TestEnv, engine, venue, **kw):
                                    recv_window_ms=5000, **kw)
 
 
-async def wait_until(cond, timeout: float = 3.0, step: float = 0.005) -> float:
+async def wait_until(cond, timeout: float = 30.0, step: float = 0.005) -> float:
     """Await ``cond()`` true (polling the local state, never the exchange); returns the seconds
     it took, raises AssertionError after ``timeout``."""
     t0 = time.monotonic()

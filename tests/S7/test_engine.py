@@ -71,7 +71,7 @@ def test_timeout_after_accept_is_looked_up_not_resent(texchange, tmp_path):
     """The exchange executes the order but the answer never comes back in time:
     exactly one order exists, found by its client id, booked once."""
     async def go():
-        texchange.exchange.inject("timeout_after_accept", delay=2.0)
+        texchange.exchange.inject("timeout_after_accept", delay=600)  # held: the answer never comes
         rig, c, d, df = await _enter(texchange, tmp_path)
         try:
             assert d.result.status == "accepted" and d.result.found_by_lookup and d.result.sends == 1
@@ -120,7 +120,7 @@ def test_5xx_before_accept_is_resent_once_after_the_recv_window(texchange, tmp_p
 
 def test_lookup_failing_leaves_the_order_unknown_and_blocks_new_orders(texchange, tmp_path):
     async def go():
-        texchange.exchange.inject("timeout_after_accept", delay=2.0)
+        texchange.exchange.inject("timeout_after_accept", delay=600)  # held: the answer never comes
         texchange.exchange.inject("error", method="GET", path="/api/v3/order", count=40, status=500)
         rig, c, d, df = await _enter(texchange, tmp_path)
         t0 = df.attrs["t0"]

@@ -122,7 +122,7 @@ def test_unknown_outcome_after_accept_never_duplicates(texchange, fault):
     async def go():
         texchange.exchange.set_price(SYM, "50")
         async with trading_client(texchange) as c:
-            texchange.exchange.inject(fault, delay=1.5, status=500)
+            texchange.exchange.inject(fault, delay=600, status=500)  # held: the answer never comes
             res = await _buy(c, "s7-dup")
             assert res.status == "accepted" and res.found_by_lookup and res.sends == 1
             assert len(texchange.exchange.orders_with_client_id("s7-dup")) == 1

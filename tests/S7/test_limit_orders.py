@@ -62,7 +62,7 @@ def test_limit_buy_rests_then_fills_at_its_limit_after_a_timeout_on_accept(texch
     """The POST is accepted but its answer times out: found by client id, not re-sent;
     it rests, the market crosses it, it fills at its limit as maker, booked once."""
     async def go():
-        texchange.exchange.inject("timeout_after_accept", delay=2.0)
+        texchange.exchange.inject("timeout_after_accept", delay=600)  # held: the answer never comes
         rig, c, d, _ = await _place(texchange, tmp_path, policy(timeout_candles=2))
         try:
             eng = rig.engine

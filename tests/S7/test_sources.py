@@ -49,9 +49,11 @@ def test_db_source_reads_the_streamers_table_while_it_is_written(tmp_path):
         await asyncio.sleep(0.05)
         writer.write(_rows(df.iloc[50:51]))                      # one closed candle
         writer.write(_rows(df.iloc[51:52], closed=False))        # the next one in progress: a price
-        await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 30                          # ... that the poller saw (waited for)
+        while not any(isinstance(e, PriceEvent) for e in got) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         writer.write(_rows(df.iloc[51:60]))                      # a backfill of 9 candles in one commit
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
         candles = [e for e in got if isinstance(e, CandleEvent)]
         assert [c.candle.index[0] for c in candles] == list(df.index[50:60])
         assert all(len(c.candle) == 1 and "is_closed" not in c.candle.columns for c in candles)
@@ -113,12 +115,18 @@ def test_rest_poll_source_picks_up_the_next_close(settings_env, monkeypatch):
             assert len(hist) == 50
             stop = asyncio.Event()
             got = []
-            t0 = time.monotonic()
+            n0 = len(server.requests_to("/klines"))
             async for ev in src.events(stop):
                 got.append(ev)
                 if isinstance(ev, CandleEvent):
                     break
-            assert time.monotonic() - t0 < 6
             assert got[-1].candle.index[0] == hist.index[-1] + pd.Timedelta(minutes=1)
+            # picked up at the first poll after the close, as the server's clock saw it: every
+            # earlier poll arrived before the minute ended, none after it went unanswered
+            close_ms = int((got[-1].candle.index[0] + pd.Timedelta(minutes=1)).value // 1_000_000)
+            polls = server.requests_to("/klines")[n0:]
+            after = [r for r in polls if int(r.arrived * 1000) + shift >= close_ms]
+            assert polls and int(polls[-1].t * 1000) + shift >= close_ms   # the last one was answered after it
+            assert after in ([], [polls[-1]])                                  # no later poll was needed
         run(go())
     get_settings.cache_clear()

@@ -98,11 +98,12 @@ def test_partial_fills_are_booked_from_events_without_polling(texchange, tmp_pat
             if with_stream:   # the order's own NEW event (and its balance change) came through
                 await wait_until(lambda: rig.stream.stats["events"] >= 2)
             n0 = len(ex.requests)
-            took = []
+            seen_events = []  # stream events the engine had taken when each part was booked
             for px, qty, total in (("119.8", "3", D(3)), ("119.7", "2", D(5)), ("119.6", None, QTY)):
                 ex.set_price(SYM, px, qty=qty)
                 await eng.on_price(float(px), now_ms())     # a price event, as the session feeds them
-                took.append(await wait_until(lambda: _executed(rig, cid) == total, timeout=3.0))
+                await wait_until(lambda: _executed(rig, cid) == total, timeout=30.0)
+                seen_events.append(eng.stats.get("stream_events", 0))
             row = rig.store.get_order(cid)
             assert row["status"] == "FILLED"
             fills = rig.store.fills(SYM)
@@ -114,7 +115,7 @@ def test_partial_fills_are_booked_from_events_without_polling(texchange, tmp_pat
             lookups = [r for r in ex.requests[n0:] if r.path in ("/api/v3/order", "/api/v3/myTrades")]
             if with_stream:
                 assert ex.requests[n0:] == []                     # not one REST request: no polling
-                assert max(took) < 1.0                            # each part booked well within a second
+                assert seen_events == sorted(set(seen_events))    # each part booked on a new stream event
                 assert eng.stats["stream_events"] >= 4            # NEW + three TRADEs
                 # balances came from outboundAccountPosition, equal to the exchange's
                 assert eng.balances["USDT"] == ex.book.balance("USDT")
@@ -142,8 +143,8 @@ def test_rest_answer_and_delayed_events_of_a_market_order_are_booked_once(texcha
         try:
             row = rig.store.get_order(cid)
             assert row["status"] == "FILLED" and len(rig.store.fills(SYM)) == 1   # from the FULL answer
-            await wait_until(lambda: any(e.get("x") == "TRADE" for e in seen), timeout=3.0)
-            await asyncio.sleep(0.05)
+            await wait_until(lambda: any(e.get("x") == "TRADE" for e in seen), timeout=30.0)
+            await wait_until(lambda: any(e.get("X") == "FILLED" for e in seen), timeout=30.0)
             assert any(e.get("X") == "FILLED" for e in seen)
             pos = rig.store.position(SYM)
             assert len(rig.store.fills(SYM)) == 1 and len(_fill_events(rig)) == 1
@@ -205,7 +206,7 @@ def test_stream_dropped_during_a_fill_is_reconciled_exactly(texchange, tmp_path)
             assert _executed(rig, cid) == 0 and not rig.store.fills(SYM)
             resyncs = rig.stream.stats["resyncs"]
             us.allow()
-            await wait_until(lambda: rig.stream.stats["resyncs"] > resyncs, timeout=5.0)
+            await wait_until(lambda: rig.stream.stats["resyncs"] > resyncs, timeout=30.0)
             row = rig.store.get_order(cid)
             assert row["status"] == "PARTIALLY_FILLED" and D(row["executed_qty"]) == 3
             assert len(rig.store.fills(SYM)) == 1 and rig.stream.healthy
@@ -262,7 +263,7 @@ def test_no_secret_key_or_signature_in_logs_and_a_wrong_secret_stops_the_stream(
             await asyncio.to_thread(us.expire)
             await wait_until(lambda: rig.stream.stats["resyncs"] >= 2)
             await asyncio.to_thread(us.drop)
-            await wait_until(lambda: rig.stream.stats["resyncs"] >= 3, timeout=5.0)
+            await wait_until(lambda: rig.stream.stats["resyncs"] >= 3, timeout=30.0)
             # a wrong secret: one error line (-1022), the stream stops, no retry
             got: list = []
 
@@ -271,7 +272,7 @@ def test_no_secret_key_or_signature_in_logs_and_a_wrong_secret_stops_the_stream(
             bad = UserDataStream(url=us.url, api_key=API_KEY, api_secret="wrong-" + CANARY_SECRET,
                                  on_event=keep, backoff_initial=0.01, backoff_max=0.02)
             assert await bad.start(wait=0.5) is False
-            await asyncio.sleep(0.2)
+            await wait_until(lambda: bad.stopped_reason is not None, timeout=30.0)  # refused, gave up
             assert "-1022" in bad.stopped_reason and bad.stats["connects"] == 1 and not bad.healthy
             assert CANARY_SECRET not in repr(bad) and API_KEY not in repr(rig.stream)
             await bad.close()

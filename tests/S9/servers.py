@@ -105,3 +105,61 @@ def stop_proc(proc: subprocess.Popen | None, sig=signal.SIGTERM) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+class InfluxServer:
+    """``influxd`` (1.x) with its meta/data/wal dirs in ``tmp`` and both ports free."""
+
+    def __init__(self, tmp: Path):
+        self.binary = need("influxd")
+        self.dir = tmp / "influx"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port, self.rpc = free_port(), free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "InfluxServer":
+        conf = self.dir / "influxdb.conf"
+        conf.write_text(f"""reporting-disabled = true
+bind-address = "127.0.0.1:{self.rpc}"
+[meta]
+  dir = "{self.dir / 'meta'}"
+[data]
+  dir = "{self.dir / 'data'}"
+  wal-dir = "{self.dir / 'wal'}"
+  query-log-enabled = false
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{self.port}"
+  auth-enabled = false
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+""")
+        self.proc = subprocess.Popen([self.binary, "-config", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=open(self.dir / "influxd.log", "ab"))
+        import requests
+
+        wait_for(lambda: requests.get(f"{self.url}/ping", timeout=1).status_code == 204, "influxd to answer /ping")
+        return self
+
+    def query(self, q: str, db: str) -> list[dict]:
+        import requests
+
+        r = requests.get(f"{self.url}/query", params={"db": db, "q": q, "epoch": "ns"}, timeout=30)
+        r.raise_for_status()
+        series = r.json()["results"][0].get("series", [])
+        return [dict(zip(s["columns"], v), **s.get("tags", {})) for s in series for v in s["values"]]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

@@ -2,7 +2,7 @@
 
     python S5/optimize.py --symbol ETHUSDC --interval 1h --days 365 --rules S4/rules.yaml --trials 200
     python S5/optimize.py --symbol ETHUSDC --interval 1h --days 365 --rules S4/rules_ta_only.yaml \\
-        --objective calmar --storage postgresql+psycopg2://user:pass@dbhost/optuna --study-name eth-ta
+        --objective calmar --storage postgresql://user:pass@dbhost/optuna --study eth-ta --workers 2
 
 reads ``data/ethusdc_1h_365d_ta.parquet`` (plus sentiment / ML when the rules read
 them), chooses the params on the first 70 % of the bars, reports them on the last
@@ -22,6 +22,8 @@ and ``..._equity.parquet`` (see S5/walkforward_lib.py). See S5/README.md.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Sequence
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
@@ -39,13 +41,28 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL (default sqlite:///<data dir>/optuna.db; a PostgreSQL URL lets "
                         "several machines share one study)")
-    p.add_argument("--study-name", default=None, help="default <symbol>_<interval>_<days>d_<rules>_<objective>")
+    p.add_argument("--study-name", "--study", dest="study_name", default=None,
+                   help="default <symbol>_<interval>_<days>d_<rules>_<objective>")
     p.add_argument("--train-frac", type=float, default=None,
                    help="share of the bars used to choose (0.7); with --walk-forward: the train share of each "
                         "fold's train + test when --wf-train is not given")
     p.add_argument("--min-trades", type=int, default=20,
                    help="trials with fewer closed trades on the training bars are pruned (20)")
-    p.add_argument("--seed", type=int, default=42, help="TPE seed (42)")
+    p.add_argument("--seed", type=int, default=42, help="sampler seed (42)")
+    dist = p.add_argument_group("several workers (one study, see S5/README.md)")
+    dist.add_argument("--workers", type=int, default=1, metavar="N",
+                      help="N local worker processes on the study (1); the same command on another machine with "
+                           "the same --storage (PostgreSQL) and --study joins it. --trials stays the study's total")
+    dist.add_argument("--sampler", default="tpe", choices=["tpe", "random"],
+                      help="tpe (default) or random: each trial's params depend only on --seed and its number, so "
+                           "any number of workers evaluates the same trials")
+    dist.add_argument("--heartbeat", type=int, default=30, metavar="SECONDS",
+                      help="a running trial's heartbeat period; a worker silent for twice this (killed) has its "
+                           "trial marked FAIL and the budget refilled (30)")
+    dist.add_argument("--report-only", action="store_true",
+                      help="run no trial: write the report of the study as it is now")
+    dist.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)
+    dist.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--fees", type=float, default=0.001, help="fee per side (0.001)")
     p.add_argument("--slippage", type=float, default=0.0005, help="slippage per side (0.0005)")
     p.add_argument("--init-cash", type=float, default=10_000.0, help="starting equity (10000)")
@@ -79,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from S5.hooks import load_risk
     from S5.metrics import format_metric
     from S5.optimize_lib import OptimizeConfig, optimize_files, redact_url
+    from S5.trial_loop import wait_workers
 
     wf = _walk_forward_config(args)
     costs = costs_from_args(args)
@@ -91,11 +109,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                             train_frac=0.7 if args.train_frac is None else args.train_frac,
                             min_trades=args.min_trades, seed=args.seed,
                             costs=costs, init_cash=args.init_cash,
-                            risk=load_risk(args.risk))
+                            risk=load_risk(args.risk), sampler=args.sampler, heartbeat=args.heartbeat,
+                            worker_index=args.worker_index)
     if wf is not None:
         return _walk_forward(args, config, wf)
-    run = optimize_files(args.symbol, args.interval, args.days, args.rules, config=config, storage=args.storage,
-                         study_name=args.study_name, report=not args.no_report)
+    workers = _start_workers(args, argv)
+    try:
+        run = optimize_files(args.symbol, args.interval, args.days, args.rules, config=config, storage=args.storage,
+                             study_name=args.study_name, report=not args.no_report,
+                             progress=not args.worker_only, report_only=args.report_only,
+                             search_only=args.worker_only or bool(workers))
+    finally:
+        codes = wait_workers(workers)
+    if args.worker_only:
+        return 0
+    if workers:  # every worker is done: the report reads the whole study
+        print(f"{len(workers) + 1} workers finished (extra workers' exit codes: {codes})", flush=True)
+        run = optimize_files(args.symbol, args.interval, args.days, args.rules, config=config, storage=args.storage,
+                             study_name=args.study_name, report=not args.no_report, progress=False,
+                             report_only=True)
     res = run.result
     console = Console()
     label = " [SIMULATED market data]" if run.simulated else ""
@@ -112,6 +144,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in run.paths.values():
         print(f"wrote {path}")
     return 0
+
+
+def _start_workers(args, argv) -> list:
+    """Start ``--workers`` - 1 extra local processes on the study (this process is worker 0)."""
+    from S1.errors import UserError
+    from S5.trial_loop import spawn_workers, without_option
+
+    if not 1 <= args.workers <= 64:
+        raise UserError(f"--workers must be from 1 to 64, got {args.workers}", "e.g. --workers 2")
+    if args.workers == 1 or args.worker_only or args.report_only:
+        return []
+    if args.walk_forward is not None:
+        raise UserError("--workers is not supported with --walk-forward yet",
+                        "run the walk-forward with --workers 1, or start the same command on several machines")
+    base = list(sys.argv[1:] if argv is None else argv)
+    return spawn_workers("S5.optimize", without_option(base, "--workers"), args.workers - 1)
 
 
 def _walk_forward_config(args):

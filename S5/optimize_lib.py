@@ -45,10 +45,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from S1.datasets import best_rules_path, optuna_storage_url  # noqa: F401 (re-exported)
+from S1.datasets import best_rules_path, optuna_storage_url
 from S1.errors import UserError
 from S5.engine import BacktestResult, Costs, run_backtest
 from S5.metrics import to_jsonable
+from S5.trial_loop import DEFAULT_HEARTBEAT, SAMPLERS, make_sampler, open_storage, run_trials, trial_lock
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,16 @@ class OptimizeConfig:
     costs: Costs = Costs()
     init_cash: float = 10_000.0
     risk: Any = None  # an S6 RiskConfig or None
+    sampler: str = "tpe"
+    heartbeat: int = DEFAULT_HEARTBEAT  # seconds; a trial silent for twice this is marked FAIL
+    worker_index: int = 0  # 0: the command's own process; 1..: extra local workers (TPE seed offset)
 
     def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"unknown --sampler {self.sampler!r}", f"use one of {', '.join(SAMPLERS)}")
+        if isinstance(self.heartbeat, bool) or not isinstance(self.heartbeat, int) or not 1 <= self.heartbeat <= 3600:
+            raise UserError(f"--heartbeat must be whole seconds from 1 to 3600, got {self.heartbeat!r}",
+                            "e.g. --heartbeat 30")
         if self.objective not in OBJECTIVES:
             raise UserError(f"unknown objective {self.objective!r}", f"use one of {', '.join(OBJECTIVES)}")
         if isinstance(self.n_trials, bool) or not isinstance(self.n_trials, int) or not 1 <= self.n_trials <= 100_000:
@@ -157,30 +166,6 @@ def default_storage() -> str:
     return optuna_storage_url()
 
 
-def open_storage(url: str | None):
-    """An Optuna storage for ``url`` (None: in memory). SQLite files get WAL journaling
-    with ``synchronous=NORMAL``: commits stop waiting for the disk (3x faster trials
-    here); a crash of the program loses nothing, a power cut at most the last trials."""
-    if url is None:
-        return None
-    import optuna
-
-    if not url.startswith("sqlite"):
-        return url  # PostgreSQL / MySQL / journal URLs: Optuna's defaults
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    from sqlalchemy import event
-
-    @event.listens_for(storage.engine, "connect")
-    def _pragmas(dbapi_conn, _record):  # pragma: no cover - exercised through the storage
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
-
-    storage.engine.dispose()
-    return storage
-
-
 def _hide_password(text: str, url: str) -> str:
     try:
         from sqlalchemy.engine import make_url
@@ -213,23 +198,24 @@ def fingerprint(rules, *, objective: str, split: Split, config: OptimizeConfig, 
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _study(storage: str | None, study_name: str | None, fp: str, seed: int, *, description: dict[str, Any]):
+def _study(storage: str | None, study_name: str | None, fp: str, config: OptimizeConfig, *,
+           description: dict[str, Any]):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        probe = optuna.create_study(storage=open_storage(storage), study_name=study_name, direction="maximize",
-                                    load_if_exists=True)
+        probe = optuna.create_study(storage=open_storage(storage, heartbeat=config.heartbeat),
+                                    study_name=study_name, direction="maximize", load_if_exists=True)
     except (ImportError, ModuleNotFoundError) as exc:
         raise UserError(f"the storage {redact_url(storage or '')} needs a missing driver ({exc})",
-                        "install it, e.g. pip install psycopg2-binary for postgresql+psycopg2:// URLs") from None
+                        "install it: pip install 'psycopg[binary]' for postgresql:// URLs (psycopg2-binary for postgresql+psycopg2://)") from None
     except UserError:
         raise
     except Exception as exc:  # bad URL, unreachable server, locked/corrupt file
         first = _hide_password(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, storage or "")
         raise UserError(f"cannot open the Optuna storage {redact_url(storage or '')}: {first[:200]}",
                         "pass a valid URL, e.g. --storage sqlite:///data/optuna.db or "
-                        "postgresql+psycopg2://user:pass@host/db") from None
+                        "postgresql://user:pass@host/db") from None
     if probe.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise UserError(f"study {study_name!r} minimises its objective", "pass a new --study-name")
     old = probe.user_attrs.get("fingerprint")
@@ -246,7 +232,7 @@ def _study(storage: str | None, study_name: str | None, fp: str, seed: int, *, d
         raise UserError(f"study {study_name!r} was created with other settings (market, window, search space, "
                         "objective, split, costs or risk differ)",
                         "pass a new --study-name, or the same settings to resume it")
-    probe.sampler = optuna.samplers.TPESampler(seed=seed + len(finished), multivariate=True)
+    probe.sampler = make_sampler(config.sampler, config.seed, offset=len(finished) + 100_003 * config.worker_index)
     return probe
 
 
@@ -275,11 +261,16 @@ def objective_value(metrics: dict[str, Any], objective: str) -> float:
     return float(v) if v is not None else float("nan")
 
 
-def search(data: _Data, rules, study, config: OptimizeConfig, lo: int, hi: int, *, progress: bool = True):
+def search(data: _Data, rules, study, config: OptimizeConfig, lo: int, hi: int, *, progress: bool = True,
+           storage: str | None = None, report_only: bool = False, search_only: bool = False):
     """Run ``study`` to ``config.n_trials`` finished trials on the bars ``[lo, hi)``:
     the rules are evaluated on the rows before ``hi`` only (the later rows are not even
     passed in) and backtested on ``[lo, hi)``, starting flat. Returns the best trial
-    and the trial counts by state; no complete trial is a :class:`UserError`."""
+    and the trial counts by state; no complete trial is a :class:`UserError`.
+    Several workers (processes, machines) may run this on one study at once (see
+    :mod:`S5.trial_loop`): the study ends with exactly ``n_trials`` finished trials.
+    ``report_only``: run no trial, read the study as it is; ``search_only``: a worker
+    that only adds trials (returns ``(None, {})``)."""
     import optuna
 
     from S4.evaluate import evaluate_arrays
@@ -300,13 +291,14 @@ def search(data: _Data, rules, study, config: OptimizeConfig, lo: int, hi: int, 
             raise optuna.TrialPruned(f"{config.objective} is undefined")
         return value
 
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    done = len(study.get_trials(deepcopy=False, states=states))
-    remaining = max(0, config.n_trials - done)
-    if remaining:
-        study.optimize(objective, n_trials=remaining, show_progress_bar=progress, gc_after_trial=False,
-                       callbacks=[optuna.study.MaxTrialsCallback(config.n_trials, states=states)])
+    if not report_only:
+        run_trials(study, objective, config.n_trials, lock=trial_lock(storage, study.study_name),
+                   progress=progress, heartbeat=config.heartbeat)
+    if search_only:
+        return None, {}
     trials = study.get_trials(deepcopy=False)
+    if report_only and not trials:
+        raise UserError(f"study {study.study_name!r} holds no trial yet", "run the same command without --report-only")
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
     counts = {k: v for k, v in counts.items() if v}
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
@@ -318,7 +310,7 @@ def search(data: _Data, rules, study, config: OptimizeConfig, lo: int, hi: int, 
 
 def optimize(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeConfig = OptimizeConfig(),
              storage: str | None = None, study_name: str | None = None, market: dict[str, Any] | None = None,
-             progress: bool = True) -> OptimizeResult:
+             progress: bool = True, report_only: bool = False, search_only: bool = False) -> OptimizeResult | None:
     """Search ``rules.param_space()`` on the training bars of ``frame`` (the ``_ta``
     frame with any sentiment / ML columns the rules read already joined)."""
     from S4.evaluate import evaluate_arrays, prepare_arrays
@@ -330,11 +322,14 @@ def optimize(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeConfi
     split = Split.of(frame.index, config.train_frac)
     data = _Data(frame, prepare_arrays(frame, rules), split, interval)
     fp = fingerprint(rules, objective=config.objective, split=split, config=config, market=market or {})
-    study = _study(storage, study_name, fp, config.seed,
+    study = _study(storage, study_name, fp, config,
                    description={"objective": config.objective, "split": split.as_dict(), "market": market or {},
                                 "search_space": space})
     te = split.train_end
-    best, counts = search(data, rules, study, config, 0, te, progress=progress)
+    best, counts = search(data, rules, study, config, 0, te, progress=progress, storage=storage,
+                          report_only=report_only, search_only=search_only)
+    if search_only:
+        return None
     best_rules = rules.with_params(**{k: v for k, v in best.params.items() if k in space})
     best_params = {k: best_rules.param(k) for k in space}  # checked values (no 0.30000000000000004)
     n = split.n
@@ -399,9 +394,11 @@ class OptimizeRun:
 
 def optimize_files(symbol: str, interval: str, days: int, rules_path: str | Path, *,
                    config: OptimizeConfig = OptimizeConfig(), storage: str | None = None,
-                   study_name: str | None = None, progress: bool = True, report: bool = True) -> OptimizeRun:
+                   study_name: str | None = None, progress: bool = True, report: bool = True,
+                   report_only: bool = False, search_only: bool = False) -> OptimizeRun | None:
     """The job behind ``python S5/optimize.py``: search, then write the best rules YAML,
-    the HTML report and a JSON summary."""
+    the HTML report and a JSON summary. ``search_only`` (an extra worker): add trials to
+    the study and write nothing; ``report_only``: add no trial, report the study as it is."""
     from S1.datasets import atomic_write_text, dataset_stem, normalize_symbol, report_path
     from S4.rules import load_rules
     from S4.signals import load_rule_inputs
@@ -416,7 +413,9 @@ def optimize_files(symbol: str, interval: str, days: int, rules_path: str | Path
               "first": frame.index[0].isoformat() if len(frame) else None,
               "last": frame.index[-1].isoformat() if len(frame) else None, "rows": len(frame)}
     res = optimize(frame, rules, interval=interval, config=config, storage=storage, study_name=study_name,
-                   market=market, progress=progress)
+                   market=market, progress=progress, report_only=report_only, search_only=search_only)
+    if res is None:
+        return None
     ins, oos = res.in_sample.metrics, res.out_of_sample.metrics
     header = (f"# Optimised by S5/optimize.py from {Path(rules_path).as_posix()} on {normalize_symbol(symbol)} "
               f"{interval} {int(days)}d{' (SIMULATED data)' if simulated else ''}\n"

@@ -501,11 +501,14 @@ def walk_forward(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeC
             window = {"walk_forward": wf.as_dict(), "fold": plan.fold_dict(f)}
             fp = fingerprint(rules, objective=config.objective, split=_Window(window), config=config,
                              market=market or {})
-            study = _study(storage, name, fp, config.seed + f.k,
+            from dataclasses import replace as _replace
+
+            study = _study(storage, name, fp, _replace(config, seed=config.seed + f.k),
                            description={"objective": config.objective, "split": window, "market": market or {},
                                         "search_space": space})
             try:
-                best, counts = search(data, rules, study, config, f.train_start, f.train_end, progress=False)
+                best, counts = search(data, rules, study, config, f.train_start, f.train_end, progress=False,
+                                      storage=storage)
             except UserError as exc:
                 t = f.times(frame.index)
                 raise UserError(f"fold {f.k + 1}/{n_folds} (train {t['train_from']:%Y-%m-%d %H:%M}.."

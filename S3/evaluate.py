@@ -139,7 +139,7 @@ def run(args, path: Path, texts, y) -> int:
                                            llm_classifier=clf, base_url=settings.openai_base_url))
         if args.verbose:
             print(f"{name}: {time.perf_counter() - t0:.1f}s")
-    slug = args.classifier.replace(",", "+")
+    slug = args.classifier.replace(",", "-")
     if clf is not None:
         slug += f"-{clf.model}" + (f"-{clf.prompt.name}" if clf.prompt.name != "default" else "")
     date = time.strftime("%Y-%m-%d", time.gmtime())

@@ -87,3 +87,27 @@ def test_prices_have_dates_and_bad_entries_are_refused(tmp_path):
 
     with pytest.raises(UserError, match="prices"):
         load_config(cfg)
+
+
+def test_default_report_path_and_script_mode(settings_env, shared_dir, capsys):
+    import subprocess
+    import sys
+
+    path = shared_dir / "data/sentiment/cryptolin_dev.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    assert main(["--labels", str(path), "--classifier", "lexicon,majority", "--limit", "30"]) == 0
+    capsys.readouterr()
+    pages = sorted(settings_env.reports_dir.glob("sentiment_eval_*.html"))
+    assert [re.fullmatch(r"sentiment_eval_lexicon-majority_\d{4}-\d{2}-\d{2}\.html", p.name) is not None
+            for p in pages] == [True]
+    assert json.loads(pages[0].with_suffix(".json").read_text())["selection"]["n"] == 30
+    # as a script (python S3/evaluate.py), with the environment of the isolated settings
+    import os
+
+    env = {**os.environ, "REPORTS_DIR": str(settings_env.reports_dir / "script")}
+    proc = subprocess.run([sys.executable, str(REPO / "S3/evaluate.py"), "--labels", str(path), "--classifier",
+                           "vader", "--limit", "12"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "| vader | 12 |" in proc.stdout
+    assert len(list((settings_env.reports_dir / "script").glob("sentiment_eval_vader_*.json"))) == 1

@@ -255,22 +255,49 @@ def _closed_window(df: pd.DataFrame, start_ms: int, end_ms: int, interval: str) 
 
 
 # -------------------------------------------------------------------- public API
-def _resolve_end(end, settings: Settings) -> int:
-    """``end`` in ms; default: the exchange's clock (falls back to ours)."""
+#: the longest window accepted (``--days``): 100 years
+MAX_DAYS = 36_500
+
+
+def _exchange_clock(settings: Settings) -> tuple[int, bool]:
+    """The exchange's clock (ms) and whether the server says it serves a simulated market
+    (the local servers of :mod:`S1.local` do, whatever the environment says)."""
+    async def ask():
+        async with BinanceRest(settings, max_retries=min(2, settings.http_max_retries)) as api:
+            return await api.server_clock()
+    body = run(ask())
+    return int(body["serverTime"]), bool(body.get("simulated"))
+
+
+def _resolve_end(end, settings: Settings, *, clock: tuple[int, bool] | None = None) -> int:
+    """``end`` in ms: the exchange's clock by default; a given ``end`` past the exchange's
+    clock is cut to it, so closure is always judged by the exchange's time (clock skew)."""
     now_local = int(time.time() * 1000)
     if end is None:
-        async def server_now():
-            async with BinanceRest(settings, max_retries=min(2, settings.http_max_retries)) as api:
-                return await api.server_time()
-        try:
-            return run(server_now())
-        except UserError:
-            raise
+        return (clock or _exchange_clock(settings))[0]
     end_ms = to_ms(end)
-    if end_ms > now_local + 60_000:
+    server_now = clock[0] if clock is not None else now_local
+    if end_ms > max(now_local, server_now) + 60_000:
         raise UserError(f"--end {ms_to_ts(end_ms):%Y-%m-%d %H:%M} is in the future",
                         "omit --end (= now) or pass a past UTC date such as 2024-01-01")
-    return end_ms
+    return min(end_ms, server_now) if clock is not None else end_ms
+
+
+def _check_days(days) -> None:
+    if not isinstance(days, int) or isinstance(days, bool) or not 0 < days <= MAX_DAYS:
+        raise UserError(f"--days must be a positive whole number up to {MAX_DAYS:,}, got {days!r}", "e.g. --days 365")
+
+
+def _check_window(start_ms: int, end_ms: int, interval: str, days: int) -> None:
+    """At least one whole candle must fit in ``[start, end)``."""
+    if interval == "1M":
+        from S1.intervals import next_open_ms
+        fits = next_open_ms(start_ms, interval) <= end_ms
+    else:
+        fits = start_ms + interval_ms(interval) <= end_ms
+    if not fits:
+        raise UserError(f"--days {days} is shorter than one {interval} candle: the window holds no closed candle",
+                        "pass a longer --days (e.g. --days 62 for 1M) or a shorter --interval")
 
 
 def download(symbol: str, interval: str, start, end=None, *, source: str = "auto",
@@ -286,7 +313,8 @@ def download(symbol: str, interval: str, start, end=None, *, source: str = "auto
     check_interval(interval)
     if source not in SOURCES:
         raise UserError(f"unknown --source {source!r}", f"use one of {', '.join(SOURCES)}")
-    end_ms = _resolve_end(end, settings)
+    end_ms = (_resolve_end(end, settings, clock=_exchange_clock(settings)) if archive_dir is None
+              else to_ms(end or pd.Timestamp.now(tz="UTC")))
     start_ms = to_ms(start)
     return _download_ms(symbol, interval, start_ms, end_ms, source=source, archive_dir=archive_dir,
                         settings=settings, progress=progress, stats=stats or FetchStats())
@@ -341,8 +369,7 @@ def update_dataset(*, symbol: str, interval: str, days: int, end=None, out: Path
     t0 = time.perf_counter()
     settings = settings or get_settings()
     check_interval(interval)
-    if not isinstance(days, int) or days <= 0:
-        raise UserError(f"--days must be a positive whole number, got {days!r}", "e.g. --days 365")
+    _check_days(days)
     if source not in SOURCES:
         raise UserError(f"unknown --source {source!r}", f"use one of {', '.join(SOURCES)}")
     from S1.ccxt_source import Venue
@@ -353,22 +380,48 @@ def update_dataset(*, symbol: str, interval: str, days: int, end=None, out: Path
                             archive_dir=archive_dir, plan=plan, settings=settings, progress=progress, t0=t0)
     symbol = normalize_symbol(symbol)
     path = Path(out) if out is not None else dataset_path(symbol, interval, days)
-    end_ms = _resolve_end(end, settings) if not plan or end is not None else int(time.time() * 1000)
+    if plan:
+        end_ms = to_ms(end) if end is not None else int(time.time() * 1000)
+        clock = None
+    elif archive_dir is not None:   # local files: nothing is asked of an exchange
+        end_ms = to_ms(end) if end is not None else int(time.time() * 1000)
+        clock = (end_ms, False)
+    else:   # no --end: the exchange's clock; a given --end is checked against it before fetching
+        clock = _exchange_clock(settings) if end is None else None
+        end_ms = _resolve_end(end, settings, clock=clock)
     start_ms = ceil_ms(end_ms - days * DAY_MS, interval)
+    _check_window(start_ms, end_ms, interval, days)
 
     existing, have = _existing(path, symbol, interval)
     todo = missing_ranges(have, (start_ms, end_ms))
     stats = FetchStats()
     if plan:
         return _plan(path, existing, have, todo, interval, stats, t0)
-
-    fetched = [_download_ms(symbol, interval, a, b, source=source, archive_dir=archive_dir,
-                            settings=settings, progress=progress, stats=stats) for a, b in todo]
+    if clock is None and todo and archive_dir is None:
+        # candles will come from the exchange: its clock judges which are closed (clock skew; a
+        # --end past it would take the forming candle), and it says whether it serves a simulated market
+        clock = _exchange_clock(settings)
+        end_ms = _resolve_end(end, settings, clock=clock)
+        start_ms = ceil_ms(end_ms - days * DAY_MS, interval)
+        _check_window(start_ms, end_ms, interval, days)
+        todo = missing_ranges(have, (start_ms, end_ms))
+    if clock is not None:
+        simulated = bool(settings.simulated_market or clock[1])
+    else:                                   # nothing fetched, no server asked: the file keeps its label
+        simulated = bool(settings.simulated_market or (read_metadata(path).get("simulated") if path.exists()
+                                                       else False))
     meta = {
         "symbol": symbol, "interval": interval, "days": days,
         "coverage_start_ms": start_ms, "coverage_end_ms": end_ms,
-        "exchange": "binance", "source_url": settings.redact(settings.binance_api_url),
+        "exchange": "binance", "market": "spot", "price": "last",
+        "source_url": settings.redact(settings.binance_api_url),
+        "simulated": simulated,
     }
+    if archive_dir is not None:
+        meta["source_url"] = f"local files {Path(archive_dir).name}"
+    _check_provenance(path, meta)
+    fetched = [_download_ms(symbol, interval, a, b, source=source, archive_dir=archive_dir,
+                            settings=settings, progress=progress, stats=stats) for a, b in todo]
     return _finish(path, existing, have, todo, fetched, start_ms, end_ms, interval, meta, stats, settings, t0)
 
 
@@ -388,10 +441,15 @@ def _finish(path: Path, existing: pd.DataFrame | None, have, todo, fetched: list
     meta = {
         **meta,
         "sources": sorted(stats.sources | set(read_metadata(path).get("sources", []) if path.exists() else [])),
-        "simulated": bool(settings.simulated_market),
+        "simulated": bool(meta.get("simulated") or settings.simulated_market),
         "gaps": [str(g) for g in gaps[:50]],
         "updated_at": pd.Timestamp.now(tz="UTC").isoformat(),
     }
+    if not len(window):
+        where = (f"{path} was left untouched" if path.exists() else "nothing was written")
+        raise UserError(f"no closed {interval} candle between {ms_to_ts(start_ms):%Y-%m-%d %H:%M} and "
+                        f"{ms_to_ts(end_ms):%Y-%m-%d %H:%M} UTC ({where})",
+                        "check --end and --days: the symbol may not trade yet at that time (its listing date)")
     if todo or have != (start_ms, end_ms) or not path.exists():
         write_parquet(window, path, metadata=meta)
     return Summary(path, len(window), window.index[0] if len(window) else None,
@@ -424,11 +482,19 @@ def _update_ccxt(venue, *, symbol: str, interval: str, days: int, end, out: Path
             async with CcxtHistory(venue, symbol, interval, settings=settings, progress=bar.update) as h:
                 fsym = h.file_symbol
                 path = Path(out) if out is not None else dataset_path(fsym, interval, days, exchange=venue.token)
-                end_ms = end_given if end_given is not None else (
-                    int(time.time() * 1000) if plan else await h.server_time())
+                if plan:
+                    end_ms = end_given if end_given is not None else int(time.time() * 1000)
+                else:   # closure is judged by the exchange's clock, also for a given --end
+                    server_now = await h.server_time()
+                    end_ms = server_now if end_given is None else min(end_given, server_now)
                 start_ms = ceil_ms(end_ms - days * DAY_MS, interval)
                 existing, have = _existing(path, fsym, interval)
                 _check_venue(path, venue)
+                if not plan:
+                    _check_window(start_ms, end_ms, interval, days)
+                    _check_provenance(path, {"exchange": venue.exchange, "market": venue.market,
+                                             "price": venue.price, "source_url": h.source_url,
+                                             "simulated": bool(settings.simulated_market)})
                 todo = missing_ranges(have, (start_ms, end_ms))
                 if plan:
                     return dict(path=path, existing=existing, have=have, todo=todo, plan=True)
@@ -481,6 +547,39 @@ def _check_venue(path: Path, venue) -> None:
     if have != (venue.exchange, venue.market, venue.price):
         raise UserError(f"{path} holds {'/'.join(have)} candles, not {venue.exchange}/{venue.market}/{venue.price}",
                         "pass --out to write elsewhere")
+
+
+def _host(url) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        return (urlsplit(str(url)).hostname or str(url)).lower()
+    except ValueError:
+        return str(url)
+
+
+def _check_provenance(path: Path, new: dict) -> None:
+    """A dataset's provenance is part of its identity: candles from another exchange, market,
+    price, server or of another kind (simulated / real) are never merged into, nor relabel,
+    an existing file. (A local server on another port is the same source.)"""
+    if not path.exists():
+        return
+    old = read_metadata(path)
+    if not old:
+        return
+    diffs = []
+    for key in ("exchange", "market", "price"):
+        default = {"exchange": "binance", "market": "spot", "price": "last"}[key]
+        if str(old.get(key, default)) != str(new.get(key, default)):
+            diffs.append(f"{key} {old.get(key, default)} -> {new.get(key, default)}")
+    if "simulated" in old and bool(old["simulated"]) != bool(new.get("simulated")):
+        kind = lambda b: "simulated" if b else "real"  # noqa: E731
+        diffs.append(f"{kind(old['simulated'])} candles -> {kind(new.get('simulated'))}")
+    if old.get("source_url") and new.get("source_url") and _host(old["source_url"]) != _host(new["source_url"]):
+        diffs.append(f"source {old['source_url']} -> {new['source_url']}")
+    if diffs:
+        raise UserError(f"{path} comes from another source ({'; '.join(diffs)}): not mixed, not relabelled",
+                        "pass --out to write this source elsewhere, or move the file away to refetch it")
 
 
 def _existing(path: Path, symbol: str, interval: str) -> tuple[pd.DataFrame | None, tuple[int, int] | None]:

@@ -316,7 +316,8 @@ class LocalBinance(LocalServer):
         return web.json_response({})
 
     async def _time(self, request):
-        return web.json_response({"serverTime": self.now_ms()})
+        # what a simulated market serves is labelled by the server itself (no environment variable)
+        return web.json_response({"serverTime": self.now_ms(), **({"simulated": True} if self.simulate else {})})
 
     async def _exchange_info(self, request):
         info = json.loads(json.dumps(self.base_exchange_info)) if self.base_exchange_info else {

@@ -46,9 +46,21 @@ def test_s2_smoke(settings_env):
     check_ta_file(dataset_path("ETHUSDC", "1h", 31, "ta"))
 
 
-def test_users_own_ta_file():
-    """The file the sprint plan names, when the user has made it (skipped otherwise)."""
+@pytest.mark.slow
+def test_users_own_ta_file(settings_env):
+    """The file the sprint plan names, built the way the user builds it -- the S1 download
+    (from a simulated local exchange) then ``S2/indicators.py`` -- in a temporary data folder."""
+    from S1.local.exchange import LocalBinance
+
+    env = {**os.environ, "DATA_DIR": str(settings_env.data_dir), "REPORTS_DIR": str(settings_env.reports_dir)}
+    base = ["--symbol", "ETHUSDC", "--interval", "1h", "--days", "365"]
+    with LocalBinance(simulate=True, simulate_days=400) as ex:
+        env.update(BINANCE_API_URL=ex.api_url, BINANCE_ARCHIVE_URL=ex.url)
+        for step in (["S1/historical.py", *base, "--source", "rest"], ["S2/indicators.py", *base]):
+            proc = subprocess.run([sys.executable, *step], cwd=REPO, env=env, capture_output=True, text=True,
+                                  timeout=600)
+            assert proc.returncode == 0, (step, proc.stderr[-2000:])
     path = dataset_path("ETHUSDC", "1h", 365, "ta")
-    if not path.exists():
-        pytest.skip(f"{path} not made yet (python S2/indicators.py --symbol ETHUSDC --interval 1h --days 365)")
+    assert path.parent == settings_env.data_dir or settings_env.data_dir in path.parents
     check_ta_file(path)
+    assert len(read_parquet(path)) >= 365 * 24 - 24

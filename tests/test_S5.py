@@ -54,9 +54,21 @@ def test_s5_smoke(settings_env):
     assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stderr[-2000:]
 
 
-def test_users_own_backtest():
-    """The files the sprint plan names, when the user has made them (skipped otherwise)."""
-    path = dataset_path("ETHUSDC", "1h", 365, "trades")
-    if not path.exists():
-        pytest.skip(f"{path} not made yet (python S5/backtest.py --symbol ETHUSDC --interval 1h --days 365)")
-    check_backtest_outputs("ETHUSDC", "1h", 365)
+@pytest.mark.slow
+def test_users_own_backtest(settings_env):
+    """The files the sprint plan names, built the way the user builds them -- S1 download
+    (simulated local exchange), S2, S4, S5 -- in a temporary data folder."""
+    from S1.local.exchange import LocalBinance
+
+    env = {**os.environ, "DATA_DIR": str(settings_env.data_dir), "REPORTS_DIR": str(settings_env.reports_dir)}
+    base = ["--symbol", "ETHUSDC", "--interval", "1h", "--days", "365"]
+    with LocalBinance(simulate=True, simulate_days=400) as ex:
+        env.update(BINANCE_API_URL=ex.api_url, BINANCE_ARCHIVE_URL=ex.url)
+        for step in (["S1/historical.py", *base, "--source", "rest"], ["S2/indicators.py", *base],
+                     ["S4/decision.py", *base, "--rules", "S4/rules_ta_only.yaml", "--no-plot"],
+                     ["S5/backtest.py", *base]):
+            proc = _run(step, env)
+            assert proc.returncode == 0, (step, proc.stderr[-2000:])
+    doc = check_backtest_outputs("ETHUSDC", "1h", 365)
+    assert settings_env.data_dir in dataset_path("ETHUSDC", "1h", 365, "trades").parents
+    assert doc["metrics"]["n_trades"] == len(read_parquet(dataset_path("ETHUSDC", "1h", 365, "trades")))

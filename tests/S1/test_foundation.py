@@ -27,6 +27,7 @@ from S1.intervals import INTERVALS, ceil_ms, close_time_ms, floor_ms, open_times
                                     "S1.archive", "S1.rest_client", "S1.local.exchange"])
 def test_doctests(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{module} has no examples"
     assert result.failed == 0
 
 

@@ -96,5 +96,7 @@ def test_free_port_is_bindable():
     import socket
 
     port = shot.free_port()
+    assert isinstance(port, int) and 1024 <= port <= 65535   # an unprivileged port the OS handed out
     with socket.socket() as s:
-        s.bind(("127.0.0.1", port))
+        s.bind(("127.0.0.1", port))                          # raises OSError when it is taken
+        assert s.getsockname() == ("127.0.0.1", port)

@@ -208,4 +208,5 @@ def test_sqlite_null_trades_become_zero(tmp_path):
 def test_module_doctests():
     import doctest
 
-    assert doctest.testmod(ta_io).failed == 0
+    res = doctest.testmod(ta_io)
+    assert res.attempted > 0 and res.failed == 0

@@ -16,6 +16,7 @@ MODULES = ["S3.config", "S3.assets", "S3.items", "S3.labels", "S3.lexicon", "S3.
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name, settings_env):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no examples"
     assert result.failed == 0
 
 

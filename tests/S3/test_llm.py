@@ -68,8 +68,12 @@ def test_429_retry_after_pauses_every_request(llm_server, llm_settings, fast_con
     assert (res["label"] != "unknown").all() and time.monotonic() - t0 >= 0.95
     reqs = llm_server.requests
     t429 = next(r["t"] for r in reqs if r["fault"] == "429")
-    later = [r["t"] - t429 for r in reqs if r["t"] > t429 + 0.05]
-    assert later and min(later) >= 0.95  # nothing was sent while the server asked us to wait
+    # the server's own log: inside the 1 s it asked for, only a request already in flight
+    # when the 429 went out may arrive (at most max_concurrency - 1 = 1); the rest come after
+    inside = [r for r in reqs if t429 < r["t"] < t429 + 0.95]
+    after = [r for r in reqs if r["t"] >= t429 + 0.95]
+    assert len(inside) <= 1, "a request was sent into the back-off window"
+    assert after and len(inside) + len(after) == len(reqs) - 1 - sum(r["t"] < t429 for r in reqs)
     assert len(reqs) == 7 and clf.usage.failed_requests == 1
 
 
@@ -182,10 +186,10 @@ def test_unreachable_server_and_missing_key(settings_env, monkeypatch, fast_conf
     get_settings.cache_clear()
     clf = OpenAIClassifier(settings=get_settings(), config=fast_config.llm,
                            cache=VerdictCache(tmp_path / "c.sqlite"), progress=False)  # local: no key needed
-    t0 = time.monotonic()
     with pytest.raises(NetworkError, match="no request"):
         clf.classify(TEXTS[:3])
-    assert time.monotonic() - t0 < 5
+    # gave up after the bounded attempts: one batch (3 texts < batch_size), max_attempts tries
+    assert clf.usage.requests == clf.usage.failed_requests == fast_config.llm.max_attempts
     monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.com/v1")
     get_settings.cache_clear()
     with pytest.raises(UserError, match="OPENAI_API_KEY is not set"):
@@ -195,9 +199,9 @@ def test_unreachable_server_and_missing_key(settings_env, monkeypatch, fast_conf
 def test_too_long_retry_after_marks_the_batch_unknown(llm_server, llm_settings, fast_config, tmp_path):
     llm_server.inject("429", retry_after=3600)
     clf = make(llm_settings, fast_config, tmp_path, batch_size=3, max_concurrency=1)
-    t0 = time.monotonic()
     res = clf.classify(TEXTS[:6])
-    assert time.monotonic() - t0 < 3
+    # not waited out and not retried: the 429 batch went once, the next batch once
+    assert len(llm_server.requests) == 2 and clf.usage.failed_requests == 1
     assert res["label"].tolist()[:3] == ["unknown"] * 3 and (res["label"][3:] != "unknown").all()
 
 

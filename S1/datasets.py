@@ -190,6 +190,27 @@ def news_items_path(*, data_dir: Path | None = None) -> Path:
     return globals()["data_dir"](data_dir) / "news_items.parquet"
 
 
+def funding_path(symbol: str, *, data_dir: Path | None = None) -> Path:
+    """``S1/funding.py``'s USD-M funding-rate history of ``symbol`` (one file per contract, grown
+    incrementally): ``data/btcusdt_funding.parquet``.
+
+    >>> funding_path("btcusdt", data_dir=Path("data")).name
+    'btcusdt_funding.parquet'
+    """
+    return globals()["data_dir"](data_dir) / f"{normalize_symbol(symbol).lower()}_funding.parquet"
+
+
+def open_interest_path(symbol: str, period: str, *, data_dir: Path | None = None) -> Path:
+    """``S1/funding.py --open-interest 1h``'s USD-M open-interest history of ``symbol`` at ``period``:
+    ``data/btcusdt_open_interest_1h.parquet``.
+
+    >>> open_interest_path("BTCUSDT", "5m", data_dir=Path("data")).name
+    'btcusdt_open_interest_5m.parquet'
+    """
+    return (globals()["data_dir"](data_dir)
+            / f"{normalize_symbol(symbol).lower()}_open_interest_{interval_token(period)}.parquet")
+
+
 def orders_log_path(*, data_dir: Path | None = None) -> Path:
     return globals()["data_dir"](data_dir) / "orders.jsonl"
 

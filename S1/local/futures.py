@@ -14,7 +14,9 @@ The routes CCXT's ``binance`` class calls for ``--market swap|future`` and
   progress at the server clock served with partial values, -1121 / -1120 errors;
   mark and index candles carry ``"0"`` volumes and, at index 8, the number of
   basic data (1-second samples), as Binance documents them;
-- ``GET /fapi/v1/time`` and ``/fapi/v1/ping``;
+- ``GET /fapi/v1/time`` (``simulated: true`` added when the server simulates) and ``/fapi/v1/ping``;
+- ``GET /fapi/v1/fundingRate``, ``/fapi/v1/premiumIndex`` and ``/futures/data/openInterestHist``
+  (:mod:`S1.local.funding`: deterministic simulated funding, 8-hourly with a 4-hourly period);
 - the fapi request weights (klines by ``limit``: 1 below 100, 2 below 500, 5 up to
   1,000, 10 above; 1 for the others) in ``X-MBX-USED-WEIGHT-1M``, counted by the
   server's weight limiter with its 429/418 + ``Retry-After``, and every fault of
@@ -221,6 +223,10 @@ class LocalFutures:
         app.router.add_get("/fapi/v1/indexPriceKlines", self._klines("index", "pair"))
         server.api_prefixes = tuple(dict.fromkeys((*server.api_prefixes, "/fapi/", "/dapi/")))
         server.weight_hooks.append(self._weight)
+        from S1.local.funding import FundingRoutes
+
+        #: ``/fapi/v1/fundingRate``, ``/fapi/v1/premiumIndex``, ``/futures/data/openInterestHist``
+        self.funding = FundingRoutes(self)
 
     # ------------------------------------------------------------ data
     def add_contract(self, contract: Contract) -> None:
@@ -302,7 +308,9 @@ class LocalFutures:
         return web.json_response({})
 
     async def _time(self, request):
-        return web.json_response({"serverTime": self.server.now_ms()})
+        # a simulated market (or simulated funding) is labelled by the server itself, as /api/v3/time does
+        sim = self.server.simulate or self.funding.simulated
+        return web.json_response({"serverTime": self.server.now_ms(), **({"simulated": True} if sim else {})})
 
     def _rate_limits(self) -> list[dict]:
         return [

@@ -46,3 +46,36 @@ def local_market(*, days: int = 395) -> Iterator[dict[str, str]]:
                "BINANCE_TESTNET_API_URL": server.api_url, "SIMULATED_MARKET": "1"}
     finally:
         server.stop()
+
+
+def fast_market(symbols: list[str], *, candle_seconds: float, interval: str = "1m", days: int = 2,
+                updates_per_candle: int = 2):
+    """An *unstarted* local Binance-compatible server (REST + kline streams on one port) replaying a
+    simulated market on an accelerated clock: a ``1m`` candle closes every ``candle_seconds`` wall
+    seconds (the S8 service's ``--offline --offline-candle-seconds N``). The streamer's REST backfill
+    and its stream see the same candles (one shared clock). Other sprints may add routes (e.g. the
+    S7 signed test exchange) before ``server.start()``; ``server.stop()`` ends it. The market holds
+    ``days`` of history before now and two days after (at 1 s candles: 48 minutes of replay).
+
+    >>> server = fast_market(["BTCUSDT"], candle_seconds=1)
+    >>> server.market[("BTCUSDT", "1m")].shape[1] >= 11, server.port
+    (True, 0)
+    """
+    from S1.local.exchange import LocalBinance
+    from S1.local.stream import LocalStream, ReplayClock
+
+    if not candle_seconds or candle_seconds <= 0:
+        raise ValueError("candle_seconds must be positive (e.g. 1: a 1m candle closes every second)")
+    clock = ReplayClock(None, 60.0 / float(candle_seconds))
+    server = LocalBinance(simulate=True, simulate_days=days, now_ms=clock.now_ms)
+    LocalStream(server, clock, updates_per_candle=updates_per_candle)
+    for s in symbols:
+        server.rows_for(s, interval)
+        if interval != "1m":
+            server.rows_for(s, "1m")
+    return server
+
+
+def stream_url(server) -> str:
+    """The ``BINANCE_WS_URL`` of a :func:`fast_market` server (once started)."""
+    return f"ws://{server.host}:{server.port}"

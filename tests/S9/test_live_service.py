@@ -1,0 +1,118 @@
+"""Against a running S8 service (offline, free port, a token): every PromQL expression of the alert
+rules and dashboards names only metrics the service exports, and the image's HEALTHCHECK command
+tells a healthy service from a wrong token and from a stopped service."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from tests.S9 import promql
+from tests.S9.servers import REPO, free_port, spawn, stop_proc, wait_for
+
+TOKEN = "s9-test-token-0123456789abcdef"
+#: series Prometheus makes itself (not the service's): ``up`` per scrape target
+PROMETHEUS_OWN = {"up"}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    if not (REPO / "S8" / "service.py").is_file():
+        pytest.skip("S8/service.py is not in this checkout yet")
+    tmp = tmp_path_factory.mktemp("s8")
+    (tmp / "empty.env").write_text("")
+    cfg = tmp / "service.yaml"
+    cfg.write_text("markets:\n  - {symbol: BTCUSDT, interval: 1m, rules: S4/rules_ta_only.yaml, mode: dry-run}\n"
+                   "streamer: {backfill_minutes: 300}\n")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BINANCE_", "CONTROL_API", "BUS_URL"))}
+    env.update(TOOLKIT_ENV_FILE=str(tmp / "empty.env"), DATA_DIR=str(tmp / "data"), REPORTS_DIR=str(tmp / "reports"),
+               CONTROL_API_HOST="127.0.0.1", CONTROL_API_PORT=str(port), CONTROL_API_TOKEN=TOKEN)
+    proc = spawn(["S8/service.py", "--config", str(cfg), "--offline", "--offline-candle-seconds", "1"], env,
+                 tmp / "service.log")
+    base = f"http://127.0.0.1:{port}"
+
+    def candles_flowing():
+        assert proc.poll() is None, (tmp / "service.log").read_text()[-2000:]
+        text = requests.get(f"{base}/metrics", timeout=5).text
+        m = re.search(r'^toolkit_candles_total\{market="BTCUSDT"\} (\S+)$', text, re.M)
+        return text if m and float(m.group(1)) > 0 else None
+
+    try:
+        text = wait_for(candles_flowing, "the S8 service to serve /metrics with candles", timeout=180, every=0.2)
+        yield {"base": base, "env": env, "proc": proc, "metrics": text, "log": tmp / "service.log"}
+    finally:
+        stop_proc(proc, signal.SIGTERM)
+
+
+def _exposed_from_registry() -> set[str]:
+    from S8.metrics import ServiceMetrics
+
+    return promql.exposed_names(ServiceMetrics().render().decode())
+
+
+def _check(exposed: set[str]) -> None:
+    recorded = promql.recorded_names()
+    exprs = promql.rule_exprs() + promql.dashboard_promql()
+    assert len(exprs) >= 20
+    unknown = {}
+    for where, expr in exprs:
+        for name in promql.metric_names(expr) - recorded - PROMETHEUS_OWN:
+            if name not in exposed:
+                unknown.setdefault(name, []).append(where)
+    assert not unknown, f"metrics the service does not export: {unknown}"
+
+
+def test_every_promql_names_only_metrics_the_running_service_exports(service):
+    exposed = promql.exposed_names(service["metrics"])
+    assert "toolkit_decision_latency_seconds_bucket" in exposed and "toolkit_not_a_metric" not in exposed
+    _check(exposed)
+    # and the service exports no metric the dashboards leave out
+    read = set().union(*(promql.metric_names(e) for _, e in promql.rule_exprs() + promql.dashboard_promql()))
+    from S8.metrics import METRIC_NAMES
+
+    missing = {n for n in METRIC_NAMES if not any(r == n or r.startswith(n + "_") for r in read)}
+    assert not missing, f"exported but on no dashboard or rule: {missing}"
+
+
+def test_every_promql_names_only_metrics_of_the_s8_registry():
+    """Without starting anything: the same check against S8/metrics.py's registry."""
+    if not (REPO / "S8" / "metrics.py").is_file():
+        pytest.skip("S8/metrics.py is not in this checkout yet")
+    _check(_exposed_from_registry())
+
+
+def _dockerfile_healthcheck() -> list[str]:
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    m = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])\s*$", text, re.M)
+    assert m, "the Dockerfile has no exec-form HEALTHCHECK"
+    import json
+
+    cmd = json.loads(m.group(1))
+    assert cmd[0] == "python"
+    return [sys.executable, *cmd[1:]]
+
+
+def test_the_images_healthcheck_command_against_the_service(service):
+    cmd = _dockerfile_healthcheck()
+    run = lambda env: subprocess.run(cmd, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True,
+                                     text=True, timeout=60)
+    ok = run(service["env"])
+    assert ok.returncode == 0, ok.stderr
+    wrong = run({**service["env"], "CONTROL_API_TOKEN": "not-the-token-0123456789abcdef"})
+    assert wrong.returncode == 1 and "401" in wrong.stderr
+    assert "not-the-token" not in wrong.stderr              # the token is never printed
+    none = run({**service["env"], "CONTROL_API_TOKEN": ""})
+    assert none.returncode == 1 and "CONTROL_API_TOKEN" in none.stderr
+    # the service stops: unhealthy
+    r = requests.post(f"{service['base']}/stop", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert r.status_code == 200
+    service["proc"].wait(60)
+    down = run(service["env"])
+    assert down.returncode == 1 and "cannot reach" in down.stderr

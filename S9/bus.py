@@ -373,6 +373,75 @@ class KlineSubscriber:
             self._r.close()
 
 
+# ------------------------------------------------------------------------ order log
+class OrderLogPublisher:
+    """Follows an S7 order log (``data/orders.jsonl``: fills, rejections, every order event) onto the
+    stream ``toolkit:orders``, each line with the ``source`` that wrote it (the executor host).
+
+    The byte offset reached is kept per source in a Redis hash beside the stream and advanced in
+    the same ``MULTI``/``EXEC`` as the entries, so a restart neither skips nor repeats a line; a
+    line still being appended waits for its newline.
+    """
+
+    def __init__(self, path: str | Path, *, source: str | None = None, url: str | None = None,
+                 stream: str = "toolkit:orders", maxlen: int = 100_000, poll: float = 0.2):
+        self.path, self.stream, self.maxlen, self.poll = Path(path), stream, int(maxlen), float(poll)
+        self.source = source or socket.gethostname()
+        self.url = url
+        self.cursor_key = f"{stream}:cursor"
+        self.published = 0
+        self._r = None
+
+    def _redis(self):
+        if self._r is None:
+            self._r = connect(self.url)
+        return self._r
+
+    def publish_new(self) -> int:
+        """One pass: every complete line after the stored offset. Returns how many."""
+        if not self.path.is_file():
+            return 0
+        r = self._redis()
+        offset = int(r.hget(self.cursor_key, self.source) or 0)
+        if self.path.stat().st_size < offset:
+            log.warning("bus: %s is shorter than what was published: starting it over", self.path)
+            offset = 0
+        with open(self.path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(4_000_000)
+        end = data.rfind(b"\n") + 1
+        lines = [ln for ln in data[:end].decode("utf-8", "replace").splitlines() if ln.strip()]
+        if end == 0:
+            return 0
+        pipe = r.pipeline(transaction=True)
+        for line in lines:
+            pipe.xadd(self.stream, {"source": self.source, "json": line}, maxlen=self.maxlen, approximate=True)
+        pipe.hset(self.cursor_key, self.source, offset + end)
+        pipe.execute()
+        self.published += len(lines)
+        return len(lines)
+
+    def run(self, stop: threading.Event, *, max_backoff: float = 10.0) -> None:
+        import redis
+
+        failures = 0
+        while not stop.is_set():
+            try:
+                n = self.publish_new()
+                failures = 0
+                if not n:
+                    stop.wait(self.poll)
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+                failures += 1
+                wait = min(max_backoff, 0.2 * 2 ** min(failures, 6))
+                log.warning("bus: Redis unreachable (%s); retrying in %.1fs", type(exc).__name__, wait)
+                stop.wait(wait)
+
+    def close(self) -> None:
+        if self._r is not None:
+            self._r.close()
+
+
 # ------------------------------------------------------------------------------ state
 def put_state(name: str, value: dict, *, r=None) -> None:
     """Share a small state (kill-switch, service status): hash ``toolkit:state:<name>`` + a notice."""
@@ -391,5 +460,23 @@ def get_state(name: str, *, r=None) -> dict | None:
     return None if raw is None else json.loads(raw)
 
 
-__all__ = ["BusConfig", "DEFAULT_STREAM", "KlinePublisher", "KlineSubscriber", "connect", "get_state", "put_state",
-           "stream_id_key"]
+def share_status(status_url: str, token: str, *, name: str, r=None, timeout: float = 10.0) -> dict:
+    """One round: read the S8 service's ``GET /status`` (its public control API, with the token) and
+    share it as ``status:<name>``, and each market's kill-switch as ``kill_switch:<SYMBOL>``."""
+    import requests
+
+    resp = requests.get(status_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+    if resp.status_code != 200:
+        raise UserError(f"{status_url} answered HTTP {resp.status_code}",
+                        "check CONTROL_API_TOKEN and that the service runs (python S8/service.py)")
+    status = resp.json()
+    r = r or connect()
+    put_state(f"status:{name}", status, r=r)
+    for m in status.get("markets", []):
+        if isinstance(m, dict) and m.get("market") and "kill_switch" in m:
+            put_state(f"kill_switch:{m['market']}", {**m["kill_switch"], "host": name, "mode": m.get("mode")}, r=r)
+    return status
+
+
+__all__ = ["BusConfig", "DEFAULT_STREAM", "KlinePublisher", "KlineSubscriber", "OrderLogPublisher", "connect",
+           "get_state", "put_state", "share_status", "stream_id_key"]

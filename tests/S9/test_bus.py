@@ -4,6 +4,7 @@ a kill -9 + restart of Redis and a kill -9 of the publisher."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -158,3 +159,26 @@ def test_bad_bus_url_is_a_user_error(settings_env, monkeypatch):
     with pytest.raises(UserError, match="redis://"):
         connect()
     assert "example" not in get_settings().redact("cannot reach http://example:6379")
+
+
+def test_order_log_publisher_resumes_without_loss_or_repeat(tmp_path, settings_env):
+    from S9.bus import OrderLogPublisher
+
+    redis = RedisServer(tmp_path).start()
+    try:
+        log = tmp_path / "orders.jsonl"
+        lines = [json.dumps({"event": "fill", "client_id": f"s7-{i}", "price": str(100 + i)}) for i in range(5)]
+        log.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:10])       # the third is half-written
+        pub = OrderLogPublisher(log, source="host-b", url=redis.url, stream="t:o")
+        assert pub.publish_new() == 2
+        assert pub.publish_new() == 0
+        pub.close()
+        with open(log, "a") as fh:
+            fh.write(lines[2][10:] + "\n" + lines[3] + "\n" + lines[4] + "\n")
+        pub = OrderLogPublisher(log, source="host-b", url=redis.url, stream="t:o")    # a restart
+        assert pub.publish_new() == 3
+        got = pub._redis().xrange("t:o")
+        assert [f["json"] for _, f in got] == lines and {f["source"] for _, f in got} == {"host-b"}
+        pub.close()
+    finally:
+        redis.stop()

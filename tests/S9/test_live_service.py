@@ -88,6 +88,35 @@ def test_every_promql_names_only_metrics_of_the_s8_registry():
     _check(_exposed_from_registry())
 
 
+def test_status_and_kill_switch_shared_on_the_bus(service, tmp_path):
+    """``bus_bridge.py share-status`` reads the running service's /status with its token and shares it;
+    another host reads the kill-switch state of each market from Redis."""
+    from tests.S9.servers import RedisServer
+
+    redis = RedisServer(tmp_path).start()
+    try:
+        env = {**service["env"], "BUS_URL": redis.url}
+        r = subprocess.run([sys.executable, "S9/bus_bridge.py", "share-status", "--name", "host-b", "--once",
+                            "--url", f"{service['base']}/status"], cwd=REPO, env={**env, "PYTHONPATH": str(REPO)},
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "shared status:host-b (1 market(s))" in r.stdout
+        from S9.bus import connect, get_state
+
+        bus = connect(redis.url)
+        status = get_state("status:host-b", r=bus)
+        assert [m["market"] for m in status["markets"]] == ["BTCUSDT"]
+        assert {w["name"] for w in status["workers"]} >= {"streamer-1m", "executor-btcusdt_1m"}
+        ks = get_state("kill_switch:BTCUSDT", r=bus)
+        assert ks["tripped"] is False and ks["host"] == "host-b"
+        r = subprocess.run([sys.executable, "S9/bus_bridge.py", "state", "kill_switch:BTCUSDT"], cwd=REPO,
+                           env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and '"tripped": false' in r.stdout
+        bus.close()
+    finally:
+        redis.stop()
+
+
 def _dockerfile_healthcheck() -> list[str]:
     text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
     m = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])\s*$", text, re.M)

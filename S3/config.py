@@ -114,7 +114,7 @@ class LlmConfig(_Frozen):
     @classmethod
     def _prices(cls, v: dict) -> dict:
         if not isinstance(v, dict):
-            raise ValueError("prices must map model names to {input, output, as_of}")
+            raise ValueError("prices must map model names to {input, output, as_of}")  # noqa: TRY004 (pydantic)
         out = {}
         for model, p in v.items():
             _check_price(model, p)
@@ -142,7 +142,7 @@ def load_price_file(name: str | Path) -> dict[str, dict]:
         raise ValueError(f"price file {p} does not exist (llm.prices_file)")
     raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     if not isinstance(raw, dict):
-        raise ValueError(f"price file {p} must map model names to {{input, output, as_of}}")
+        raise ValueError(f"price file {p} must map model names to {{input, output, as_of}}")  # noqa: TRY004
     for model, entry in raw.items():
         _check_price(model, entry)
     return {str(k): dict(v) for k, v in raw.items()}

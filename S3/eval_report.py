@@ -66,23 +66,27 @@ def confusion_text(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _price_text(llm: dict) -> str:
+    price = llm.get("price")
+    if not price:
+        return f"no price for {llm['model']!r}: cost unknown"
+    return (f"price {price['input']}/{price['output']} USD per 1M tokens in/out as of "
+            f"{price.get('as_of', '?')}")
+
+
 def table_text(report: dict) -> str:
     """The markdown table, the protocols and the confusion matrices."""
-    out = [f"{report['labels_file']}: {report['rows_total']} rows; evaluated {report['selection']['n']} "
-           f"({report['selection']['how']})",
+    out = [(f"{report['labels_file']}: {report['rows_total']} rows; evaluated {report['selection']['n']} "
+            f"({report['selection']['how']})"),
            "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(_row_cells(r)) + " |" for r in report["results"]]
     for r in report["results"]:
         out += ["", f"{r['classifier']}: {r['protocol']}", confusion_text(r)]
         llm = r.get("llm")
         if llm:
-            price = llm.get("price")
-            out.append(f"prompt {llm['prompt']} sha256 {llm['prompt_hash']}; "
-                       + (f"price {price['input']}/{price['output']} USD per 1M tokens in/out as of "
-                          f"{price.get('as_of', '?')}" if price else
-                          f"no price for {llm['model']!r}: cost unknown")
-                       + f"; {llm['failed_requests']} failed request(s), {llm['invalid_replies']} invalid "
-                         f"replies, {llm['replies_without_usage']} replies without usage")
+            out.append(f"prompt {llm['prompt']} sha256 {llm['prompt_hash']}; {_price_text(llm)}"
+                       f"; {llm['failed_requests']} failed request(s), {llm['invalid_replies']} invalid "
+                       f"replies, {llm['replies_without_usage']} replies without usage")
     return "\n".join(out)
 
 
@@ -115,17 +119,17 @@ def _figure_html(report: dict) -> str:
 
 
 MEANING = [
-    "accuracy: share of rows whose predicted label equals the human label; macro-F1: the unweighted mean "
-    "of the three classes' F1, so the rare bearish class counts as much as bullish (majority class: 0.22).",
-    "P / R: precision (of the rows predicted as that class, the share truly in it) and recall (of the rows "
-    "truly in it, the share found). An LLM item that stayed unknown counts as wrong.",
-    "Offline rows are measured on the same rows as the LLM. Their protocols differ (below): the trained "
-    "model's figures are out-of-fold; the lexicon's band was tuned on half of CryptoLin.",
-    "tokens and cost: summed from each reply's usage and priced with S3/prices.yaml (the date is the price's "
-    "as_of); a model without a price shows unknown. Cache hits cost nothing: a re-run of the same sample, "
-    "model and prompt makes no request.",
-    "latency: client-side seconds per answered request (p50 / p95), queueing behind max_concurrency excluded. "
-    "retries: requests repeated after a 429/5xx/timeout/invalid reply.",
+    ("accuracy: share of rows whose predicted label equals the human label; macro-F1: the unweighted mean "
+     "of the three classes' F1, so the rare bearish class counts as much as bullish (majority class: 0.22)."),
+    ("P / R: precision (of the rows predicted as that class, the share truly in it) and recall (of the rows "
+     "truly in it, the share found). An LLM item that stayed unknown counts as wrong."),
+    ("Offline rows are measured on the same rows as the LLM. Their protocols differ (below): the trained "
+     "model's figures are out-of-fold; the lexicon's band was tuned on half of CryptoLin."),
+    ("tokens and cost: summed from each reply's usage and priced with S3/prices.yaml (the date is the price's "
+     "as_of); a model without a price shows unknown. Cache hits cost nothing: a re-run of the same sample, "
+     "model and prompt makes no request."),
+    ("latency: client-side seconds per answered request (p50 / p95), queueing behind max_concurrency excluded. "
+     "retries: requests repeated after a 429/5xx/timeout/invalid reply."),
 ]
 
 
@@ -137,8 +141,8 @@ def report_html(report: dict) -> str:
     protocols = "".join(f"<li><b>{html.escape(r['classifier'])}</b>: {html.escape(r['protocol'])}</li>"
                         for r in report["results"])
     prompts = "".join(f"<li>{html.escape(r['llm']['model'])}: prompt <b>{html.escape(r['llm']['prompt'])}</b> "
-                      f"sha256 <code>{html.escape(r['llm']['prompt_hash'])}</code></li>"
-                      for r in report["results"] if r.get("llm"))
+                      f"sha256 <code>{html.escape(r['llm']['prompt_hash'])}</code>; {html.escape(_price_text(r['llm']))}"
+                      f"</li>" for r in report["results"] if r.get("llm"))
     meaning = "".join(f"<li>{html.escape(m)}</li>" for m in MEANING)
     sub = (f"{html.escape(report['labels_file'])} (sha256 {report['labels_sha256'][:12]}), {report['rows_total']} "
            f"rows; evaluated {sel['n']} ({html.escape(sel['how'])}); {html.escape(report['created_at'])}")

@@ -36,8 +36,9 @@ def _readme_figures(args, texts, y) -> int:
             ("lexicon, band of crypto_lexicon.yaml (all rows; half of them tuned it)", lex.full_configured)]
     if not args.skip_model:
         m, per_fold = evaluate_model(texts, y, folds=args.folds, seed=args.seed)
-        rows.append((f"TF-IDF + logistic regression, {args.folds}-fold CV "
-                     f"(fold macro-F1 {min(per_fold):.3f}..{max(per_fold):.3f})", m))
+        name = (f"TF-IDF + logistic regression, {args.folds}-fold CV "
+                f"(fold macro-F1 {min(per_fold):.3f}..{max(per_fold):.3f})")
+        rows.append((name, m))
     print(f"{args.labels}: {len(y)} rows")
     print("| classifier | n | accuracy | macro-F1 |\n|---|---|---|---|")
     for name, m in rows:
@@ -144,9 +145,9 @@ def run(args, path: Path, texts, y) -> int:
         slug += f"-{clf.model}" + (f"-{clf.prompt.name}" if clf.prompt.name != "default" else "")
     date = time.strftime("%Y-%m-%d", time.gmtime())
     report = {"labels_file": str(path), "labels_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-              "rows_total": int(len(y)), "classifier": args.classifier,
+              "rows_total": len(y), "classifier": args.classifier,
               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "selection": {"n": int(len(rows)), "how": how, "limit": args.limit, "seed": args.sample_seed,
+              "selection": {"n": len(rows), "how": how, "limit": args.limit, "seed": args.sample_seed,
                             "rows": [int(i) for i in rows]},
               "results": [r.as_dict() for r in results]}
     print(table_text(report))

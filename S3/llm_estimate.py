@@ -114,7 +114,7 @@ def estimate_classifier(clf, texts) -> Estimate:
     """What ``clf.classify(texts)`` (an :class:`S3.llm.OpenAIClassifier`) would send, without sending it."""
     from S3.llm import price_for
 
-    keys, known, batches = clf.plan(texts)
+    keys, _known, batches = clf.plan(texts)
     hits = clf.cache.get_many(keys)
     return estimate_batches(batches, model=clf.model, system=clf.prompt.system, config=clf.config,
                             items=len(keys), cached=sum(1 for k in keys if k in hits),

@@ -60,7 +60,7 @@ _LEXICON: dict = {}
 LABEL_VERDICTS = {"bullish": (0.6, 0.8), "neutral": (0.0, 0.8), "bearish": (-0.6, 0.8)}
 
 
-class labelling_responder:  # noqa: N801  (used like a function)
+class labelling_responder:  # (lower case: used like a function)
     """A "model" that answers from a known labelling: ``labels[text]`` for each item
     (texts as the client sends them: cleaned, cut to ``llm.max_text_chars``); a text
     outside the labelling gets ``default`` and is counted in :attr:`misses`.

@@ -61,6 +61,10 @@ def build_parser() -> ArgumentParser:
                            "trial marked FAIL and the budget refilled (30)")
     dist.add_argument("--report-only", action="store_true",
                       help="run no trial: write the report of the study as it is now")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete the stored study of the same name first and start again")
+    p.add_argument("--add-trials", type=int, default=None, metavar="N",
+                   help="run N trials on top of those already stored (instead of up to the --trials total)")
     dist.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)
     dist.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--fees", type=float, default=0.001, help="fee per side (0.001)")
@@ -112,8 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                             risk=load_risk(args.risk), sampler=args.sampler, heartbeat=args.heartbeat,
                             worker_index=args.worker_index)
     if wf is not None:
+        if args.fresh or args.add_trials is not None:
+            from S1.errors import UserError
+
+            raise UserError("--fresh / --add-trials are not supported with --walk-forward yet",
+                            "pass a new --study for a fresh walk-forward, or a larger --trials per fold")
         return _walk_forward(args, config, wf)
-    workers = _start_workers(args, argv)
+    config = _prepare_study(args, config)
+    workers = _start_workers(args, argv, config.n_trials)
     try:
         run = optimize_files(args.symbol, args.interval, args.days, args.rules, config=config, storage=args.storage,
                              study_name=args.study_name, report=not args.no_report,
@@ -133,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     label = " [SIMULATED market data]" if run.simulated else ""
     console.print(f"study {res.study.study_name!r} in {redact_url(run.storage)}: {res.counts}{label}")
     console.print("best params (chosen on train): " + ", ".join(f"{k}={v}" for k, v in res.best_params.items()))
+    for verdict in res.verdicts():
+        console.print(f"[bold yellow]note:[/] {verdict}")
     comp = res.comparison()
     t = Table(title=f"{args.objective}: in-sample vs out-of-sample")
     t.add_column("metric")
@@ -146,7 +158,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _start_workers(args, argv) -> list:
+def _prepare_study(args, config):
+    """``--fresh`` and ``--add-trials`` act once, here, before any worker starts: the workers then share
+    one plain budget (``--trials`` = the study's total)."""
+    from dataclasses import replace
+
+    from S1.errors import UserError
+    from S5.optimize_lib import default_storage, default_study_name, delete_stored_study, finished_trials
+
+    if args.worker_only:
+        return config
+    if args.report_only and (args.fresh or args.add_trials):
+        raise UserError("--report-only runs no trial", "drop --fresh / --add-trials, or drop --report-only")
+    storage = args.storage or default_storage()
+    args.storage = storage
+    args.study_name = args.study_name or default_study_name(args.symbol, args.interval, args.days, args.rules,
+                                                            args.objective)
+    if args.fresh:
+        delete_stored_study(storage, args.study_name)
+    if args.add_trials is not None:
+        if not 1 <= args.add_trials <= 100_000:
+            raise UserError(f"--add-trials must be from 1 to 100000, got {args.add_trials}", "e.g. --add-trials 50")
+        total = finished_trials(storage, args.study_name) + args.add_trials
+        print(f"--add-trials {args.add_trials}: the study's budget becomes {total} trials", flush=True)
+        config = replace(config, n_trials=total)
+    return config
+
+
+def _start_workers(args, argv, n_trials: int) -> list:
     """Start ``--workers`` - 1 extra local processes on the study (this process is worker 0)."""
     from S1.errors import UserError
     from S5.trial_loop import spawn_workers, without_option
@@ -159,7 +198,11 @@ def _start_workers(args, argv) -> list:
         raise UserError("--workers is not supported with --walk-forward yet",
                         "run the walk-forward with --workers 1, or start the same command on several machines")
     base = list(sys.argv[1:] if argv is None else argv)
-    return spawn_workers("S5.optimize", without_option(base, "--workers"), args.workers - 1)
+    for opt in ("--workers", "--trials", "--add-trials", "--storage", "--study", "--study-name"):
+        base = without_option(base, opt)
+    base = without_option(base, "--fresh", takes_value=False)
+    base += ["--trials", str(n_trials), "--storage", args.storage, "--study", args.study_name]
+    return spawn_workers("S5.optimize", base, args.workers - 1)
 
 
 def _walk_forward_config(args):

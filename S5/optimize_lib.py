@@ -35,6 +35,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -137,6 +138,28 @@ class OptimizeResult:
     default_out_of_sample: BacktestResult
     counts: dict[str, int] = field(default_factory=dict)
     default_params: dict[str, Any] = field(default_factory=dict)
+    edges: dict[str, str] = field(default_factory=dict)   # params that ended on an edge of their range
+
+    @property
+    def defaults_win_out_of_sample(self) -> bool:
+        """True when the rule file's defaults beat the optimised params on the test bars (the objective)."""
+        b = self.out_of_sample.metrics.get(self.config.objective)
+        d = self.default_out_of_sample.metrics.get(self.config.objective)
+        return b is not None and d is not None and np.isfinite(b) and np.isfinite(d) and d > b
+
+    def verdicts(self) -> list[str]:
+        """Plain sentences a user should read before trusting the result."""
+        out = []
+        if self.defaults_win_out_of_sample:
+            out.append(f"The rule file's DEFAULT params beat the optimised ones out of sample "
+                       f"({self.config.objective}): the search fitted noise in the training bars.")
+        for k, side in self.edges.items():
+            out.append(f"{k} = {self.best_params[k]} is on the {side} edge of its range: the best value may lie "
+                       f"outside it -- widen the range and search again.")
+        n = self.out_of_sample.metrics.get("n_trades")
+        if n is not None and n < 30:
+            out.append(f"Only {int(n)} trades out of sample: too few to tell skill from luck.")
+        return out
 
     def comparison(self) -> pd.DataFrame:
         """Rows: metrics; columns: best in-sample / out-of-sample, defaults in / out."""
@@ -157,6 +180,9 @@ class OptimizeResult:
             "defaults_out_of_sample": {m: self.default_out_of_sample.metrics.get(m) for m in REPORT_METRICS},
             "costs": self.config.costs.as_dict(),
             "init_cash": self.config.init_cash,
+            "params_on_range_edge": self.edges,
+            "defaults_win_out_of_sample": self.defaults_win_out_of_sample,
+            "verdicts": self.verdicts(),
         })
 
 
@@ -186,8 +212,17 @@ def redact_url(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
-def fingerprint(rules, *, objective: str, split: Split, config: OptimizeConfig, market: dict[str, Any]) -> str:
-    """What a study was created for (a resumed study must match it)."""
+#: what each part of a study's fingerprint is called in messages (and the option that sets it)
+FINGERPRINT_PARTS = {"rules": "the rule file's conditions or search space (--rules)", "objective": "--objective",
+                     "split": "the train/test split (--train-frac, or a longer/shorter data window)",
+                     "min_trades": "--min-trades", "costs": "costs (--fees, --slippage, fee model, filters)",
+                     "init_cash": "--init-cash", "risk": "risk settings (--risk)",
+                     "market": "the market or data window (--symbol, --interval, --days, new candles)"}
+
+
+def fingerprint_parts(rules, *, objective: str, split: Split, config: OptimizeConfig,
+                      market: dict[str, Any]) -> dict[str, str]:
+    """A short hash per part of what a study was created for (see :data:`FINGERPRINT_PARTS`)."""
     structure = rules.to_dict()
     structure["params"] = rules.param_space()  # the search space, not the current values
     doc = {"rules": structure, "objective": objective, "split": split.as_dict(), "min_trades": config.min_trades,
@@ -195,14 +230,24 @@ def fingerprint(rules, *, objective: str, split: Split, config: OptimizeConfig, 
                                                                    else [config.costs.as_dict()]),
            "init_cash": config.init_cash,
            "risk": config.risk.model_dump() if config.risk is not None else None, "market": market}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:12]
+            for k, v in doc.items()}
+
+
+def fingerprint(rules, *, objective: str, split: Split, config: OptimizeConfig, market: dict[str, Any]) -> str:
+    """What a study was created for (a resumed study must match it); its parts are stored beside it."""
+    parts = fingerprint_parts(rules, objective=objective, split=split, config=config, market=market)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _study(storage: str | None, study_name: str | None, fp: str, config: OptimizeConfig, *,
-           description: dict[str, Any]):
+           description: dict[str, Any], parts: dict[str, str] | None = None, fresh: bool = False):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if fresh and storage is not None:
+        with contextlib.suppress(Exception):  # an unreadable storage is reported by create_study below
+            delete_stored_study(storage, study_name)
     try:
         probe = optuna.create_study(storage=open_storage(storage, heartbeat=config.heartbeat),
                                     study_name=study_name, direction="maximize", load_if_exists=True)
@@ -226,12 +271,16 @@ def _study(storage: str | None, study_name: str | None, fp: str, config: Optimiz
             raise UserError(f"study {study_name!r} already holds {len(finished)} trials from another tool",
                             "pass a new --study-name")
         probe.set_user_attr("fingerprint", fp)
+        if parts:
+            probe.set_user_attr("fingerprint_parts", parts)
         for k, v in description.items():
             probe.set_user_attr(k, to_jsonable(v))
     elif old != fp:
-        raise UserError(f"study {study_name!r} was created with other settings (market, window, search space, "
-                        "objective, split, costs or risk differ)",
-                        "pass a new --study-name, or the same settings to resume it")
+        stored = probe.user_attrs.get("fingerprint_parts") or {}
+        differ = [FINGERPRINT_PARTS[k] for k in FINGERPRINT_PARTS if parts and stored and stored.get(k) != parts.get(k)]
+        what = "; ".join(differ) if differ else "market, window, search space, objective, split, costs or risk"
+        raise UserError(f"study {study_name!r} was created with other settings -- differs: {what}",
+                        "add --fresh to start it again, pass a new --study, or the same settings to resume it")
     probe.sampler = make_sampler(config.sampler, config.seed, offset=len(finished) + 100_003 * config.worker_index)
     return probe
 
@@ -302,15 +351,20 @@ def search(data: _Data, rules, study, config: OptimizeConfig, lo: int, hi: int, 
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
     counts = {k: v for k, v in counts.items() if v}
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
+        seen = [int(t.user_attrs["train"]["n_trades"]) for t in trials
+                if isinstance(t.user_attrs.get("train"), dict) and t.user_attrs["train"].get("n_trades") is not None]
+        best_seen = f"; the most any trial made was {max(seen)}" if seen else ""
         raise UserError(f"no trial reached {config.min_trades} trades on the training bars "
-                        f"({counts.get('pruned', 0)} pruned)",
-                        "lower --min-trades, widen the params ranges, or use a longer window")
+                        f"({counts.get('pruned', 0)} pruned{best_seen})",
+                        f"lower --min-trades (e.g. --min-trades {max(1, max(seen) if seen else 1)}), widen the "
+                        "params ranges, or use a longer window")
     return study.best_trial, counts
 
 
 def optimize(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeConfig = OptimizeConfig(),
              storage: str | None = None, study_name: str | None = None, market: dict[str, Any] | None = None,
-             progress: bool = True, report_only: bool = False, search_only: bool = False) -> OptimizeResult | None:
+             progress: bool = True, report_only: bool = False, search_only: bool = False, fresh: bool = False,
+             add_trials: int | None = None) -> OptimizeResult | None:
     """Search ``rules.param_space()`` on the training bars of ``frame`` (the ``_ta``
     frame with any sentiment / ML columns the rules read already joined)."""
     from S4.evaluate import evaluate_arrays, prepare_arrays
@@ -321,11 +375,22 @@ def optimize(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeConfi
                         "give params ranges, e.g. rsi_buy: {value: 30, low: 20, high: 40}")
     split = Split.of(frame.index, config.train_frac)
     data = _Data(frame, prepare_arrays(frame, rules), split, interval)
+    te = split.train_end
+    parts = fingerprint_parts(rules, objective=config.objective, split=split, config=config, market=market or {})
     fp = fingerprint(rules, objective=config.objective, split=split, config=config, market=market or {})
-    study = _study(storage, study_name, fp, config,
+    study = _study(storage, study_name, fp, config, parts=parts, fresh=fresh,
                    description={"objective": config.objective, "split": split.as_dict(), "market": market or {},
                                 "search_space": space})
-    te = split.train_end
+    if add_trials is not None:
+        config = _with_added_trials(study, config, add_trials)
+    default_train = _segment_backtest(data, rules, config, 0, te) if not (search_only or report_only) else None
+    if default_train is not None:
+        n_def = int(default_train.metrics["n_trades"])
+        say = log.warning if n_def < config.min_trades else log.info
+        say("the rule file's default params make %d trades on the training bars (--min-trades %d)%s", n_def,
+            config.min_trades, ": trials near the defaults will be pruned; lower --min-trades or widen the ranges"
+            if n_def < config.min_trades else "")
+
     best, counts = search(data, rules, study, config, 0, te, progress=progress, storage=storage,
                           report_only=report_only, search_only=search_only)
     if search_only:
@@ -341,7 +406,73 @@ def optimize(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeConfi
     d_ins = _segment_backtest(data, rules, config, 0, te, signals=default_sig)
     d_oos = _segment_backtest(data, rules, config, te, n, signals=default_sig)
     return OptimizeResult(study, best_params, best_rules, float(best.value), split, config, ins, oos, d_ins, d_oos,
-                          counts, rules.params)
+                          counts, rules.params, edges=params_on_edges(best_params, space))
+
+
+def default_study_name(symbol: str, interval: str, days: int, rules_path: str | Path, objective: str) -> str:
+    """``<symbol>_<interval>_<days>d_<rules>_<objective>``, the study ``python S5/optimize.py`` uses by default."""
+    from S1.datasets import dataset_stem
+
+    return f"{dataset_stem(symbol, interval, days)}_{Path(rules_path).stem}_{objective}"
+
+
+def finished_trials(storage: str, study_name: str) -> int:
+    """Complete + pruned trials stored for ``study_name`` (0 when there is no such study)."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage, heartbeat=None))
+    except KeyError:
+        return 0
+    S = optuna.trial.TrialState
+    return len(study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED)))
+
+
+def delete_stored_study(storage: str, study_name: str) -> bool:
+    """``--fresh``: delete ``study_name`` and its trials from ``storage`` (True when there was one)."""
+    import optuna
+
+    try:
+        optuna.delete_study(study_name=study_name, storage=open_storage(storage, heartbeat=None))
+    except KeyError:
+        return False
+    log.warning("--fresh: deleted the stored study %r and its trials", study_name)
+    return True
+
+
+def _with_added_trials(study, config: OptimizeConfig, add: int) -> OptimizeConfig:
+    """``--add-trials N``: the budget becomes the finished trials already stored + N."""
+    from dataclasses import replace
+
+    import optuna
+
+    if isinstance(add, bool) or not isinstance(add, int) or not 1 <= add <= 100_000:
+        raise UserError(f"--add-trials must be a whole number from 1 to 100000, got {add!r}", "e.g. --add-trials 50")
+    S = optuna.trial.TrialState
+    done = len(study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED)))
+    return replace(config, n_trials=done + add)
+
+
+def params_on_edges(best: dict[str, Any], space: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Best params that ended on an edge of their range (``{"rsi_buy": "low"}``): the optimum may lie
+    outside the range searched -- widen it before trusting the value.
+
+    >>> params_on_edges({"a": 20, "b": 30, "c": 0.5}, {"a": {"low": 20, "high": 40, "step": 1},
+    ...     "b": {"low": 20, "high": 40, "step": 1}, "c": {"choices": [0.5, 1.0]}})
+    {'a': 'low'}
+    """
+    out = {}
+    for k, v in best.items():
+        sp = space.get(k) or {}
+        if sp.get("low") is None or sp.get("high") is None:
+            continue
+        lo, hi = float(sp["low"]), float(sp["high"])
+        tol = float(sp.get("step") or 0) / 2 or (hi - lo) * 1e-3
+        if float(v) <= lo + tol:
+            out[k] = "low"
+        elif float(v) >= hi - tol:
+            out[k] = "high"
+    return out
 
 
 # --------------------------------------------------------------------------- files
@@ -373,15 +504,48 @@ def optimization_html(res: OptimizeResult, *, title: str, simulated: bool) -> st
             + "".join(f"<tr><th>{_html.escape(k)}</th><td>{v}</td><td>{res.default_params.get(k, '')}</td></tr>"
                       for k, v in res.best_params.items())
             + "</table>"]
-    figs = [("Optimisation history", lambda: ov.plot_optimization_history(res.study)),
-            ("Parameter importances (fANOVA)", lambda: ov.plot_param_importances(res.study)),
-            ("Slices", lambda: ov.plot_slice(res.study))]
+    verdicts = res.verdicts()
+    if verdicts:
+        body.insert(0, "<div class='warn'><b>Read this first</b><ul>"
+                    + "".join(f"<li>{_html.escape(v)}</li>" for v in verdicts) + "</ul></div>")
+    figs = [("Best vs default parameters: equity, train then test", lambda: _equity_figure(res)),
+            ("Optimisation history", lambda: ov.plot_optimization_history(res.study)),
+            ("Parameter importances (fANOVA)", lambda: ov.plot_param_importances(res.study))]
+    figs += [(f"Slice: {p}", lambda p=p: _slice_figure(res.study, p)) for p in res.best_params]
     for name, make in figs:
         try:
             body.append(f"<h2>{name}</h2>" + figure_div(make()))
         except Exception as exc:  # e.g. importances need 2+ complete trials with varied params
             body.append(f"<h2>{name}</h2><p class='note'>not available: {_html.escape(str(exc))}</p>")
     return html_page(title, "".join(body))
+
+
+def _slice_figure(study, param: str):
+    """One parameter's slice plot, sized for the page (Optuna's all-in-one slice is cut off past ~4 params)."""
+    import optuna.visualization as ov
+
+    fig = ov.plot_slice(study, params=[param])
+    fig.update_layout(height=380, width=None, autosize=True, margin={"l": 60, "r": 20, "t": 40, "b": 50})
+    return fig
+
+
+def _equity_figure(res: OptimizeResult):
+    """Equity of the best and the default params on the training bars then the test bars, the split marked.
+    Each segment starts flat with the same cash (as the search and the out-of-sample check did)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, ins, oos, color in (("optimised", res.in_sample, res.out_of_sample, "#1f77b4"),
+                                  ("rule file defaults", res.default_in_sample, res.default_out_of_sample, "#999999")):
+        for seg, r, dash in (("train", ins, "solid"), ("test", oos, "dot")):
+            fig.add_trace(go.Scatter(x=r.equity.index, y=r.equity.to_numpy(), name=f"{name} ({seg})",
+                                     line={"color": color, "dash": dash}, legendgroup=name))
+    split_at = res.split.test_start_time
+    fig.add_vline(x=split_at, line_dash="dash", line_color="#d62728")
+    fig.add_annotation(x=split_at, y=1, yref="paper", text="train | test", showarrow=False, yanchor="bottom")
+    fig.update_layout(height=420, yaxis_title="equity (quote)", legend={"orientation": "h", "y": -0.15},
+                      margin={"l": 60, "r": 20, "t": 30, "b": 40})
+    return fig
 
 
 @dataclass
@@ -395,11 +559,12 @@ class OptimizeRun:
 def optimize_files(symbol: str, interval: str, days: int, rules_path: str | Path, *,
                    config: OptimizeConfig = OptimizeConfig(), storage: str | None = None,
                    study_name: str | None = None, progress: bool = True, report: bool = True,
-                   report_only: bool = False, search_only: bool = False) -> OptimizeRun | None:
+                   report_only: bool = False, search_only: bool = False, fresh: bool = False,
+                   add_trials: int | None = None) -> OptimizeRun | None:
     """The job behind ``python S5/optimize.py``: search, then write the best rules YAML,
     the HTML report and a JSON summary. ``search_only`` (an extra worker): add trials to
     the study and write nothing; ``report_only``: add no trial, report the study as it is."""
-    from S1.datasets import atomic_write_text, dataset_stem, normalize_symbol, report_path
+    from S1.datasets import atomic_write_text, normalize_symbol, report_path
     from S4.rules import load_rules
     from S4.signals import load_rule_inputs
 
@@ -407,13 +572,13 @@ def optimize_files(symbol: str, interval: str, days: int, rules_path: str | Path
     inputs = load_rule_inputs(symbol, interval, days, rules, rules_path=rules_path)
     frame, simulated, sources = inputs
     storage = storage or default_storage()
-    stem = dataset_stem(symbol, interval, days)
-    study_name = study_name or f"{stem}_{Path(rules_path).stem}_{config.objective}"
+    study_name = study_name or default_study_name(symbol, interval, days, rules_path, config.objective)
     market = {"symbol": normalize_symbol(symbol), "interval": interval, "days": int(days),
               "first": frame.index[0].isoformat() if len(frame) else None,
               "last": frame.index[-1].isoformat() if len(frame) else None, "rows": len(frame)}
     res = optimize(frame, rules, interval=interval, config=config, storage=storage, study_name=study_name,
-                   market=market, progress=progress, report_only=report_only, search_only=search_only)
+                   market=market, progress=progress, report_only=report_only, search_only=search_only,
+                   fresh=fresh, add_trials=add_trials)
     if res is None:
         return None
     ins, oos = res.in_sample.metrics, res.out_of_sample.metrics

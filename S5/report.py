@@ -91,6 +91,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
 h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:28px}
 .sim{color:#b00;font-weight:600} .note{color:#555;font-size:13px}
+.warn{background:#fff4e5;border:1px solid #f0b35b;padding:6px 12px;margin:12px 0;font-size:14px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:right} th{background:#f6f6f6;text-align:left}
 .grid{display:flex;gap:32px;flex-wrap:wrap}

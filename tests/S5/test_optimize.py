@@ -124,3 +124,101 @@ def test_cli_writes_rules_report_and_json(settings_env, sim_ta, capsys):
                   "--storage", "postgresql+psycopg2://bob:s3cret@127.0.0.1:1/x"]) == 2
     err = capsys.readouterr().err
     assert "s3cret" not in err and err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- a kinder optimiser (issue 21)
+def test_a_changed_setting_is_named_and_fresh_starts_again(sim_ta, tmp_path):
+    rules = load_rules(RULES)
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    optimize(sim_ta, rules, interval="1h", config=OptimizeConfig(n_trials=3, min_trades=3), storage=url,
+             study_name="s", progress=False)
+    with pytest.raises(UserError) as exc:
+        optimize(sim_ta, rules, interval="1h", config=OptimizeConfig(n_trials=3, min_trades=4), storage=url,
+                 study_name="s", progress=False)
+    assert "--min-trades" in exc.value.problem and "--objective" not in exc.value.problem
+    assert "--fresh" in exc.value.fix
+    with pytest.raises(UserError) as exc:
+        optimize(sim_ta, rules, interval="1h", config=OptimizeConfig(n_trials=3, min_trades=3, objective="calmar"),
+                 storage=url, study_name="s", progress=False)
+    assert "--objective" in exc.value.problem and "--min-trades" not in exc.value.problem
+    res = optimize(sim_ta, rules, interval="1h", config=OptimizeConfig(n_trials=2, min_trades=4), storage=url,
+                   study_name="s", progress=False, fresh=True)
+    assert len(res.study.trials) == 2 and res.study.user_attrs["fingerprint_parts"]["min_trades"]
+
+
+def test_add_trials_runs_on_top_of_the_stored_ones(sim_ta, tmp_path):
+    rules = load_rules(RULES)
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    cfg = OptimizeConfig(n_trials=4, min_trades=3)
+    optimize(sim_ta, rules, interval="1h", config=cfg, storage=url, study_name="s", progress=False)
+    res = optimize(sim_ta, rules, interval="1h", config=cfg, storage=url, study_name="s", progress=False,
+                   add_trials=3)
+    assert len(res.study.trials) == 7
+    with pytest.raises(UserError, match="--add-trials"):
+        optimize(sim_ta, rules, interval="1h", config=cfg, storage=url, study_name="s", progress=False, add_trials=0)
+
+
+def test_all_pruned_names_the_best_trade_count_seen(sim_ta):
+    rules = load_rules(RULES)
+    with pytest.raises(UserError) as exc:
+        optimize(sim_ta, rules, interval="1h", config=OptimizeConfig(n_trials=4, min_trades=100_000), progress=False)
+    res = optimize(sim_ta, rules, interval="1h", config=OptimizeConfig(n_trials=4, min_trades=1), progress=False)
+    most = max(t.user_attrs["train"]["n_trades"] for t in res.study.trials)
+    assert f"the most any trial made was {most}" in exc.value.problem
+    assert f"--min-trades {most}" in exc.value.fix
+
+
+def test_verdicts_edges_and_defaults_winning(sim_ta):
+    from S5.optimize_lib import params_on_edges
+
+    rules = load_rules(RULES)
+    res = optimize(sim_ta, rules, interval="1h", config=OptimizeConfig(n_trials=10, min_trades=3, seed=3),
+                   progress=False)
+    space = rules.param_space()
+    # independent check of the edge flags from the raw ranges
+    for k, v in res.best_params.items():
+        lo, hi = space[k].get("low"), space[k].get("high")
+        if lo is None:
+            assert k not in res.edges
+        elif v == lo:
+            assert res.edges[k] == "low"
+        elif v == hi:
+            assert res.edges[k] == "high"
+    assert params_on_edges({"x": 0.5}, {"x": {"low": 0.0, "high": 1.0, "step": None}}) == {}
+    b = res.out_of_sample.metrics["sharpe"]
+    d = res.default_out_of_sample.metrics["sharpe"]
+    assert res.defaults_win_out_of_sample == (d > b)
+    said = " ".join(res.verdicts())
+    assert ("DEFAULT params beat" in said) == (d > b)
+    assert res.summary()["defaults_win_out_of_sample"] == (d > b)
+
+
+def test_report_shows_the_split_equity_and_one_slice_per_param(sim_ta):
+    from S5.optimize_lib import optimization_html
+
+    rules = load_rules(RULES)
+    res = optimize(sim_ta, rules, interval="1h", config=OptimizeConfig(n_trials=6, min_trades=3), progress=False)
+    page = optimization_html(res, title="t", simulated=True)
+    assert "Best vs default parameters: equity, train then test" in page and "train | test" in page
+    for p in res.best_params:
+        assert f"Slice: {p}" in page
+    assert page.count("<script type='text/javascript'>") == 1      # plotly.js inlined once
+
+
+def test_default_params_trade_count_is_said_before_the_search(sim_ta, caplog):
+    import logging
+
+    rules = load_rules(RULES)
+    with caplog.at_level(logging.INFO, logger="S5.optimize_lib"):
+        with pytest.raises(UserError):
+            optimize(sim_ta, rules, interval="1h", config=OptimizeConfig(n_trials=2, min_trades=10_000),
+                     progress=False)
+    from S4.evaluate import prepare_arrays
+    from S5.optimize_lib import Split, _Data, _segment_backtest
+
+    split = Split.of(sim_ta.index, 0.7)
+    n_def = int(_segment_backtest(_Data(sim_ta, prepare_arrays(sim_ta, rules), split, "1h"), rules,
+                                  OptimizeConfig(), 0, split.train_end).metrics["n_trades"])
+    msgs = [r.getMessage() for r in caplog.records if "default params make" in r.getMessage()]
+    assert msgs and f"make {n_def} trades" in msgs[0] and "will be pruned" in msgs[0]
+    assert caplog.records[[r.getMessage() for r in caplog.records].index(msgs[0])].levelname == "WARNING"

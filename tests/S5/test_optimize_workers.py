@@ -143,3 +143,16 @@ def test_report_only_and_bad_worker_counts(postgres, market):
     assert len(_study(postgres.url, name).trials) == 6
     bad = _cli(market, _args(postgres.url, name, 6, "--workers", "0"))
     assert bad.returncode == 2 and "--workers must be from 1 to 64" in bad.stderr
+
+
+@pytest.mark.slow
+def test_add_trials_and_fresh_with_two_workers_on_sqlite(market, tmp_path):
+    storage, name = f"sqlite:///{tmp_path / 'add.db'}", "add"
+    assert _cli(market, _args(storage, name, 5)).returncode == 0
+    more = _cli(market, _args(storage, name, 5, "--add-trials", "4", "--workers", "2"))
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert "budget becomes 9 trials" in more.stdout
+    _check_budget(_study(storage, name), 9)
+    fresh = _cli(market, _args(storage, name, 3, "--fresh", "--workers", "2"))
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    _check_budget(_study(storage, name), 3)

@@ -54,7 +54,10 @@ def test_no_closed_candle_lost_through_forced_disconnects(btc_1h, settings_env, 
         db = tmp_path / "live.db"
         s = KlineStreamer(fast(symbols=("BTCUSDT", "ETHUSDT"), interval="1h", db_path=db,
                                backfill_minutes=lookback))
-        summary = asyncio.run(replay(s, clock, done=lambda: all(w >= end for w in s.watermarks.values())))
+        # done: every candle in, and 5 forced disconnects each followed by a reconnect (waited for, so the
+        # count does not depend on how fast this machine replays)
+        summary = asyncio.run(replay(s, clock, done=lambda: all(w >= end for w in s.watermarks.values())
+                                     and st.drops >= 5 and s.stats.reconnects >= 5))
         drops, connections = st.drops, list(st.connections)
 
     window = slice(pd.Timestamp(start - lookback * 60_000, unit="ms", tz="UTC"),

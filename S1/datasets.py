@@ -109,6 +109,17 @@ def dataset_path(symbol: str, interval: str, days: int, kind: str = "candles", *
     return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}{suffix}{ext}"
 
 
+def parity_path(symbol: str, interval: str, days: int, *, data_dir: Path | None = None,
+                exchange: str | None = None) -> Path:
+    """``data/<stem>_parity.json``: the backtest and paper trade lists of ``python S5/parity.py``.
+
+    >>> parity_path("BTCUSDT", "1h", 365, data_dir=Path("data")).as_posix()
+    'data/btcusdt_1h_365d_parity.json'
+    """
+    base = globals()["data_dir"](data_dir)
+    return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}_parity.json"
+
+
 #: Export formats of candle datasets and their file extension (Parquet is the chained format).
 EXPORT_EXTENSIONS: dict[str, str] = {"parquet": ".parquet", "csv": ".csv", "feather": ".feather", "sqlite": ".sqlite"}
 
@@ -150,6 +161,20 @@ def realtime_db_path(symbols: list[str] | str, interval: str, *, kind: str = "kl
     infix = "_trades" if kind == "trades" else ""
     prefix = "" if exchange in (None, "", "binance") else f"{exchange.lower()}_"
     return base / f"{prefix}{normalize_symbol(first).lower()}_{interval_token(interval)}{infix}_realtime.db"
+
+
+def book_realtime_path(symbols: list[str] | str, *, fmt: str = "sqlite", exchange: str | None = None,
+                       data_dir: Path | None = None) -> Path:
+    """Where ``S1/streamer.py --streams depth,...`` records books and tickers: the SQLite file
+    ``btcusdt_book_realtime.db``, or for Parquet/Feather the folder ``btcusdt_book_realtime``.
+
+    >>> book_realtime_path(["BTCUSDT", "ETHUSDT"], data_dir=Path("data")).name
+    'btcusdt_book_realtime.db'
+    """
+    first = symbols if isinstance(symbols, str) else symbols[0]
+    prefix = "" if exchange in (None, "", "binance") else f"{exchange.lower()}_"
+    name = f"{prefix}{normalize_symbol(first).lower()}_book_realtime"
+    return globals()["data_dir"](data_dir) / (f"{name}.db" if fmt == "sqlite" else name)
 
 
 def sentiment_path(interval: str = "1h", *, asset: str | None = None, data_dir: Path | None = None) -> Path:
@@ -248,8 +273,22 @@ def best_rules_path(symbol: str, interval: str, days: int, rules_path: str | Pat
 def optuna_storage_url(*, data_dir: Path | None = None) -> str:
     """S5's default Optuna storage: ``sqlite:///<data dir>/optuna.db`` (folder created)."""
     d = globals()["data_dir"](data_dir)
-    d.mkdir(parents=True, exist_ok=True)
+    check_writable(d, what="the Optuna study database optuna.db")
     return f"sqlite:///{(d / 'optuna.db').as_posix()}"
+
+
+def check_writable(folder: Path, *, what: str = "files") -> Path:
+    """Create ``folder`` if needed and prove it takes a file (a probe, since permission bits
+    do not tell for root or read-only mounts); a :class:`UserError` naming it otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UnwritableError(f"cannot write {what} in {folder} ({exc.strerror or type(exc).__name__})",
+                              f"make {folder} writable, or point DATA_DIR at a writable folder") from None
+    return folder
 
 
 def executor_state_path(tag: str, symbol: str, interval: str, *, replay: bool = False,
@@ -401,10 +440,75 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()
 
 
+class UnwritableError(UserError, OSError):
+    """A data file could not be written (read-only or full folder): a :class:`UserError`
+    naming the folder, still an :class:`OSError` for callers that catch those."""
+
+    def __init__(self, problem: str, fix: str | None = None):
+        UserError.__init__(self, problem, fix)
+
+
+def _unwritable(path: Path, exc: OSError) -> UserError:
+    folder = path.parent
+    why = exc.strerror or str(exc) or type(exc).__name__
+    return UnwritableError(f"cannot write {path.name} in {folder} ({why}); {path} was left as it was",
+                           f"make {folder} writable (or free space there), or point DATA_DIR / --out at a "
+                           "writable folder")
+
+
+def _locked(fd: int) -> bool:
+    """Take the writer's lock on a temp file (released when its process ends, even by SIGKILL)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def clean_stale_temps(path: Path) -> list[Path]:
+    """Remove the temp files a killed writer of ``path`` left (``.<name>.*.tmp`` beside it
+    whose writer's lock is free); the temp file of a writer still running is kept."""
+    path = Path(path)
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob_escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _locked(fd):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
 def _atomic_target(path: Path) -> tuple[Path, int]:
-    """A temp file beside ``path`` with the permissions a plain ``open()`` would give."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """A temp file beside ``path`` with the permissions a plain ``open()`` would give, locked
+    by this process while it writes; stale temp files of killed writers are removed first.
+    A folder that cannot be written raises a :class:`UserError` naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+    _locked(fd)
     os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600 files; data and reports are for sharing
     return Path(tmp), fd
 
@@ -418,9 +522,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+            os.replace(tmp, path)     # still holding the lock: never taken for a stale temp
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _unwritable(path, exc) from None
         raise
     return path
 
@@ -440,13 +546,16 @@ def write_parquet(df: pd.DataFrame, path: Path, *, metadata: dict[str, Any] | No
         meta[META_KEY] = json.dumps(metadata, default=str).encode()
         table = table.replace_schema_metadata(meta)
     tmp, fd = _atomic_target(path)
-    os.close(fd)
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd")   # our fd (and its lock) stays open meanwhile
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _unwritable(path, exc) from None
         raise
+    finally:
+        os.close(fd)
     return path
 
 
@@ -460,9 +569,61 @@ def _ms_timestamps(schema: pa.Schema) -> pa.Schema:
     return pa.schema(fields, metadata=schema.metadata)
 
 
+def regenerate_command(path: Path) -> str | None:
+    """The command that writes ``path`` again, when its name says (candles, indicators,
+    signals, ML probabilities, backtest, sentiment), else None."""
+    name = Path(path).name
+    ds = parse_dataset_name(name)
+    if ds is not None:
+        ex = f" --exchange {ds.exchange}" if ds.exchange else ""
+        args = f"--symbol {ds.symbol} --interval {ds.interval} --days {ds.days}"
+        return {"candles": f"python S1/historical.py{ex} {args}",
+                "ta": f"python S2/indicators.py {args}",
+                "signals": f"python S4/decision.py {args} --rules S4/rules.yaml",
+                "ml": f"python S4/model.py {args}",
+                "equity": f"python S5/backtest.py {args}",
+                "trades": f"python S5/backtest.py {args}"}.get(ds.kind)
+    m = re.fullmatch(r"sentiment_(?:[a-z0-9]+_)?([0-9]+[a-z]+)\.parquet", name)
+    if m:
+        return f"python S3/sentiment.py --interval {'1M' if m.group(1) == '1mo' else m.group(1)}"
+    return None
+
+
+def unreadable(path: Path, exc: BaseException) -> UserError:
+    """The one message for a data file that cannot be read: which file, corrupt or not
+    readable, and the command that writes it again."""
+    path = Path(path)
+    cmd = regenerate_command(path)
+    fix = (f"regenerate it: move it away, then run {cmd}" if cmd
+           else "move it away and re-run the step that writes it")
+    if isinstance(exc, PermissionError):
+        return UserError(f"{path} cannot be read (permission denied)", f"make it readable, or {fix}")
+    size = path.stat().st_size if path.exists() else None
+    what = "empty (0 bytes)" if size == 0 else "corrupt or truncated (not a readable Parquet file)"
+    return UserError(f"{path} is {what}", fix)
+
+
+def _readable(fn, path: Path, *args, **kw):
+    try:
+        return fn(path, *args, **kw)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        if fn is not pq.read_schema:
+            try:
+                pq.read_schema(path)      # the file is sound: the request was wrong (a missing column ...)
+            except (pa.ArrowException, OSError, ValueError):
+                raise unreadable(path, exc) from None
+            raise
+        raise unreadable(path, exc) from None
+
+
 def read_parquet(path: Path, *, columns: list[str] | None = None) -> pd.DataFrame:
-    """Read a toolkit Parquet file; timestamps come back as ``datetime64[ns, UTC]``."""
-    df = pq.read_table(path, columns=columns).to_pandas(split_blocks=True, self_destruct=True)
+    """Read a toolkit Parquet file; timestamps come back as ``datetime64[ns, UTC]``.
+    A corrupt, truncated, empty or unreadable file raises a :class:`UserError` naming it
+    and the command that writes it again (:func:`unreadable`)."""
+    table = _readable(pq.read_table, path, columns=columns)
+    df = table.to_pandas(split_blocks=True, self_destruct=True)
     if isinstance(df.index, pd.DatetimeIndex):
         df.index = df.index.as_unit("ns")
     for c in df.columns:
@@ -473,9 +634,12 @@ def read_parquet(path: Path, *, columns: list[str] | None = None) -> pd.DataFram
 
 def read_metadata(path: Path) -> dict[str, Any]:
     """The ``toolkit`` metadata dict of a Parquet file ({} if none)."""
-    meta = pq.read_schema(path).metadata or {}
+    meta = _readable(pq.read_schema, path).metadata or {}
     raw = meta.get(META_KEY)
-    return json.loads(raw) if raw else {}
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError as exc:
+        raise unreadable(path, exc) from None
 
 
 def read_candles(path: Path, *, how_to_create: str | None = None) -> pd.DataFrame:

@@ -380,6 +380,7 @@ def update_dataset(*, symbol: str, interval: str, days: int, end=None, out: Path
                             archive_dir=archive_dir, plan=plan, settings=settings, progress=progress, t0=t0)
     symbol = normalize_symbol(symbol)
     path = Path(out) if out is not None else dataset_path(symbol, interval, days)
+    existing, have = _existing(path, symbol, interval)     # a damaged file is reported before any request
     if plan:
         end_ms = to_ms(end) if end is not None else int(time.time() * 1000)
         clock = None
@@ -391,8 +392,6 @@ def update_dataset(*, symbol: str, interval: str, days: int, end=None, out: Path
         end_ms = _resolve_end(end, settings, clock=clock)
     start_ms = ceil_ms(end_ms - days * DAY_MS, interval)
     _check_window(start_ms, end_ms, interval, days)
-
-    existing, have = _existing(path, symbol, interval)
     todo = missing_ranges(have, (start_ms, end_ms))
     stats = FetchStats()
     if plan:
@@ -588,6 +587,8 @@ def _existing(path: Path, symbol: str, interval: str) -> tuple[pd.DataFrame | No
     try:
         meta = read_metadata(path)
         df = validate_candles(read_parquet(path), what=str(path))
+    except UserError:
+        raise
     except Exception as exc:
         raise UserError(f"{path} exists but cannot be read ({exc})",
                         "move it away (it is left untouched) or pass --out to write elsewhere") from exc

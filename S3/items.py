@@ -222,6 +222,29 @@ def dedupe(new: pd.DataFrame, existing: pd.DataFrame | None = None, *, title_win
     return new.loc[keep].reset_index(drop=True)
 
 
+#: How the offline mode's simulated feed marks its items (:mod:`S3.local.simulated_news`).
+SIMULATED_GUID_PREFIX = "sim-"
+SIMULATED_URL_PART = "/simulated/"
+
+
+def simulated_mask(items: pd.DataFrame) -> pd.Series:
+    """True for the items that came from the simulated feed of the offline mode.
+
+    The label travels with the item (its GUID and link), not with the run's
+    settings, so a later ``--no-fetch`` run still knows the series it builds from
+    them is simulated.
+
+    >>> df = pd.DataFrame({"guid": ["sim-BTC-20240101-0", "abc"], "url": ["", "https://x.com/a"]})
+    >>> simulated_mask(df).tolist()
+    [True, False]
+    """
+    if items is None or not len(items):
+        return pd.Series([], dtype=bool)
+    guid = items["guid"].astype(str) if "guid" in items else pd.Series("", index=items.index)
+    url = items["url"].astype(str) if "url" in items else pd.Series("", index=items.index)
+    return guid.str.startswith(SIMULATED_GUID_PREFIX) | url.str.contains(SIMULATED_URL_PART, regex=False)
+
+
 def read_items(path: Path | None = None, *, tagger: AssetTagger | None = None) -> pd.DataFrame:
     """The stored items (an empty frame when the file does not exist yet). A file
     written before the ``assets`` column existed gets it computed from title +

@@ -30,7 +30,7 @@ from S1.settings import Settings, get_settings
 from S3.assets import AssetTagger, has_asset, tag_counts
 from S3.classifiers import classify_frame, get_classifier, resolve_spec
 from S3.config import S3Config, load_config
-from S3.items import read_items
+from S3.items import read_items, simulated_mask
 from S3.series import sentiment_series
 from S3.sources import IngestReport, default_specs, ingest
 
@@ -54,6 +54,9 @@ class SentimentRun:
     asset_items: dict = field(default_factory=dict)
     #: Per-asset files of this interval left as they were (older than the market-wide one now).
     stale_asset_files: list = field(default_factory=list)
+    #: Items of the window that came from the offline mode's simulated feed: when
+    #: any is used the series is labelled simulated, whatever the settings of this run.
+    simulated_items: int = 0
 
 
 def _utc(ts) -> pd.Timestamp:
@@ -110,6 +113,7 @@ def build_sentiment(*, since, until=None, interval: str = "1h", sources: list[st
     if getattr(clf, "usage", None) is not None and len(window):
         run.llm_summary = clf.usage.summary()
     run.items_used = len(scored)
+    run.simulated_items = int(simulated_mask(scored).sum()) if len(scored) else 0
     run.unknown = int((scored["label"] == "unknown").sum())
     run.label_counts = scored["label"].value_counts().to_dict()
     kw = dict(since=since_ts, until=until_ts, interval=interval, half_life=config.series.half_life,
@@ -132,7 +136,8 @@ def build_sentiment(*, since, until=None, interval: str = "1h", sources: list[st
                 "since": since_ts.isoformat(), "until": until_ts.isoformat(), "items_used": run.items_used,
                 "unknown": run.unknown, "rule": "value at open time t uses only items with published_at < t",
                 "generated_at": pd.Timestamp.now(tz="UTC").isoformat(),
-                "simulated": bool(get_settings().simulated_market)}
+                "simulated": bool(settings.simulated_market or run.simulated_items),
+                "simulated_items": run.simulated_items}
         write_parquet(series, run.path, metadata=meta)
         for a, s_a in per_asset.items():
             p = sentiment_path(interval, asset=a, data_dir=run.path.parent)

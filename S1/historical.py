@@ -7,6 +7,7 @@ any CCXT exchange with ``--exchange``), optionally exporting CSV/Feather/SQLite.
     python S1/historical.py --exchange okx --symbol BTC/USDT --interval 1h --days 30
     python S1/historical.py --exchange okx --market swap --price mark --symbol BTC/USDT --days 30
     python S1/historical.py --symbol BTCUSDT --days 30 --format csv --gzip
+    python S1/historical.py --source dukascopy --symbol EURUSD --interval 1h --days 365
 
 The window is ``[end - days, end)`` (``--end`` defaults to now); only closed
 candles are written; re-runs fetch only what the file is missing.
@@ -32,8 +33,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--days", type=int, default=365, help="window length in days (default 365)")
     p.add_argument("--end", default=None, help="window end, ISO UTC date/datetime (default: now)")
     p.add_argument("--out", type=Path, default=None, help="output file (default data/<symbol>_<interval>_<days>d.parquet)")
-    p.add_argument("--source", choices=SOURCES, default="auto",
-                   help="auto: public archive for whole past months/days, REST for the rest (Binance spot)")
+    p.add_argument("--source", choices=(*SOURCES, "dukascopy"), default="auto",
+                   help="auto: public archive for whole past months/days, REST for the rest (Binance spot); "
+                        "dukascopy: FX candles from Dukascopy's hourly tick files (S1/dukascopy.py)")
+    p.add_argument("--side", choices=("bid", "ask", "mid"), default="bid",
+                   help="--source dukascopy: candles from bid (default), ask or mid prices")
     p.add_argument("--archive-dir", type=Path, default=None,
                    help="read local archive files (zip/csv, Binance or CryptoDataDownload layout) instead of downloading")
     p.add_argument("--plan", action="store_true", help="show what the file covers and what is missing; download nothing")
@@ -61,6 +65,8 @@ def main(argv=None) -> int:
         raise UserError(f"--gzip applies to --format csv only, not {args.format}", "drop --gzip or use --format csv")
     if args.export_out is not None and args.format == "parquet" and not args.plan:
         raise UserError("--export-out needs --format csv, feather or sqlite", "add e.g. --format csv")
+    if args.source == "dukascopy":
+        return _dukascopy(args)
     summary = update_dataset(symbol=args.symbol, interval=args.interval, days=args.days, end=args.end,
                              out=args.out, source=args.source, archive_dir=args.archive_dir, plan=args.plan,
                              progress=not args.no_progress, exchange=args.exchange, market=args.market,
@@ -79,6 +85,22 @@ def main(argv=None) -> int:
 
         target = export_dataset(summary.path, args.format, gzip=args.gzip, out=args.export_out)
         print(f"exported {summary.rows:,} candles to {target}")
+    return 0
+
+
+def _dukascopy(args) -> int:
+    from S1.dukascopy import update_fx_dataset
+
+    if args.plan or args.archive_dir is not None or args.exchange != "binance" or args.market != "spot":
+        raise UserError("--source dukascopy takes --symbol --interval --days [--end --side --out --format]",
+                        "drop --plan / --archive-dir / --exchange / --market")
+    fx = update_fx_dataset(args.symbol, args.interval, args.days, end=args.end, side=args.side, out=args.out)
+    print(fx.line())
+    if args.format != "parquet":
+        from S1.formats import export_dataset
+
+        target = export_dataset(fx.path, args.format, gzip=args.gzip, out=args.export_out)
+        print(f"exported {fx.rows:,} candles to {target}")
     return 0
 
 

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     binance_api_url: str = "https://api.binance.com/api"
     binance_ws_url: str = "wss://stream.binance.com:9443"
     binance_archive_url: str = "https://data.binance.vision"
+    #: Dukascopy's public hourly tick files (S1/historical.py --source dukascopy)
+    dukascopy_url: str = "https://datafeed.dukascopy.com/datafeed"
     binance_testnet_api_url: str = "https://testnet.binance.vision/api"
     binance_testnet_ws_url: str = "wss://stream.testnet.binance.vision"
     #: WebSocket API (S7's user-data stream); empty: Binance's endpoint, or the local test exchange's

@@ -15,10 +15,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from S1.batch_runner import expand, load_config, plan_lines, run_task, sorted_targets
+from S1.batch_runner import expand, load_config, plan_lines, run_job, sorted_targets
 from S1.cli import ArgumentParser, add_common_args, main_entry
 from S1.errors import UserError
+from S1.fanout import check_scheduler, fan_out
 from S1.resample import can_derive
+from S1.settings import get_settings
 
 
 def main(argv=None) -> int:
@@ -28,8 +30,15 @@ def main(argv=None) -> int:
     p.add_argument("--plan", action="store_true", help="show what exists and what is missing; download nothing")
     p.add_argument("--derive", nargs="+", default=[], metavar="INTERVAL",
                    help="also write these intervals resampled from each downloaded one (e.g. 5m 1h 4h)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="run the datasets in N local processes (1: one after the other, here). The REST weight "
+                        "budget is shared: each process gets 1/N of it")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the datasets on a Dask cluster, e.g. tcp://10.0.0.5:8786 (workers need this repo "
+                        "and a shared DATA_DIR; see S1/README.md)")
     add_common_args(p)
     args = p.parse_args(argv)
+    check_scheduler(args.scheduler, args.workers)
     tasks = expand(load_config(args.config), args.filter)
     if not tasks:
         raise UserError(f"--filter {args.filter!r} matches no dataset", "drop --filter or loosen the regex")
@@ -43,9 +52,11 @@ def main(argv=None) -> int:
     for col in ("dataset", "status", "steps", "detail", "s"):
         table.add_column(col)
     failed = 0
-    for task in tasks:
-        derive = [t for t in targets if can_derive(task.interval, t)]
-        out = run_task(task, derive=derive)
+    jobs = [(task, [t for t in targets if can_derive(task.interval, t)]) for task in tasks]
+    budget = get_settings().rest_weight_budget / args.workers
+    outcomes = fan_out(run_job, jobs, scheduler=args.scheduler, workers=args.workers,
+                       env={"REST_WEIGHT_BUDGET": f"{budget:.6f}"})
+    for task, out in zip(tasks, outcomes, strict=True):
         failed += out.status != "ok"
         style = "green" if out.status == "ok" else "red"
         table.add_row(task.stem, f"[{style}]{out.status}[/{style}]", ", ".join(out.steps), out.detail,

@@ -181,6 +181,12 @@ def run_task(task: Task, *, derive: list[str], progress: bool = False) -> Outcom
     return out
 
 
+def run_job(job: tuple[Task, list[str]]) -> Outcome:
+    """:func:`run_task` of one ``(task, derive)`` pair: what :func:`S1.fanout.fan_out` sends to a worker."""
+    task, derive = job
+    return run_task(task, derive=derive)
+
+
 def derive_dataset(symbol: str, source: str, target: str, days: int) -> Path | None:
     """Write ``<symbol>_<target>_<days>d.parquet`` resampled from the ``source`` file."""
     if target == source:

@@ -559,6 +559,30 @@ def write_parquet(df: pd.DataFrame, path: Path, *, metadata: dict[str, Any] | No
     return path
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (it starts with ``= + - @``, a tab or
+    a carriage return) gets a leading ``'``; anything else is returned as is (OWASP CSV injection).
+
+    >>> spreadsheet_safe("=SUM(A1:A2)"), spreadsheet_safe("-5% BTC"), spreadsheet_safe("BTC up"), spreadsheet_safe(-1)
+    ("'=SUM(A1:A2)", "'-5% BTC", 'BTC up', -1)
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_text(df: pd.DataFrame, **kw) -> str:
+    """``df.to_csv(**kw)`` with every text cell made :func:`spreadsheet_safe` (numbers untouched)."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object or pd.api.types.is_string_dtype(out[c].dtype):
+            out[c] = out[c].map(spreadsheet_safe)
+    return out.to_csv(**kw)
+
+
 def _ms_timestamps(schema: pa.Schema) -> pa.Schema:
     """Store UTC timestamps at ms resolution (Binance's own) to keep files small."""
     fields = []

@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="output Parquet (or .csv)")
     args = p.parse_args(argv)
     quiet_http_logs()
-    from S1.datasets import atomic_write_text, write_parquet
+    from S1.datasets import atomic_write_text, csv_text, write_parquet
     from S3.classifiers import classify_frame, get_classifier, resolve_spec
     from S3.config import load_config
     from S3.items import read_headlines
@@ -36,6 +36,9 @@ def main(argv=None) -> int:
         raise UserError(f"--out {out} must end in .parquet or .csv", "e.g. --out data/labelled.parquet")
     config = load_config(args.config)
     df = read_headlines(Path(args.input), need_date=False, date_only=config.items.date_only)
+    if not len(df):
+        raise UserError(f"{args.input} holds no headline (a header and no rows?); {out} was not written",
+                        "pass a file with at least one headline row")
     truth = None
     if "label" in df.columns:
         truth = parse_true_labels(df["label"])
@@ -44,7 +47,7 @@ def main(argv=None) -> int:
     clf = get_classifier(spec, config=config)
     res = classify_frame(df, clf)
     if out.suffix.lower() == ".csv":
-        atomic_write_text(out, res.to_csv(index=False))
+        atomic_write_text(out, csv_text(res, index=False))   # a headline never runs as a spreadsheet formula
     else:
         write_parquet(res, out, metadata={"kind": "sentiment_labels", "classifier": spec, "input": args.input})
     print(f"{len(res)} headline(s) labelled with {spec} -> {out}")

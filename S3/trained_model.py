@@ -9,7 +9,13 @@ class-balanced logistic regression (scikit-learn), trained from any CSV with
 >>> LocalModelClassifier(model).classify(["sol soars", "bridge hacked"])["label"].tolist()
 ['bullish', 'bearish']
 
-Models are stored with joblib (a pickle): load only files you trained yourself.
+Trust boundary: models are stored with joblib, a pickle, and loading a pickle can run
+code. :func:`save_model` writes the model's SHA-256 into its JSON card and
+:func:`load_model` refuses a model whose card is missing or whose bytes do not match it,
+*before* unpickling (the bytes checked are the bytes loaded). This stops a planted,
+swapped or damaged ``.joblib`` (e.g. one dropped into ``data/models/``, which
+``--classifier auto`` picks up); it cannot stop someone who can write both the model and
+its card -- treat ``DATA_DIR/models`` like your code: writable only by you.
 """
 
 from __future__ import annotations
@@ -123,10 +129,35 @@ def resolve_model_path(spec: str) -> Path:
                     "train one with: python S3/train_classifier.py --labels FILE.csv")
 
 
-def load_model(spec: str | Path) -> LocalModelClassifier:
-    path = resolve_model_path(str(spec))
+def verified_model_bytes(path: Path) -> bytes:
+    """The model file's bytes when they match the SHA-256 of the card :func:`save_model`
+    wrote beside it; a :class:`UserError` (nothing unpickled) otherwise."""
+    path = Path(path)
+    card_path = path.with_suffix(path.suffix + ".json")
+    fix = "load only models this project trained: python S3/train_classifier.py --labels FILE.csv"
     try:
-        model = joblib.load(path)
+        card = json.loads(card_path.read_text())
+        want = str(card["sha256"])
+    except FileNotFoundError:
+        raise UserError(f"model {path} has no card {card_path.name} (not written by S3/train_classifier.py): "
+                        "not loaded, a pickle can run code", fix) from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"model card {card_path} is unreadable or has no sha256: {path} not loaded", fix) from None
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != want:
+        raise UserError(f"model {path} does not match the SHA-256 in its card (replaced or damaged): not loaded, "
+                        "a pickle can run code", fix)
+    return data
+
+
+def load_model(spec: str | Path) -> LocalModelClassifier:
+    """A trained model, unpickled only after its bytes matched its card (:func:`verified_model_bytes`)."""
+    import io
+
+    path = resolve_model_path(str(spec))
+    data = verified_model_bytes(path)
+    try:
+        model = joblib.load(io.BytesIO(data))
     except Exception as exc:
         raise UserError(f"cannot load model {path}: {type(exc).__name__}: {exc}",
                         "re-train it with python S3/train_classifier.py (scikit-learn versions may differ)") from exc

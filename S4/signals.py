@@ -360,6 +360,8 @@ def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Pat
     1. ``dataset_path(symbol, interval, days, "ta")`` (a missing file names the S2 command);
     2. every column the rules read must exist there or be a sentiment / ML column
        (with ``rules_path`` the error names the YAML line; otherwise the S2 command);
+       higher-timeframe columns (``rsi14_4h`` ...) it lacks are computed from its candles
+       (:func:`S2.informative.ensure_informative`, as ``S2/indicators.py --informative`` does);
     3. ``params`` applied (each checked against its range);
     4. sentiment joined as-of (``sentiment_file``, else :func:`choose_sentiment_file` with
        ``sentiment_scope``: the symbol's per-asset series when present (``auto``), or
@@ -379,6 +381,9 @@ def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Pat
                         "pass load_rules('S4/rules.yaml') or 'S4/rules.yaml'")
     check_sentiment_scope(sentiment_scope)
     ta, ta_path = read_ta_file(symbol, interval, days)
+    from S2.informative import ensure_informative
+
+    ta = ensure_informative(ta, rules.required_columns())  # rsi14_4h ... the _ta file lacks: from its own candles
     allowed = [*ta.columns, *SENTIMENT_COLUMNS, *ML_COLUMNS]
     if rules_path is not None and any(c not in allowed for c in rules.required_columns()):
         load_rules(rules_path, columns=allowed)  # the error names the YAML line and this file's columns

@@ -295,3 +295,21 @@ def test_cli_writes_informative_columns(settings_env, capsys):
     err = capsys.readouterr().err
     assert "30m cannot be built from 1h" in err and len(err.strip().splitlines()) == 1
     assert path.read_bytes() == before, "a failed run leaves the previous _ta file intact"
+
+
+def test_s4_fills_informative_columns_a_ta_file_lacks(settings_env):
+    """S4 reads a _ta file made without --informative: the *_4h columns rules_mtf.yaml reads are
+    computed from that file's candles -- the same values as S2/indicators.py --informative 4h."""
+    from S2.ta_io import make_ta_file
+    from S4.signals import build_signals, load_rule_inputs
+
+    candles = simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-04-01")
+    write_parquet(candles, dataset_path("BTCUSDT", "1h", 90), metadata={"simulated": True})
+    make_ta_file("BTCUSDT", "1h", 90)
+    plain = load_rule_inputs("BTCUSDT", "1h", 90, "S4/rules_mtf.yaml").frame
+    make_ta_file("BTCUSDT", "1h", 90, informative=["4h"])
+    mtf = load_rule_inputs("BTCUSDT", "1h", 90, "S4/rules_mtf.yaml").frame
+    for c in ("close_4h", "ema21_4h", "rsi14_4h"):
+        np.testing.assert_array_equal(plain[c].to_numpy(float), mtf[c].to_numpy(float), err_msg=c)
+    res = build_signals("BTCUSDT", "1h", 90, "S4/rules_mtf.yaml", write=False)
+    assert res.frame["entry"].sum() > 0

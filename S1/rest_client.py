@@ -300,6 +300,11 @@ class BinanceRest:
         rows = await self.klines(symbol, interval, start_ms=0, limit=1)
         return int(rows[0, 0]) if len(rows) else None
 
+    async def order_book(self, symbol: str, limit: int = 1000) -> dict:
+        """``GET /api/v3/depth``: ``{"lastUpdateId", "bids", "asks"}`` (levels as exact text)."""
+        weight = 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+        return await self._call("depth", weight, self._client.get_order_book, symbol=symbol, limit=limit)
+
     async def klines_range(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> np.ndarray:
         """All klines with ``start_ms <= open_time < end_ms`` as an ``(n, 11)`` float array,
         fetched in parallel exact pages, sorted, in-progress candles *not* removed."""

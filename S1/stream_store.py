@@ -116,7 +116,7 @@ class KlineStore:
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0, checkpoint_every_s: float | None = 1.0):
         self.path = Path(path)
-        self.con = _open_writable(self.path, busy_timeout_s)
+        self.con = open_writable(self.path, busy_timeout_s)
         self.rows_written = 0
         self.commits = 0
         self._stop_checkpoints = threading.Event()
@@ -192,7 +192,10 @@ class KlineStore:
         self.con = None  # type: ignore[assignment]
 
 
-def _open_writable(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+def open_writable(path: Path, busy_timeout_s: float, *, schema: str = SCHEMA,
+                   check_kline: bool = True) -> sqlite3.Connection:
+    """A WAL connection to a streamer database with ``schema`` created (also used by
+    :mod:`S1.book_store`); bad paths and foreign files raise :class:`UserError`."""
     fix = "pass --db a file path in a folder you can write to, e.g. --db data/btcusdt_1m_realtime.db"
     if path.is_dir():
         raise UserError(f"--db {path} is a folder", fix)
@@ -214,9 +217,9 @@ def _open_writable(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"journal mode {mode!r} instead of WAL (network file system?)")
         con.execute("PRAGMA synchronous=NORMAL")
-        con.executescript(SCHEMA)
+        con.executescript(schema)
         cols = tuple(r[1] for r in con.execute("PRAGMA table_info(kline)"))
-        if cols != KLINE_COLUMNS:
+        if check_kline and cols != KLINE_COLUMNS:
             raise UserError(f"{path} has a 'kline' table with other columns ({', '.join(cols)})",
                             "pass --db a new file; this one was not written by S1/streamer.py")
     except sqlite3.DatabaseError as exc:

@@ -6,6 +6,8 @@ exchange CCXT knows (``data/okx_<symbol>_<interval>_realtime.db``).
     python S1/streamer.py --symbol ETHUSDC --stream trades --aggregate 1m
     python S1/streamer.py --exchange okx --symbols BTC/USDT,ETH/USDT --interval 1m
     python S1/streamer.py --exchange binance --market swap --symbol BTC/USDT     # USD-M perpetual, via CCXT
+    python S1/streamer.py --symbols BTCUSDT,ETHUSDT --streams depth,bookTicker,ticker --depth 20 --book-every 1s
+    python S1/streamer.py --exchange okx --symbols BTC/USDT --streams orderbook,ticker
 
 Closed candles are never lost: after every (re)connect the candles that closed
 meanwhile are fetched over REST. Ctrl-C / SIGTERM flush and exit 0. See
@@ -51,6 +53,17 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--commit-ms", type=float, default=10.0,
                    help="longest wait before a batch of rows is committed, ms (default 10)")
     p.add_argument("--stats-json", type=Path, default=None, help="also write the run's figures to this JSON file")
+    b = p.add_argument_group("order books and tickers (instead of candles)")
+    b.add_argument("--streams", default=None,
+                   help="comma-separated: depth (alias orderbook), bookTicker, ticker; records books/tickers "
+                        "into data/<symbol>_book_realtime.db (tables book, book_ticker, ticker)")
+    b.add_argument("--depth", type=int, default=20, help="levels per side recorded from each book (default 20)")
+    b.add_argument("--book-every", default="1s",
+                   help="record each book every 1s / 250ms / ..., or 'update' for every update (default 1s)")
+    b.add_argument("--book-format", choices=("sqlite", "parquet", "feather"), default="sqlite",
+                   help="sqlite (default) or Parquet/Feather files rolled by hour in a folder (--db names it)")
+    b.add_argument("--depth-speed", choices=("100ms", "1000ms"), default="100ms",
+                   help="Binance diff-depth stream speed (default 100ms)")
     g = p.add_argument_group("other exchanges (CCXT websockets)")
     g.add_argument("--exchange", default="binance",
                    help="CCXT exchange id, e.g. okx, bybit (default binance: the project's own Binance client)")
@@ -61,6 +74,45 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+def book_streams(text: str) -> tuple[str, ...]:
+    """``--streams`` -> book stream kinds (``orderbook`` is ``depth``).
+
+    >>> book_streams("orderbook, ticker")
+    ('depth', 'ticker')
+    """
+    names = {"depth": "depth", "orderbook": "depth", "book": "depth", "bookticker": "bookTicker",
+             "bbo": "bookTicker", "ticker": "ticker"}
+    out = []
+    for raw in (x.strip() for x in text.split(",")):
+        if not raw:
+            continue
+        if raw.lower() not in names:
+            raise UserError(f"unknown stream {raw!r} in --streams",
+                            "use depth (or orderbook), bookTicker, ticker, e.g. --streams depth,bookTicker,ticker")
+        out.append(names[raw.lower()])
+    if not out:
+        raise UserError("--streams is empty", "e.g. --streams depth,bookTicker,ticker")
+    return tuple(dict.fromkeys(out))
+
+
+def _main_books(args, symbols: list[str]):
+    if args.stream != "kline" or args.aggregate or args.interval or args.closed_only:
+        raise UserError("--streams records order books/tickers; --stream/--aggregate/--interval/--closed-only "
+                        "are for candles", "drop one of them (run twice for both)")
+    options = dict(streams=book_streams(args.streams), depth=args.depth, book_every=args.book_every,
+                   book_format=args.book_format, db_path=args.db, duration=args.duration,
+                   status_every=args.status_every, max_failures=args.max_failures, backoff_max=args.backoff_max,
+                   depth_speed_ms=100 if args.depth_speed == "100ms" else 1000)
+    if args.exchange.strip().lower() != "binance" or args.market != "spot" or args.client == "ccxt":
+        from S1.ccxt_source import Venue
+        from S1.ccxt_stream import run_ccxt_book_streamer
+
+        return run_ccxt_book_streamer(symbols, venue=Venue(args.exchange, args.market), **options)
+    from S1.book_stream import BookConfig, run_book_streamer
+
+    return run_book_streamer(BookConfig(symbols=tuple(symbols), **options))
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.aggregate and args.stream != "trades":
@@ -69,6 +121,12 @@ def main(argv=None) -> int:
     if args.aggregate and args.interval and args.interval != args.aggregate:
         raise UserError(f"--interval {args.interval} conflicts with --aggregate {args.aggregate}",
                         "drop --interval: candles built from trades are 1m")
+    if args.streams is not None:
+        summary = _main_books(args, symbols)
+        print(summary.line(), flush=True)
+        if args.stats_json:
+            atomic_write_text(args.stats_json, json.dumps(summary.as_dict(), indent=2, default=str))
+        return 0
     interval = args.aggregate or args.interval or "1m"
     options = dict(interval=interval, db_path=args.db, stream=args.stream, trade_stream=args.trade_stream,
                    duration=args.duration, backfill_minutes=args.backfill_minutes, status_every=args.status_every,

@@ -55,6 +55,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from S1.intervals import INTERVALS, next_open_ms, to_ms
+from S1.local.depth import BookTickerFeed, DepthFeed, DepthMarket, TickerFeed
 from S1.local.exchange import LocalBinance, _fmt
 
 log = logging.getLogger(__name__)
@@ -354,6 +355,24 @@ class _TradeFeed:
 
 
 # ------------------------------------------------------------------------ the server
+def _messages(popped) -> tuple[str, ...]:
+    """A feed's ``pop()``: one message, several (out-of-order injection) or none (a dropped one)."""
+    if popped is None:
+        return ()
+    return (popped,) if isinstance(popped, str) else tuple(popped)
+
+
+def _depth_weight(path: str, params) -> int | None:
+    """Binance's weight of ``GET /api/v3/depth`` grows with ``limit``."""
+    if not path.endswith("/api/v3/depth"):
+        return None
+    try:
+        limit = int(params.get("limit", 100))
+    except (TypeError, ValueError):
+        return 5
+    return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+
+
 @dataclass
 class Connection:
     """What happened on one WebSocket connection (for tests and the benchmark)."""
@@ -388,7 +407,8 @@ class LocalStream:
                  max_drops: int | None = None, shutdown_grace: float = 1.0, max_trade_blocks: int = 8,
                  min_sleep: float = 0.001, blast: bool = False,
                  rows_for: Callable[[str, str], np.ndarray | None] | None = None,
-                 prefixes: tuple[str, ...] = ("",)):
+                 prefixes: tuple[str, ...] = ("",), depth_gap_every: int | None = None,
+                 depth_swap_every: int | None = None, depth_history: int | None = 100_000):
         bad = [k for k in drop_kinds if k not in DROP_KINDS]
         if bad:
             raise ValueError(f"unknown drop kinds {bad}; use {DROP_KINDS}")
@@ -410,6 +430,15 @@ class LocalStream:
         #: ``rows_for(symbol, interval)``: the candles replayed (default: the exchange's spot klines;
         #: S1.local.futures.LocalFuturesStream passes the perpetuals' series, under ``prefixes``)
         self.rows_for = rows_for or exchange.rows_for
+        #: order books (``@depth``, ``@depth@100ms``, ``@bookTicker``, ``@ticker`` and ``GET /api/v3/depth``):
+        #: one true book per symbol (:class:`S1.local.depth.DepthMarket`); faults per connection
+        self.depth_markets: dict[str, DepthMarket] = {}
+        self.depth_gap_every, self.depth_swap_every = depth_gap_every, depth_swap_every
+        self.depth_history = depth_history
+        self.depth_feeds: list[DepthFeed] = []
+        if "" in prefixes:
+            exchange.app.router.add_get("/api/v3/depth", self._depth)
+            exchange.weight_hooks.append(_depth_weight)
         for prefix in prefixes:
             exchange.app.router.add_get(f"{prefix}/ws/{{stream}}", self._raw)
             exchange.app.router.add_get(f"{prefix}/stream", self._combined)
@@ -453,7 +482,45 @@ class LocalStream:
             market = self._market(symbol, "1m")
             return None if market is None else _TradeFeed(name, symbol, kind, *market, after_ms,
                                                           self.max_trade_blocks)
+        if kind in ("depth", "depth@100ms", "depth@1000ms", "bookTicker", "ticker"):
+            book = self.depth_market(symbol)
+            if book is None:
+                return None
+            if kind == "bookTicker":
+                return BookTickerFeed(book, after_ms)
+            if kind == "ticker":
+                return TickerFeed(book, after_ms)
+            feed = DepthFeed(book, after_ms, every_ms=100 if kind == "depth@100ms" else 1000,
+                             gap_every=self.depth_gap_every, swap_every=self.depth_swap_every)
+            self.depth_feeds.append(feed)
+            return feed
         return None
+
+    def depth_market(self, symbol: str) -> DepthMarket | None:
+        """The true order book of ``symbol`` (created on first use; None for unknown symbols)."""
+        book = self.depth_markets.get(symbol)
+        if book is None:
+            if self._market(symbol, "1m") is None:
+                return None
+            book = self.depth_markets[symbol] = DepthMarket(symbol, start_ms=self.clock.now_ms(),
+                                                            history_events=self.depth_history)
+        return book
+
+    async def _depth(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/depth?symbol=&limit=`` (limit 1..5000, default 100)."""
+        symbol = request.query.get("symbol", "")
+        try:
+            limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 5000:
+            return web.json_response({"code": -1100, "msg": "Illegal characters found in parameter 'limit'."},
+                                     status=400)
+        book = self.depth_market(symbol) if symbol else None
+        if book is None:
+            return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
+        book.advance_to(self.clock.now_ms())
+        return web.json_response(book.snapshot(limit))
 
     # --------------------------------------------------------------- handlers
     async def _raw(self, request: web.Request) -> web.StreamResponse:
@@ -506,8 +573,8 @@ class LocalStream:
             for _ in range(16 if f is not None else 0):
                 if f.next_time() is None:
                     break
-                msg = f.pop()
-                msgs.append(f'{{"stream":"{name}","data":{msg}}}' if conn.combined else msg)
+                for msg in _messages(f.pop()):
+                    msgs.append(f'{{"stream":"{name}","data":{msg}}}' if conn.combined else msg)
         if not msgs:
             return
         i = 0
@@ -549,9 +616,9 @@ class LocalStream:
             burst = 0
             while heap and heap[0][0] <= now and not ws.closed and burst < 256:
                 _, _, name = heapq.heappop(heap)
-                msg = feeds[name].pop()
-                await ws.send_str(f'{{"stream":"{name}","data":{msg}}}' if conn.combined else msg)
-                conn.sent += 1
+                for msg in _messages(feeds[name].pop()):
+                    await ws.send_str(f'{{"stream":"{name}","data":{msg}}}' if conn.combined else msg)
+                    conn.sent += 1
                 burst += 1
                 push(name)
             if burst == 256:  # behind schedule: let the other connections and tasks run, then go on

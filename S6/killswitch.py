@@ -58,6 +58,8 @@ STATE_FILE = "kill_switch.json"
 STATE_VERSION = 1
 MAX_EVENTS = 200
 RESET_COMMAND = "python S6/risk.py reset"
+#: The trading modes that keep a persistent kill-switch (file names: :func:`S1.datasets.kill_switch_path`).
+MODES = ("live", "testnet", "dry-run")
 
 
 # --------------------------------------------------------------------- state
@@ -547,3 +549,37 @@ class KillSwitch:
 
 def _opt_ns(x) -> int | None:
     return None if x in (None, "") else to_ns(x)
+
+
+@dataclass(frozen=True)
+class StateFile:
+    """A kill-switch state file on disk and what wrote it."""
+
+    path: Path
+    mode: str     # live, testnet, dry-run, dry-run replay
+    label: str    # live, testnet, dry-run, replay BTCUSDT 1h
+
+
+def state_files(*, data_dir: Path | None = None, include_missing_live: bool = False) -> list[StateFile]:
+    """Every kill-switch state S7 wrote: one per mode (``live``, ``testnet``,
+    ``dry-run``; names from :func:`S1.datasets.kill_switch_path`, the same function S7
+    uses) and the replays' throw-away ones under ``data/state/replay/``.
+
+    >>> import tempfile; from pathlib import Path
+    >>> d = Path(tempfile.mkdtemp())
+    >>> state_files(data_dir=d), [f.label for f in state_files(data_dir=d, include_missing_live=True)]
+    ([], ['live'])
+    """
+    from S1.datasets import kill_switch_path, state_path
+
+    out = []
+    for mode in MODES:
+        p = kill_switch_path(mode, data_dir=data_dir)
+        if p.exists() or (include_missing_live and mode == "live"):
+            out.append(StateFile(p, mode, mode))
+    replay_dir = state_path("replay", data_dir=data_dir)
+    if replay_dir.is_dir():
+        for p in sorted(replay_dir.glob("kill_switch*.json")):
+            sym, _, ivl = p.stem.removeprefix("kill_switch").lstrip("_").rpartition("_")
+            out.append(StateFile(p, "dry-run replay", f"replay {sym.upper()} {ivl}".strip()))
+    return out

@@ -2,7 +2,8 @@
 
     python S6/risk.py size --equity 10000 --price 43000 --atr 350 --method atr --risk 0.01 --k 2 --symbol BTCUSDT
     python S6/risk.py size --equity 10000 --price 43000 --method kelly --win-rate 0.55 --payoff 1.5 --n-trades 80
-    python S6/risk.py status            # kill-switch state
+    python S6/risk.py status            # every kill-switch state S7 wrote (live, testnet, dry-run, replays)
+    python S6/risk.py status --mode dry-run
     python S6/risk.py reset             # a person clears a trip (logged: who, when)
     python S6/risk.py trip --reason "going on holiday"
     python S6/risk.py alert-test        # send a test alert to ALERT_WEBHOOK_URL
@@ -29,7 +30,10 @@ def build_parser() -> ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_common_args(common)
     common.add_argument("--config", type=Path, help="risk settings YAML (default S6/risk.yaml)")
-    common.add_argument("--state", type=Path, help="kill-switch state file (default data/state/kill_switch.json)")
+    common.add_argument("--state", type=Path, help="kill-switch state file (default: the one of --mode)")
+    common.add_argument("--mode", choices=("live", "testnet", "dry-run"),
+                        help="the trading mode whose kill-switch to use (S7 keeps one per mode); status without "
+                             "--mode or --state shows all of them, reset/trip default to live")
     p = ArgumentParser(prog="python S6/risk.py", description="Position sizing, kill-switch and alerts.")
     sub = p.add_subparsers(dest="command", required=True, metavar="{size,status,reset,trip,alert-test,config}")
 
@@ -55,8 +59,9 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--refresh", action="store_true", help="re-fetch exchangeInfo even if the cache is fresh")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    st = sub.add_parser("status", parents=[common], help="show the kill-switch state")
-    st.add_argument("--json", action="store_true")
+    st = sub.add_parser("status", parents=[common], help="show the kill-switch state(s)")
+    st.add_argument("--json", action="store_true",
+                    help="print JSON: one object with --state/--mode, else a list (each with mode and label)")
 
     r = sub.add_parser("reset", parents=[common], help="clear a tripped kill-switch (asks nothing; logs who and when)")
     r.add_argument("--by", help="who resets (default user@host)")
@@ -169,19 +174,46 @@ def _print_size(o: dict, cfg) -> None:
         print(f"filters    {f['symbol']} REFUSED ({f['filter']}): {f['reason']}")
 
 
-def cmd_status(args, cfg) -> int:
-    from S6.killswitch import KillSwitch
+def _state(args):
+    """The state file reset/trip/status act on: --state, else the file of --mode (default live)."""
+    from S1.datasets import kill_switch_path
 
-    st = KillSwitch(cfg, path=args.state).status()
+    return args.state if args.state is not None else kill_switch_path(args.mode or "live")
+
+
+def cmd_status(args, cfg) -> int:
+    from S6.killswitch import KillSwitch, StateFile, state_files
+
+    if args.state is not None or args.mode is not None:
+        files = [StateFile(_state(args), args.mode or "file", args.mode or str(args.state))]
+    else:
+        files = state_files(include_missing_live=True)
+        if len(files) > 1 and not files[0].path.exists():
+            files = files[1:]  # S7 wrote others; an untouched live state says nothing
+    states = []
+    for f in files:
+        st = KillSwitch(cfg, path=f.path).status()
+        st.update(mode=f.mode, label=f.label)
+        states.append(st)
     if args.json:
-        print(json.dumps(st, default=str, indent=2))
+        print(json.dumps(states[0] if args.state is not None or args.mode is not None else states,
+                         default=str, indent=2))
         return 0
+    for i, st in enumerate(states):
+        if i:
+            print()
+        _print_status(st, cfg, header=len(states) > 1 or st["mode"] != "live")
+    return 0
+
+
+def _print_status(st: dict, cfg, *, header: bool) -> None:
+    head = f"[{st['label']}] " if header else ""
     if st["tripped"]:
         until = f", resumes at {st['until']}" if st["until"] else ", until `python S6/risk.py reset`"
-        print(f"kill-switch TRIPPED ({st['reason']}) at {st['tripped_at']}{until}")
+        print(f"{head}kill-switch TRIPPED ({st['reason']}) at {st['tripped_at']}{until}")
         print(f"  {st['detail']}")
     else:
-        print("kill-switch armed: entries allowed")
+        print(f"{head}kill-switch armed: entries allowed")
     if st["last_equity"] is not None:
         pct = lambda x: "-" if x is None else f"{x:.2%}"  # noqa: E731
         money = lambda x: "-" if x is None else f"{x:,.2f}"  # noqa: E731
@@ -197,13 +229,16 @@ def cmd_status(args, cfg) -> int:
         print(f"  {e.get('at')}: {e.get('event')} {e.get('reason') or ''} {('by ' + e['by']) if e.get('by') else ''}"
               f" {e.get('note') or e.get('detail') or ''}".rstrip())
     print(f"  state file: {st['path']}")
-    return 0
+    if st["mode"] in ("testnet", "dry-run") and st["tripped"]:
+        print(f"  reset it with: python S6/risk.py reset --mode {st['mode']}")
+    elif st["mode"] not in ("live", "file") and st["tripped"]:
+        print(f"  reset it with: python S6/risk.py reset --state {st['path']}")
 
 
 def cmd_reset(args, cfg) -> int:
     from S6.killswitch import KillSwitch
 
-    ks = KillSwitch(cfg, path=args.state)
+    ks = KillSwitch(cfg, path=_state(args))
     before = ks.reset(by=args.by, note=args.note)
     what = f"was tripped ({before.reason}: {before.detail})" if before.tripped else "was not tripped"
     print(f"kill-switch reset ({what}); entries allowed. Logged in {ks.path}")
@@ -214,7 +249,7 @@ def cmd_trip(args, cfg) -> int:
     from S6.alerts import trip_alert_hook
     from S6.killswitch import KillSwitch
 
-    ks = KillSwitch(cfg, path=args.state, on_trip=trip_alert_hook(_alerter(cfg)))
+    ks = KillSwitch(cfg, path=_state(args), on_trip=trip_alert_hook(_alerter(cfg)))
     trip = ks.trip(args.reason, by=args.by)
     print(f"kill-switch TRIPPED ({trip.reason}): {trip.detail}. Clear it with: python S6/risk.py reset")
     return 0

@@ -113,8 +113,8 @@ def test_status_trip_reset_cycle(settings_env, capsys):
     assert main(["reset", "--by", "erin", "--note", "back"]) == 0
     assert "was tripped (manual" in capsys.readouterr().out
     assert main(["status", "--json"]) == 0
-    st = json.loads(capsys.readouterr().out)
-    assert not st["tripped"] and st["events"][-1]["event"] == "reset" and st["events"][-1]["by"] == "erin"
+    [st] = json.loads(capsys.readouterr().out)        # a list: one entry per state file
+    assert st["mode"] == "live" and not st["tripped"] and st["events"][-1]["event"] == "reset" and st["events"][-1]["by"] == "erin"
     assert Path(st["path"]) == state_path("kill_switch.json")
 
 

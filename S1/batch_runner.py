@@ -37,6 +37,7 @@ from S1.datasets import (
     write_parquet,
 )
 from S1.errors import UserError
+from S1.yaml_load import safe_load
 from S1.intervals import INTERVAL_MS, INTERVALS, check_interval
 from S1.resample import can_derive, resample_candles
 
@@ -86,7 +87,7 @@ def load_config(path: Path) -> BatchConfig:
     if not path.exists():
         raise UserError(f"batch config {path} does not exist", "start from S1/batch.yaml")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = safe_load(path.read_text(), source=str(path)) or {}
         defaults = raw.get("defaults", {}) if isinstance(raw, dict) else {}
         jobs = [{**defaults, **j} for j in raw.get("jobs", [])] if isinstance(raw, dict) else []
         return BatchConfig(defaults=defaults, jobs=jobs)

@@ -194,12 +194,14 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> IndicatorCo
     """
     import yaml
 
+    from S1.yaml_load import safe_load
+
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if not path.exists():
         raise UserError(f"config file {path} does not exist", f"pass --config with an existing YAML file "
                         f"(the default is {DEFAULT_CONFIG_PATH})")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = safe_load(path.read_text(encoding="utf-8"), source=str(path)) or {}
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{path} is not valid YAML ({first})",

@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from S1.errors import UserError
+from S1.yaml_load import safe_load
 
 DEFAULT_CONFIG = Path(__file__).with_name("sentiment.yaml")
 
@@ -199,7 +200,7 @@ def load_config(path: str | Path | None = None) -> S3Config:
     if not p.exists():
         raise UserError(f"config file {p} does not exist", f"pass an existing YAML file, e.g. --config {DEFAULT_CONFIG}")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        raw = safe_load(p.read_text(encoding="utf-8"), source=str(p)) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}", "fix the syntax") from exc
     if not isinstance(raw, dict):

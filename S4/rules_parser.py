@@ -392,8 +392,10 @@ class RuleParser:
         if root is None:
             raise self.error(None, "the rule file is empty", "write at least entry: (see S4/rules_ta_only.yaml)")
         if root.kind != "map":
-            raise self.error(root, f"a rule file must be a mapping, got {root.describe()}",
-                             "start with keys such as params:, entry:, exit: (see S4/rules_ta_only.yaml)")
+            # the kind, never the content: a .env passed by mistake must not be echoed (issue 22)
+            raise self.error(root, f"a rule file must be a mapping, got {root.describe(content=False)}",
+                             "start with keys such as params:, entry:, exit: (see S4/rules_ta_only.yaml); "
+                             "check that you passed a rule file")
         self.check_keys(root, _TOP_KEYS, "the rule file")
         v = root.get("version")
         if v is not None and not (v.kind == "scalar" and v.value == 1 and not isinstance(v.value, bool)):

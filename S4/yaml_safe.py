@@ -94,8 +94,16 @@ class YNode:
             return [v.to_python() for v in self.items]
         return self.value
 
-    def describe(self) -> str:
-        """What this node is, for error messages: 'a list', 'the string \"abc\"' ..."""
+    def describe(self, *, content: bool = True) -> str:
+        """What this node is, for error messages: 'a list', 'the string \"abc\"' ...;
+        ``content=False`` names the kind only (for text that may not be a rule file at all)."""
+        if not content and self.kind == "scalar":
+            v = self.value
+            if isinstance(v, str):
+                return f"a text of {len(v):,} characters"
+            if v is None:
+                return "nothing (null)"
+            return "a boolean" if isinstance(v, bool) else "a number" if isinstance(v, (int, float)) else "a date"
         if self.kind == "map":
             return "a mapping"
         if self.kind == "seq":

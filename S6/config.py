@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from S1.errors import UserError
+from S1.yaml_load import safe_load
 
 #: The default settings file, next to this module.
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().with_name("risk.yaml")
@@ -161,7 +162,7 @@ class RiskConfig(_Frozen):
                 raise UserError(f"risk config {p} does not exist", "pass an existing YAML file or omit --config")
             return cls()
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+            data = safe_load(p.read_text(encoding="utf-8"), source=str(p))
         except yaml.YAMLError as exc:
             line = getattr(getattr(exc, "problem_mark", None), "line", None)
             where = f" line {line + 1}" if line is not None else ""

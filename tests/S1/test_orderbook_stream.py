@@ -167,6 +167,13 @@ def test_cli_records_books(market, tmp_path, capsys):
                  "--duration", "1.5", "--db", str(db)]) == 0
     assert "books recorded" in capsys.readouterr().out
     assert assert_books_true(db, st, "BTCUSDT") > 0
+    pytest.importorskip("ccxt.pro")
+    ex.rows_for("ETHUSDT", "1m")
+    db2 = tmp_path / "ccxt.db"
+    assert main(["--client", "ccxt", "--symbols", "ETH/USDT", "--streams", "orderbook,ticker", "--book-every",
+                 "update", "--duration", "1.5", "--db", str(db2)]) == 0
+    assert "books recorded" in capsys.readouterr().out
+    assert len(read_books(db2, "ETHUSDT")) > 0
 
 
 @pytest.mark.parametrize("argv, problem", [
@@ -188,3 +195,32 @@ def test_unknown_symbol_fails_before_writing(market, tmp_path):
     with pytest.raises(UserError, match="unknown symbol"):
         asyncio.run(BookStreamer(cfg).run())
     assert not any("/api/v3/depth" in r.path for r in ex.requests)
+
+
+def test_ccxt_path_records_true_books_through_gaps(market, tmp_path):
+    """``--exchange``/``--client ccxt``: ccxt.pro's watch_order_book / watch_ticker / watch_bids_asks
+    (CCXT's own Binance book procedure) against the same local server."""
+    pytest.importorskip("ccxt.pro")
+    from S1.ccxt_source import Venue
+    from S1.ccxt_stream import CcxtBookStreamer
+
+    ex, st = market(depth_gap_every=11)
+    ex.rows_for("BTCUSDT", "1m")                       # listed in the local exchangeInfo
+    cfg = config(tmp_path, symbols=("BTCUSDT",), streams=("depth", "bookTicker", "ticker"))
+    streamer = CcxtBookStreamer(cfg, venue=Venue("binance"), markets={"BTCUSDT": "BTC/USDT"})
+    after: list[int] = []
+    streamer.on_record = lambda s, u: after.append(streamer.stats.gaps)
+    run_until(streamer, lambda: streamer.stats.gaps >= 3 and sum(g >= 3 for g in after) >= 3
+              and streamer.stats.tickers >= 2 and streamer.stats.book_tickers >= 5)
+    truth = st.depth_markets["BTCUSDT"].history
+
+    def exact(levels):
+        return [(Decimal(p), Decimal(q)) for p, q in levels]
+
+    books = read_books(tmp_path / "book.db", "BTCUSDT")
+    assert len(books) == len(after)
+    for uid, (_, bids, asks) in books.items():          # CCXT's floats, recorded as exact text
+        assert (exact(bids), exact(asks)) == (exact(truth[uid][0][:20]), exact(truth[uid][1][:20]))
+    con = sqlite3.connect(tmp_path / "book.db")
+    assert con.execute("SELECT COUNT(*) FROM ticker").fetchone()[0] >= 2
+    assert con.execute("SELECT COUNT(*) FROM book_ticker").fetchone()[0] >= 5

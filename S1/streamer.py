@@ -95,6 +95,28 @@ def book_streams(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def remove_if_empty(db: Path) -> bool:
+    """Delete the SQLite file ``db`` (and its -wal/-shm) when none of its tables has a row."""
+    import sqlite3
+
+    if not db.is_file():
+        return False
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            rows = sum(con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names)
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+    if rows:
+        return False
+    for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), Path(f"{db}-journal")):
+        p.unlink(missing_ok=True)
+    return True
+
+
 def _main_books(args, symbols: list[str]):
     if args.stream != "kline" or args.aggregate or args.interval or args.closed_only:
         raise UserError("--streams records order books/tickers; --stream/--aggregate/--interval/--closed-only "
@@ -105,7 +127,7 @@ def _main_books(args, symbols: list[str]):
                    depth_speed_ms=100 if args.depth_speed == "100ms" else 1000)
     if args.exchange.strip().lower() != "binance" or args.market != "spot" or args.client == "ccxt":
         from S1.ccxt_source import Venue
-        from S1.ccxt_stream import run_ccxt_book_streamer
+        from S1.ccxt_book_stream import run_ccxt_book_streamer
 
         return run_ccxt_book_streamer(symbols, venue=Venue(args.exchange, args.market), **options)
     from S1.book_stream import BookConfig, run_book_streamer
@@ -138,7 +160,14 @@ def main(argv=None) -> int:
 
         summary = run_ccxt_streamer(symbols, venue=Venue(args.exchange, args.market), **options)
     else:
-        summary = run_streamer(StreamConfig(symbols=tuple(symbols), **options))
+        cfg = StreamConfig(symbols=tuple(symbols), **options)
+        existed = cfg.db_path.exists()
+        try:
+            summary = run_streamer(cfg)
+        except BaseException:
+            if not existed:   # a run that failed before any row (unknown symbol, no API) leaves no empty file
+                remove_if_empty(cfg.db_path)
+            raise
     print(summary.line(), flush=True)
     if args.stats_json:
         atomic_write_text(args.stats_json, json.dumps(summary.as_dict(), indent=2, default=str))

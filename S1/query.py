@@ -7,11 +7,14 @@
     python S1/query.py --file my_query.sql --out result.parquet
     python S1/query.py --sqlite snapshot "SELECT count(*) FROM btcusdt_1m_realtime.kline"
 
-Results print as a table (``--max-rows`` rows) or go to ``--out FILE.parquet|csv``.
+Results print as a table (``--max-rows`` rows) or go to ``--out FILE.parquet|csv``. A file
+already in the data directory is never replaced by ``--out`` or a ``COPY ... TO`` of the
+query unless ``--force`` is given (the datasets there are what the other sprints read).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -36,6 +39,8 @@ def build_parser() -> ArgumentParser:
                         "from the duckdb-ext-sqlite package, live; else read them at connect), attach (the "
                         "extension or an error), snapshot (read at connect); --tables shows which")
     p.add_argument("--no-sqlite", action="store_true", help="do not attach the SQLite databases (faster start)")
+    p.add_argument("--force", action="store_true",
+                   help="let --out (or a COPY ... TO in the query) replace an existing file in the data directory")
     add_common_args(p)
     return p
 
@@ -50,6 +55,50 @@ def _sql(args) -> str | None:
     if args.sql == "-":
         return sys.stdin.read()
     return args.sql
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_overwrite(target: Path, data_dir: Path, *, force: bool, what: str = "--out") -> None:
+    """Refuse to replace an existing file of the data directory (a dataset other sprints read)
+    unless ``force``: a query result is written there only on purpose."""
+    if force or not target.exists() or not _inside(target, data_dir):
+        return
+    raise UserError(f"{what} {target} would replace an existing file in the data directory {data_dir}",
+                    "write the result elsewhere (e.g. reports/), or add --force to replace it")
+
+
+_COPY_TARGET = re.compile(r"\bTO\s+'((?:[^']|'')+)'", re.IGNORECASE)
+_EXPORT_TARGET = re.compile(r"\bDATABASE\s+(?:\w+\s+TO\s+)?'((?:[^']|'')+)'", re.IGNORECASE)
+
+
+def check_statements(con, sql: str, data_dir: Path, *, force: bool) -> None:
+    """The ``COPY ... TO 'file'`` and ``EXPORT DATABASE 'dir'`` statements of ``sql`` may not
+    replace files of the data directory unless ``force`` (as ``--out``)."""
+    import duckdb
+
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error:
+        return   # a syntax error: reported when the query runs
+    for st in statements:
+        kind = str(st.type).rsplit(".", 1)[-1]
+        if kind not in ("COPY", "EXPORT"):
+            continue
+        m = (_COPY_TARGET if kind == "COPY" else _EXPORT_TARGET).search(st.query)
+        if m is None:
+            continue
+        target = Path(m.group(1).replace("''", "'"))
+        if kind == "EXPORT" and _inside(target, data_dir) and not force:
+            raise UserError(f"EXPORT DATABASE {target} writes into the data directory {data_dir}",
+                            "export elsewhere, or add --force")
+        check_overwrite(target, data_dir, force=force, what=f"{kind} ... TO")
 
 
 def render(df: pd.DataFrame, max_rows: int) -> str:
@@ -69,8 +118,15 @@ def main(argv=None) -> int:
         raise UserError("no query given", 'pass one, e.g. python S1/query.py "SELECT * FROM datasets", or --tables')
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UserError(f"--data-dir {args.data_dir} is not a folder", "pass the folder that holds the Parquet files")
+    from S1.datasets import data_dir as default_data_dir
+
+    folder = default_data_dir(args.data_dir)
+    if args.out is not None:
+        check_overwrite(args.out, folder, force=args.force)
     con = connect(args.data_dir, sqlite=False if args.no_sqlite else args.sqlite)
     try:
+        if sql is not None:
+            check_statements(con, sql, folder, force=args.force)
         if args.tables:
             print(render(tables(con), 10_000))
             if sql is None:

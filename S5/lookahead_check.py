@@ -40,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.cuts < 2:
         raise UserError(f"--cuts {args.cuts} is too small", "use at least 2 (default 40)")
+    if not 0 <= args.rtol < 1:   # also NaN (issue 22)
+        raise UserError(f"--rtol {args.rtol} is not a tolerance", "use a small non-negative number, e.g. 1e-9")
     run = lookahead_files(args.symbol, args.interval, args.days, args.rules, cuts=args.cuts,
                           recompute_ml=args.recompute_ml, rtol=args.rtol)
     rep = run.report

@@ -68,6 +68,31 @@ def build_steps(symbol: str, interval: str, days: int, *, rules: str, sources: s
     ]
 
 
+STEP_IDS = ("S1", "S2", "S3", "S4", "S5", "S7")
+
+
+def validate_args(args) -> str:
+    """Every argument checked before any step runs (a typo must not cost a download);
+    returns the normalised symbol."""
+    from S1.history import MAX_DAYS
+    from S1.intervals import check_interval
+    from S4.rules import load_rules
+
+    symbol = normalize_symbol(args.symbol)
+    check_interval(args.interval)
+    if not 0 < args.days <= MAX_DAYS:
+        raise UserError(f"--days must be from 1 to {MAX_DAYS:,}, got {args.days}", "e.g. --days 365")
+    if not 0 < args.dry_run_seconds <= 86_400:
+        raise UserError(f"--dry-run-seconds must be from 1 to 86400, got {args.dry_run_seconds}", "e.g. 20")
+    bad = [s for s in args.skip if s.upper() not in STEP_IDS]
+    if bad:
+        raise UserError(f"--skip {' '.join(bad)}: unknown step(s)", f"use step ids among {' '.join(STEP_IDS)}")
+    args.skip = [s.upper() for s in args.skip]
+    if "S4" not in args.skip or "S7" not in args.skip:   # the rules are read by S4 and the S7 dry-run
+        load_rules(REPO / args.rules)                     # exists, and parses (the steps run in REPO)
+    return symbol
+
+
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python S7/pipeline.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--symbol", default="BTCUSDT")
@@ -79,7 +104,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip", nargs="*", default=[], help="steps to skip, e.g. S3 S7")
     add_common_args(p)
     args = p.parse_args(argv)
-    symbol = normalize_symbol(args.symbol)
+    symbol = validate_args(args)
     settings = get_settings()
     env = dict(os.environ)
     offline = args.offline or not online(settings.binance_api_url)

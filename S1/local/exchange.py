@@ -409,7 +409,11 @@ class LocalBinance(LocalServer):
             out.write(",".join(str(x) for x in r) + "\n")
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(f"{symbol}-{interval}-{stamp}.csv", out.getvalue())
+            # a fixed date_time: the same period gives the same bytes (and CHECKSUM) on every request
+            info = zipfile.ZipInfo(f"{symbol}-{interval}-{stamp}.csv", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, out.getvalue())
         return buf.getvalue()
 
     async def _archive(self, request):

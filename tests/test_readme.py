@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted(REPO.glob("S*/README*.md"))]
-SCRIPT = re.compile(r"python (?:-m )?(S[1-7](?:/|\.)[a-z_]+)(?:\.py)?")
+SCRIPT = re.compile(r"python (?:-m )?(S[1-9](?:[/.][a-z_0-9]+)+?)(?:\.py\b|(?=[^a-z_0-9./])|$)")
 
 
 def _scripts() -> list[str]:

@@ -188,8 +188,8 @@ class KlinePublisher:
         total = 0
         for market in self._market_list():
             after = self._cursor.get(market)
-            if after is None:
-                after = self._start_after(*market)
+            if after is None:       # first sight of this market: start `backlog` candles back, then follow
+                after = self._cursor[market] = self._start_after(*market)
             while True:
                 rows = self._con.execute(_PUB_ROWS, (*market, after)).fetchall()
                 closed = []

@@ -132,6 +132,12 @@ def test_publisher_backlog_and_market_filter(tmp_path, settings_env, monkeypatch
         pub = KlinePublisher(src, config=cfg, backlog=3, markets=["BTCUSDT:1m"])
         assert pub.publish_new() == 2                 # resumes after candle 9, not 3 back
         pub.close()
+        # backlog 0: only the candles that close from now on
+        pub0 = KlinePublisher(src, config=BusConfig(url=redis.url, stream="t:new"), backlog=0)
+        assert pub0.publish_new() == 0
+        _write(store, 12, 13)
+        assert pub0.publish_new() == 2                # candle 12 of both markets
+        pub0.close()
         subscriber = KlineSubscriber(tmp_path / "b.db", group="g", consumer="c", config=cfg)
         assert subscriber.step(pending=True) == 0
         assert subscriber.step(pending=False) == 5

@@ -6,7 +6,8 @@
     python S5/backtest.py --symbol ETHUSDC --interval 1h --days 365 --fee-model mixed --maker-fee 0.0009 \
         --taker-fee 0.001 --exchange-info exchange_info.json
 
-reads ``data/ethusdc_1h_365d_signals.parquet`` (python S4/decision.py) and writes
+reads ``data/ethusdc_1h_365d_signals.parquet`` (python S4/decision.py), trades it with the risk settings
+paper trading uses (S6/risk.yaml; ``--risk none``: all in, no stops -- printed loudly) and writes
 ``reports/ethusdc_1h_365d_backtest.html``, ``data/ethusdc_1h_365d_backtest.json``,
 ``data/ethusdc_1h_365d_equity.parquet`` and ``data/ethusdc_1h_365d_trades.parquet``.
 Signals decided on a closed bar fill at the next bar's open; quantities are rounded to the symbol's LOT_SIZE and
@@ -28,9 +29,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--fees", type=float, default=0.001, help="fee per side, fraction of the notional (0.001)")
     p.add_argument("--slippage", type=float, default=0.0005, help="slippage per side, fraction of the price (0.0005)")
     p.add_argument("--init-cash", type=float, default=10_000.0, help="starting equity in quote currency (10000)")
-    p.add_argument("--risk", default=None, metavar="YAML",
-                   help="S6 risk config (e.g. S6/risk.yaml): position size, stop-loss/take-profit and "
-                        "kill-switch; without it every entry goes all in with no stops")
+    p.add_argument("--risk", default=None, metavar="YAML|none",
+                   help="S6 risk config: position size, stop-loss/take-profit and kill-switch, decided bar by bar "
+                        "as paper trading (S7) does (default S6/risk.yaml, what S7 uses); 'none': every entry all "
+                        "in with no stops (the vectorised signals)")
+    p.add_argument("--no-stops", action="store_true",
+                   help="ignore the risk config's stop-loss / take-profit (S7: --no-stops)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     from S5.exchange import add_execution_args
 
@@ -48,9 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run = backtest_files(args.symbol, args.interval, args.days, costs=costs_from_args(args),
                          init_cash=args.init_cash, risk=args.risk, report=not args.no_report,
-                         exchange_filters=args.exchange_filters, exchange_info=args.exchange_info)
+                         exchange_filters=args.exchange_filters, exchange_info=args.exchange_info,
+                         use_stops=not args.no_stops)
     label = " [SIMULATED market data]" if run.simulated else ""
     console = Console()
+    if run.warning:
+        print(f"WARNING: {run.warning}", flush=True)
     console.print(metrics_table(run.result.metrics, title=f"{args.symbol.upper()} {args.interval} {args.days}d"
                                 f"{label}"))
     for trip in run.result.kill_switch:

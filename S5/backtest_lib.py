@@ -72,6 +72,7 @@ class BacktestRun:
     simulated: bool
     summary: dict[str, Any]
     paths: dict[str, Path] = field(default_factory=dict)
+    warning: str | None = None     #: the loud line when the risk settings differ from paper trading
 
 
 def summary_dict(result: BacktestResult, *, symbol: str, interval: str, days: int, simulated: bool,
@@ -91,30 +92,126 @@ def equity_frame(result: BacktestResult) -> pd.DataFrame:
     return pd.DataFrame({"equity": result.equity.to_numpy(np.float64)}, index=result.equity.index.rename("open_time"))
 
 
+#: The risk settings backtests and paper trading share by default.
+DEFAULT_RISK = Path(__file__).resolve().parents[1] / "S6" / "risk.yaml"
+#: ``--risk none``: every entry all in, no stops, no kill-switch (the old default).
+NO_RISK = "none"
+
+
+def risk_choice(risk) -> tuple[Any, str | None]:
+    """``(risk config or None, loud warning or None)`` for ``--risk``: default S6/risk.yaml
+    (what S7 trades with), ``none`` (all in, no stops), a file or a RiskConfig."""
+    from S5.hooks import load_risk
+
+    if risk is None:
+        return load_risk(DEFAULT_RISK), None
+    if isinstance(risk, str) and risk.lower() == NO_RISK:
+        return None, ("RISK OFF: --risk none -- every entry all in, no stop-loss / take-profit, no kill-switch; "
+                      "paper trading (S7) sizes and stops with S6/risk.yaml, so its trades will differ")
+    cfg = load_risk(risk)
+    if isinstance(risk, (str, Path)) and Path(risk).resolve() == DEFAULT_RISK:
+        return cfg, None
+    what = str(risk) if isinstance(risk, (str, Path)) else "a custom RiskConfig"
+    return cfg, (f"RISK SETTINGS DIFFER FROM PAPER TRADING: {what} -- S7 trades with S6/risk.yaml unless "
+                 "started with the same --risk-config")
+
+
+def resolve_filters(symbol: str, *, mode: str = "auto", file=None, simulated: bool = False,
+                    price: float | None = None, generic: bool = False):
+    """The symbol's S6 SymbolFilters for the decided backtest (None: none known), found as
+    :func:`S5.exchange.resolve_lot_rules` finds its lot rules; ``generic``: fall back to
+    the generic filters S7's dry-run uses without exchangeInfo (also for real data)."""
+    from S5.exchange import resolve_lot_rules
+    from S6.filters import SymbolFilters, read_exchange_info_file, symbol_filters
+
+    sym = normalize_symbol(symbol)
+    if file is not None:
+        return symbol_filters(read_exchange_info_file(file), sym)
+    lot = resolve_lot_rules(sym, mode=mode, simulated=simulated, price=price) if mode != "off" else None
+    if lot is not None and lot.source.startswith("cached"):
+        from S1.datasets import exchange_info_path
+
+        return symbol_filters(read_exchange_info_file(exchange_info_path()), sym)
+    if lot is not None and lot.source == "exchangeInfo":
+        from S6.filters import filters_for
+
+        return filters_for(sym)
+    if lot is not None or generic:
+        from S1.offline import simulated_symbol_info
+
+        return SymbolFilters.from_symbol_info(simulated_symbol_info(sym, float(price) if price else 100.0))
+    return None
+
+
+def decided_rules(meta: dict[str, Any], frame: pd.DataFrame):
+    """The RuleSet that made a signals file (its metadata keeps the YAML with the params)."""
+    from S4.rules import parse_rules
+
+    sig = meta.get("signals") if isinstance(meta.get("signals"), dict) else {}
+    text = sig.get("rules_yaml")
+    if text:
+        return parse_rules(text, source="the signals file's rules", columns=list(frame.columns))
+    path = sig.get("rules_file")
+    if path and Path(path).exists():       # older files: the rule file and its params
+        from S4.rules import load_rules
+
+        rules = load_rules(path, columns=list(frame.columns))
+        params = {k: v for k, v in (sig.get("params") or {}).items() if k in rules.params}
+        return rules.with_params(**params) if params else rules
+    return None
+
+
 def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Costs(), init_cash: float = 10_000.0,
                    risk=None, report: bool = True, write: bool = True, exchange_filters: str = "off",
-                   exchange_info=None) -> BacktestRun:
+                   exchange_info=None, use_stops: bool = True) -> BacktestRun:
     """Read ``_signals``, backtest, and write equity / trades / JSON / HTML.
+
+    ``risk``: default ``S6/risk.yaml`` -- the settings paper trading uses -- run through
+    S4's decision function bar by bar as S7 trades (:func:`S5.engine.run_decided`);
+    ``"none"``: the vectorised signals all in without stops (:func:`S5.engine.run_backtest`);
+    any other file or RiskConfig: decided with those settings. A choice other than the
+    default is recorded in the JSON (``params.risk_warning``) and in ``run.warning``.
 
     ``exchange_filters`` (``auto``/``on``/``off``, see :func:`S5.exchange.resolve_lot_rules`)
     adds the symbol's LOT_SIZE / MIN_NOTIONAL rules to ``costs`` (``exchange_info``: a
     saved exchangeInfo file)."""
     from S5.exchange import with_filters
-    from S5.hooks import load_risk
 
     frame, spath, meta = load_signals(symbol, interval, days)
     simulated = bool(meta.get("simulated", False))
-    costs = with_filters(costs, symbol, mode=exchange_filters, file=exchange_info, simulated=simulated,
-                         price=float(frame["close"].iloc[-1]))
-    risk_cfg = load_risk(risk)
+    price = float(frame["close"].iloc[-1])
+    costs = with_filters(costs, symbol, mode=exchange_filters, file=exchange_info, simulated=simulated, price=price)
+    risk_cfg, warning = risk_choice(risk)
+    if risk_cfg is not None and not use_stops:
+        warning = "STOPS OFF: --no-stops -- the stop-loss / take-profit of the risk settings are not used" + (
+            f"; {warning}" if warning else "")
     sig_meta = meta.get("signals", {}) if isinstance(meta.get("signals"), dict) else {}
     extra = {"symbol": normalize_symbol(symbol), "days": int(days), "signals_file": spath.name,
              "rules_file": sig_meta.get("rules_file"), "rules_params": sig_meta.get("params"),
-             "risk_file": str(risk) if isinstance(risk, (str, Path)) else None}
-    result = run_backtest(frame, interval=interval, costs=costs, init_cash=init_cash, risk=risk_cfg, params=extra)
+             "risk_file": (str(risk) if isinstance(risk, (str, Path)) else
+                           str(DEFAULT_RISK.relative_to(DEFAULT_RISK.parents[1])) if risk is None else None),
+             "risk_warning": warning}
+    rules = decided_rules(meta, frame) if risk_cfg is not None else None
+    if risk_cfg is None:
+        result = run_backtest(frame, interval=interval, costs=costs, init_cash=init_cash, params=extra)
+    elif rules is None:
+        # an older signals file without its rules: the vectorised risk hooks (stops inside the bars)
+        warning = (f"NOT THE PAPER-TRADING DECISION: {spath.name} does not record its rules, so the risk settings "
+                   "run as vectorised hooks (stops fill inside bars; S7 checks them on closed bars) -- re-create "
+                   f"it with: {signals_command(symbol, interval, days)}") + (f"; {warning}" if warning else "")
+        extra["risk_warning"] = warning
+        result = run_backtest(frame, interval=interval, costs=costs, init_cash=init_cash, risk=risk_cfg,
+                              params=extra)
+    else:
+        from S5.engine import run_decided
+
+        filters = resolve_filters(symbol, mode=exchange_filters, file=exchange_info, simulated=simulated,
+                                  price=price) if costs.lot is not None else None
+        result = run_decided(frame, rules=rules, interval=interval, risk=risk_cfg, costs=costs, init_cash=init_cash,
+                             filters=filters, use_stops=use_stops, params=extra)
     summary = summary_dict(result, symbol=symbol, interval=interval, days=days, simulated=simulated,
                            sources={"signals": spath.name})
-    run = BacktestRun(result, simulated, summary)
+    run = BacktestRun(result, simulated, summary, warning=warning)
     if not write:
         return run
     paths = {"equity": dataset_path(symbol, interval, days, "equity"),
@@ -152,12 +249,17 @@ def metrics_table(metrics: dict[str, Any], *, title: str = "Backtest"):
 
 
 __all__ = [
+    "DEFAULT_RISK",
+    "NO_RISK",
     "BacktestRun",
     "backtest_command",
     "backtest_files",
+    "decided_rules",
     "equity_frame",
     "load_signals",
     "metrics_table",
+    "resolve_filters",
+    "risk_choice",
     "signals_command",
     "summary_dict",
 ]

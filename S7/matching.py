@@ -132,9 +132,12 @@ class MatchingBook:
                  balances: Mapping[str, Any] | None = None, fee_rate: Any = "0.001",
                  price_of: Callable[[str], Decimal | None] | None = None,
                  market_fill: str = "immediate", clock: Callable[[], int] | None = None,
-                 slippage_bps: float = 0.0):
+                 slippage_bps: float = 0.0, fee_asset: str = "received"):
         if market_fill not in ("immediate", "next_price"):
             raise ValueError("market_fill must be 'immediate' or 'next_price'")
+        if fee_asset not in ("received", "quote"):
+            raise ValueError("fee_asset must be 'received' (Binance's default) or 'quote' (as S5's backtest books it)")
+        self.fee_asset = fee_asset
         self._filters = filters
         self.fee_rate = D(fee_rate)
         self.price_of = price_of or (lambda symbol: None)
@@ -361,7 +364,11 @@ class MatchingBook:
         fills: list[dict] = []
         if qty > 0:
             quote_qty = qty * price
-            if order["side"] == "BUY":
+            if order["side"] == "BUY" and self.fee_asset == "quote":   # commission in the quote asset
+                commission, c_asset = (quote_qty * self.fee_rate).quantize(E8), quote
+                self.free[quote] = self.free.get(quote, Decimal(0)) - quote_qty - commission
+                self.free[base] = self.free.get(base, Decimal(0)) + qty
+            elif order["side"] == "BUY":
                 commission, c_asset = (qty * self.fee_rate).quantize(E8), base
                 self.free[quote] = self.free.get(quote, Decimal(0)) - quote_qty
                 self.free[base] = self.free.get(base, Decimal(0)) + qty - commission

@@ -70,6 +70,27 @@ class SessionResult:
     replayed: int = 0
     stopped_by: str = "end of data"
     reconcile_lines: list[str] = field(default_factory=list)
+    risk_warning: str | None = None   #: the loud line when the risk settings differ from the backtest's default
+
+
+#: The risk settings S5/backtest.py uses by default (and S7 without --risk-config).
+DEFAULT_RISK = Path(__file__).resolve().parents[1] / "S6" / "risk.yaml"
+
+
+def risk_difference(cfg: SessionConfig) -> str | None:
+    """One loud line when this session trades with other risk settings than a default
+    backtest (``S6/risk.yaml``, stops on, its ``flatten_on_trip``), else None."""
+    parts = []
+    if cfg.risk_config is not None and Path(cfg.risk_config).resolve() != DEFAULT_RISK:
+        parts.append(f"--risk-config {cfg.risk_config}")
+    if not cfg.use_stops:
+        parts.append("--no-stops")
+    if cfg.flatten_on_trip is not None:
+        parts.append("--flatten-on-trip" if cfg.flatten_on_trip else "--no-flatten-on-trip")
+    if not parts:
+        return None
+    return ("RISK SETTINGS DIFFER FROM THE BACKTEST: " + ", ".join(parts) + " -- S5/backtest.py trades with "
+            "S6/risk.yaml (stops on) unless given the same settings")
 
 
 def load_strategy(cfg: SessionConfig):
@@ -167,6 +188,9 @@ async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, s
     cfg = check_config(cfg, settings)
     stop = stop or asyncio.Event()
     rules, indicators, risk, sentiment, tag = load_strategy(cfg)
+    risk_warning = risk_difference(cfg)
+    if risk_warning:
+        log.warning(risk_warning)
     window = cfg.window or default_window(indicators, rules)
     symbol, interval = cfg.symbol, cfg.interval
     tagname = cfg.state_tag
@@ -269,11 +293,13 @@ async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, s
         summary = engine.summary()
         if stream is not None:
             summary["user_stream"] = {"url": stream.url, "healthy": stream.healthy, **dict(stream.stats)}
+        summary["risk_warning"] = risk_warning
         await engine.drain_alerts()
         return SessionResult(summary, db_path, ks_path, log_path, order_log.lines - lines_before, source.description,
                              simulated=simulated,
                              replayed=len(engine.decisions), stopped_by=stopped_by,
-                             reconcile_lines=rep.lines(filters.base_asset, filters.quote_asset))
+                             reconcile_lines=rep.lines(filters.base_asset, filters.quote_asset),
+                             risk_warning=risk_warning)
     finally:
         if stream is not None:
             await stream.close()
@@ -371,6 +397,8 @@ def summary_lines(res: SessionResult) -> list[str]:
     head = f"S7 {s['mode']} {s['symbol']} {s['interval']}{label}: "
     n = f"{res.replayed} closed candle{'' if res.replayed == 1 else 's'}"
     head += (f"replayed {n}" if "replay" in res.source else n) + f" ({res.stopped_by})"
+    if res.risk_warning:
+        head = f"WARNING: {res.risk_warning}\n{head}"
     lines = [head,
              f"  orders      {s['sent']} sent ({s['buys']} BUY, {s['sells']} SELL): "
              + ", ".join(f"{v} {k}" for k, v in sorted(by.items())) if by else "  orders      none"]

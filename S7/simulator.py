@@ -18,7 +18,9 @@ the very code paths they run against the testnet. Underneath is the
   otherwise it rests and fills **at its limit** when a later price crosses it
   (maker) -- all of it, or only the ``qty`` that price event carries (a partial
   fill); a ``LIMIT_MAKER`` (post-only) order that would be marketable is refused
-  with ``-2010``, as Binance does. The same :class:`~S7.matching.MatchingBook`
+  with ``-2010``, as Binance does (``fee_asset="quote"``: the commission is paid in the
+  quote asset instead, as S5's backtest books it -- Binance's BNB-fee accounts do the
+  like; :mod:`S5.parity_check` uses it). The same :class:`~S7.matching.MatchingBook`
   runs the local test exchange, so one price path gives the same fills on both;
 - the account (balances, orders, trades) is saved after every change to a JSON
   file beside the executor state, so a restarted dry-run finds what it left.
@@ -63,7 +65,7 @@ class SimulatedExchange:
 
     def __init__(self, filters: SymbolFilters, *, balance: float = DEFAULT_BALANCE,
                  balances: dict[str, Any] | None = None, fee_rate: float = DEFAULT_FEE_RATE,
-                 slippage_bps: float = 0.0, state_file: str | Path | None = None):
+                 slippage_bps: float = 0.0, state_file: str | Path | None = None, fee_asset: str = "received"):
         if not filters.base_asset or not filters.quote_asset:
             raise ValueError("the simulator needs the symbol's base and quote assets (exchangeInfo)")
         if balance < 0 or fee_rate < 0 or fee_rate >= 0.05 or slippage_bps < 0:
@@ -77,7 +79,7 @@ class SimulatedExchange:
         self.book = MatchingBook(filters={filters.symbol: filters},
                                  balances=balances if balances is not None else {filters.quote_asset: balance},
                                  fee_rate=fee_rate, price_of=lambda s: self.last_price, market_fill="next_price",
-                                 clock=lambda: self.now_ms, slippage_bps=slippage_bps)
+                                 clock=lambda: self.now_ms, slippage_bps=slippage_bps, fee_asset=fee_asset)
         self.restored = False
         if self.state_file and self.state_file.exists():
             try:

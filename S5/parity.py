@@ -1,0 +1,56 @@
+"""Check that paper trading reproduces the backtest: same candles, rules, sizing, fees, filters.
+
+    python S5/parity.py --symbol BTCUSDT --interval 1h --days 365 --rules S4/rules.yaml
+    python S5/parity.py --symbol BTCUSDT --interval 1h --days 365 --rules S4/rules_ta_only.yaml --no-stops
+    python S5/parity.py --symbol BTCUSDT --interval 1h --days 365 --rules S4/rules.yaml --risk none
+
+builds the S4 signals of the rule file from ``data/btcusdt_1h_365d_ta.parquet`` (S2; plus S3's
+sentiment / S4's ML scores when the rules read them), runs the S5 backtest (S4's decision function
+bar by bar) and an S7 dry-run replay of the same closed candles, writes both trade lists to
+``data/btcusdt_1h_365d_parity.json`` and prints ``N trades, M mismatches``; the exit code is 1 when
+the lists differ (entry / exit times exactly, prices and quantities to 1e-9 relative). See S5/README.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from S1.cli import ArgumentParser, add_common_args, main_entry
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="S5/parity.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--symbol", required=True, help="e.g. BTCUSDT")
+    p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
+    p.add_argument("--days", required=True, type=int, help="window of the S1/S2 files, e.g. 365")
+    p.add_argument("--rules", default="S4/rules.yaml", help="rule file (default S4/rules.yaml)")
+    p.add_argument("--risk", default=None, metavar="YAML|none",
+                   help="S6 risk config of both sides (default S6/risk.yaml); 'none': all in, no stops")
+    p.add_argument("--no-stops", action="store_true", help="both sides ignore the stop-loss / take-profit levels")
+    p.add_argument("--fee", type=float, default=0.001, help="fee per side (0.001)")
+    p.add_argument("--init-cash", type=float, default=10_000.0, help="starting cash in the quote asset (10000)")
+    p.add_argument("--exchange-info", default=None, metavar="FILE",
+                   help="saved exchangeInfo body for the symbol's filters (default: the cache, else generic filters)")
+    add_common_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from S5.parity_check import parity_files
+
+    res = parity_files(args.symbol, args.interval, args.days, args.rules, risk=args.risk,
+                       use_stops=not args.no_stops, fee=args.fee, init_cash=args.init_cash,
+                       exchange_info=args.exchange_info)
+    if res.warning:
+        print(f"WARNING: {res.warning}", flush=True)
+    for m in res.mismatches[:10]:
+        print(f"  trade {m['trade']}: {m['field']}: backtest {m['backtest']!r} != paper {m['paper']!r}")
+    label = " (simulated market data)" if res.settings.get("simulated") else ""
+    print(f"wrote {res.path}{label}")
+    print(res.line())
+    return 0 if res.ok else 1
+
+
+if __name__ == "__main__":
+    main_entry(main)

@@ -15,22 +15,26 @@ LIMIT orders with a deadline, :mod:`S7.limit_orders`):
    fire at ``t``;
 4. the equity (quote balance + the position at the close) feeds the persisted
    :class:`S6.killswitch.KillSwitch`;
-5. long: SELL everything on the stop-loss (low <= stop), the take-profit (high >=
-   take-profit), an exit rule, or a kill-switch trip when ``flatten_on_trip``;
-   flat: BUY when an entry rule fires, no exit rule fires on the same candle (exit
-   wins, as in S4), the cooldown after the last exit has passed and the
-   kill-switch allows entries. The size is :func:`S6.sizing.size_position`
-   (ATR stop by default), capped by the free quote balance, rounded to the
-   exchange filters by :meth:`S6.filters.SymbolFilters.check_order`; an order the
-   filters refuse is not sent (``REFUSED``, logged, alerted);
+5. S4's one decision function, :func:`S4.decide.decide` (the one S5's backtest uses:
+   ``python S5/parity.py`` proves both trade the same) -- long: SELL everything on
+   the stop-loss (low <= stop), the take-profit (high >= take-profit), an exit rule
+   (``signal:<rule>``), or a kill-switch trip when ``flatten_on_trip``; flat: BUY when
+   an entry rule fires, no exit rule fires on the same candle (exit wins, as in S4),
+   the cooldown after the last exit has passed and the kill-switch allows entries.
+   The size is :func:`S4.decide.size_entry` (S6's ``size_position``, ATR stop by
+   default, capped by the free quote balance, rounded to the exchange filters by
+   :meth:`S6.filters.SymbolFilters.check_order`); an order the filters refuse is not
+   sent (``REFUSED``, logged, alerted);
 6. the order goes out through :func:`S7.exchange_client.submit_order` with the
    signal's deterministic client id, after its intent is committed to the store.
    With a :class:`~S7.limit_orders.LimitPolicy` entries, rule exits and take-profits
    are LIMIT (or LIMIT_MAKER) orders priced from the close; stop-losses and the
    kill-switch's flattening stay MARKET (a risk exit does not wait for a better price).
 
-The stop and take-profit are placed at the fill price minus/plus the distances
-S6 computed at the signal, and checked on closed candles (so an exit fills at the
+Sending, recording and looking up orders is :class:`S7.order_sender.OrderSender`
+(the engine's base class; :mod:`S7.limit_orders` uses it too). The stop and
+take-profit are placed at the fill price minus/plus the distances S6 computed at
+the signal (:func:`S4.decide.levels`), and checked on closed candles (so an exit fills at the
 next price, possibly beyond the stop: a gap is a gap).
 """
 
@@ -270,7 +274,8 @@ class Engine(OrderSender):
 
     async def reconcile(self, when: str) -> ReconcileReport:
         keep = self.limits.keep_open() if self.limits is not None else set()
-        rep = await reconcile(self.venue, self.ledger, when=when, cancel_stale=self.cfg.cancel_stale, keep=keep)
+        rep = await reconcile(self.venue, self.ledger, when=when, cancel_stale=self.cfg.cancel_stale, keep=keep,
+                              place_levels=self._place_levels)   # a crash never drops the stop (issue 22)
         self.reports.append(rep)
         self.balances = dict(rep.balances)
         self.needs_reconcile = not rep.ok

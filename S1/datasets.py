@@ -140,6 +140,26 @@ def export_path(symbol: str, interval: str, days: int, fmt: str, *, exchange: st
     return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}{ext}"
 
 
+def lake_dir(*, data_dir: Path | None = None) -> Path:
+    """``data/lake``: the 1m lake and its derived intervals (see ``S1/README_lake.md``)."""
+    return globals()["data_dir"](data_dir) / "lake"
+
+
+def lake_path(exchange: str, market: str, symbol: str, interval: str, month: str, *,
+              data_dir: Path | None = None) -> Path:
+    """One monthly lake partition: ``data/lake/<exchange>/<market>/<SYMBOL>/<interval>/<YYYY-MM>.parquet``.
+
+    >>> lake_path("binance", "spot", "btcusdt", "1m", "2024-01", data_dir=Path("data")).as_posix()
+    'data/lake/binance/spot/BTCUSDT/1m/2024-01.parquet'
+    """
+    if not re.fullmatch(r"[a-z0-9-]+", str(exchange)) or not re.fullmatch(r"[a-z]+", str(market)):
+        raise UserError(f"invalid lake exchange/market {exchange!r}/{market!r}", "e.g. binance/spot or okx/swap")
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", str(month)):
+        raise UserError(f"invalid lake month {month!r}", "use YYYY-MM, e.g. 2024-01")
+    return lake_dir(data_dir=data_dir) / exchange / market / normalize_symbol(symbol) / \
+        interval_token(interval) / f"{month}.parquet"
+
+
 def report_path(symbol: str, interval: str, days: int, name: str, ext: str = "html", *,
                 exchange: str | None = None, reports: Path | None = None) -> Path:
     """``reports/<stem>_<name>.<ext>`` e.g. ``reports/ethusdc_1h_365d_backtest.html``."""

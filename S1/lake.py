@@ -121,7 +121,7 @@ def scan(data_dir: Path | None = None) -> list[LakeEntry]:
     return entries
 
 
-_RESERVED = {"candles", "datasets", "main", "information_schema", "pg_catalog", "temp", "system"}
+_RESERVED = {"candles", "datasets", "lake", "main", "information_schema", "pg_catalog", "temp", "system"}
 
 
 #: UTC bucketing without ICU: ``date_trunc('day', <TIMESTAMPTZ>)`` goes through ICU's calendar
@@ -170,6 +170,7 @@ def connect(data_dir: Path | None = None, *, sqlite: bool | str = True, threads:
         if e.kind != "sqlite":
             con.execute(f"CREATE VIEW {_ident(e.name)} AS SELECT * FROM read_parquet({_lit(e.path)})")
     _candles_view(con, [e for e in entries if e.kind == "candles"])
+    _lake_view(con, data_dir)
     _datasets_view(con, [e for e in entries if e.kind != "sqlite"])
     sources = []
     dbs = [e for e in entries if e.kind == "sqlite"] if mode else []
@@ -217,6 +218,30 @@ def _candles_view(con, entries: list[LakeEntry]) -> None:
                    + ", ".join(f"NULL::{'BIGINT' if c == 'trades' else 'TIMESTAMPTZ' if c == 'close_time' else 'DOUBLE'}"
                                f" AS {c}" for c in CANDLE_COLUMNS) + " WHERE false"]
     con.execute("CREATE VIEW candles AS " + " UNION ALL ".join(f"({s})" for s in selects))
+
+
+def _lake_view(con, data_dir: Path | None) -> None:
+    """``lake``: every partition of ``data/lake`` (:mod:`S1.lake_store`) in one view, with
+    ``exchange, market, symbol, interval, month`` taken from the path
+    (``lake/<exchange>/<market>/<SYMBOL>/<interval>/<YYYY-MM>.parquet``: not ``key=value``
+    folders, so DuckDB's hive partitioning does not apply; the path is split instead)."""
+    from S1.datasets import glob_escape, lake_dir
+
+    base = lake_dir(data_dir=data_dir)
+    cols = ", ".join(_ident(c) for c in ("open_time", *CANDLE_COLUMNS))
+    if any(base.glob("*/*/*/*/*.parquet")):
+        pattern = (Path(glob_escape(str(base))) / "*" / "*" / "*" / "*" / "*.parquet").as_posix()
+        con.execute(
+            "CREATE VIEW lake AS SELECT p[-5] AS exchange, p[-4] AS market, p[-3] AS symbol, "
+            "CASE WHEN p[-2] = '1mo' THEN '1M' ELSE p[-2] END AS interval, replace(p[-1], '.parquet', '') AS month, "
+            f"{cols} FROM (SELECT string_split(replace(filename, '\\', '/'), '/') AS p, * "
+            f"FROM read_parquet({_lit(pattern)}, filename = true))")
+        return
+    con.execute("CREATE VIEW lake AS SELECT NULL::VARCHAR AS exchange, NULL::VARCHAR AS market, "
+                "NULL::VARCHAR AS symbol, NULL::VARCHAR AS interval, NULL::VARCHAR AS month, "
+                "NULL::TIMESTAMPTZ AS open_time, "
+                + ", ".join(f"NULL::{'BIGINT' if c == 'trades' else 'TIMESTAMPTZ' if c == 'close_time' else 'DOUBLE'}"
+                            f" AS {c}" for c in CANDLE_COLUMNS) + " WHERE false")
 
 
 def _datasets_view(con, entries: list[LakeEntry]) -> None:

@@ -116,6 +116,10 @@ class Worker:
         self._held = True
         self._release.clear()
         await self._terminate(timeout)
+        for _ in range(200):  # the keeper notices the exit (pid cleared) within a few loop turns
+            if self.pid is None:
+                break
+            await asyncio.sleep(0.01)
         self.state = "held"
 
     def release(self) -> None:
@@ -229,6 +233,7 @@ class Supervisor:
             if proc is not None:
                 pump = asyncio.get_running_loop().create_task(self._pump(w, proc))
                 hung = await self._watch(w, proc)
+                w.pid = None
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(pump, 2.0)
                 rc = proc.returncode

@@ -251,7 +251,6 @@ class BookStreamer(WsSessions):
         if self.stop_reason:
             self._stop_event.set()
         self._need = {s: asyncio.Event() for s in self.books}
-        self.store = self._open_store()  # a bad --db fails here, before any network
         fatal: BaseException | None = None
         tasks: list[asyncio.Task] = []
         try:
@@ -266,6 +265,7 @@ class BookStreamer(WsSessions):
                     return self._summary(time.monotonic() - t0)
                 stopped.cancel()
                 check.result()
+                self.store = self._open_store()  # after the symbol check: no empty file for a typo
                 log.info("recording %s (%s) of %s into %s", ", ".join(cfg.streams),
                          f"top {cfg.depth} every {cfg.book_every:g}s" if cfg.book_every else f"top {cfg.depth} "
                          "every update", ",".join(cfg.symbols), cfg.db_path)
@@ -290,10 +290,11 @@ class BookStreamer(WsSessions):
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            try:
-                self.flush()
-            finally:
-                self.store.close()
+            if self.store is not None:
+                try:
+                    self.flush()
+                finally:
+                    self.store.close()
         if fatal is not None:
             raise fatal
         return self._summary(time.monotonic() - t0)

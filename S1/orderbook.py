@@ -98,40 +98,64 @@ class OrderBook:
     ((Decimal('1'), Decimal('2')), (Decimal('3'), Decimal('1')), False)
     """
 
-    __slots__ = ("asks", "bids")
+    __slots__ = ("_best_ask", "_best_bid", "asks", "bids")
 
     def __init__(self):
         self.bids: dict[Decimal, Decimal] = {}
         self.asks: dict[Decimal, Decimal] = {}
+        self._best_bid: Decimal | None = None  # cached best prices (None: unknown, recomputed on demand)
+        self._best_ask: Decimal | None = None
 
     def clear(self) -> None:
         self.bids.clear()
         self.asks.clear()
+        self._best_bid = self._best_ask = None
 
     def set_levels(self, bids, asks) -> None:
         """Set every level (quantity 0 removes it; removing an absent level is fine)."""
-        for side, levels in ((self.bids, bids), (self.asks, asks)):
-            for price, qty in levels:
-                if qty == _ZERO:
-                    side.pop(price, None)
-                else:
-                    side[price] = qty
+        side, best = self.bids, self._best_bid
+        for price, qty in bids:
+            if qty == _ZERO:
+                if side.pop(price, None) is not None and price == best:
+                    best = None
+            else:
+                side[price] = qty
+                if best is not None and price > best:
+                    best = price
+        self._best_bid = best
+        side, best = self.asks, self._best_ask
+        for price, qty in asks:
+            if qty == _ZERO:
+                if side.pop(price, None) is not None and price == best:
+                    best = None
+            else:
+                side[price] = qty
+                if best is not None and price < best:
+                    best = price
+        self._best_ask = best
+
+    def best_bid_price(self) -> Decimal | None:
+        if self._best_bid is None and self.bids:
+            self._best_bid = max(self.bids)
+        return self._best_bid
+
+    def best_ask_price(self) -> Decimal | None:
+        if self._best_ask is None and self.asks:
+            self._best_ask = min(self.asks)
+        return self._best_ask
 
     def best_bid(self) -> tuple[Decimal, Decimal] | None:
-        if not self.bids:
-            return None
-        p = max(self.bids)
-        return p, self.bids[p]
+        p = self.best_bid_price()
+        return None if p is None else (p, self.bids[p])
 
     def best_ask(self) -> tuple[Decimal, Decimal] | None:
-        if not self.asks:
-            return None
-        p = min(self.asks)
-        return p, self.asks[p]
+        p = self.best_ask_price()
+        return None if p is None else (p, self.asks[p])
 
     def crossed(self) -> bool:
         """True when the best bid is at or above the best ask (a broken book)."""
-        return bool(self.bids) and bool(self.asks) and max(self.bids) >= min(self.asks)
+        b, a = self.best_bid_price(), self.best_ask_price()
+        return b is not None and a is not None and b >= a
 
     def top(self, n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """The best ``n`` levels per side as exact strings: bids high to low, asks low to high."""

@@ -408,7 +408,8 @@ class LocalStream:
                  min_sleep: float = 0.001, blast: bool = False,
                  rows_for: Callable[[str, str], np.ndarray | None] | None = None,
                  prefixes: tuple[str, ...] = ("",), depth_gap_every: int | None = None,
-                 depth_swap_every: int | None = None, depth_history: int | None = 100_000):
+                 depth_swap_every: int | None = None, depth_history: int | None = 100_000,
+                 depth_keep_events: int = 5_000):
         bad = [k for k in drop_kinds if k not in DROP_KINDS]
         if bad:
             raise ValueError(f"unknown drop kinds {bad}; use {DROP_KINDS}")
@@ -434,7 +435,7 @@ class LocalStream:
         #: one true book per symbol (:class:`S1.local.depth.DepthMarket`); faults per connection
         self.depth_markets: dict[str, DepthMarket] = {}
         self.depth_gap_every, self.depth_swap_every = depth_gap_every, depth_swap_every
-        self.depth_history = depth_history
+        self.depth_history, self.depth_keep_events = depth_history, depth_keep_events
         self.depth_feeds: list[DepthFeed] = []
         if "" in prefixes:
             exchange.app.router.add_get("/api/v3/depth", self._depth)
@@ -503,7 +504,8 @@ class LocalStream:
             if self._market(symbol, "1m") is None:
                 return None
             book = self.depth_markets[symbol] = DepthMarket(symbol, start_ms=self.clock.now_ms(),
-                                                            history_events=self.depth_history)
+                                                            history_events=self.depth_history,
+                                                            keep_events=self.depth_keep_events)
         return book
 
     async def _depth(self, request: web.Request) -> web.Response:

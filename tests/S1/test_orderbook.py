@@ -192,6 +192,9 @@ def test_every_applied_book_equals_the_true_book_despite_losses_and_reordering(s
                 want = m.history[book.update_id]
                 assert book.book.top(50) == (want[0][:50], want[1][:50])
                 assert not book.book.crossed()
+                # the cached best prices agree with the levels
+                assert (book.book.best_bid_price(), book.book.best_ask_price()) == (max(book.book.bids),
+                                                                                    min(book.book.asks))
                 checked += 1
         if not book.synced:
             snapshot_due += 1

@@ -195,6 +195,7 @@ def test_unknown_symbol_fails_before_writing(market, tmp_path):
     with pytest.raises(UserError, match="unknown symbol"):
         asyncio.run(BookStreamer(cfg).run())
     assert not any("/api/v3/depth" in r.path for r in ex.requests)
+    assert not cfg.db_path.exists()                    # no empty file left for a typo
 
 
 def test_ccxt_path_records_true_books_through_gaps(market, tmp_path):

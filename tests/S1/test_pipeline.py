@@ -45,7 +45,9 @@ def test_main_job_falls_back_to_the_simulated_market(settings_env, tmp_path):
 def test_a_failing_step_stops_the_chain_with_one_line(settings_env, tmp_path):
     env = dict(os.environ, DATA_DIR=str(settings_env.data_dir), REPORTS_DIR=str(settings_env.reports_dir),
                TOOLKIT_ENV_FILE=str(tmp_path / "empty.env"))
-    r = subprocess.run([sys.executable, "S7/pipeline.py", "--offline", "--days", "30", "--rules", "nope.yaml",
+    rules = tmp_path / "rules.yaml"      # parses (checked before any step); S4 fails: the _ta file has no sma777
+    rules.write_text("entry: {col: sma777, op: '>', value: 0}\n")
+    r = subprocess.run([sys.executable, "S7/pipeline.py", "--offline", "--days", "30", "--rules", str(rules),
                         "--skip", "S3", "S5", "S7"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("error: the chain stopped at S4 signals")

@@ -310,9 +310,10 @@ class Decision:
 
 
 def decide(frame: pd.DataFrame, rules: RuleSet, *, long: bool, bars_since_exit: int | None = None) -> Decision:
-    """The decision for the **last row** of ``frame`` given the live position -- for a
-    live executor (S7) whose position comes from the exchange, not from replaying
-    history. Same semantics as :func:`evaluate`: when ``long``, sell if an exit rule
+    """The rules' decision for the **last row** of ``frame`` given the position: which
+    rules fire there, handed to the one decision function :func:`S4.decide.decide`
+    (the one S5's backtest and S7's engine call; without stops, sizing or kill-switch
+    here -- use :mod:`S4.decide` for those). Same semantics as :func:`evaluate`: when ``long``, sell if an exit rule
     fires; when flat, buy if an entry rule fires, no exit rule fires, and the last exit
     was more than ``cooldown`` bars ago (``bars_since_exit``: bars since the exit bar,
     ``None`` = never exited). ``frame`` must hold enough history for the indicators and
@@ -330,17 +331,22 @@ def decide(frame: pd.DataFrame, rules: RuleSet, *, long: bool, bars_since_exit: 
                         "load it first: rules = S4.rules.load_rules('S4/rules.yaml')")
     if len(frame) == 0:
         raise UserError("the frame has no rows", "pass the closed bars up to now (indicators included)")
+    from S4.decide import ENTER, EXIT, Bar, Policy, Position
+    from S4.decide import decide as decide_action
+
     arrays = prepare_arrays(frame, rules)
     ent, ext = condition_masks(arrays, rules, len(frame))
     e, x = ent[:, -1], ext[:, -1]
     when = frame.index[-1]
-    if long:
-        if x.any():
-            return Decision(-1, rules.exit[int(np.argmax(x))].name, when)
-        return Decision(0, None, when)
-    cooldown = int(rules.resolve(rules.cooldown))
-    if e.any() and not x.any() and (bars_since_exit is None or bars_since_exit > cooldown):
-        return Decision(1, rules.entry[int(np.argmax(e))].name, when)
+    bar = Bar(high=np.nan, low=np.nan, close=np.nan, time=when,
+              entry_rule=rules.entry[int(np.argmax(e))].name if e.any() else None,
+              exit_rule=rules.exit[int(np.argmax(x))].name if x.any() else None)
+    action = decide_action(bar, position=Position(qty=1.0, entry_price=np.nan) if long else None,
+                           policy=Policy.from_rules(rules, use_stops=False), bars_since_exit=bars_since_exit)
+    if action.kind == EXIT:
+        return Decision(-1, action.rule, when)
+    if action.kind == ENTER:
+        return Decision(1, action.rule, when)
     return Decision(0, None, when)
 
 

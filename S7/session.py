@@ -74,14 +74,14 @@ class SessionResult:
 
 
 #: The risk settings S5/backtest.py uses by default (and S7 without --risk-config).
-DEFAULT_RISK = Path(__file__).resolve().parents[1] / "S6" / "risk.yaml"
+REPO_RISK_FILE = Path(__file__).resolve().parents[1] / "S6" / "risk.yaml"
 
 
 def risk_difference(cfg: SessionConfig) -> str | None:
     """One loud line when this session trades with other risk settings than a default
     backtest (``S6/risk.yaml``, stops on, its ``flatten_on_trip``), else None."""
     parts = []
-    if cfg.risk_config is not None and Path(cfg.risk_config).resolve() != DEFAULT_RISK:
+    if cfg.risk_config is not None and Path(cfg.risk_config).resolve() != REPO_RISK_FILE:
         parts.append(f"--risk-config {cfg.risk_config}")
     if not cfg.use_stops:
         parts.append("--no-stops")

@@ -382,3 +382,30 @@ def test_network_failure_triggers_a_reconcile_before_the_next_action(texchange, 
         finally:
             await c.close_connection()
     run(go())
+
+
+def test_session_is_loud_when_its_risk_settings_differ_from_the_backtest(tmp_path):
+    """S5/backtest.py trades with S6/risk.yaml and stops by default: a session that does
+    otherwise says so in one loud line (log, summary dict, printed summary)."""
+    import dataclasses
+
+    from S7.config import SessionConfig
+    from S7.session import REPO_RISK_FILE, SessionResult, risk_difference, summary_lines
+
+    base = SessionConfig(symbol="BTCUSDT", interval="1h", rules=tmp_path / "r.yaml", mode="dry-run")
+    assert risk_difference(base) is None
+    assert risk_difference(dataclasses.replace(base, risk_config=REPO_RISK_FILE)) is None
+    other = tmp_path / "risk.yaml"
+    line = risk_difference(dataclasses.replace(base, risk_config=other, use_stops=False))
+    assert line.startswith("RISK SETTINGS DIFFER FROM THE BACKTEST") and str(other) in line and "--no-stops" in line
+    assert "--no-flatten-on-trip" in risk_difference(dataclasses.replace(base, flatten_on_trip=False))
+    from S7.store import Position
+
+    summary = {"mode": "dry-run", "symbol": "BTCUSDT", "interval": "1h", "orders_by_status": {}, "sent": 0, "buys": 0,
+               "sells": 0, "fills": 0, "fees": 0.0, "position": Position("BTCUSDT"), "realized": 0.0,
+               "round_trips": 0, "start_equity": 1.0, "equity": 1.0, "unrealized": 0.0, "last_price": 1.0,
+               "kill_switch": {"tripped": False}}
+    res = SessionResult(summary, tmp_path, tmp_path, tmp_path, 0, "replay", True, risk_warning=line)
+    text = "\n".join(summary_lines(res))
+    assert text.count("WARNING: RISK SETTINGS DIFFER") == 1
+    assert "WARNING" not in "\n".join(summary_lines(dataclasses.replace(res, risk_warning=None)))

@@ -136,3 +136,12 @@ def test_the_scripts_compose_runs_answer_help():
     r = subprocess.run([sys.executable, "-m", "S9.healthcheck", "--help"], cwd=REPO, capture_output=True, text=True,
                        timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
     assert r.returncode == 0 and "usage" in r.stdout.lower()
+
+
+def test_doctests():
+    import doctest
+    import importlib
+
+    for name in ("S9.bus", "S9.influx"):
+        res = doctest.testmod(importlib.import_module(name))
+        assert res.attempted > 0 and res.failed == 0, name

@@ -10,11 +10,14 @@ import signal
 import subprocess
 import sys
 
+import shutil
+
 import pytest
 import requests
+import yaml
 
 from tests.S9 import promql
-from tests.S9.servers import REPO, free_port, spawn, stop_proc, wait_for
+from tests.S9.servers import REPO, free_port, need, spawn, stop_proc, wait_for
 
 TOKEN = "s9-test-token-0123456789abcdef"
 #: series Prometheus makes itself (not the service's): ``up`` per scrape target
@@ -49,6 +52,64 @@ def service(tmp_path_factory):
         yield {"base": base, "env": env, "proc": proc, "metrics": text, "log": tmp / "service.log"}
     finally:
         stop_proc(proc, signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def prometheus(service, tmp_path_factory):
+    """A real Prometheus scraping the service every second and evaluating S9/prometheus/alerts.yml."""
+    binary = need("prometheus")
+    tmp = tmp_path_factory.mktemp("prometheus")
+    shutil.copy(promql.PROM / "alerts.yml", tmp / "alerts.yml")
+    cfg = yaml.safe_load((promql.PROM / "prometheus.yml").read_text())
+    cfg["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    cfg["scrape_configs"][0]["static_configs"][0]["targets"] = [service["base"].split("//")[1]]
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(cfg))
+    port = free_port()
+    proc = subprocess.Popen([binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / "prometheus.log", "ab"))
+    api = f"http://127.0.0.1:{port}/api/v1"
+
+    def query(q: str) -> list:
+        body = requests.get(f"{api}/query", params={"query": q}, timeout=10).json()
+        assert body["status"] == "success", (q, body)
+        return body["data"]["result"]
+
+    try:
+        wait_for(lambda: query('up{job="toolkit"} == 1') and query("toolkit_candles_total > 0"),
+                 "Prometheus to scrape the service", timeout=120, every=0.5)
+        yield {"api": api, "query": query, "proc": proc}
+    finally:
+        stop_proc(proc)
+
+
+def _substitute(expr: str) -> str:
+    """Grafana's variables as Grafana would fill them."""
+    return (expr.replace("$__rate_interval", "1m").replace("$__range", "1h").replace("$market", ".*"))
+
+
+def test_every_dashboard_query_and_rule_runs_on_a_real_prometheus(prometheus):
+    """The PromQL parses and evaluates on Prometheus itself against the service's series; the rules load
+    and evaluate without error; the panels that must show something do."""
+    for where, expr in promql.dashboard_promql():
+        prometheus["query"](_substitute(expr))           # asserts status success
+    for name, expr in promql.rule_exprs():
+        prometheus["query"](expr)
+
+    def evaluated():
+        groups = requests.get(f"{prometheus['api']}/rules", timeout=10).json()["data"]["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        return rules if rules and all(r.get("lastEvaluation", "").startswith("2") and
+                                      not r["lastEvaluation"].startswith("0001") for r in rules) else None
+
+    rules = wait_for(evaluated, "every rule evaluated once", timeout=60, every=0.5)
+    assert {r["name"] for r in rules} >= {n for n, _ in promql.rule_exprs()}
+    assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
+    for expr in ("toolkit_up", "time() - toolkit_last_candle_close_timestamp_seconds",
+                 "sum(toolkit_worker_up)", "toolkit_equity_quote", "toolkit_kill_switch_tripped"):
+        assert prometheus["query"](expr), f"{expr}: no series"
+    firing = requests.get(f"{prometheus['api']}/alerts", timeout=10).json()["data"]["alerts"]
+    assert not [a for a in firing if a["labels"]["alertname"] in ("ToolkitServiceDown", "ToolkitKillSwitchTripped")]
 
 
 def _exposed_from_registry() -> set[str]:
@@ -139,9 +200,23 @@ def test_the_images_healthcheck_command_against_the_service(service):
     assert "not-the-token" not in wrong.stderr              # the token is never printed
     none = run({**service["env"], "CONTROL_API_TOKEN": ""})
     assert none.returncode == 1 and "CONTROL_API_TOKEN" in none.stderr
-    # the service stops: unhealthy
+
+
+def test_a_stopped_service_is_seen_by_the_healthcheck_and_prometheus(service, request):
+    # Prometheus where installed (started before the stop, so it saw the service up)
+    prometheus = request.getfixturevalue("prometheus") if shutil.which("prometheus") else None
     r = requests.post(f"{service['base']}/stop", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     assert r.status_code == 200
     service["proc"].wait(60)
-    down = run(service["env"])
+    down = subprocess.run(_dockerfile_healthcheck(), cwd=REPO, env={**service["env"], "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=60)
     assert down.returncode == 1 and "cannot reach" in down.stderr
+    if prometheus is None:
+        return
+
+    def alert():
+        alerts = requests.get(f"{prometheus['api']}/alerts", timeout=10).json()["data"]["alerts"]
+        return [a for a in alerts if a["labels"]["alertname"] == "ToolkitServiceDown"]
+
+    got = wait_for(alert, "ToolkitServiceDown to be pending", timeout=60, every=0.5)
+    assert got[0]["state"] in ("pending", "firing") and got[0]["labels"]["job"] == "toolkit"

@@ -202,7 +202,7 @@ def test_report_shows_the_split_equity_and_one_slice_per_param(sim_ta):
     assert "Best vs default parameters: equity, train then test" in page and "train | test" in page
     for p in res.best_params:
         assert f"Slice: {p}" in page
-    assert page.count("<script type='text/javascript'>") == 1      # plotly.js inlined once
+    assert page.count("<script src='plotly.min.js'") == 1 and "<script type='text/javascript'>" not in page
 
 
 def test_default_params_trade_count_is_said_before_the_search(sim_ta, caplog):

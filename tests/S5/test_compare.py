@@ -1,0 +1,130 @@
+"""``python S5/compare.py`` and :mod:`S5.run_catalog`: the runs on disk side by side,
+read from the files real S5 runs write (and from older, thinner files)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from S1.cli import run
+from S1.datasets import dataset_path, read_parquet, report_path, write_parquet
+
+RULES = "S4/rules_ta_only.yaml"
+
+
+@pytest.fixture
+def runs_on_disk(settings_env, sim_signals, sim_ta):
+    """Two real backtests (ETHUSDC, BTCUSDT-named copy) and a real optimisation."""
+    from S5.backtest_lib import backtest_files
+    from S5.optimize import main as optimize
+
+    meta = {"simulated": True, "signals": {"rules_file": RULES, "params": {"rsi_buy": 40}}}
+    for sym in ("ETHUSDC", "BTCUSDT"):
+        write_parquet(sim_signals, dataset_path(sym, "1h", 90, "signals"), metadata=meta)
+        backtest_files(sym, "1h", 90)
+    write_parquet(sim_ta, dataset_path("ETHUSDC", "1h", 90, "ta"), metadata={"simulated": True})
+    assert run(optimize, ["--symbol", "ETHUSDC", "--interval", "1h", "--days", "90", "--rules", RULES,
+                          "--trials", "4", "--min-trades", "2"]) == 0
+    return settings_env
+
+
+def test_catalog_metrics_are_the_files_metrics(runs_on_disk):
+    from S5.run_catalog import COMPARE_METRICS, load_catalog
+
+    cat = load_catalog()
+    by = {(r.kind, r.symbol, r.sample): r for r in cat.runs}
+    assert set(by) == {("backtest", "ETHUSDC", "full"), ("backtest", "BTCUSDT", "full"),
+                       ("optimize", "ETHUSDC", "in-sample"), ("optimize", "ETHUSDC", "out-of-sample")}
+    bt = json.loads(dataset_path("ETHUSDC", "1h", 90, "backtest").read_text())
+    opt = json.loads(report_path("ETHUSDC", "1h", 90, "optimize_rules_ta_only", "json").read_text())
+    for run_, metrics in ((by["backtest", "ETHUSDC", "full"], bt["metrics"]),
+                          (by["optimize", "ETHUSDC", "in-sample"], opt["in_sample"]),
+                          (by["optimize", "ETHUSDC", "out-of-sample"], opt["out_of_sample"])):
+        row = run_.row()
+        for m in COMPARE_METRICS:
+            assert row[m] == (None if metrics.get(m) is None else pytest.approx(metrics[m])), m
+        assert run_.rules == RULES and run_.simulated is True and run_.interval == "1h" and run_.days == 90
+    assert by["optimize", "ETHUSDC", "in-sample"].window.split("..")[1] == \
+        by["optimize", "ETHUSDC", "out-of-sample"].window.split("..")[0]               # the split date
+    assert by["backtest", "ETHUSDC", "full"].sizing.startswith("atr")                  # S6/risk.yaml's sizing
+    assert "fee 0.1%" in by["backtest", "ETHUSDC", "full"].costs
+
+
+def test_rules_name_comes_from_the_json_not_the_file_name(runs_on_disk):
+    from S5.run_catalog import load_catalog
+
+    src = dataset_path("ETHUSDC", "1h", 90, "backtest")
+    doc = json.loads(src.read_text())
+    doc["params"]["rules_file"] = "my/rules_momentum.yaml"
+    (src.parent / "ethusdc_1h_90d__rules_momentum_backtest.json").write_text(json.dumps(doc))
+    cat = load_catalog().filter(rules="momentum")
+    assert [r.rules for r in cat.runs] == ["my/rules_momentum.yaml"]
+
+
+def test_older_files_missing_keys_show_blanks(settings_env):
+    from S5.run_catalog import COLUMNS, compare_html, load_catalog, rich_table
+
+    d = settings_env.data_dir
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "ethusdc_1h_30d_backtest.json").write_text(json.dumps({"metrics": {"sharpe": 0.5}}))
+    (d / "btcusdt_1h_30d_backtest.json").write_text("{not json")
+    settings_env.reports_dir.mkdir(parents=True, exist_ok=True)
+    (settings_env.reports_dir / "x_1h_30d_optimize_r.json").write_text(json.dumps({"symbol": "X"}))
+    cat = load_catalog()
+    [r] = cat.runs
+    row = r.row()
+    assert row["sharpe"] == 0.5 and row["symbol"] is None and row["total_return"] is None
+    assert list(cat.table().columns) == list(COLUMNS)
+    assert [p.name for p, _ in cat.skipped] == ["btcusdt_1h_30d_backtest.json"]
+    page = compare_html(cat)
+    assert "None" not in re.sub(r"<script.*?</script>", "", page, flags=re.S) and "0.500" in page
+    assert rich_table(cat).row_count == 1
+
+
+def test_compare_overlays_one_normalised_curve_per_run_with_equity(runs_on_disk):
+    from S5.run_catalog import curves_figure, load_catalog
+
+    cat = load_catalog()
+    with_equity = [r for r in cat.runs if r.equity_path is not None]
+    assert len(with_equity) == 2                                   # the two backtests; optimisations have none
+    curves = cat.curves()
+    assert len(curves) == len(with_equity)
+    for r in with_equity:
+        eq = read_parquet(r.equity_path)["equity"]
+        s = curves[r.label]
+        assert s.iloc[0] == pytest.approx(1.0) and s.iloc[-1] == pytest.approx(eq.iloc[-1] / eq.iloc[0])
+    fig = curves_figure(curves)
+    assert [t.name for t in fig.data] == list(curves)
+
+
+def _compare(argv):
+    from S5.compare import main
+
+    return run(main, argv)
+
+
+def test_cli_filters_sorts_and_writes_html_and_csv(runs_on_disk, tmp_path, capsys):
+    out_csv = tmp_path / "runs.csv"
+    assert _compare(["--sort", "sharpe", "--csv", str(out_csv)]) == 0
+    table = pd.read_csv(out_csv)
+    sharpe = table["sharpe"].dropna().tolist()
+    assert len(table) == 4 and sharpe == sorted(sharpe, reverse=True)
+    page = (runs_on_disk.reports_dir / "compare.html").read_text()
+    assert "SIMULATED" in page and page.count("rules_ta_only") >= 4
+    assert "<script src='plotly.min.js'" in page and (runs_on_disk.reports_dir / "plotly.min.js").exists()
+    assert _compare(["--symbol", "btcusdt", "--no-html", "--csv", str(out_csv)]) == 0
+    assert pd.read_csv(out_csv)["symbol"].tolist() == ["BTCUSDT"]
+    assert _compare(["--kind", "optimize", "--no-html", "--csv", str(out_csv)]) == 0
+    assert sorted(pd.read_csv(out_csv)["sample"]) == ["in-sample", "out-of-sample"]
+    capsys.readouterr()
+    assert _compare(["--interval", "4h"]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 4 run(s) on disk matches" in err and err.count("\n") == 1
+
+
+def test_nothing_on_disk_names_the_command(settings_env, capsys):
+    assert _compare([]) == 2
+    assert "python S5/backtest.py" in capsys.readouterr().err

@@ -29,7 +29,7 @@ def need(binary: str) -> str:
     return path
 
 
-def wait_for(check, what: str, timeout: float = 60.0, every: float = 0.05):
+def wait_for(check, what: str, timeout: float = 120.0, every: float = 0.05):
     """Poll ``check()`` until it returns a truthy value (generous timeout: a condition, not a speed)."""
     deadline = time.monotonic() + timeout
     last = None

@@ -28,6 +28,12 @@ Real-world behaviour, scriptable per test:
 - ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` requests;
 - ``blast`` (benchmarks): pre-rendered events re-sent as fast as a client reads.
 
+Order books (:mod:`S1.local.depth`): ``<symbol>@depth@100ms`` / ``<symbol>@depth`` diff
+events with real ``U``/``u``, ``<symbol>@bookTicker``, ``<symbol>@ticker`` and the REST
+snapshot ``GET /api/v3/depth`` of one TRUE book per symbol (``depth_markets``, with its
+history per update id); ``depth_gap_every`` / ``depth_swap_every`` lose or reorder depth
+events per connection.
+
 Trade and aggregate-trade ids: trade ids are contiguous per symbol (``f`` of a
 candle = 1,000,000 + the trades of every earlier candle); aggregate ids ``a`` are
 unique and increasing, not contiguous.

@@ -1,8 +1,10 @@
-"""Run many downloads (and the sprints after them) from one YAML file.
+"""Run named batch tasks -- history downloads, the 1m lake, live streams -- from one YAML file.
 
     python S1/batch.py --config S1/batch.yaml
+    python S1/batch.py --config S1/batch.yaml --tasks majors-1h,lake-majors
     python S1/batch.py --config S1/batch.yaml --filter 'btc.*1h' --plan
     python S1/batch.py --config S1/batch.yaml --derive 4h 1d   # resample from each downloaded interval
+    python S1/batch.py --config S1/batch.yaml --derive-only    # rebuild derived files from disk, no network
 
 Continue-on-error: every dataset gets a row in the summary table; the exit code is
 1 when any failed.
@@ -26,8 +28,14 @@ from S1.settings import get_settings
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python S1/batch.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, required=True, help="YAML file (see S1/batch.yaml)")
-    p.add_argument("--filter", default=None, help="regex on dataset names, e.g. 'btcusdt_1h'")
-    p.add_argument("--plan", action="store_true", help="show what exists and what is missing; download nothing")
+    p.add_argument("--tasks", default=None, metavar="NAME,...", help="run only these named tasks (default: all)")
+    p.add_argument("--filter", default=None, help="regex on task or dataset names, e.g. 'btcusdt_1h'")
+    p.add_argument("--plan", action="store_true",
+                   help="show what exists and what is missing (streams: the outputs and connections); "
+                        "download nothing")
+    p.add_argument("--derive-only", action="store_true",
+                   help="only rebuild the derived intervals (the tasks' derive: and --derive) from the files and "
+                        "lake partitions on disk; no network request")
     p.add_argument("--derive", nargs="+", default=[], metavar="INTERVAL",
                    help="also write these intervals resampled from each downloaded one (e.g. 5m 1h 4h)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
@@ -39,27 +47,29 @@ def main(argv=None) -> int:
     add_common_args(p)
     args = p.parse_args(argv)
     check_scheduler(args.scheduler, args.workers)
-    tasks = expand(load_config(args.config), args.filter)
+    tasks = expand(load_config(args.config), args.filter, names=args.tasks)
     if not tasks:
-        raise UserError(f"--filter {args.filter!r} matches no dataset", "drop --filter or loosen the regex")
+        raise UserError(f"--filter {args.filter!r} matches no task or dataset", "drop --filter or loosen the regex")
     targets = sorted_targets(args.derive)
     console = Console()
     if args.plan:
         for line in plan_lines(tasks):
-            console.print(line, highlight=False)
+            print(line)
         return 0
     table = Table(title="batch summary")
     for col in ("dataset", "status", "steps", "detail", "s"):
         table.add_column(col)
     failed = 0
-    jobs = [(task, [t for t in targets if can_derive(task.interval, t)]) for task in tasks]
+    jobs = [(task, [t for t in sorted_targets([*task.job.derive, *targets]) if can_derive(task.interval, t)],
+             args.derive_only) for task in tasks]
     budget = get_settings().rest_weight_budget / args.workers
     outcomes = fan_out(run_job, jobs, scheduler=args.scheduler, workers=args.workers,
                        env={"REST_WEIGHT_BUDGET": f"{budget:.6f}"})
     for task, out in zip(tasks, outcomes, strict=True):
-        failed += out.status != "ok"
+        failed += out.status == "FAILED"
         style = "green" if out.status == "ok" else "red"
-        table.add_row(task.stem, f"[{style}]{out.status}[/{style}]", ", ".join(out.steps), out.detail,
+        style = "yellow" if out.status == "skipped" else style
+        table.add_row(f"{task.job.name}: {task.stem}", f"[{style}]{out.status}[/{style}]", ", ".join(out.steps), out.detail,
                       f"{out.seconds:.1f}")
     console.print(table)
     return 1 if failed else 0

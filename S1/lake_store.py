@@ -201,17 +201,20 @@ class LakeSummary:
 
 
 def update_lake(*, symbol: str, days: int, end=None, exchange: str = "binance", market: str = "spot",
-                source: str = "auto", data_dir: Path | None = None, settings=None) -> LakeSummary:
+                source: str = "auto", data_dir: Path | None = None, settings=None, lake_name: str | None = None,
+                price_scale: float = 1.0) -> LakeSummary:
     """Bring the 1m partitions of one market to the window ``[end - days, end)`` (see the module
     docstring). Binance spot goes through :mod:`S1.history` (public archive + REST), any other
-    exchange/market through CCXT (:mod:`S1.ccxt_source`)."""
+    exchange/market through CCXT (:mod:`S1.ccxt_source`). ``symbol``: as the exchange knows it;
+    ``lake_name``: the partition folder (default: ``symbol`` without separators, an instruments.csv
+    ``name``); ``price_scale`` is recorded in the metadata and applied by :func:`read_lake`."""
     from S1.settings import get_settings
 
     settings = settings or get_settings()
     exchange, market = check_market(exchange, market)
-    sym = lake_symbol(symbol)
+    sym = lake_symbol(lake_name or symbol)
     summary = LakeSummary(exchange, market, sym)
-    plan = plan_lake(symbol=symbol, days=days, end=end, exchange=exchange, market=market, data_dir=data_dir)
+    plan = plan_lake(symbol=sym, days=days, end=end, exchange=exchange, market=market, data_dir=data_dir)
     summary.complete = sum(not p.todo for p in plan)
     if all(not p.todo for p in plan):
         return summary
@@ -219,6 +222,8 @@ def update_lake(*, symbol: str, days: int, end=None, exchange: str = "binance", 
     fetch = _fetch_binance if binance_spot else _fetch_ccxt
     results, info = fetch(symbol, plan, days=days, end=end, source=source, settings=settings, exchange=exchange,
                           market=market, summary=summary)
+    if price_scale != 1.0:
+        info["price_scale"] = float(price_scale)
     for p, (frames, covered) in zip(plan, results, strict=True):
         if not p.todo or covered is None:
             continue
@@ -362,7 +367,7 @@ def derive_partition(src: Path, targets: list[str]) -> list[Path]:
             continue
         first = ceil_ms(cov[0], t)
         last = int(d.index[-1].value // 1_000_000)
-        keep = {k: meta[k] for k in ("source_url", "sources", "simulated", "ccxt_symbol") if k in meta}
+        keep = {k: meta[k] for k in ("source_url", "sources", "simulated", "ccxt_symbol", "price_scale") if k in meta}
         out.append(write_partition(d, exchange=meta["exchange"], market=meta["market"], symbol=meta["symbol"],
                                    month=meta["month"], interval=t, cover=(first, next_open_ms(last, t)),
                                    data_dir=src.parents[5],
@@ -373,9 +378,10 @@ def derive_partition(src: Path, targets: list[str]) -> list[Path]:
 
 # ----------------------------------------------------------------------------- read
 def read_lake(symbol: str, interval: str, *, exchange: str = "binance", market: str = "spot", start=None,
-              end=None, data_dir: Path | None = None) -> pd.DataFrame:
+              end=None, data_dir: Path | None = None, scaled: bool = True) -> pd.DataFrame:
     """The candles of one market and interval from the lake, ``start <= open < end``: the derived
-    partitions when there are any, else derived now (in memory) from the 1m partitions."""
+    partitions when there are any, else derived now (in memory) from the 1m partitions. ``scaled``:
+    prices multiplied by the partition's ``price_scale`` (instruments.csv; 1 unless given)."""
     check_interval(interval)
     exchange, market = check_market(exchange, market)
     sym = lake_symbol(symbol)
@@ -399,10 +405,14 @@ def read_lake(symbol: str, interval: str, *, exchange: str = "binance", market: 
         if (hi is not None and ms_to_ts(m.start_ms) >= hi) or (lo is not None and ms_to_ts(m.end_ms) <= lo):
             continue
         df = read_candles(f)
+        meta = read_metadata(f)
         if derive_now:
-            meta = read_metadata(f)
             df = resample_candles(df, SOURCE, interval,
                                   coverage=(int(meta["coverage_start_ms"]), int(meta["coverage_end_ms"])))
+        scale = float(meta.get("price_scale", 1.0))
+        if scaled and scale != 1.0:
+            df = df.copy()
+            df[["open", "high", "low", "close"]] *= scale
         frames.append(df)
     df = _merge(frames) if frames else empty_candles()
     keep = np.ones(len(df), bool)

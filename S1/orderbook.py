@@ -35,7 +35,7 @@ False
 
 from __future__ import annotations
 
-import heapq
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -91,58 +91,49 @@ def parse_depth_event(data: dict) -> DepthEvent:
 
 
 class OrderBook:
-    """Price levels of one market (``bids``/``asks``: price -> quantity, both Decimal).
+    """Price levels of one market (``bids``/``asks``: price -> quantity, both Decimal), with
+    the prices of each side also kept sorted, so the best price and the top N are cheap.
 
     >>> b = OrderBook(); b.set_levels([(Decimal("1"), Decimal("2"))], [(Decimal("3"), Decimal("1"))])
     >>> b.best_bid(), b.best_ask(), b.crossed()
     ((Decimal('1'), Decimal('2')), (Decimal('3'), Decimal('1')), False)
     """
 
-    __slots__ = ("_best_ask", "_best_bid", "asks", "bids")
+    __slots__ = ("_ask_prices", "_bid_prices", "asks", "bids")
 
     def __init__(self):
         self.bids: dict[Decimal, Decimal] = {}
         self.asks: dict[Decimal, Decimal] = {}
-        self._best_bid: Decimal | None = None  # cached best prices (None: unknown, recomputed on demand)
-        self._best_ask: Decimal | None = None
+        self._bid_prices: list[Decimal] = []  # ascending: the best bid is the last
+        self._ask_prices: list[Decimal] = []  # ascending: the best ask is the first
 
     def clear(self) -> None:
         self.bids.clear()
         self.asks.clear()
-        self._best_bid = self._best_ask = None
+        self._bid_prices.clear()
+        self._ask_prices.clear()
+
+    @staticmethod
+    def _set(side: dict, prices: list, levels) -> None:
+        for price, qty in levels:
+            if qty == _ZERO:
+                if side.pop(price, None) is not None:
+                    del prices[bisect_left(prices, price)]
+            else:
+                if price not in side:
+                    insort(prices, price)
+                side[price] = qty
 
     def set_levels(self, bids, asks) -> None:
         """Set every level (quantity 0 removes it; removing an absent level is fine)."""
-        side, best = self.bids, self._best_bid
-        for price, qty in bids:
-            if qty == _ZERO:
-                if side.pop(price, None) is not None and price == best:
-                    best = None
-            else:
-                side[price] = qty
-                if best is not None and price > best:
-                    best = price
-        self._best_bid = best
-        side, best = self.asks, self._best_ask
-        for price, qty in asks:
-            if qty == _ZERO:
-                if side.pop(price, None) is not None and price == best:
-                    best = None
-            else:
-                side[price] = qty
-                if best is not None and price < best:
-                    best = price
-        self._best_ask = best
+        self._set(self.bids, self._bid_prices, bids)
+        self._set(self.asks, self._ask_prices, asks)
 
     def best_bid_price(self) -> Decimal | None:
-        if self._best_bid is None and self.bids:
-            self._best_bid = max(self.bids)
-        return self._best_bid
+        return self._bid_prices[-1] if self._bid_prices else None
 
     def best_ask_price(self) -> Decimal | None:
-        if self._best_ask is None and self.asks:
-            self._best_ask = min(self.asks)
-        return self._best_ask
+        return self._ask_prices[0] if self._ask_prices else None
 
     def best_bid(self) -> tuple[Decimal, Decimal] | None:
         p = self.best_bid_price()
@@ -154,14 +145,13 @@ class OrderBook:
 
     def crossed(self) -> bool:
         """True when the best bid is at or above the best ask (a broken book)."""
-        b, a = self.best_bid_price(), self.best_ask_price()
-        return b is not None and a is not None and b >= a
+        return bool(self._bid_prices) and bool(self._ask_prices) and self._bid_prices[-1] >= self._ask_prices[0]
 
     def top(self, n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """The best ``n`` levels per side as exact strings: bids high to low, asks low to high."""
-        bids = heapq.nlargest(n, self.bids)
-        asks = heapq.nsmallest(n, self.asks)
-        return ([(str(p), str(self.bids[p])) for p in bids], [(str(p), str(self.asks[p])) for p in asks])
+        bids, asks = self.bids, self.asks
+        return ([(str(p), str(bids[p])) for p in reversed(self._bid_prices[-n:])] if n else [],
+                [(str(p), str(asks[p])) for p in self._ask_prices[:n]])
 
 
 class LocalBook:

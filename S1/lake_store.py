@@ -432,3 +432,31 @@ def describe(data_dir: Path | None = None) -> str:
         lines.append(json.dumps({"exchange": ex, "market": mk, "symbol": s,
                                  "intervals": {k: f"{v[0]}..{v[-1]} ({len(v)})" for k, v in ivs.items() if v}}))
     return "\n".join(lines)
+
+
+def lake_candles(symbol: str, interval: str, days: int, *, lake: str | None = "binance/spot",
+                 data_dir: Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """The last ``days`` days of one market's ``interval`` candles in the lake (ending at the newest
+    candle there) and the metadata a dataset file would carry -- what ``--from-lake`` gives the sprint
+    scripts instead of ``data/<stem>.parquet``. ``lake``: ``EXCHANGE/MARKET`` (default binance/spot)."""
+    exchange, _, market = (lake or "binance/spot").partition("/")
+    exchange, market = check_market(exchange, market or "spot")
+    if not isinstance(days, int) or days <= 0:
+        raise UserError(f"--days must be a positive whole number, got {days!r}", "e.g. --days 365")
+    df = read_lake(symbol, interval, exchange=exchange, market=market, data_dir=data_dir)
+    if not len(df):
+        raise UserError(f"the lake has no {interval} candles of {exchange}/{market}/{lake_symbol(symbol)}",
+                        "fill it with a lake task of S1/batch.py")
+    end_ms = int(df["close_time"].iloc[-1].value // 1_000_000) + 1
+    start_ms = end_ms - days * DAY_MS
+    df = df[df.index >= ms_to_ts(start_ms)]
+    folder = lake_path(exchange, market, lake_symbol(symbol), SOURCE, "2000-01", data_dir=data_dir).parent
+    newest = max(folder.glob("*.parquet"), default=None)
+    src_meta = read_metadata(newest) if newest is not None else {}
+    meta = {k: src_meta[k] for k in ("source_url", "sources", "simulated", "price_scale") if k in src_meta}
+    from S1.history import find_gaps
+
+    meta.update({"symbol": lake_symbol(symbol), "interval": interval, "days": days, "exchange": exchange,
+                 "market": market, "price": "last", "coverage_start_ms": start_ms, "coverage_end_ms": end_ms,
+                 "from_lake": str(folder.parent), "gaps": [str(g) for g in find_gaps(df.index, interval)[:50]]})
+    return df, meta

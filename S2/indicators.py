@@ -40,6 +40,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--informative", nargs="+", metavar="INTERVAL", default=(),
                    help="higher intervals whose candles and indicators are added as <column>_<interval> "
                         "(e.g. --informative 4h 1d -> rsi14_4h, close_1d); only closed candles are used")
+    p.add_argument("--from-lake", nargs="?", const="binance/spot", default=None, metavar="EXCHANGE/MARKET",
+                   help="read the candles from the 1m lake (data/lake, S1/README_lake.md: the last --days days) "
+                        "instead of the S1 file; default binance/spot")
     add_common_args(p)
     return p
 
@@ -48,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = load_config(args.config, sma=args.sma, ema=args.ema, rsi=args.rsi, macd=args.macd,
                          bbands=args.bb, atr=args.atr)
-    res = make_ta_file(args.symbol, args.interval, args.days, config=config, informative=args.informative)
+    res = make_ta_file(args.symbol, args.interval, args.days, config=config, informative=args.informative,
+                       from_lake=args.from_lake)
     label = " (simulated market data)" if res.simulated else ""
     print(f"wrote {res.path}: {res.rows:,} rows, {len(res.columns)} indicator columns "
           f"({', '.join(res.columns)}); the first {res.warmup} rows are warm-up{label}")

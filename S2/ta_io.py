@@ -144,7 +144,7 @@ class TaResult:
 
 
 def make_ta_file(symbol: str, interval: str, days: int, *, config: IndicatorConfig | None = None,
-                 informative: tuple[str, ...] | list[str] = ()) -> TaResult:
+                 informative: tuple[str, ...] | list[str] = (), from_lake: str | None = None) -> TaResult:
     """Read the S1 candle file of a market and window, add the indicators and write
     the ``_ta`` file atomically (nothing is written if any step fails).
 
@@ -160,12 +160,17 @@ def make_ta_file(symbol: str, interval: str, days: int, *, config: IndicatorConf
     informative = parse_intervals(list(informative))
     src = dataset_path(symbol, interval, days)
     out_path = dataset_path(symbol, interval, days, "ta")
-    candles = read_candles(src, how_to_create=history_command(symbol, interval, days))
+    if from_lake:   # the last `days` of the 1m lake's candles (S1.lake_store) instead of the S1 file
+        from S1.lake_store import lake_candles
+
+        candles, lake_meta = lake_candles(symbol, interval, days, lake=from_lake)
+    else:
+        candles = read_candles(src, how_to_create=history_command(symbol, interval, days))
     ta = add_indicators(candles, config=config, what=str(src))
     if informative:
         ta = add_informative(ta, informative, config=config, base_interval=interval)
     warm = warmup_rows(config)
-    meta = dict(read_metadata(src))
+    meta = dict(lake_meta if from_lake else read_metadata(src))
     meta["indicators"] = {
         "config": config.to_dict(), "columns": list(warm), "warmup_rows": warm,
         "source_file": src.name, "rows": len(ta), "engine": f"TA-Lib {talib.__version__}",

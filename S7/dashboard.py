@@ -323,6 +323,9 @@ def main(argv: list[str]) -> None:
         st.sidebar.caption(f"ignored arguments: {' '.join(ignored)}")
 
     st.title("Trading research dashboard")
+    from S7.dashboard_service import service_section
+
+    service_section()  # a running S8 service (its control API), when CONTROL_API_TOKEN is set
     if not D.has_any_data():
         cmds = D.commands()
         st.info(f"**No data yet in `{base}`.** Create everything with one command:\n"

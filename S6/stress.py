@@ -4,8 +4,9 @@ stops gapped through. Reads the S5 trades/equity files and the S1 candle file.
     python S6/stress.py --symbol BTCUSDT --interval 1h --days 365
     python S6/stress.py --symbol BTCUSDT --interval 1h --days 365 --paths 20000 --seed 7 --ruin 0.6
 
-Writes data/<stem>_stress.json, reports/<stem>_stress.html (offline, plotly
-embedded) and reports/<stem>_stress.png. The logic lives in S6.stress_lib and
+Writes data/<stem>_stress.json, reports/<stem>_stress.html (offline; plotly.js
+shared in the reports folder) and reports/<stem>_stress.png, each labelled
+SIMULATED when the backtest or the candles came from the simulated market. The logic lives in S6.stress_lib and
 S6.stress_report.
 """
 
@@ -39,7 +40,8 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from S1.datasets import dataset_path, history_command, read_candles, report_path
+    from S1.datasets import dataset_path, history_command, read_candles, read_metadata, report_path
+    from S1.settings import get_settings
     from S6.config import RiskConfig
     from S6.stress_lib import load_backtest, run_stress
     from S6.stress_report import summary_rows, write_html, write_json, write_png
@@ -52,13 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     bt = load_backtest(args.symbol, args.interval, args.days, initial_equity=args.initial_equity)
     cpath = dataset_path(args.symbol, args.interval, args.days)
     candles = None
+    simulated = bool(get_settings().simulated_market)
     if cpath.exists():
         candles = read_candles(cpath)
+        simulated = simulated or bool(read_metadata(cpath).get("simulated", False))
     else:
         log.warning("no candle file %s: worst-move replay skipped (create it with: %s)", cpath,
                     history_command(args.symbol, args.interval, args.days))
     result = run_stress(bt, candles, config=cfg, paths=args.paths, seed=args.seed, ruin_level=args.ruin,
-                        top=args.top, progress=True)
+                        top=args.top, progress=True, simulated=simulated)
     outputs = [write_json(result, dataset_path(args.symbol, args.interval, args.days, kind="stress"))]
     if not args.no_html:
         outputs.append(write_html(result, report_path(args.symbol, args.interval, args.days, "stress", "html")))
@@ -67,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     s = result.summary
     h = s["historical"]
+    if s["simulated"]:
+        print("SIMULATED market data (offline mode): not real prices")
     print(f"{bt.symbol} {bt.interval} {bt.days}d: {h['trades']} trades, final {h['final_equity']:,.2f} "
           f"from {s['initial_equity']:,.2f}, max drawdown {h['max_drawdown_trades']:.1%} (trade by trade)")
     print(f"{'scenario':<10} {'final equity p5 / p50 / p95':<40} {'max DD p50 / p95':<18} P(ruin <= {s['ruin_level']:.0%})")

@@ -123,6 +123,8 @@ class Backtest:
     initial_equity: float
     trades_path: Path | None = None
     equity_path: Path | None = None
+    #: made from the simulated market (the S5 files' metadata says so): every report says SIMULATED
+    simulated: bool = False
 
 
 def load_backtest(symbol: str, interval: str, days: int, *, initial_equity: float | None = None,
@@ -148,8 +150,11 @@ def load_backtest(symbol: str, interval: str, days: int, *, initial_equity: floa
             log.warning("no equity file %s: assuming an initial equity of %.0f", epath, initial_equity)
     if not np.isfinite(initial_equity) or initial_equity <= 0:
         raise UserError(f"initial equity must be > 0, got {initial_equity}", "pass --initial-equity")
+    from S1.datasets import read_metadata
+
+    simulated = any(bool(read_metadata(p).get("simulated", False)) for p in (tpath, epath) if p.exists())
     return Backtest(symbol, interval, int(days), trades, equity, float(initial_equity), tpath,
-                    epath if equity is not None else None)
+                    epath if equity is not None else None, simulated)
 
 
 # ----------------------------------------------------------- trade returns
@@ -368,8 +373,10 @@ class StressResult:
 
 def run_stress(bt: Backtest, candles: pd.DataFrame | None, *, config: RiskConfig, paths: int | None = None,
                seed: int | None = None, ruin_level: float | None = None, top: int | None = None,
-               progress: bool = False) -> StressResult:
-    """Every stress test on one backtest; ``candles`` may be None (moves skipped)."""
+               progress: bool = False, simulated: bool = False) -> StressResult:
+    """Every stress test on one backtest; ``candles`` may be None (moves skipped).
+    ``simulated``: the candles came from the simulated market (the backtest's own
+    label, :attr:`Backtest.simulated`, counts too): ``summary["simulated"]``."""
     sc = config.stress
     paths = sc.paths if paths is None else int(paths)
     seed = sc.seed if seed is None else int(seed)
@@ -433,6 +440,7 @@ def run_stress(bt: Backtest, candles: pd.DataFrame | None, *, config: RiskConfig
 
     summary = {
         "symbol": bt.symbol, "interval": bt.interval, "days": bt.days,
+        "simulated": bool(simulated or bt.simulated),
         "generated_at": pd.Timestamp.now(tz="UTC").isoformat(),
         "inputs": {"trades": str(bt.trades_path) if bt.trades_path else None,
                    "equity": str(bt.equity_path) if bt.equity_path else None},

@@ -1,6 +1,9 @@
-"""Reports of :func:`S6.stress_lib.run_stress`: JSON summary, HTML (plotly, works
-offline: plotly.js is embedded) and PNG (matplotlib). Every file is written
+"""Reports of :func:`S6.stress_lib.run_stress`: JSON summary, HTML (plotly, through
+the shared page builder :func:`S5.report.html_page`: plotly.js loaded once per
+reports folder, works offline) and PNG (matplotlib). Every file is written
 atomically (temp file + rename), so a failed run never leaves half a report.
+Made from the simulated market, every one of them says SIMULATED (the JSON's
+``simulated``, the HTML title and banner, the PNG title and a watermark).
 """
 
 from __future__ import annotations
@@ -31,10 +34,25 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+SIMULATED_LABEL = "SIMULATED market data"
+
+
+def _sim(result: StressResult) -> bool:
+    return bool(result.summary.get("simulated", False))
+
+
+def title(result: StressResult) -> str:
+    """``Stress tests -- BTCUSDT 1h 365d (5000 paths, seed 7)`` (+ ``-- SIMULATED market data``)."""
+    s = result.summary
+    t = f"Stress tests -- {s['symbol']} {s['interval']} {s['days']}d ({s['paths']} paths, seed {s['seed']})"
+    return f"{t} -- {SIMULATED_LABEL}" if _sim(result) else t
+
+
 def write_json(result: StressResult, path: Path) -> Path:
     from S1.datasets import atomic_write_text
 
-    return atomic_write_text(path, json.dumps(json_safe(result.summary), indent=2, allow_nan=False))
+    doc = {"simulated": _sim(result), **json_safe(result.summary)}
+    return atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False))
 
 
 def _bands(paths: np.ndarray) -> np.ndarray:
@@ -43,6 +61,10 @@ def _bands(paths: np.ndarray) -> np.ndarray:
 
 def _pct(x) -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.1%}"
+
+
+def _yes_no(x) -> str:
+    return "-" if x is None else ("yes" if x else "no") if isinstance(x, (bool, np.bool_)) else str(x)
 
 
 def _money(x) -> str:
@@ -102,15 +124,19 @@ def build_figure(result: StressResult):
         if "loss_R_gapped" not in df:
             continue
         labels = [f"{win} {t:%Y-%m-%d %H:%M}" for t in df["start"]]
-        fig.add_trace(go.Bar(x=labels, y=df["loss_R_stop"], name=f"{win}: stop honoured, or held to the window end (R)"),
-                      row=2, col=2)
-        fig.add_trace(go.Bar(x=labels, y=df["loss_R_gapped"], name=f"{win}: gapped to the low (R)"), row=2, col=2)
-    fig.update_layout(barmode="overlay", height=900, template="plotly_white",
-                      title=f"Stress tests -- {s['symbol']} {s['interval']} {s['days']}d "
-                            f"({s['paths']} paths, seed {s['seed']})")
+        # side by side (offset / width): the figure's overlay mode (for the histograms) would
+        # otherwise hide the "stop honoured" bar behind the longer "gapped" one
+        fig.add_trace(go.Bar(x=labels, y=df["loss_R_stop"], offset=-0.4, width=0.4, marker_color="#1f77b4",
+                             name=f"{win}: stop honoured, or held to the window end (R)"), row=2, col=2)
+        fig.add_trace(go.Bar(x=labels, y=df["loss_R_gapped"], offset=0.0, width=0.4, marker_color="#d62728",
+                             name=f"{win}: gapped to the low (R)"), row=2, col=2)
+    fig.update_layout(barmode="overlay", height=950, title=title(result),
+                      legend=dict(orientation="h", yanchor="top", y=-0.08, xanchor="left", x=0),
+                      margin=dict(l=60, r=20, t=80, b=120))
     fig.update_xaxes(title_text="trade #", row=1, col=1)
     fig.update_xaxes(title_text="max drawdown %", row=1, col=2)
     fig.update_yaxes(title_text="loss (R)", row=2, col=2)
+    fig.update_xaxes(tickangle=-40, tickfont=dict(size=10), row=2, col=2)
     return fig
 
 
@@ -122,7 +148,7 @@ def _moves_table(result: StressResult) -> str:
                    "<th>largest backtest exposure, no stop</th></tr>")
         for r in df.to_dict("records"):
             out.append(
-                f"<tr><td>{r['start']:%Y-%m-%d %H:%M}</td><td>{_pct(r['move'])}</td><td>{r.get('stop_hit', '-')}</td>"
+                f"<tr><td>{r['start']:%Y-%m-%d %H:%M}</td><td>{_pct(r['move'])}</td><td>{_yes_no(r.get('stop_hit'))}</td>"
                 f"<td>{r.get('loss_R_stop', float('nan')):.2f} / {_pct(r.get('loss_pct_stop'))}</td>"
                 f"<td>{r.get('loss_R_gapped', float('nan')):.2f} / {_pct(r.get('loss_pct_gapped'))}</td>"
                 f"<td>{_pct(r['loss_pct_max_exposure'])}</td></tr>")
@@ -130,28 +156,26 @@ def _moves_table(result: StressResult) -> str:
     return "\n".join(out)
 
 
-def write_html(result: StressResult, path: Path) -> Path:
-    """Self-contained HTML (plotly.js embedded: opens offline)."""
+def write_html(result: StressResult, path: Path, *, standalone: bool | None = None) -> Path:
+    """The HTML report (shared page builder; plotly.js once per reports folder, or
+    embedded with ``standalone``/``TOOLKIT_REPORTS_STANDALONE=1``)."""
     from S1.datasets import atomic_write_text
+    from S5.report import figure_div, html_page
 
     s = result.summary
-    rows = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td><td>{d}</td></tr>" for a, b, c, d in summary_rows(result))
+    rows = "".join(f"<tr><th>{a}</th><td>{b}</td><td>{c}</td><td>{d}</td></tr>" for a, b, c, d in summary_rows(result))
     h = s["historical"]
     trip = h.get("kill_switch_first_trip")
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in s["notes"])
-    head = f"""<!doctype html><html><head><meta charset="utf-8"><title>Stress {html.escape(s['symbol'])}</title>
-<style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;margin:.5em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}</style></head><body>
-<h1>Stress tests: {html.escape(s['symbol'])} {html.escape(s['interval'])} {s['days']}d</h1>
-<p>{h['trades']} trades, initial equity {_money(s['initial_equity'])}, backtest final {_money(h['final_equity'])},
+    body = f"""<p>{h['trades']} trades, initial equity {_money(s['initial_equity'])}, backtest final {_money(h['final_equity'])},
 max drawdown {_pct(h['max_drawdown_trades'])} (trade by trade){
     f", {_pct(h['max_drawdown_bars'])} (bar by bar)" if 'max_drawdown_bars' in h else ''}; largest exposure
 {_pct(h['max_exposure'])} of equity. Ruin = equity at or below {_pct(s['ruin_level'])} of the start.
 Kill-switch on the backtest: {html.escape(trip['reason'] + ' at ' + trip['at']) if trip else 'never tripped'}.</p>
-<table><tr><th>scenario</th><th>final equity p5 / p50 / p95</th><th>max drawdown p50 / p95</th><th>P(ruin)</th></tr>
-{rows}</table>{_moves_table(result)}<ul>{notes}</ul>"""
-    body = build_figure(result).to_html(full_html=False, include_plotlyjs=True)
-    return atomic_write_text(path, head + body + "</body></html>")
+<table><thead><tr><th>scenario</th><th>final equity p5 / p50 / p95</th><th>max drawdown p50 / p95</th><th>P(ruin)</th></tr></thead>
+<tbody>{rows}</tbody></table>{figure_div(build_figure(result).update_layout(title=None))}{_moves_table(result)}<ul>{notes}</ul>"""
+    page = html_page(title(result), body, simulated=_sim(result), standalone=standalone, folder=Path(path).parent)
+    return atomic_write_text(path, page)
 
 
 def write_png(result: StressResult, path: Path) -> Path:
@@ -200,17 +224,22 @@ def write_png(result: StressResult, path: Path) -> Path:
         gap_r += list(df["loss_R_gapped"])
     if labels:
         x = np.arange(len(labels))
-        ax[1, 1].bar(x - 0.2, stop_r, 0.4, label="stop honoured (or held to the window end)")
-        ax[1, 1].bar(x + 0.2, gap_r, 0.4, label="gapped to the window low")
+        ax[1, 1].bar(x - 0.2, stop_r, 0.4, color="#1f77b4", label="stop honoured (or held to the window end)")
+        ax[1, 1].bar(x + 0.2, gap_r, 0.4, color="#d62728", label="gapped to the window low")
         ax[1, 1].set_xticks(x, labels, fontsize=7, rotation=45, ha="right")
         ax[1, 1].axhline(1.0, color="grey", ls=":")
         ax[1, 1].legend(fontsize=8)
     else:
         ax[1, 1].text(0.5, 0.5, "no candle data", ha="center", va="center")
     ax[1, 1].set(title="Worst moves: loss in R")
-    fig.suptitle(f"Stress tests -- {s['symbol']} {s['interval']} {s['days']}d ({s['paths']} paths, seed {s['seed']})")
+    sim = _sim(result)
+    fig.suptitle(title(result), color="#b00000" if sim else "black", fontweight="bold" if sim else "normal")
+    if sim:
+        fig.text(0.5, 0.5, "SIMULATED", fontsize=90, color="#b00000", alpha=0.08, ha="center", va="center",
+                 rotation=30, transform=fig.transFigure)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, metadata={"Title": title(result), "Description": (
+        "made from the simulated market (offline mode): not real prices" if sim else "stress tests")})
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())

@@ -427,10 +427,11 @@ class BookStreamer(WsSessions):
                 continue
             if book.synced:  # cannot happen (only this task syncs), but never apply twice
                 continue
+            before = book.applied
             result = book.on_snapshot(snap)
             if result == SYNCED:
                 log.info("%s order book synced at update id %d (%d buffered events applied)", symbol,
-                         book.update_id, book.applied)
+                         book.update_id, book.applied - before)
                 if not cfg.book_every:
                     self._record(symbol, book, int(time.time() * 1000))
             else:

@@ -731,7 +731,8 @@ class LocalStream:
 def serve(*, port: int = 8766, symbols: list[str], interval: str = "1m", start: str | None = None,
           speed: float = 1.0, updates_per_candle: int | None = None, rate: float | None = None,
           drop_every: float | None = None, days: int = 2, blast: bool = False,
-          ready: Callable[[LocalBinance, LocalStream], None] | None = None) -> tuple[LocalBinance, LocalStream]:
+          ready: Callable[[LocalBinance, LocalStream], None] | None = None, depth_gap_every: int | None = None,
+          depth_swap_every: int | None = None) -> tuple[LocalBinance, LocalStream]:
     """Start a simulated exchange (REST + streams) on ``port``; returns it running."""
     clock = ReplayClock(to_ms(start) if start else None, speed)
     ex = LocalBinance(simulate=True, simulate_days=days, now_ms=clock.now_ms, port=port)
@@ -739,7 +740,8 @@ def serve(*, port: int = 8766, symbols: list[str], interval: str = "1m", start: 
         candle_wall_s = (next_open_ms(0, interval)) / 1000.0 / speed
         updates_per_candle = max(1, int(round(rate * candle_wall_s / len(symbols))) - 1)
     stream = LocalStream(ex, clock, updates_per_candle=updates_per_candle, drop_every=drop_every,
-                         drop_kinds=("abort", "close", "shutdown"), blast=blast)
+                         drop_kinds=("abort", "close", "shutdown"), blast=blast, depth_gap_every=depth_gap_every,
+                         depth_swap_every=depth_swap_every, depth_history=1_000)
     for s in symbols:
         ex.rows_for(s, interval)
         ex.rows_for(s, "1m")
@@ -770,6 +772,10 @@ def main(argv=None) -> int:
     p.add_argument("--days", type=int, default=2, help="history to simulate per symbol")
     p.add_argument("--blast", action="store_true",
                    help="benchmarks: re-send pre-rendered kline events as fast as clients read them")
+    p.add_argument("--depth-gap-every", type=int, default=None,
+                   help="order books: drop every Nth depth event of a connection (a lost packet)")
+    p.add_argument("--depth-swap-every", type=int, default=None,
+                   help="order books: send every Nth depth event after the next one (out of order)")
     args = p.parse_args(argv)
     check_interval(args.interval)
     symbols = ([f"S{i:03d}USDT" for i in range(1, args.n_symbols + 1)] if args.n_symbols
@@ -778,7 +784,8 @@ def main(argv=None) -> int:
         raise UserError("no symbols", "pass --symbols BTCUSDT,ETHUSDC or --n-symbols 100")
     ex, stream = serve(port=args.port, symbols=symbols, interval=args.interval, start=args.start,
                        speed=args.speed, updates_per_candle=args.updates_per_candle, rate=args.rate,
-                       drop_every=args.drop_every, days=args.days, blast=args.blast)
+                       drop_every=args.drop_every, days=args.days, blast=args.blast,
+                       depth_gap_every=args.depth_gap_every, depth_swap_every=args.depth_swap_every)
     print(f"simulated Binance market on {ex.api_url}, streams on {stream.ws_url}; Ctrl-C stops it", flush=True)
     print(f"  export BINANCE_API_URL={ex.api_url} BINANCE_WS_URL={stream.ws_url}", flush=True)
     ex.serve_until_interrupted()

@@ -202,8 +202,8 @@ def test_ccxt_path_records_true_books_through_gaps(market, tmp_path):
     """``--exchange``/``--client ccxt``: ccxt.pro's watch_order_book / watch_ticker / watch_bids_asks
     (CCXT's own Binance book procedure) against the same local server."""
     pytest.importorskip("ccxt.pro")
-    from S1.ccxt_source import Venue
     from S1.ccxt_book_stream import CcxtBookStreamer
+    from S1.ccxt_source import Venue
 
     ex, st = market(depth_gap_every=11)
     ex.rows_for("BTCUSDT", "1m")                       # listed in the local exchangeInfo

@@ -484,8 +484,12 @@ def _update_ccxt(venue, *, symbol: str, interval: str, days: int, end, out: Path
                 if plan:
                     end_ms = end_given if end_given is not None else int(time.time() * 1000)
                 else:   # closure is judged by the exchange's clock, also for a given --end
+                    h.ex.enableLastJsonResponse = True     # to read the time answer's simulated label
                     server_now = await h.server_time()
                     end_ms = server_now if end_given is None else min(end_given, server_now)
+                # the local servers label a simulated market in their time endpoint's answer
+                body = getattr(h.ex, "last_json_response", None)
+                served_simulated = isinstance(body, dict) and bool(body.get("simulated")) and not plan
                 start_ms = ceil_ms(end_ms - days * DAY_MS, interval)
                 existing, have = _existing(path, fsym, interval)
                 _check_venue(path, venue)
@@ -493,7 +497,7 @@ def _update_ccxt(venue, *, symbol: str, interval: str, days: int, end, out: Path
                     _check_window(start_ms, end_ms, interval, days)
                     _check_provenance(path, {"exchange": venue.exchange, "market": venue.market,
                                              "price": venue.price, "source_url": h.source_url,
-                                             "simulated": bool(settings.simulated_market)})
+                                             "simulated": bool(settings.simulated_market or served_simulated)})
                 todo = missing_ranges(have, (start_ms, end_ms))
                 if plan:
                     return dict(path=path, existing=existing, have=have, todo=todo, plan=True)
@@ -522,7 +526,7 @@ def _update_ccxt(venue, *, symbol: str, interval: str, days: int, end, out: Path
                     "coverage_start_ms": start_ms, "coverage_end_ms": covered,
                     "exchange": venue.exchange, "market": venue.market, "price": venue.price, "client": "ccxt",
                     "ccxt_symbol": h.market["symbol"], "market_id": h.market["id"],
-                    "source_url": h.source_url,
+                    "source_url": h.source_url, "simulated": bool(settings.simulated_market or served_simulated),
                     "unreported_columns": unreported_columns(got) if len(got) else old.get("unreported_columns", []),
                 }
                 return dict(path=path, existing=existing, have=have, todo=todo, fetched=fetched, start_ms=start_ms,

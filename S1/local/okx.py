@@ -131,6 +131,8 @@ class LocalOkx:
         fixed = to_ms(now) if isinstance(now, str) else now
         self.server = LocalBinance(now_ms=fixed, port=port)
         self.history_limit = history_limit
+        #: set when what is served is simulated (the ``serve`` CLI): ``/api/v5/public/time`` says so
+        self.simulated = False
         #: a candle stays ``confirm`` "0" on REST this long after its close (OKX's finalisation lag)
         self.unconfirmed_lag_ms = 0
         self.series: dict[tuple[str, str, str], np.ndarray] = {}  # (kind, instId, interval) -> Binance rows
@@ -192,6 +194,9 @@ class LocalOkx:
         return self._ok([i for i in self.instruments.values() if i["instType"] == kind])
 
     async def _time(self, request):
+        if self.simulated:   # a simulated market is labelled by the server itself (as /api/v3/time does)
+            return web.json_response({"code": "0", "msg": "", "simulated": True,
+                                      "data": [{"ts": str(self.server.now_ms())}]})
         return self._ok([{"ts": str(self.server.now_ms())}])
 
     def _candles(self, kind: str, history: bool):
@@ -532,6 +537,7 @@ def serve(*, port: int = 8767, inst_ids: list[str], start: str | None = None, sp
 
     clock = ReplayClock(to_ms(start) if start else None, speed)
     okx = LocalOkx(clock.now_ms, port=port)
+    okx.simulated = True
     now = pd.Timestamp(clock.now_ms(), unit="ms", tz="UTC")
     for inst in inst_ids:
         okx.add("last", inst, "1m", simulate_candles(inst.replace("-", ""), "1m", now - pd.Timedelta(days=days),

@@ -119,3 +119,51 @@ def test_cli_empty_result_and_huge_days_exit_2_with_one_line(exchange, settings_
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, r.stderr)
         assert "Traceback" not in r.stderr
     assert path.read_bytes() == before
+
+
+def test_a_simulated_futures_server_labels_ccxt_datasets_too(settings_env, monkeypatch, btc_1h):
+    """The CCXT path (``--market swap``) reads the label from the futures API's time endpoint;
+    the same dataset later fetched from a server of real candles is refused."""
+    pytest.importorskip("ccxt")
+    from S1.intervals import to_ms
+    from S1.local.exchange import LocalBinance
+    from S1.local.futures import LocalFutures
+
+    kw = dict(symbol="BTC/USDT", interval="1h", exchange="binance", market="swap", progress=False, days=10,
+              end="2023-05-20")
+    paths = []
+    for simulate in (True, False):
+        server = LocalBinance(now_ms=to_ms(SERVER_NOW), simulate=simulate)
+        f = LocalFutures(server)
+        f.add_pair("BTCUSDT", "1h", btc_1h)
+        with server:
+            _point(monkeypatch, server)
+            if simulate:
+                s = update_dataset(**kw)
+                assert read_metadata(s.path)["simulated"] is True
+                paths.append((s.path, s.path.read_bytes()))
+            else:
+                with pytest.raises(UserError, match="simulated candles -> real"):
+                    update_dataset(**{**kw, "end": "2023-05-21"})
+    path, before = paths[0]
+    assert path.read_bytes() == before
+
+
+def test_a_simulated_okx_server_labels_its_candles(settings_env, monkeypatch):
+    pytest.importorskip("ccxt")
+    from S1.local.okx import LocalOkx
+    from S1.local.simulated import simulate_candles
+    from S1.settings import get_settings
+
+    labels = []
+    for simulated in (True, False):
+        with LocalOkx("2023-05-31 12:30") as ex:
+            ex.simulated = simulated
+            ex.add("last", "BTC-USDT", "1h", simulate_candles("BTCUSDT", "1h", "2023-05-01", "2023-06-01"))
+            monkeypatch.setenv("CCXT_API_URLS", f"okx={ex.server.url}")
+            get_settings.cache_clear()
+            s = update_dataset(symbol="BTC/USDT", interval="1h", exchange="okx", days=3, progress=False,
+                               out=settings_env.data_dir / f"okx_{simulated}.parquet")
+            labels.append(read_metadata(s.path)["simulated"])
+    get_settings.cache_clear()
+    assert labels == [True, False]

@@ -1,5 +1,5 @@
 """Reports of :func:`S6.stress_lib.run_stress`: JSON summary, HTML (plotly, through
-the shared page builder :func:`S5.report.html_page`: plotly.js loaded once per
+the shared page builder :func:`S1.report_page.html_page`: plotly.js loaded once per
 reports folder, works offline) and PNG (matplotlib). Every file is written
 atomically (temp file + rename), so a failed run never leaves half a report.
 Made from the simulated market, every one of them says SIMULATED (the JSON's
@@ -160,7 +160,7 @@ def write_html(result: StressResult, path: Path, *, standalone: bool | None = No
     """The HTML report (shared page builder; plotly.js once per reports folder, or
     embedded with ``standalone``/``TOOLKIT_REPORTS_STANDALONE=1``)."""
     from S1.datasets import atomic_write_text
-    from S5.report import figure_div, html_page
+    from S1.report_page import figure_div, html_page
 
     s = result.summary
     rows = "".join(f"<tr><th>{a}</th><td>{b}</td><td>{c}</td><td>{d}</td></tr>" for a, b, c, d in summary_rows(result))

@@ -144,3 +144,14 @@ def test_page_opens_offline_in_a_browser(backtest_run, settings_env, tmp_path):
     moved.mkdir()
     out, title = dom(moved)                                     # copied away from its plotly.min.js: it says so
     assert title == "plots:0" and '<p class="warn">plotly.min.js is not next to this file' in out
+
+
+def test_page_builder_doctests():
+    import doctest
+
+    import S1.report_page
+    import S5.report
+
+    for mod in (S1.report_page, S5.report):
+        result = doctest.testmod(mod)
+        assert result.attempted > 0 and result.failed == 0

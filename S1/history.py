@@ -416,8 +416,6 @@ def update_dataset(*, symbol: str, interval: str, days: int, end=None, out: Path
         "source_url": settings.redact(settings.binance_api_url),
         "simulated": simulated,
     }
-    if archive_dir is not None:
-        meta["source_url"] = f"local files {Path(archive_dir).name}"
     _check_provenance(path, meta)
     fetched = [_download_ms(symbol, interval, a, b, source=source, archive_dir=archive_dir,
                             settings=settings, progress=progress, stats=stats) for a, b in todo]

@@ -31,7 +31,6 @@ import pandas as pd
 from S5.exchange import describe_costs
 from S5.metrics import format_metric, to_jsonable
 from S5.optimize_lib import REPORT_METRICS, OptimizeConfig, default_storage, redact_url
-from S5.optimize_lib import _fmt as _f
 from S5.walkforward import WalkForwardConfig, WalkForwardResult, walk_forward
 
 #: Fold-table columns shown in the report and the terminal (beside the params).
@@ -66,8 +65,8 @@ def _figures(res: WalkForwardResult):
                                       line=dict(color="#ff7f0e", width=14), name="test (unseen)",
                                       legendgroup="test", showlegend=f.k == 0))
     timeline.update_yaxes(autorange="reversed")
-    timeline.update_layout(height=120 + 28 * len(res.plan.folds), margin=dict(l=60, r=20, t=30, b=30),
-                           legend=dict(orientation="h", y=1.15))
+    timeline.update_layout(height=150 + 28 * len(res.plan.folds), margin=dict(l=60, r=20, t=50, b=30),
+                           legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
 
     eq = equity_table(res)
     curves = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.7, 0.3],
@@ -82,8 +81,8 @@ def _figures(res: WalkForwardResult):
                                 line=dict(color="#d62728", width=1)), row=2, col=1)
     for f in res.plan.folds[1:]:
         curves.add_vline(x=idx[f.test_start], line=dict(color="#999", width=1, dash="dot"))
-    curves.update_layout(height=650, hovermode="x unified", margin=dict(l=60, r=20, t=50, b=40),
-                         legend=dict(orientation="h", y=1.08))
+    curves.update_layout(height=650, hovermode="x unified", margin=dict(l=60, r=20, t=80, b=40),
+                         legend=dict(orientation="h", yanchor="bottom", y=1.06, xanchor="left", x=0))
 
     obj = res.config.objective
     labels = [f"fold {fr.fold.k + 1}" for fr in res.folds]
@@ -93,7 +92,8 @@ def _figures(res: WalkForwardResult):
         go.Bar(x=labels, y=[fr.default_out_of_sample.metrics.get(obj) for fr in res.folds],
                name="defaults out-of-sample"),
     ])
-    objective.update_layout(barmode="group", height=380, yaxis_title=obj, margin=dict(l=60, r=20, t=30, b=40))
+    objective.update_layout(barmode="group", height=400, yaxis_title=obj, margin=dict(l=60, r=20, t=60, b=40),
+                            legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
 
     params = go.Figure()
     for name, s in res.space.items():
@@ -106,8 +106,9 @@ def _figures(res: WalkForwardResult):
             y = [(float(v) - float(s["low"])) / width if width else 0.5 for v in vals]
         params.add_trace(go.Scatter(x=labels, y=y, mode="lines+markers", name=name,
                                     text=[f"{name}={v}" for v in vals], hoverinfo="text+x"))
-    params.update_layout(height=380, yaxis=dict(title="position in the search range (0 = low, 1 = high)",
-                                                range=[-0.05, 1.05]), margin=dict(l=60, r=20, t=30, b=40))
+    params.update_layout(height=400, yaxis=dict(title="place in the search range (0 low, 1 high)",
+                                                range=[-0.05, 1.05]), margin=dict(l=80, r=20, t=60, b=40),
+                         legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
     return timeline, curves, objective, params
 
 
@@ -118,7 +119,8 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{h}</tr>{body}</table>"
 
 
-def walkforward_html(res: WalkForwardResult, *, title: str, simulated: bool) -> str:
+def walkforward_html(res: WalkForwardResult, *, title: str, simulated: bool, standalone: bool | None = None,
+                     folder: Path | None = None) -> str:
     """The whole walk-forward report page (same shell as the optimiser's)."""
     from S5.report import figure_div, html_page
 
@@ -141,12 +143,15 @@ def walkforward_html(res: WalkForwardResult, *, title: str, simulated: bool) -> 
                 format_metric(m, res.default_stitched.metrics.get(m))] for m in names]
     agg_rows = [
         [f"mean {obj}: in-sample (train) / out-of-sample (test)",
-         f"{_f(agg['mean_objective_in_sample'])} / {_f(agg['mean_objective_out_of_sample'])}"],
+         f"{format_metric(obj, agg['mean_objective_in_sample'])} / "
+         f"{format_metric(obj, agg['mean_objective_out_of_sample'])}"],
         ["profitable test windows", f"{agg['profitable_test_windows']} of {agg['folds']}"],
         [f"folds where the chosen params beat the defaults out of sample ({obj})",
          f"{agg['beats_defaults_out_of_sample']} of {agg['folds']}"],
-        ["walk-forward efficiency (stitched OOS CAGR / mean in-sample CAGR)", _f(agg["walk_forward_efficiency"])],
+        ["walk-forward efficiency (stitched OOS CAGR / mean in-sample CAGR)",
+         format_metric("walk_forward_efficiency", agg["walk_forward_efficiency"])],
     ]
+    fold_metrics = [m for m in FOLD_METRICS if m != obj]  # the objective has its own IS / OOS columns
     fold_rows = []
     for fr in res.folds:
         t = fr.fold.times(plan.index)
@@ -154,12 +159,13 @@ def walkforward_html(res: WalkForwardResult, *, title: str, simulated: bool) -> 
                  f"{t['test_from']:%Y-%m-%d %H:%M} .. {t['test_to']:%Y-%m-%d %H:%M}",
                  ", ".join(f"{_html.escape(k)}={_html.escape(str(v))}" for k, v in fr.best_params.items()),
                  f"{fr.counts.get('complete', 0)}/{sum(fr.counts.values())}",
-                 _f(fr.best_value), _f(fr.out_of_sample.metrics.get(obj))]
-        for m in FOLD_METRICS:
+                 format_metric(obj, fr.best_value), format_metric(obj, fr.out_of_sample.metrics.get(obj))]
+        for m in fold_metrics:
             cells += [format_metric(m, fr.in_sample.metrics.get(m)), format_metric(m, fr.out_of_sample.metrics.get(m))]
         fold_rows.append(cells)
-    fold_head = ["fold", "train (UTC)", "test (UTC)", "chosen params", "complete trials", f"{obj} IS", f"{obj} OOS"]
-    for m in FOLD_METRICS:
+    fold_head = ["fold", "train (UTC)", "test (UTC)", "chosen params", "complete trials", f"{obj} IS (objective)",
+                 f"{obj} OOS (objective)"]
+    for m in fold_metrics:
         fold_head += [f"{m.replace('_', ' ')} IS", f"{m.replace('_', ' ')} OOS"]
     stab_rows = []
     for name, r in res.stability.iterrows():
@@ -187,7 +193,7 @@ def walkforward_html(res: WalkForwardResult, *, title: str, simulated: bool) -> 
              "value every fold; ~29 %: as scattered as random draws); stable &lt; 10 %, unstable &gt; 25 %. "
              "A value on the range's edge suggests widening the range. The last fold's params (chosen on the most "
              f"recent train window) are: {_html.escape(json.dumps(res.latest_params))}.</p>")]
-    return html_page(title, "".join(body))
+    return html_page(title, "".join(body), simulated=simulated, standalone=standalone, folder=folder)
 
 
 

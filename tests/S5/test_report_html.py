@@ -155,3 +155,26 @@ def test_page_builder_doctests():
     for mod in (S1.report_page, S5.report):
         result = doctest.testmod(mod)
         assert result.attempted > 0 and result.failed == 0
+
+
+def test_walkforward_report_has_no_repeated_columns_and_one_number_format(settings_env, sim_ta):
+    from S4.rules import load_rules
+    from S5.optimize_lib import OptimizeConfig
+    from S5.walkforward import WalkForwardConfig, walk_forward
+    from S5.walkforward_lib import walkforward_html
+
+    res = walk_forward(sim_ta, load_rules(RULES), interval="1h", config=OptimizeConfig(n_trials=3, min_trades=1,
+                                                                                       objective="sharpe"),
+                       wf=WalkForwardConfig(n_folds=2, test="300"), progress=False)
+    page = walkforward_html(res, title="wf", simulated=True)
+    fold_table = page.split("In-sample vs out-of-sample")[1].split("Parameter stability")[0]
+    head = re.findall(r"<th>(.*?)</th>", fold_table.split("</tr>")[0])
+    assert len(head) == len(set(head)) and sum("sharpe" in h for h in head) == 2, head
+    cells = re.findall(r"<td>(-?\d[\d,]*\.\d+)</td>", fold_table)
+    assert cells and all(len(c.split(".")[1]) == 3 for c in cells)     # plain numbers: 3 decimals throughout
+    assert "class='banner'>SIMULATED" in page
+    import json as _json
+    figs = [_json.loads(m) for m in re.findall(r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[.*?\]),\s*\{', page, flags=re.S)]
+    assert figs                                                          # the bar chart's legend sits above it
+    layouts = re.findall(r'"legend":\{"orientation":"h","yanchor":"bottom","y":1\.0\d', page)
+    assert len(layouts) >= 3

@@ -174,13 +174,19 @@ async def flatten_market(m: Market, paths: dict[str, Path], settings: Settings, 
 
 
 def trip_kill_switch(m: Market, paths: dict[str, Path]) -> str:
+    """Trip the market's kill-switch with reason ``panic`` -- also over an earlier trip (drawdown, a timed
+    pause ...): the panic is what a person must now look at. Idempotent."""
     from S6.config import RiskConfig
-    from S6.killswitch import KillSwitch
+    from S6.killswitch import KillSwitch, _trip
 
     ks = KillSwitch(RiskConfig.load(m.risk_config), path=paths["kill_switch"])
-    was = ks.state.tripped
-    ks.trip("panic button (control API)", reason=PANIC_REASON, by="S8 control API")
-    return "already tripped" if was else "tripped"
+    before = ks.state
+    if before.tripped and before.reason == PANIC_REASON:
+        return "already tripped"
+    detail = "panic button (control API, by S8 service)" + (
+        f"; was tripped: {before.reason}: {before.detail}" if before.tripped else "")
+    ks._apply(lambda state, t: _trip(state, PANIC_REASON, detail, t, None), None)
+    return "tripped"
 
 
 __all__ = ["PANIC_REASON", "flatten_market", "market_paths", "mode_tag", "service_dir", "snapshot",

@@ -96,10 +96,14 @@ class Service:
             db = self.dbs[iv]
             symbols = ",".join(dict.fromkeys(m.symbol for m in ms))
             argv = ["S1/streamer.py", "--symbols", symbols, "--interval", iv, "--db", str(db),
-                    "--backfill-minutes", str(self.cfg.streamer.backfill_minutes), *self.cfg.streamer.args]
+                    "--backfill-minutes", str(self.cfg.streamer.backfill_minutes), "--status-every", "10",
+                    *self.cfg.streamer.args]
             keys = [m.key for m in ms]
-            self.sup.add(WorkerSpec(name=f"streamer-{iv}", kind="streamer", argv=argv, env=env,
-                                    heartbeat=lambda db=db: _mtime(db, db.with_name(db.name + "-wal")),
+            name = f"streamer-{iv}"
+            # its heartbeat: a database write, or its status line every 10 s (a quiet market writes little)
+            self.sup.add(WorkerSpec(name=name, kind="streamer", argv=argv, env=env,
+                                    heartbeat=lambda db=db, name=name: _latest(
+                                        _mtime(db, db.with_name(db.name + "-wal")), self.sup.workers[name].last_output),
                                     markets=tuple(m.symbol for m in ms),
                                     on_line=lambda line, keys=keys: self._streamer_line(keys, line)))
         for st in self.markets.values():
@@ -168,7 +172,9 @@ class Service:
         self.metrics.up.set(1)
         self.sup.start()
         poll = asyncio.get_running_loop().create_task(self._poll_loop(), name="poll")
-        jobs = [asyncio.get_running_loop().create_task(self._job_loop(j)) for j in self.cfg.jobs]
+        jobs = [asyncio.get_running_loop().create_task(self.sup.schedule(
+            self.sup.workers[f"job-{j.name}"], every=j.every, timeout=j.timeout, run_at_start=j.run_at_start))
+            for j in self.cfg.jobs]
         try:
             await self.stop_event.wait()
         finally:
@@ -185,26 +191,6 @@ class Service:
         if not self.stop_event.is_set():
             self.stopped_by = why
             self.stop_event.set()
-
-    async def _job_loop(self, job) -> None:
-        w = self.sup.workers[f"job-{job.name}"]
-        first = True
-        while True:
-            if not (first and job.run_at_start):
-                await asyncio.sleep(job.every)
-            first = False
-            if w.pid is not None:
-                log.warning("%s: the previous run is still going: this run skipped", w.name)
-                continue
-            w.release()
-            t0 = time.monotonic()
-            while w.pid is None and w._release.is_set() and time.monotonic() - t0 < 10:
-                await asyncio.sleep(0.1)
-            while w.pid is not None and time.monotonic() - t0 < job.timeout:
-                await asyncio.sleep(0.5)
-            if w.pid is not None:
-                log.error("%s ran longer than %gs: stopped", w.name, job.timeout)
-                await w.hold(timeout=self.cfg.supervision.stop_timeout)
 
     # -------------------------------------------------------------------- poll
     def _baseline(self) -> None:
@@ -375,6 +361,11 @@ class Service:
 
 
 # ---------------------------------------------------------------------- helpers
+def _latest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
 def _mtime(*paths: Path) -> float | None:
     out = None
     for p in paths:

@@ -78,6 +78,8 @@ class Worker:
     pid: int | None = None
     started_at: float | None = None
     last_exit: str | None = None
+    last_output: float | None = None            #: time.time() of its last output line
+    runs: int = 0                               #: completed scheduled runs (jobs)
     proc: asyncio.subprocess.Process | None = None
     _held: bool = False
     _release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -169,11 +171,12 @@ class Supervisor:
 
     async def _spawn(self, w: Worker) -> asyncio.subprocess.Process:
         env = {**os.environ, **w.spec.env, "PYTHONUNBUFFERED": "1"}
+        spawned = time.time()  # before the exec: a heartbeat the child writes at once is newer than this
         proc = await asyncio.create_subprocess_exec(
             sys.executable, *w.spec.argv, cwd=str(REPO_ROOT), env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
             preexec_fn=_parent_death_signal if sys.platform.startswith("linux") else None)
-        w.proc, w.pid, w.started_at, w.state = proc, proc.pid, time.time(), "running"
+        w.proc, w.pid, w.started_at, w.state = proc, proc.pid, spawned, "running"
         log.info("%s started (pid %d): %s", w.name, proc.pid, " ".join(w.spec.argv))
         return proc
 
@@ -185,6 +188,7 @@ class Supervisor:
             if not line:
                 return
             text = line.decode("utf-8", "replace").rstrip()
+            w.last_output = time.time()
             wlog.info("%s", text)
             if w.spec.on_line is not None:
                 try:
@@ -265,6 +269,30 @@ class Supervisor:
             w._wake.clear()
             await self._wait_any(w._wake, timeout=delay)
         w.state = "stopped"
+
+    async def schedule(self, w: Worker, *, every: float, timeout: float, run_at_start: bool = False) -> None:
+        """Run a ``job`` worker every ``every`` s (a run still going is not doubled; one longer than
+        ``timeout`` is stopped). Until cancelled."""
+        first = True
+        while not self.stopping.is_set():
+            if not (first and run_at_start):
+                await self._wait_any(asyncio.Event(), timeout=every)
+                if self.stopping.is_set():
+                    return
+            first = False
+            if w.pid is not None:
+                log.warning("%s: the previous run is still going: this run skipped", w.name)
+                continue
+            w.release()
+            t0 = time.monotonic()
+            while w.pid is None and w._release.is_set() and time.monotonic() - t0 < 10:
+                await asyncio.sleep(0.05)
+            while w.pid is not None and time.monotonic() - t0 < timeout:
+                await asyncio.sleep(0.1)
+            if w.pid is not None:
+                log.error("%s ran longer than %gs: stopped", w.name, timeout)
+                await w.hold(timeout=self.stop_timeout)
+            w.runs += 1
 
     async def _wait_any(self, ev: asyncio.Event, timeout: float | None = None) -> None:
         waits = [asyncio.ensure_future(ev.wait()), asyncio.ensure_future(self.stopping.wait())]

@@ -172,3 +172,42 @@ def test_live_markets_need_the_explicit_flag(tmp_path):
     assert r.returncode == 2 and "i_understand_this_trades_real_money" in r.stderr
     r = _cli(tmp_path, "--config", str(cfg), "--offline", CONTROL_API_TOKEN="t" * 30)
     assert r.returncode == 2 and "--offline" in r.stderr
+
+
+def test_a_job_runs_on_its_schedule_and_is_not_restarted_after_it_exits(tmp_path):
+    marker = tmp_path / "runs"
+    code = f"import pathlib; p=pathlib.Path({str(marker)!r}); p.write_text((p.read_text() if p.exists() else '')+'x')"
+
+    async def main():
+        sup = Supervisor(backoff_initial=0.05, backoff_jitter=0)
+        w = sup.add(WorkerSpec(name="job-mark", kind="job", argv=["-c", code], env={}))
+        w._held = True                       # jobs wait for their schedule
+        sup.start()
+        sched = asyncio.get_running_loop().create_task(sup.schedule(w, every=0.3, timeout=30, run_at_start=True))
+        try:
+            await until(lambda: w.runs >= 3)
+        finally:
+            sched.cancel()
+            await sup.stop()
+        return w
+
+    w = run(main())
+    assert w.restarts == 0                   # an exit 0 of a job is its end, not a crash
+    assert len(marker.read_text()) == w.runs >= 3
+
+
+def test_a_job_longer_than_its_timeout_is_stopped(tmp_path):
+    async def main():
+        sup = Supervisor(backoff_initial=0.05, backoff_jitter=0, stop_timeout=5)
+        w = sup.add(WorkerSpec(name="job-slow", kind="job", argv=["-c", "import time; time.sleep(3600)"], env={}))
+        w._held = True
+        sup.start()
+        sched = asyncio.get_running_loop().create_task(sup.schedule(w, every=3600, timeout=0.5, run_at_start=True))
+        try:
+            await until(lambda: w.runs >= 1)
+            assert w.pid is None and w.state == "held"
+        finally:
+            sched.cancel()
+            await sup.stop()
+
+    run(main())

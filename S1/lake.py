@@ -13,6 +13,9 @@ What a connection from :func:`connect` holds (all times UTC):
   ``_365d``) each candle appears once, taken from the longest window;
 - ``datasets``: one row per Parquet file -- view name, kind, market, path, rows,
   and the coverage / gaps / simulated flag recorded by S1;
+- ``lake``: every partition of the 1m lake and its derived intervals
+  (``data/lake/<exchange>/<market>/<SYMBOL>/<interval>/<YYYY-MM>.parquet``, :mod:`S1.lake_store`)
+  with ``exchange, market, symbol, interval, month`` taken from the path in front of the candle columns;
 - SQL macros for fast UTC buckets (TIMESTAMPTZ in, TIMESTAMPTZ out): ``utc_minute(t)``,
   ``utc_hour(t)``, ``utc_day(t)``, ``utc_week(t)`` (Monday, as Binance) and
   ``utc_bucket(t, INTERVAL 4 HOUR)`` -- the same result as ``date_trunc`` in UTC, about

@@ -218,9 +218,16 @@ def update_lake(*, symbol: str, days: int, end=None, exchange: str = "binance", 
     summary.complete = sum(not p.todo for p in plan)
     if all(not p.todo for p in plan):
         return summary
+
+    def replan(end_ms: int) -> list[PartitionPlan]:   # the window by the exchange's clock
+        plan[:] = plan_lake(symbol=sym, days=days, end=ms_to_ts(end_ms), exchange=exchange, market=market,
+                            data_dir=data_dir)
+        summary.complete = sum(not p.todo for p in plan)
+        return plan
+
     binance_spot = exchange == "binance" and market == "spot"
     fetch = _fetch_binance if binance_spot else _fetch_ccxt
-    results, info = fetch(symbol, plan, days=days, end=end, source=source, settings=settings, exchange=exchange,
+    results, info = fetch(symbol, replan, end=end, source=source, settings=settings, exchange=exchange,
                           market=market, summary=summary)
     if price_scale != 1.0:
         info["price_scale"] = float(price_scale)
@@ -256,17 +263,15 @@ def _merge(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return candles_from_arrays(rows[keep])
 
 
-def _fetch_binance(symbol, plan, *, days, end, source, settings, summary, **_):
+def _fetch_binance(symbol, replan, *, end, source, settings, summary, **_):
     from S1.history import FetchStats, _download_ms, _exchange_clock, _resolve_end
 
     clock = _exchange_clock(settings)
-    end_ms = floor_ms(_resolve_end(end, settings, clock=clock), SOURCE)
-    a_ms = ceil_ms(end_ms - days * DAY_MS, SOURCE)
+    plan = replan(_resolve_end(end, settings, clock=clock))
     stats = FetchStats()
     results = []
     for p in plan:
-        want = (max(a_ms, p.month.start_ms), min(end_ms, p.month.end_ms))
-        todo = _missing(p.have, want) if p.todo else []
+        todo = p.todo
         frames = [_download_ms(lake_symbol(symbol), SOURCE, a, b, source=source, archive_dir=None,
                                settings=settings, progress=False, stats=stats) for a, b in todo]
         results.append((frames, (min(x for x, _ in todo), max(y for _, y in todo)) if todo else None))
@@ -276,7 +281,7 @@ def _fetch_binance(symbol, plan, *, days, end, source, settings, summary, **_):
     return results, info
 
 
-def _fetch_ccxt(symbol, plan, *, days, end, settings, summary, exchange, market, **_):
+def _fetch_ccxt(symbol, replan, *, end, settings, summary, exchange, market, **_):
     from S1.ccxt_source import CcxtHistory, Venue, closed_rows, rows_to_frame
     from S1.rest_client import run
 
@@ -285,14 +290,11 @@ def _fetch_ccxt(symbol, plan, *, days, end, settings, summary, exchange, market,
     async def go():
         async with CcxtHistory(venue, symbol, SOURCE, settings=settings) as h:
             now = await h.server_time()
-            end_ms = floor_ms(min(now, to_ms(end)) if end is not None else now, SOURCE)
-            a_ms = ceil_ms(end_ms - days * DAY_MS, SOURCE)
+            plan = replan(min(now, to_ms(end)) if end is not None else now)
             results = []
             for p in plan:
-                want = (max(a_ms, p.month.start_ms), min(end_ms, p.month.end_ms))
-                todo = _missing(p.have, want) if p.todo else []
                 frames, span = [], None
-                for a, b in todo:
+                for a, b in p.todo:
                     kept, cov = closed_rows(await h.fetch_range(a, b), a, b, SOURCE)
                     frames.append(rows_to_frame(kept, SOURCE))
                     span = (a if span is None else span[0], cov)

@@ -154,3 +154,32 @@ def test_s2_indicators_from_the_lake(sim, capsys):
     assert len(read_parquet(dataset_path("BTCUSDT", "15m", 2, "ta"))) == 2 * 96
     with pytest.raises(UserError, match="no binance/swap/BTCUSDT candles"):
         indicators(["--symbol", "BTCUSDT", "--interval", "1h", "--days", "3", "--from-lake", "binance/swap"])
+
+
+def test_okx_swap_lake_through_ccxt(settings_env, monkeypatch):
+    """Another exchange and market (CCXT's okx class against the local OKX server): exact candles, the
+    candle in progress left out, a re-run asks for no candle."""
+    from S1.local.okx import LocalOkx
+    from S1.local.simulated import simulate_candles
+    from S1.settings import get_settings
+
+    src = simulate_candles("BTCUSDTPERP", "1m", "2023-05-29", "2023-06-01")
+    with LocalOkx("2023-05-31 12:30") as ex:
+        ex.add("last", "BTC-USDT-SWAP", "1m", src)
+        monkeypatch.setenv("CCXT_API_URLS", f"okx={ex.server.url}")
+        get_settings.cache_clear()
+        s = update_lake(symbol="BTC/USDT:USDT", exchange="okx", market="swap", days=2)
+        path = lake_path("okx", "swap", "BTCUSDT", "1m", "2023-05")
+        assert s.written == [path]
+        got = read_candles(path)
+        assert len(got) == 2 * 1440 and got.index[-1].strftime("%m-%d %H:%M") == "05-31 12:29"
+        ref = src.loc[got.index]
+        for col in ("open", "high", "low", "close", "volume"):
+            assert np.array_equal(got[col].to_numpy(), ref[col].to_numpy()), col
+        assert read_metadata(path)["ccxt_symbol"] == "BTC/USDT:USDT"
+        before = path.read_bytes()
+        ex.server.requests.clear()
+        again = update_lake(symbol="BTC/USDT:USDT", exchange="okx", market="swap", days=2)
+        assert again.written == [] and path.read_bytes() == before
+        assert not [r for r in ex.requests if "candles" in r.path]
+    get_settings.cache_clear()

@@ -176,3 +176,40 @@ tasks:
         con.close()
     assert n > 0 and symbols == {"BTCUSDT", "ETHUSDT"}
     assert "binance:" in out and "rows" in out and "ok" in out
+
+
+def test_stream_task_on_two_exchanges_at_once(settings_env, monkeypatch, tmp_path, capsys):
+    """binance and okx in one stream task: two streamers (one connection each) run at the same time,
+    each writing its own file."""
+    pytest.importorskip("ccxt.pro")
+    from S1.local.okx import serve
+    from S1.offline import fast_market, stream_url
+    from S1.settings import get_settings
+
+    monkeypatch.setenv("COLUMNS", "300")
+    server = fast_market(["BTCUSDT"], candle_seconds=0.5).start()
+    okx, okx_ws = serve(port=0, inst_ids=["BTC-USDT"], speed=120.0, days=1)
+    try:
+        monkeypatch.setenv("BINANCE_API_URL", server.api_url)
+        monkeypatch.setenv("BINANCE_WS_URL", stream_url(server))
+        monkeypatch.setenv("CCXT_API_URLS", f"okx={okx.url}")
+        monkeypatch.setenv("CCXT_WS_URLS", f"okx={okx_ws.ws_url}")
+        get_settings.cache_clear()
+        cfg = _yaml(tmp_path, """
+tasks:
+  - {name: both, mode: stream, exchange: [binance, okx], symbols: [BTC/USDT], intervals: [1m], duration: 5}
+""")
+        assert main(["--config", str(cfg)]) == 0, capsys.readouterr().out
+        out = capsys.readouterr().out
+    finally:
+        server.stop()
+        okx.stop()
+    counts = {}
+    for name in ("btcusdt_1m_realtime.db", "okx_btcusdt_1m_realtime.db"):
+        con = sqlite3.connect(settings_env.data_dir / name)
+        try:
+            counts[name] = con.execute("SELECT count(*) FROM kline").fetchone()[0]
+        finally:
+            con.close()
+    assert all(n > 0 for n in counts.values()), counts
+    assert "binance:" in out and "okx:" in out

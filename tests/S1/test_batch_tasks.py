@@ -109,7 +109,7 @@ tasks:
     out = capsys.readouterr().out
     assert sim.requests == [] and "lake:binance/spot/ETH_3d" in out and "0 complete, 1 to fetch" in out
 
-    assert main(["--config", str(cfg)]) == 0
+    assert main(["--config", str(cfg), "--workers", "2"]) == 0    # one lake market per worker process
     eth_1m = lake_path("binance", "spot", "ETH", "1m", "2024-03")
     eth_1h = lake_path("binance", "spot", "ETH", "1h", "2024-03")
     assert len(read_candles(eth_1m)) == 3 * 1440 and len(read_candles(eth_1h)) == 71

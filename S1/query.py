@@ -6,6 +6,7 @@
                         FROM candles WHERE interval = '1h' GROUP BY ALL ORDER BY ALL" --out reports/daily.csv
     python S1/query.py --file my_query.sql --out result.parquet
     python S1/query.py --sqlite snapshot "SELECT count(*) FROM btcusdt_1m_realtime.kline"
+    python S1/query.py "SELECT symbol, interval, month, count(*) FROM lake GROUP BY ALL ORDER BY ALL"   # the 1m lake
 
 Results print as a table (``--max-rows`` rows) or go to ``--out FILE.parquet|csv``. A file
 already in the data directory is never replaced by ``--out`` or a ``COPY ... TO`` of the

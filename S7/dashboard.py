@@ -21,10 +21,11 @@ from S1.cli import streamlit_entry
 from S1.datasets import data_dir, orders_log_path, reports_dir
 from S1.errors import UserError
 from S7 import dashboard_data as D
+from S7.dashboard_compare import compare_section
 
 RUN_HINT = "streamlit run S7/dashboard.py [-- --symbol BTCUSDT --interval 1h --days 365]"
 SECTIONS = {"coverage": "Data coverage", "indicators": "Indicators", "sentiment": "Sentiment",
-            "backtest": "Backtest", "paper": "Paper trading"}
+            "backtest": "Backtest", "paper": "Paper trading", "compare": "Runs side by side"}
 TIME = st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")
 #: Display order of the wide tables: what explains a row (a file's note, an order's error) before the details.
 COVERAGE_ORDER = ("file", "kind", "market", "interval", "rows", "first", "last", "gaps", "missing", "gap_ranges",
@@ -371,7 +372,8 @@ def main(argv: list[str]) -> None:
                           ("indicators", lambda: indicators_section(args, cmds)),
                           ("sentiment", lambda: sentiment_section(cmds)),
                           ("backtest", lambda: backtest_section(args, cmds)),
-                          ("paper", lambda: paper_section(args, cmds))):
+                          ("paper", lambda: paper_section(args, cmds)),
+                          ("compare", compare_section)):
         try:
             call()
         except UserError as exc:  # a file this section cannot use: say which, show the other sections

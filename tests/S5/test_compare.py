@@ -128,3 +128,33 @@ def test_cli_filters_sorts_and_writes_html_and_csv(runs_on_disk, tmp_path, capsy
 def test_nothing_on_disk_names_the_command(settings_env, capsys):
     assert _compare([]) == 2
     assert "python S5/backtest.py" in capsys.readouterr().err
+
+
+def test_dashboard_compare_view(runs_on_disk, monkeypatch):
+    """The dashboard's "Runs side by side" section: the same catalog, one curve per run with equity."""
+    import sys
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from S5.run_catalog import load_catalog
+    from S7.dashboard_compare import compare_data
+
+    table, curves = compare_data(sort="sharpe")
+    assert len(table) == len(load_catalog().runs) == 4 and len(curves) == 2
+    only_bt, _ = compare_data(kinds=["backtest"], symbols=["BTCUSDT"])
+    assert only_bt["run"].tolist() == ["BTCUSDT 1h 90d rules_ta_only backtest"]
+
+    app = Path(__file__).resolve().parents[2] / "S7" / "dashboard.py"
+    monkeypatch.setattr(sys, "argv", ["dashboard.py"])
+    at = AppTest.from_file(str(app), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Runs side by side" in [h.value for h in at.header]
+    shown = [d.value for d in at.dataframe if {"run", "sample", "sharpe"} <= set(d.value.columns)]
+    assert len(shown) == 1 and len(shown[0]) == 4
+    import json
+
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    overlay = [s for s in specs if "normalised" in json.dumps(s.get("layout", {}).get("title", ""))]
+    assert len(overlay) == 1 and len(overlay[0]["data"]) == 2

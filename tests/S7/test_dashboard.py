@@ -213,7 +213,8 @@ ETH_ARGS = ("--symbol", "ETHUSDC", "--interval", "1h", "--days", "60")
 def test_every_section_from_the_sprints_files(full, monkeypatch, settings_env):
     at = app(monkeypatch, *ETH_ARGS, "--candles", "300")
     no_errors(at)
-    assert [h.value for h in at.header] == ["Data coverage", "Indicators", "Sentiment", "Backtest", "Paper trading"]
+    assert [h.value for h in at.header] == ["Data coverage", "Indicators", "Sentiment", "Backtest", "Paper trading",
+                                             "Runs side by side"]
     # -- coverage: every file, counted from the files themselves
     cov = frame_of(at, "coverage-table").set_index(["file", "market"])
     eth = cov.loc[("ethusdc_1h_60d.parquet", "ETHUSDC 1h 60d")]
@@ -239,7 +240,8 @@ def test_every_section_from_the_sprints_files(full, monkeypatch, settings_env):
     # -- indicators: the requested dataset, its last 300 rows drawn, labelled simulated
     assert at.selectbox(key="ind-dataset").value == 1  # ETHUSDC sorts after BTCUSDT: picked by the arguments
     assert "ETHUSDC 1h 60d · indicators · SIMULATED" in at.selectbox(key="ind-dataset").options
-    (ind, sent_chart, eq_chart) = charts(at)
+    (ind, sent_chart, eq_chart, compare_chart) = charts(at)  # the last: runs side by side
+    assert len(compare_chart["data"]) >= 1
     traces = {t.get("name"): t for t in ind["data"]}
     last = full["eth_ta"].iloc[-300:]
     np.testing.assert_allclose(values(traces["RSI 14"]["y"]), last["rsi14"].to_numpy())
@@ -688,7 +690,7 @@ def test_dashboard_in_a_real_browser(full, settings_env, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     m = re.search(r"saved (\S+) \(1400x(\d+) full page, (\d+) chart\(s\)", r.stdout)
     assert m and Path(m.group(1)) == out, r.stdout
-    assert int(m.group(3)) == 3  # indicators, sentiment, equity: all drawn before the shot
+    assert int(m.group(3)) == 4  # indicators, sentiment, equity, runs side by side: all drawn before the shot
     img = mpimg.imread(out)
     assert img.shape[1] == 1400 and img.shape[0] == int(m.group(2)) > 2500  # the whole page, not the window
     rgb = (img[..., :3] * 255).astype(np.uint8).astype(int)

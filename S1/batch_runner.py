@@ -272,7 +272,9 @@ def load_config(path: Path) -> BatchConfig:
         old_keys = set(Job.model_fields)
         jobs = [{**{k: v for k, v in defaults.items() if k in old_keys}, **j} if isinstance(j, dict) else j
                 for j in raw.get("jobs", []) or []]
-        raw_tasks = [{**defaults, **t} if isinstance(t, dict) else t for t in raw.get("tasks", []) or []]
+        history_only = {"end", "then", "derive", "lake", "rules"}
+        raw_tasks = [{**{k: v for k, v in defaults.items() if t.get("mode") != "stream" or k not in history_only},
+                      **t} if isinstance(t, dict) else t for t in raw.get("tasks", []) or []]
         extra = {k: v for k, v in raw.items() if k not in ("defaults", "jobs", "tasks")}
         return BatchConfig(defaults=defaults, jobs=jobs, tasks=raw_tasks, base=str(path.resolve().parent), **extra)
     except yaml.YAMLError as exc:

@@ -37,7 +37,7 @@ def sim(settings_env, monkeypatch):
 
 def test_tasks_select_and_unknown_names_list_the_known_ones(tmp_path):
     cfg = load_config(_yaml(tmp_path, """
-defaults: {days: [10]}
+defaults: {days: [10], end: "2024-01-01"}   # end applies to the history tasks only
 jobs:
   - {symbols: [BTCUSDT], intervals: [1h]}
 tasks:

@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from S4.plots import save_png, signals_chart
 
         title = f"{args.symbol.upper()} {args.interval} {args.days}d -- {Path(args.rules).name}" + label
-        png = save_png(signals_chart(res.frame, title=title),
+        png = save_png(signals_chart(res.frame, title=title, rules=res.rules),
                        report_path(args.symbol, args.interval, args.days, "signals", "png"))
         print(f"chart: {png}")
     return 0

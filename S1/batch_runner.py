@@ -480,8 +480,8 @@ def lake_plan(t: Task) -> list[str]:
 def stream_plan(t: Task) -> list[str]:
     spec = t.job
     streams = spec.streams or ["kline"]
-    lines = [f"{t.stem:32s} {len(t.streams_by_exchange)} connection(s) (one streamer per exchange) "
-             f"for {spec.duration:g}s, streams {','.join(streams)}"]
+    lines = [(f"{t.stem:32s} {len(t.streams_by_exchange)} connection(s) (one streamer per exchange) "
+              f"for {spec.duration:g}s, streams {','.join(streams)}")]
     for ex, (market, symbols) in t.streams_by_exchange.items():
         out = stream_output(t, ex, market, symbols)
         lines.append(f"    {ex}/{market}: {','.join(symbols)} -> {out} ({'exists' if out.exists() else 'new'})")
@@ -512,14 +512,14 @@ def run_task(task: Task, *, derive: list[str], progress: bool = False) -> Outcom
             derive_dataset(task.symbol, task.interval, target, task.days, exchange=task.venue_token)
             out.steps.append(f"derive {target}")
         for step in task.job.then:
-            r = subprocess.run(sprint_command(step, task), cwd=REPO, capture_output=True, text=True)
+            r = subprocess.run(sprint_command(step, task), cwd=REPO, capture_output=True, text=True, check=False)
             if r.returncode != 0:
                 msg = (r.stderr.strip().splitlines() or ["failed"])[-1]
                 raise UserError(f"{step} failed: {msg}")
             out.steps.append(step)
     except UserError as exc:
         out.status, out.detail = "FAILED", str(exc)
-    except Exception as exc:  # continue-on-error: one job never stops the batch
+    except Exception as exc:  # noqa: BLE001 - continue-on-error: one job never stops the batch
         out.status, out.detail = "FAILED", f"{type(exc).__name__}: {exc}"
     out.seconds = time.perf_counter() - t0
     return out
@@ -613,8 +613,8 @@ def sorted_targets(derive: list[str]) -> list[str]:
 # ----------------------------------------------------------------------------- streams
 def stream_output(t: Task, exchange: str, market: str, symbols: list[str]) -> Path:
     """The one file the streamer of ``exchange`` writes (its own default name)."""
-    from S1.datasets import book_realtime_path, realtime_db_path
     from S1.ccxt_source import Venue
+    from S1.datasets import book_realtime_path, realtime_db_path
 
     token = Venue(exchange, market).token
     syms = [normalize_symbol(s.split(":")[0]) for s in symbols]
@@ -651,7 +651,7 @@ def run_stream(task: Task) -> Outcome:
         procs = {}
         for ex, (market, symbols) in task.streams_by_exchange.items():
             stats = Path(tmp) / f"{ex}-{market}.json"
-            log = open(Path(tmp) / f"{ex}-{market}.log", "w+")
+            log = open(Path(tmp) / f"{ex}-{market}.log", "w+")  # noqa: SIM115 - closed once the streamer ends
             procs[ex] = (subprocess.Popen(streamer_command(task, ex, market, symbols, stats), cwd=REPO,
                                           stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()),
                          stats, log, market, symbols)

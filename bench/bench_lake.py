@@ -34,8 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "ADAUSDT", "XRPUSDT", "DOGEUSDT", "LTCUSDT", "DOTUSDT",
            "LINKUSDT", "AVAXUSDT", "TRXUSDT"]
@@ -43,8 +43,8 @@ TARGETS = {"1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
 
 
 def make_lake(data: Path, symbols: list[str], days: int) -> int:
-    from S1.lake_store import months, write_partition
     from S1.intervals import to_ms
+    from S1.lake_store import months, write_partition
     from S1.offline import simulate_candles
 
     start, end = to_ms("2024-01-01"), to_ms("2024-01-01") + days * 86_400_000

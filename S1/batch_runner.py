@@ -214,6 +214,9 @@ class TaskSpec(BaseModel):
                 raise ValueError("then/format apply to candle files, not to the lake")
             if self.lake and self.market == "future":
                 raise ValueError("the lake holds spot and swap markets")
+            if self.then and (self.exchanges != ["binance"] or self.market != "spot" or self.instruments):
+                raise ValueError("then (S2/S4/S5) runs on Binance spot files named by symbols; run the sprints "
+                                 "of other venues by hand")
         return self
 
     @property

@@ -158,8 +158,13 @@ async def flatten_market(m: Market, paths: dict[str, Path], settings: Settings, 
             try:
                 res = await venue.new_order(symbol=m.symbol, side="SELL", type="MARKET",
                                             quantity=f"{qty.normalize():f}", newClientOrderId=cid)
+                if m.mode == "dry-run" and last is not None:
+                    # the simulator fills a MARKET order at the next price (as the executor's next event would)
+                    venue.on_price(last[0], last[1] + 1)
+                    res = await venue.get_order(symbol=m.symbol, client_order_id=cid) or res
                 out["sold"] = str(res.get("executedQty", qty))
                 out["sell_order"] = cid
+                _book_flat(m, paths)
             except Exception as exc:  # noqa: BLE001 -- reported; dust that the exchange refuses is not an error
                 if tracked > 0:
                     out["errors"].append(f"sell {qty}: {exc}")
@@ -171,6 +176,20 @@ async def flatten_market(m: Market, paths: dict[str, Path], settings: Settings, 
     finally:
         await _close_venue(venue)
     return out
+
+
+def _book_flat(m: Market, paths: dict[str, Path]) -> None:
+    """The executor is stopped: record its position as closed (what is left in the account is less than one
+    lot -- unsellable dust, as S7 keeps it -- not a position its restart would try to sell candle after candle)."""
+    from S7.store import ExecutorStore
+
+    if not paths["state"].exists():
+        return
+    store = ExecutorStore(paths["state"])
+    try:
+        store.clamp_position(m.symbol, Decimal(0))
+    finally:
+        store.close()
 
 
 def trip_kill_switch(m: Market, paths: dict[str, Path]) -> str:

@@ -1,0 +1,65 @@
+"""The service in its default mode (dry-run executors, no ``--offline``) with the market data URLs
+pointed at a local accelerated market: once a position is open, ``/panic`` sells it in the dry-run
+account file and the restarted executor is flat and blocked."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+
+from tests.S8.test_service import ACTIVE, REPO, TOKEN, Svc, free_port, service_env, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def dry(tmp_path):
+    from S1.offline import fast_market, stream_url
+
+    market = fast_market(["BTCUSDT"], candle_seconds=1)
+    market.start()
+    rules = tmp_path / "active.yaml"
+    rules.write_text(ACTIVE)
+    cfg = tmp_path / "service.yaml"
+    cfg.write_text(f"markets:\n  - {{symbol: BTCUSDT, rules: {rules}, mode: dry-run}}\n"
+                   "supervision: {startup_grace: 120, backoff_initial: 0.5, backoff_max: 2}\n")
+    port = free_port()
+    env = service_env(tmp_path, CONTROL_API_TOKEN=TOKEN, CONTROL_API_PORT=port, BINANCE_API_URL=market.api_url,
+                      BINANCE_WS_URL=stream_url(market))
+    log = open(tmp_path / "service.log", "w")
+    proc = subprocess.Popen([sys.executable, "S8/service.py", "--config", str(cfg)], cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    s = Svc(proc, port, tmp_path, rules, tmp_path / "service.log", None)
+    try:
+        wait_for(lambda: proc.poll() is None and s.get("/status").status_code == 200, 90, what="the control API")
+        yield s
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+        market.stop()
+
+
+def test_panic_in_dry_run_sells_the_simulated_position(dry):
+    assert dry.market("BTCUSDT")["mode"] == "dry-run"
+    wait_for(lambda: (dry.market("BTCUSDT")["position"] or {}).get("qty", 0) > 0, 240, what="an open position")
+    rep = dry.post("/panic").json()
+    m = rep["markets"][0]
+    assert not m["errors"], rep
+    assert Decimal(m["sold"]) > 0 and Decimal(m["position_before"]) > 0
+    sim = json.loads((dry.tmp / "data" / "state" / "s7_dryrun_btcusdt_1m.sim.json").read_text())
+    assert "BTC" in json.dumps(sim["book"])
+    wait_for(lambda: (dry.market("BTCUSDT")["position"] or {}).get("qty", 1) == 0, 120, what="a flat position")
+    st = dry.market("BTCUSDT")
+    assert st["kill_switch"]["tripped"] and st["kill_switch"]["reason"] == "panic" and st["paused"]
+    dry.proc.send_signal(signal.SIGTERM)
+    assert dry.proc.wait(30) == 0

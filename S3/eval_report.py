@@ -15,14 +15,8 @@ from pathlib import Path
 
 from S1.datasets import atomic_write_text, reports_dir
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
-h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:28px}
-.note{color:#555;font-size:13px} ul.note{padding-left:18px}
-table{border-collapse:collapse;font-size:13px;margin:8px 0}
-th,td{border:1px solid #ddd;padding:4px 8px;text-align:right} th{background:#f6f6f6;text-align:left}
-.grid{display:flex;gap:32px;flex-wrap:wrap}
-"""
+#: Only what the shared style (S1.report_page) lacks.
+_EXTRA_CSS = "<style>ul.note{padding-left:18px}</style>"
 
 
 def fmt_cost(cost: float | None) -> str:
@@ -108,14 +102,14 @@ def _confusion_html(r: dict) -> str:
 
 def _figure_html(report: dict) -> str:
     import plotly.graph_objects as go
-    import plotly.io as pio
+
+    from S1.report_page import figure_div
 
     names = [r["classifier"] for r in report["results"]]
     fig = go.Figure([go.Bar(name="accuracy", x=names, y=[r["accuracy"] for r in report["results"]]),
                      go.Bar(name="macro-F1", x=names, y=[r["macro_f1"] for r in report["results"]])])
-    fig.update_layout(barmode="group", height=360, template="plotly_white", yaxis={"range": [0, 1]},
-                      margin={"l": 50, "r": 20, "t": 30, "b": 40})
-    return pio.to_html(fig, full_html=False, include_plotlyjs=True, config={"displaylogo": False})
+    fig.update_layout(barmode="group", height=380, yaxis={"range": [0, 1]}, margin={"l": 50, "r": 20, "t": 50, "b": 40})
+    return figure_div(fig)
 
 
 MEANING = [
@@ -133,7 +127,11 @@ MEANING = [
 ]
 
 
-def report_html(report: dict) -> str:
+def report_html(report: dict, *, standalone: bool | None = None, folder: Path | None = None) -> str:
+    """The page (the shared page builder :func:`S1.report_page.html_page`: plotly.js
+    once in ``folder``, the folder the page is written to, or embedded)."""
+    from S1.report_page import html_page
+
     sel = report["selection"]
     rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _row_cells(r)) + "</tr>"
                         for r in report["results"])
@@ -155,8 +153,7 @@ def report_html(report: dict) -> str:
             f"<h2>How each row was measured</h2><ul class='note'>{protocols}</ul>"
             f"<h2>What the figures mean</h2><ul class='note'>{meaning}</ul>")
     title = f"Sentiment classifiers on labelled headlines — {report['classifier']}"
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+    return html_page(title, _EXTRA_CSS + body, standalone=standalone, folder=folder)
 
 
 def write_report(report: dict, html_path: Path) -> tuple[Path, Path]:
@@ -165,5 +162,5 @@ def write_report(report: dict, html_path: Path) -> tuple[Path, Path]:
     html_path.parent.mkdir(parents=True, exist_ok=True)
     json_path = html_path.with_suffix(".json")
     atomic_write_text(json_path, json.dumps(report, indent=1, default=str))
-    atomic_write_text(html_path, report_html(report))
+    atomic_write_text(html_path, report_html(report, folder=html_path.parent))
     return html_path, json_path

@@ -1,5 +1,5 @@
 """The evaluation table of ``S3/evaluate.py``: as text (markdown), as a self-contained HTML
-page (``reports/sentiment_eval_<classifier>_<date>.html``, plotly inlined, opens offline)
+page (``reports/sentiment_eval_<classifier>_<date>.html``, plotly.js shared in its folder, opens offline)
 and as JSON beside it (every figure, the evaluated row indices, the prompt hash).
 
 >>> fmt_cost(None), fmt_cost(0.01234), fmt_latency(None, None)

@@ -1,4 +1,4 @@
-"""The evaluation table of ``S3/evaluate.py``: as text (markdown), as a self-contained HTML
+"""The evaluation table of ``S3/evaluate.py``: as text (markdown), as an HTML
 page (``reports/sentiment_eval_<classifier>_<date>.html``, plotly.js shared in its folder, opens offline)
 and as JSON beside it (every figure, the evaluated row indices, the prompt hash).
 

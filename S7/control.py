@@ -45,10 +45,17 @@ def market_key(symbol: str, interval: str) -> str:
     return f"{symbol.strip().upper().replace('/', '').lower()}_{interval.strip()}"
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    from S1.datasets import atomic_write_text
+def _write_json(path: Path, obj: dict, *, durable: bool = True) -> None:
+    """Atomic replace; ``durable=False`` skips the fsync (a heartbeat rewritten every second must not
+    stall the executor's event loop on the disk)."""
+    if durable:
+        from S1.datasets import atomic_write_text
 
-    atomic_write_text(path, json.dumps(obj, default=str, separators=(",", ":")))
+        atomic_write_text(path, json.dumps(obj, default=str, separators=(",", ":")))
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, default=str, separators=(",", ":")), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -150,7 +157,7 @@ class ExecutorControl:
 
     def write_status(self, engine) -> None:
         try:
-            _write_json(self.files.status_path, self.status(engine))
+            _write_json(self.files.status_path, self.status(engine), durable=False)
         except Exception as exc:  # noqa: BLE001 -- the heartbeat must never stop trading
             log.warning("control: status not written (%s)", exc)
 

@@ -328,17 +328,22 @@ def walkforward_runs(path: Path, doc: dict) -> list[Run]:
 
 
 def parity_runs(path: Path, doc: dict) -> list[Run]:
+    """``python S5/parity.py``'s check: the backtest's trade count, and in the sample
+    column whether paper trading made the same trades."""
     s = doc.get("settings") if isinstance(doc.get("settings"), dict) else {}
     bt = doc.get("backtest") if isinstance(doc.get("backtest"), list) else []
     paper = doc.get("paper") if isinstance(doc.get("paper"), list) else []
-    pnl = sum(_num(t.get("pnl")) or 0.0 for t in bt if isinstance(t, dict))
-    m = _market({**s, "symbol": s.get("symbol") or doc.get("symbol")})
     mism = doc.get("mismatches")
-    return [Run("parity", "paper vs backtest", path, **m, rules=_rules_name(s.get("rules_file")),
-                costs=describe_costs({"fees": s.get("fee")}) if s.get("fee") is not None else None,
+    n_mism = len(mism) if isinstance(mism, list) else None
+    verdict = ("same trades as paper trading" if doc.get("ok") is True else
+               f"{n_mism} difference(s) with paper trading" if n_mism else "paper vs backtest")
+    m = _market({**s, "symbol": s.get("symbol") or doc.get("symbol")})
+    fee = _num(s.get("fee"))
+    return [Run("parity", verdict, path, **m, rules=_rules_name(s.get("rules_file")),
+                window=_window(s.get("start"), s.get("end")) if s.get("start") and s.get("end") else None,
+                costs=describe_costs({"fees": fee, "slippage": s.get("slippage")}) if fee is not None else None,
                 created=_created(doc, path),
-                metrics={"n_trades": len(bt), "paper_trades": len(paper), "total_pnl": pnl,
-                         "mismatches": len(mism) if isinstance(mism, list) else None, "ok": doc.get("ok")})]
+                metrics={"n_trades": len(bt), "paper_trades": len(paper), "mismatches": n_mism, "ok": doc.get("ok")})]
 
 
 _READERS = (("backtest", "*_backtest.json", backtest_runs), ("optimize", "*_optimize_*.json", optimize_runs),

@@ -158,3 +158,21 @@ def test_dashboard_compare_view(runs_on_disk, monkeypatch):
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     overlay = [s for s in specs if "normalised" in json.dumps(s.get("layout", {}).get("title", ""))]
     assert len(overlay) == 1 and len(overlay[0]["data"]) == 2
+
+
+def test_parity_files_are_listed(settings_env):
+    from S5.run_catalog import load_catalog
+
+    d = settings_env.data_dir
+    d.mkdir(parents=True, exist_ok=True)
+    trade = {"side": "long", "entry_time": "2024-01-01T00:00:00+00:00", "exit_time": "2024-01-02T00:00:00+00:00",
+             "entry_price": 100.0, "exit_price": 101.0, "qty": 1.0, "exit_reason": "signal:x"}
+    doc = {"backtest": [trade, trade], "paper": [trade], "mismatches": [{"trade": 1, "field": "missing"}],
+           "ok": False, "settings": {"symbol": "BTCUSDT", "interval": "1h", "days": 30, "fee": 0.001,
+                                     "slippage": 0.0, "start": "2024-01-01T00:00:00+00:00",
+                                     "end": "2024-01-31T00:00:00+00:00", "rules_file": "S4/rules_ta_only.yaml"}}
+    (d / "btcusdt_1h_30d_parity.json").write_text(json.dumps(doc))
+    [r] = load_catalog().runs
+    assert (r.kind, r.symbol, r.days, r.rules, r.window) == ("parity", "BTCUSDT", 30, "S4/rules_ta_only.yaml",
+                                                             "2024-01-01..2024-01-31")
+    assert r.sample == "1 difference(s) with paper trading" and r.metrics["n_trades"] == 2

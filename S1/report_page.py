@@ -66,8 +66,8 @@ def apply_style(fig):
                       hoverlabel=dict(namelength=-1))
     if fig.layout.legend.orientation is None:
         fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
-    if fig.layout.margin.t is None:
-        fig.update_layout(margin=dict(l=60, r=20, t=50, b=40))
+    if fig.layout.margin.t is None:  # a titled figure: room for the title above the legend
+        fig.update_layout(margin=dict(l=60, r=20, t=100 if fig.layout.title.text else 50, b=40))
     return fig
 
 

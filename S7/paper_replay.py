@@ -98,13 +98,14 @@ async def replay_frame(frame: pd.DataFrame, *, symbol: str, interval: str, rules
                        balance: float = 10_000.0, fee_rate: float = 0.001, fee_asset: str = "quote",
                        slippage_bps: float = 0.0) -> dict[str, Any]:
     """Run the engine over every candle of ``frame`` (see the module docstring)."""
-    from S7.engine import Engine, EngineConfig, FrameFeed
+    from S6.killswitch import KillSwitch
+    from S7.engine import Engine, EngineConfig
+    from S7.feeds import FrameFeed
     from S7.ledger import Ledger
     from S7.order_log import OrderLog
     from S7.session import _min_tradable
     from S7.simulator import SimulatedExchange
     from S7.store import ExecutorStore
-    from S6.killswitch import KillSwitch
 
     state_dir.mkdir(parents=True, exist_ok=True)
     frame = candle_frame(frame, interval)

@@ -151,3 +151,12 @@ def test_vectorised_evaluate_equals_decide_bar_by_bar(btc_full, rule_file, coold
     assert fast["entry"].sum() > 0, "the rule file should trade on this data"
     np.testing.assert_array_equal(fast["entry"].to_numpy(), entry)
     np.testing.assert_array_equal(fast["exit"].to_numpy(), exit_)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import S4.decide
+
+    r = doctest.testmod(S4.decide, optionflags=doctest.ELLIPSIS)
+    assert r.attempted > 0 and r.failed == 0

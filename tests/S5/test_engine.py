@@ -271,3 +271,21 @@ def test_trades_paired_from_orders_equal_vectorbts_trade_records(sim_signals):
                 np.testing.assert_allclose(sim.trades[mine], closed[theirs], rtol=1e-12, err_msg=mine)
             opened = np.bincount(tr["col"][tr["status"] == 0], minlength=2)
             np.testing.assert_array_equal(sim.open_trades, opened)
+
+
+def test_amount_sizing_buys_the_given_quantity_by_hand():
+    """size_type="amount" (what run_decided passes): the quantity of the base asset,
+    fees on top, filled at the next open; a zero amount skips the entry."""
+    f = bars_frame([100.0, 100, 110, 120, 130], [101.0, 111, 121, 131, 131], [99.0, 99, 109, 119, 129],
+                   [100.0, 110, 120, 130, 130], entry=[0, 2], exit=[1, 3])
+    bars = Bars.from_frame(f, "1h")
+    amounts = np.array([3.0, 0.0, 0.0, 0.0, 0.0])
+    sim = simulate(bars, f["entry"].to_numpy(), f["exit"].to_numpy(), costs=Costs(fees=0.01, slippage=0.0),
+                   init_cash=1000.0, size=amounts, size_type="amount")
+    t = sim.trades
+    assert t["size"].tolist() == [3.0] and t["entry_bar"].tolist() == [1] and t["exit_bar"].tolist() == [2]
+    assert t["entry_price"].tolist() == [100.0] and t["exit_price"].tolist() == [110.0]
+    assert t["pnl"][0] == pytest.approx(3 * 10 - 3 * 100 * 0.01 - 3 * 110 * 0.01)
+    assert sim.equity[-1, 0] == pytest.approx(1000 + t["pnl"][0])
+    with pytest.raises(UserError, match="size_type"):
+        simulate(bars, f["entry"].to_numpy(), f["exit"].to_numpy(), size=amounts, size_type="shares")

@@ -1,5 +1,6 @@
 """A look at the sentiment series: ``sentiment_score`` (line, -1..1) over the number of
-new items per candle (bars), as a self-contained HTML file (plotly).
+new items per candle (bars), as an HTML page (plotly; the shared page builder
+:func:`S1.report_page.html_page`, SIMULATED when the items came from the simulated feed).
 
 >>> import pandas as pd
 >>> idx = pd.date_range("2024-01-01", periods=3, freq="1h", tz="UTC", name="open_time")
@@ -37,6 +38,12 @@ def sentiment_figure(series: pd.DataFrame, *, title: str = "News sentiment"):
     return fig
 
 
-def write_sentiment_html(series: pd.DataFrame, path: Path, *, title: str = "News sentiment") -> Path:
-    html = sentiment_figure(series, title=title).to_html(include_plotlyjs=True, full_html=True)
-    return atomic_write_text(Path(path), html)
+def write_sentiment_html(series: pd.DataFrame, path: Path, *, title: str = "News sentiment",
+                         simulated: bool = False) -> Path:
+    from S1.report_page import figure_div, html_page
+
+    path = Path(path)
+    fig = sentiment_figure(series, title=title)
+    page = html_page(title, figure_div(fig.update_layout(title=None)), simulated=simulated, folder=path.parent,
+                     subtitle="The value at open time t uses only the items published before t.")
+    return atomic_write_text(path, page)

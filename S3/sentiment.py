@@ -65,17 +65,21 @@ def main(argv=None) -> int:
     print(f"{len(series)} {args.interval} candle(s) {series.index[0] if len(series) else '-'} .. "
           f"{series.index[-1] if len(series) else '-'}, {busy} with new items; score "
           f"min {series['sentiment_score'].min():.3f} mean {series['sentiment_score'].mean():.3f} "
-          f"max {series['sentiment_score'].max():.3f} -> {run.path}")
+          f"max {series['sentiment_score'].max():.3f} -> {run.path}"
+          + (f" (SIMULATED: {run.simulated_items} item(s) from the offline mode's simulated feed)"
+             if run.simulated_items else ""))
     for asset, path in run.asset_paths.items():
         print(f"  {asset}: {run.asset_items[asset]} item(s) -> {path}")
     if run.stale_asset_files:
         print(f"note: {len(run.stale_asset_files)} older per-asset file(s) not updated "
               f"({', '.join(p.name for p in run.stale_asset_files[:5])}); add --per-symbol to refresh them")
     if args.plot:
+        from S1.settings import get_settings
         from S3.plots import sentiment_report_path, write_sentiment_html
 
         html = write_sentiment_html(series, sentiment_report_path(args.interval),
-                                    title=f"News sentiment {args.interval} ({run.classifier})")
+                                    title=f"News sentiment {args.interval} ({run.classifier})",
+                                    simulated=bool(run.simulated_items or get_settings().simulated_market))
         print(f"plot -> {html}")
     return 0
 

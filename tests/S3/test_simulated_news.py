@@ -74,3 +74,29 @@ def test_real_items_are_not_labelled_simulated(settings_env, tmp_path):
                        "url": "http://127.0.0.1/simulated/sim-BTC-20240101-0"}], source="rss:127.0.0.1",
                      fetched_at=pd.Timestamp(END))
     assert simulated_mask(sim).all()
+
+
+def test_sentiment_script_no_fetch_plot_says_simulated(settings_env, monkeypatch, capsys):
+    """``python S3/sentiment.py --no-fetch --plot`` on items of the simulated feed (fetched by
+    an earlier offline run) labels its output SIMULATED although this run is not offline."""
+    from S1.cli import run
+    from S1.datasets import read_metadata, sentiment_path
+    from S1.settings import get_settings
+    from S3.local.news import LocalNews
+    from S3.offline import simulated_rss
+    from S3.sentiment import main
+
+    with LocalNews() as news:
+        monkeypatch.setenv("NEWS_FEEDS", news.add_feed("simulated", simulated_rss(days=30, end=END)))
+        get_settings.cache_clear()
+        args = ["--since", "2024-02-10", "--until", END, "--interval", "1h", "--classifier", "lexicon"]
+        assert run(main, args) == 0
+    monkeypatch.delenv("NEWS_FEEDS")
+    get_settings.cache_clear()
+    capsys.readouterr()
+    assert run(main, [*args, "--no-fetch", "--plot"]) == 0
+    out = capsys.readouterr().out
+    assert "SIMULATED:" in out
+    assert read_metadata(sentiment_path("1h"))["simulated"] is True
+    page = (get_settings().reports_dir / "sentiment_1h.html").read_text()
+    assert "class='banner'>SIMULATED" in page

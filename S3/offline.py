@@ -10,7 +10,8 @@ from contextlib import contextmanager
 
 
 def simulated_rss(*, symbol: str = "BTCUSDT", days: int = 365, end=None, per_day: int = 4) -> bytes:
-    """A deterministic *simulated* RSS feed (see :func:`S3.local.simulated_news.simulated_rss`)."""
+    """A deterministic *simulated* RSS feed (see :func:`S3.local.simulated_news.simulated_rss`):
+    market-wide, the same whichever ``symbol`` is asked for (kept for compatibility)."""
     from S3.local.simulated_news import simulated_rss as _rss
 
     return _rss(symbol=symbol, days=days, end=end, per_day=per_day)
@@ -18,7 +19,8 @@ def simulated_rss(*, symbol: str = "BTCUSDT", days: int = 365, end=None, per_day
 
 @contextmanager
 def local_news(*, symbol: str = "BTCUSDT", days: int = 365) -> Iterator[dict[str, str]]:
-    """Serve a simulated RSS feed on 127.0.0.1; yield ``{"NEWS_FEEDS": url}`` for S3's sources."""
+    """Serve the simulated market-wide RSS feed on 127.0.0.1; yield ``{"NEWS_FEEDS": url}`` for S3's
+    sources. Every symbol's run serves the same feed, so the stored items do not grow with each symbol."""
     from S3.local.news import LocalNews
 
     news = LocalNews().start()

@@ -307,13 +307,14 @@ class Service:
             self.panics += 1
             gen = int(time.time())
             report: dict[str, Any] = {"markets": []}
-            log.error("PANIC: pausing entries, tripping every kill-switch, stopping executors, cancelling orders, "
+            log.error("PANIC: pausing entries, stopping executors, tripping every kill-switch, cancelling orders, "
                       "closing positions")
             for st in self.markets.values():
                 st.control.set_paused(True, reason="panic")
-            tripped = {st.market.key: trip_kill_switch(st.market, st.paths) for st in self.markets.values()}
+            # executors first (each finishes its order in flight), then the kill-switches: nothing trades meanwhile
             held = list(self.executors.values())
             await asyncio.gather(*(w.hold(timeout=self.cfg.supervision.stop_timeout) for w in held))
+            tripped = {st.market.key: trip_kill_switch(st.market, st.paths) for st in self.markets.values()}
             try:
                 for st in self.markets.values():
                     m = st.market

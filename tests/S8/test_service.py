@@ -248,6 +248,10 @@ def test_pause_and_resume_one_market(svc):
     assert svc.post("/pause", json={"market": "NOPEUSDT"}).status_code == 404
     r = svc.post("/resume", json={"market": "ETHUSDT"})
     assert r.json() == {"resumed": ["ETHUSDT"]} and not svc.market("ETHUSDT")["paused"]
+    r = svc.post("/pause")                    # no body: every market
+    assert r.status_code == 200 and sorted(r.json()["paused"]) == sorted(SYMBOLS)
+    assert all(m["paused"] for m in svc.status()["markets"])
+    assert svc.post("/resume").status_code == 200 and not any(m["paused"] for m in svc.status()["markets"])
 
 
 def test_a_real_prometheus_scrapes_the_metrics(svc, tmp_path):

@@ -1,6 +1,6 @@
 """The service in its default mode (dry-run executors, no ``--offline``) with the market data URLs
 pointed at a local accelerated market: once a position is open, ``/panic`` sells it in the dry-run
-account file and the restarted executor is flat and blocked."""
+account file and the restarted executor is flat and blocked; ``POST /stop`` exits 0."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ def dry(tmp_path):
 
     market = fast_market(["BTCUSDT"], candle_seconds=1)
     market.start()
-    rules = tmp_path / "active.yaml"
-    rules.write_text(ACTIVE)
+    rules = tmp_path / "enter_only.yaml"       # enters, never exits (and no stops): the position waits for the panic
+    rules.write_text(ACTIVE.splitlines()[0] + "\n")
     cfg = tmp_path / "service.yaml"
-    cfg.write_text(f"markets:\n  - {{symbol: BTCUSDT, rules: {rules}, mode: dry-run}}\n"
+    cfg.write_text(f"markets:\n  - {{symbol: BTCUSDT, rules: {rules}, mode: dry-run, args: [--no-stops]}}\n"
                    "supervision: {startup_grace: 120, backoff_initial: 0.5, backoff_max: 2}\n")
     port = free_port()
     env = service_env(tmp_path, CONTROL_API_TOKEN=TOKEN, CONTROL_API_PORT=port, BINANCE_API_URL=market.api_url,
@@ -61,5 +61,7 @@ def test_panic_in_dry_run_sells_the_simulated_position(dry):
     wait_for(lambda: (dry.market("BTCUSDT")["position"] or {}).get("qty", 1) == 0, 120, what="a flat position")
     st = dry.market("BTCUSDT")
     assert st["kill_switch"]["tripped"] and st["kill_switch"]["reason"] == "panic" and st["paused"]
-    dry.proc.send_signal(signal.SIGTERM)
+    r = dry.post("/stop")                     # the clean shutdown through the API
+    assert r.status_code == 200 and r.json() == {"stopping": True}
     assert dry.proc.wait(30) == 0
+    assert "S8 service stopped (POST /stop)" in dry.log.read_text()

@@ -106,7 +106,7 @@ class Supervision(_Frozen):
     backoff_max: float = Field(60.0, gt=0)
     backoff_jitter: float = Field(1.0, ge=0)
     stable_after: float = Field(60.0, gt=0, description="s of uptime after which the backoff starts over")
-    stop_timeout: float = Field(8.0, gt=0, description="s a worker has to exit on SIGTERM before SIGKILL")
+    stop_timeout: float = Field(6.0, gt=0, description="s a worker has to exit on SIGTERM before SIGKILL")
 
 
 class ServiceConfig(_Frozen):

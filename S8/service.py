@@ -71,7 +71,7 @@ async def serve(cfg, settings, *, token: str, offline_env: dict[str, str] | None
             return contextlib.nullcontext()
 
     server = _Server(uvicorn.Config(build_app(service, token), log_level="warning", lifespan="off",
-                                    access_log=False, timeout_graceful_shutdown=3))
+                                    access_log=False, timeout_graceful_shutdown=2))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -88,7 +88,7 @@ async def serve(cfg, settings, *, token: str, offline_env: dict[str, str] | None
     finally:
         server.should_exit = True
         try:
-            await asyncio.wait_for(api, 5)
+            await asyncio.wait_for(api, 3)
         except (asyncio.TimeoutError, Exception):  # noqa: BLE001
             api.cancel()
         sock.close()

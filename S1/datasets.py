@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from S1.errors import UserError
 from S1.intervals import INTERVALS, check_interval
+from S1.storage import S3Path, as_path, is_remote
 
 #: Dataset kinds and their file-name suffix / extension.
 KINDS: dict[str, tuple[str, str]] = {
@@ -66,11 +67,29 @@ _SYMBOL_RE = re.compile(r"^[A-Za-z0-9]{2,30}$")
 
 # ---------------------------------------------------------------------------- names
 def data_dir(data_dir: Path | None = None) -> Path:
+    """The data directory: ``data_dir`` if given, else ``DATA_DIR`` -- a ``Path``, or an
+    :class:`S1.storage.S3Path` for ``s3://bucket/prefix`` (see ``S1/storage.py``)."""
     if data_dir is not None:
-        return Path(data_dir)
+        return as_path(data_dir)
     from S1.settings import get_settings
 
-    return get_settings().data_dir
+    return as_path(get_settings().data_dir)
+
+
+def local_dir(data_dir: Path | None = None) -> Path:
+    """Where files that must stay on this machine go (SQLite databases, state, logs, caches):
+    the data directory when it is a folder (as always), else ``LOCAL_STATE_DIR`` (default
+    ``data/`` in the repository) when ``DATA_DIR`` is ``s3://``.
+
+    >>> local_dir(Path("data")).as_posix()
+    'data'
+    """
+    d = globals()["data_dir"](data_dir)
+    if not isinstance(d, S3Path):
+        return d
+    from S1.settings import REPO_ROOT, get_settings
+
+    return get_settings().local_state_dir or (REPO_ROOT / "data")
 
 
 def reports_dir() -> Path:
@@ -135,7 +154,7 @@ def export_path(symbol: str, interval: str, days: int, fmt: str, *, exchange: st
         raise UserError(f"unknown --format {fmt!r}", f"use one of {', '.join(EXPORT_EXTENSIONS)}")
     if gzip and fmt != "csv":
         raise UserError(f"--gzip applies to --format csv only, not {fmt}", "drop --gzip or use --format csv")
-    base = globals()["data_dir"](data_dir)
+    base = local_dir(data_dir) if fmt == "sqlite" else globals()["data_dir"](data_dir)
     ext = EXPORT_EXTENSIONS[fmt] + (".gz" if gzip else "")
     return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}{ext}"
 
@@ -177,7 +196,7 @@ def realtime_db_path(symbols: list[str] | str, interval: str, *, kind: str = "kl
     'okx-swap_btcusdt_1m_realtime.db'
     """
     first = symbols if isinstance(symbols, str) else symbols[0]
-    base = globals()["data_dir"](data_dir)
+    base = local_dir(data_dir)
     infix = "_trades" if kind == "trades" else ""
     prefix = "" if exchange in (None, "", "binance") else f"{exchange.lower()}_"
     return base / f"{prefix}{normalize_symbol(first).lower()}_{interval_token(interval)}{infix}_realtime.db"
@@ -194,7 +213,7 @@ def book_realtime_path(symbols: list[str] | str, *, fmt: str = "sqlite", exchang
     first = symbols if isinstance(symbols, str) else symbols[0]
     prefix = "" if exchange in (None, "", "binance") else f"{exchange.lower()}_"
     name = f"{prefix}{normalize_symbol(first).lower()}_book_realtime"
-    return globals()["data_dir"](data_dir) / (f"{name}.db" if fmt == "sqlite" else name)
+    return local_dir(data_dir) / (f"{name}.db" if fmt == "sqlite" else name)
 
 
 def sentiment_path(interval: str = "1h", *, asset: str | None = None, data_dir: Path | None = None) -> Path:
@@ -257,20 +276,20 @@ def open_interest_path(symbol: str, period: str, *, data_dir: Path | None = None
 
 
 def orders_log_path(*, data_dir: Path | None = None) -> Path:
-    return globals()["data_dir"](data_dir) / "orders.jsonl"
+    return local_dir(data_dir) / "orders.jsonl"
 
 
 def archive_cache_dir(*, data_dir: Path | None = None) -> Path:
-    return globals()["data_dir"](data_dir) / "archive"
+    return local_dir(data_dir) / "archive"
 
 
 def models_dir(*, data_dir: Path | None = None) -> Path:
-    return globals()["data_dir"](data_dir) / "models"
+    return local_dir(data_dir) / "models"
 
 
 def llm_cache_path(*, data_dir: Path | None = None) -> Path:
     """S3's LLM verdict cache (content hash + model -> label)."""
-    return globals()["data_dir"](data_dir) / "cache" / "llm_sentiment.sqlite"
+    return local_dir(data_dir) / "cache" / "llm_sentiment.sqlite"
 
 
 def sentiment_report_path(interval: str, *, reports: Path | None = None) -> Path:
@@ -281,7 +300,7 @@ def sentiment_report_path(interval: str, *, reports: Path | None = None) -> Path
 
 def exchange_info_path(*, data_dir: Path | None = None) -> Path:
     """Cached ``GET /api/v3/exchangeInfo`` body (symbols, filters, rate limits)."""
-    return globals()["data_dir"](data_dir) / "exchange_info.json"
+    return local_dir(data_dir) / "exchange_info.json"
 
 
 def best_rules_path(symbol: str, interval: str, days: int, rules_path: str | Path, *,
@@ -292,7 +311,7 @@ def best_rules_path(symbol: str, interval: str, days: int, rules_path: str | Pat
 
 def optuna_storage_url(*, data_dir: Path | None = None) -> str:
     """S5's default Optuna storage: ``sqlite:///<data dir>/optuna.db`` (folder created)."""
-    d = globals()["data_dir"](data_dir)
+    d = local_dir(data_dir)
     check_writable(d, what="the Optuna study database optuna.db")
     return f"sqlite:///{(d / 'optuna.db').as_posix()}"
 
@@ -300,6 +319,8 @@ def optuna_storage_url(*, data_dir: Path | None = None) -> str:
 def check_writable(folder: Path, *, what: str = "files") -> Path:
     """Create ``folder`` if needed and prove it takes a file (a probe, since permission bits
     do not tell for root or read-only mounts); a :class:`UserError` naming it otherwise."""
+    if is_remote(folder):
+        return as_path(folder)   # an object store: nothing to create; a write error names the bucket
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -331,7 +352,7 @@ def kill_switch_path(mode: str, *, symbol: str | None = None, interval: str | No
 
 def state_path(name: str, *, data_dir: Path | None = None) -> Path:
     """Small state files (kill-switch, executor DB …) under ``data/state/``."""
-    return globals()["data_dir"](data_dir) / "state" / name
+    return local_dir(data_dir) / "state" / name
 
 
 @dataclass(frozen=True)
@@ -492,6 +513,8 @@ def _locked(fd: int) -> bool:
 def clean_stale_temps(path: Path) -> list[Path]:
     """Remove the temp files a killed writer of ``path`` left (``.<name>.*.tmp`` beside it
     whose writer's lock is free); the temp file of a writer still running is kept."""
+    if is_remote(path):
+        return []   # an object store has no temp files: an object is written in one request
     path = Path(path)
     removed = []
     try:
@@ -534,7 +557,10 @@ def _atomic_target(path: Path) -> tuple[Path, int]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder and a rename."""
+    """Write ``data`` to ``path`` via a temp file in the same folder and a rename (on S3: the
+    whole object in one request, see :meth:`S1.storage.S3Path.write_bytes`)."""
+    if is_remote(path):
+        return _s3_put(as_path(path), data)
     path = Path(path)
     tmp, fd = _atomic_target(path)
     try:
@@ -558,13 +584,17 @@ def atomic_write_text(path: Path, text: str) -> Path:
 def write_parquet(df: pd.DataFrame, path: Path, *, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``df`` (index kept) to ``path`` atomically; ``metadata`` is stored as JSON
     under the ``toolkit`` key of the Parquet schema metadata."""
-    path = Path(path)
+    path = as_path(path)
     table = pa.Table.from_pandas(df, preserve_index=True)
     table = table.cast(_ms_timestamps(table.schema))
     if metadata:
         meta = dict(table.schema.metadata or {})
         meta[META_KEY] = json.dumps(metadata, default=str).encode()
         table = table.replace_schema_metadata(meta)
+    if isinstance(path, S3Path):   # serialised whole in memory, then one request: no partial object
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        return _s3_put(path, sink.getvalue())
     tmp, fd = _atomic_target(path)
     try:
         pq.write_table(table, tmp, compression="zstd")   # our fd (and its lock) stays open meanwhile
@@ -576,6 +606,17 @@ def write_parquet(df: pd.DataFrame, path: Path, *, metadata: dict[str, Any] | No
         raise
     finally:
         os.close(fd)
+    return path
+
+
+def _s3_put(path: S3Path, data) -> S3Path:
+    try:
+        path.write_bytes(data)
+    except (OSError, UserError) as exc:
+        raise UnwritableError(f"cannot write {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                              "the object was left as it was",
+                              "check the bucket exists and S3_ENDPOINT_URL / S3_ACCESS_KEY_ID / "
+                              "S3_SECRET_ACCESS_KEY allow writing there") from None
     return path
 
 
@@ -616,7 +657,7 @@ def _ms_timestamps(schema: pa.Schema) -> pa.Schema:
 def regenerate_command(path: Path) -> str | None:
     """The command that writes ``path`` again, when its name says (candles, indicators,
     signals, ML probabilities, backtest, sentiment), else None."""
-    name = Path(path).name
+    name = as_path(path).name
     ds = parse_dataset_name(name)
     if ds is not None:
         ex = f" --exchange {ds.exchange}" if ds.exchange else ""
@@ -636,7 +677,7 @@ def regenerate_command(path: Path) -> str | None:
 def unreadable(path: Path, exc: BaseException) -> UserError:
     """The one message for a data file that cannot be read: which file, corrupt or not
     readable, and the command that writes it again."""
-    path = Path(path)
+    path = as_path(path)
     cmd = regenerate_command(path)
     fix = (f"regenerate it: move it away, then run {cmd}" if cmd
            else "move it away and re-run the step that writes it")
@@ -647,7 +688,29 @@ def unreadable(path: Path, exc: BaseException) -> UserError:
     return UserError(f"{path} is {what}", fix)
 
 
+def _s3_source(path: S3Path, fn):
+    """What pyarrow reads for an object: the whole body for a table (one GET), a seekable
+    file for the schema / metadata (the footer only)."""
+    if fn is pq.read_table:
+        return pa.BufferReader(path.read_bytes())
+    return path.open("rb")
+
+
 def _readable(fn, path: Path, *args, **kw):
+    if is_remote(path):
+        path = as_path(path)
+        try:
+            return fn(_s3_source(path, fn), *args, **kw)
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            if fn is not pq.read_schema:
+                try:
+                    pq.read_schema(_s3_source(path, pq.read_schema))
+                except (pa.ArrowException, OSError, ValueError):
+                    raise unreadable(path, exc) from None
+                raise
+            raise unreadable(path, exc) from None
     try:
         return fn(path, *args, **kw)
     except FileNotFoundError:
@@ -676,6 +739,11 @@ def read_parquet(path: Path, *, columns: list[str] | None = None) -> pd.DataFram
     return df
 
 
+def parquet_rows(path: Path) -> int:
+    """The number of rows of a Parquet file (from its footer; local or S3)."""
+    return _readable(pq.read_metadata, path).num_rows
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
     """The ``toolkit`` metadata dict of a Parquet file ({} if none)."""
     meta = _readable(pq.read_schema, path).metadata or {}
@@ -688,7 +756,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 def read_candles(path: Path, *, how_to_create: str | None = None) -> pd.DataFrame:
     """Read and validate a candle file; a missing file names the command that creates it."""
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist",
                         f"create it first with: {how_to_create}" if how_to_create else "run S1/historical.py first")

@@ -54,10 +54,10 @@ from functools import cache
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
-from S1.datasets import CANDLE_COLUMNS, parse_dataset_name, read_metadata
+from S1.datasets import CANDLE_COLUMNS, parse_dataset_name, parquet_rows, read_metadata
 from S1.errors import UserError
+from S1.storage import is_remote
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +97,17 @@ def scan(data_dir: Path | None = None) -> list[LakeEntry]:
     from S1.datasets import data_dir as default_dir
 
     base = default_dir(data_dir)
+    remote = is_remote(base)
     if not base.is_dir():
         return []
     entries, taken = [], set(_RESERVED)
     for p in sorted(base.iterdir()):
-        if p.name.startswith(".") or not p.is_file():
+        # on S3 a listing holds objects and prefixes; a prefix has no .parquet suffix (no HEAD per object)
+        if p.name.startswith(".") or (not remote and not p.is_file()):
             continue
         suffix = p.suffix.lower()
+        if remote and suffix in SQLITE_SUFFIXES:
+            continue   # SQLite databases stay on this machine (LOCAL_STATE_DIR), not in the bucket
         if suffix == ".parquet":
             parts = parse_stem(p.stem)
             if parts:
@@ -164,6 +168,10 @@ def connect(data_dir: Path | None = None, *, sqlite: bool | str = True, threads:
                         f"use one of {', '.join(SQLITE_MODES)} (or False to skip them)")
     entries = scan(data_dir)
     con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
+    from S1.datasets import data_dir as default_dir
+
+    if is_remote(default_dir(data_dir)):
+        _s3_access(con)
     con.execute("SET TimeZone = 'UTC'")
     for macro in MACROS:
         con.execute(macro)
@@ -233,7 +241,8 @@ def _lake_view(con, data_dir: Path | None) -> None:
     base = lake_dir(data_dir=data_dir)
     cols = ", ".join(_ident(c) for c in ("open_time", *CANDLE_COLUMNS))
     if any(base.glob("*/*/*/*/*.parquet")):
-        pattern = (Path(glob_escape(str(base))) / "*" / "*" / "*" / "*" / "*.parquet").as_posix()
+        pattern = (f"{glob_escape(str(base))}/*/*/*/*/*.parquet" if is_remote(base) else
+                   (Path(glob_escape(str(base))) / "*" / "*" / "*" / "*" / "*.parquet").as_posix())
         con.execute(
             "CREATE VIEW lake AS SELECT p[-5] AS exchange, p[-4] AS market, p[-3] AS symbol, "
             "CASE WHEN p[-2] = '1mo' THEN '1M' ELSE p[-2] END AS interval, replace(p[-1], '.parquet', '') AS month, "
@@ -253,7 +262,7 @@ def _datasets_view(con, entries: list[LakeEntry]) -> None:
         meta, n = {}, None
         try:
             meta = read_metadata(e.path)
-            n = pq.read_metadata(e.path).num_rows
+            n = parquet_rows(e.path)
         except Exception as exc:  # noqa: BLE001 - a foreign or broken file still gets its view
             meta = {"error": str(exc).splitlines()[0]}
 
@@ -343,6 +352,35 @@ def _sqlite_extension(con) -> bool:
     except duckdb.Error:
         pass
     return False
+
+
+#: The pip package that ships DuckDB's ``httpfs`` extension (S3 reads when DATA_DIR is s3://).
+HTTPFS_EXTENSION_PACKAGE = "duckdb-ext-httpfs"
+
+
+def _s3_access(con) -> None:
+    """Load DuckDB's ``httpfs`` extension from the pip package ``duckdb-ext-httpfs`` (no download at
+    run time; else one installed in DuckDB's own directory) and add an S3 secret from settings
+    (endpoint, keys, region, path-style URLs), so views can read ``s3://...``."""
+    import duckdb
+
+    from S1.storage import duckdb_secret_sql
+
+    platform = con.execute("PRAGMA platform").fetchall()[0][0]
+    want = ("extensions", f"v{duckdb.__version__.lstrip('v')}", platform, "httpfs.duckdb_extension")
+    try:
+        files = importlib.metadata.files(HTTPFS_EXTENSION_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    found = [Path(f.locate()) for f in files if tuple(f.parts[-4:]) == want]
+    try:
+        con.execute(f"LOAD {_lit(found[0])}" if found and found[0].is_file() else "LOAD httpfs")
+    except duckdb.Error as exc:
+        con.close()
+        raise UserError(f"DuckDB cannot read s3:// without its httpfs extension ({str(exc).splitlines()[0]})",
+                        f"pip install -r requirements.txt (it pins {HTTPFS_EXTENSION_PACKAGE} for the duckdb it pins)"
+                        ) from None
+    con.execute(duckdb_secret_sql())
 
 
 def sqlite_type(declared: str | None) -> str:

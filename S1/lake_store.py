@@ -52,6 +52,7 @@ from S1.datasets import (
     lake_dir,
     lake_path,
     normalize_symbol,
+    parquet_rows,
     read_candles,
     read_metadata,
     validate_candles,
@@ -357,9 +358,7 @@ def derive_partition(src: Path, targets: list[str]) -> list[Path]:
         n_src = None
         if path.exists():
             old = read_metadata(path)
-            import pyarrow.parquet as pq
-
-            n_src = pq.read_metadata(src).num_rows
+            n_src = parquet_rows(src)
             if old.get("source_coverage") == list(cov) and old.get("source_rows") == n_src:
                 continue
         if df is None:

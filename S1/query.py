@@ -25,6 +25,7 @@ import pandas as pd
 from S1.cli import ArgumentParser, add_common_args, main_entry
 from S1.errors import UserError
 from S1.lake import SQLITE_MODES, connect, run, tables, to_frame, write_result
+from S1.storage import as_path, is_remote
 
 
 def build_parser() -> ArgumentParser:
@@ -34,7 +35,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="write the result to FILE.parquet or FILE.csv")
     p.add_argument("--tables", action="store_true", help="list the views and tables of the lake")
     p.add_argument("--max-rows", type=int, default=50, help="rows to print (default 50; the rest is summarised)")
-    p.add_argument("--data-dir", type=Path, default=None, help="query another data directory (default DATA_DIR)")
+    p.add_argument("--data-dir", type=as_path, default=None,
+                   help="query another data directory, a folder or s3://bucket/prefix (default DATA_DIR)")
     p.add_argument("--sqlite", choices=SQLITE_MODES, default="auto",
                    help="how to read the SQLite databases: auto (attach them through DuckDB's sqlite extension "
                         "from the duckdb-ext-sqlite package, live; else read them at connect), attach (the "
@@ -59,6 +61,8 @@ def _sql(args) -> str | None:
 
 
 def _inside(path: Path, folder: Path) -> bool:
+    if is_remote(folder) or is_remote(path):
+        return str(path).startswith(str(folder).rstrip("/") + "/")
     try:
         path.resolve().relative_to(folder.resolve())
         return True
@@ -95,7 +99,7 @@ def check_statements(con, sql: str, data_dir: Path, *, force: bool) -> None:
         m = (_COPY_TARGET if kind == "COPY" else _EXPORT_TARGET).search(st.query)
         if m is None:
             continue
-        target = Path(m.group(1).replace("''", "'"))
+        target = as_path(m.group(1).replace("''", "'"))
         if kind == "EXPORT" and _inside(target, data_dir) and not force:
             raise UserError(f"EXPORT DATABASE {target} writes into the data directory {data_dir}",
                             "export elsewhere, or add --force")
@@ -122,6 +126,9 @@ def main(argv=None) -> int:
     from S1.datasets import data_dir as default_data_dir
 
     folder = default_data_dir(args.data_dir)
+    if args.out is not None and str(args.out).startswith("s3:"):
+        raise UserError(f"--out {args.out}: results are written to this machine only",
+                        "pass a local file such as reports/result.parquet")
     if args.out is not None:
         check_overwrite(args.out, folder, force=args.force)
     con = connect(args.data_dir, sqlite=False if args.no_sqlite else args.sqlite)

@@ -41,6 +41,7 @@ _SECRET_FIELDS = (
     "bus_url",
     "influx_token",
     "control_api_token",
+    "s3_secret_access_key",
 )
 
 
@@ -79,8 +80,17 @@ class Settings(BaseSettings):
     )
 
     # --- Files --------------------------------------------------------------------
-    data_dir: Path = REPO_ROOT / "data"
+    #: a folder, or ``s3://bucket/prefix`` for an S3-compatible store (kept as that string; see S1/storage.py)
+    data_dir: Path | str = REPO_ROOT / "data"
     reports_dir: Path = REPO_ROOT / "reports"
+    #: SQLite databases and state files when DATA_DIR is s3:// (they stay on this machine); empty: data/
+    local_state_dir: Path | None = None
+
+    # --- S3-compatible storage for DATA_DIR=s3://... (issue 20) ---------------------------
+    s3_endpoint_url: str | None = None     # e.g. http://127.0.0.1:9000 (MinIO); empty: AWS
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str | None = None
 
     # --- Other exchanges through CCXT (issue 11) ---------------------------------------
     ccxt_api_urls: str = Field("", description="per-exchange REST base overrides: okx=http://127.0.0.1:8000,...")
@@ -129,14 +139,17 @@ class Settings(BaseSettings):
     def _strip_slash(cls, v: str) -> str:
         return v.rstrip("/")
 
-    @field_validator(*_SECRET_FIELDS, mode="before")
+    @field_validator(*_SECRET_FIELDS, "s3_endpoint_url", "s3_access_key_id", "s3_region", "local_state_dir",
+                     mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if v is None or (isinstance(v, str) and not v.strip()) else v
 
-    @field_validator("data_dir", "reports_dir")
+    @field_validator("data_dir", "reports_dir", "local_state_dir")
     @classmethod
-    def _absolute(cls, v: Path) -> Path:
+    def _absolute(cls, v: Path | str | None, info) -> Path | str | None:
+        if v is None or (info.field_name == "data_dir" and isinstance(v, str) and v.startswith("s3://")):
+            return v.rstrip("/") if v is not None else v
         v = Path(v).expanduser()
         return v if v.is_absolute() else (REPO_ROOT / v)
 

@@ -9,7 +9,7 @@ exactly these. Change them here only together with those.
 | ``toolkit_candles_total`` | counter | market | closed candles the streamer stored since the service started |
 | ``toolkit_last_candle_close_timestamp_seconds`` | gauge | market | close time of the newest closed candle (Unix s) |
 | ``toolkit_stream_reconnects_total`` | counter | market | WebSocket reconnects of the market's streamer |
-| ``toolkit_orders_total`` | counter | market, side, status | orders seen reaching a status (INTENT, FILLED, REJECTED, BLOCKED ...) |
+| ``toolkit_orders_total`` | counter | market, side, status | orders, once per status seen (stores read every second) |
 | ``toolkit_position_quantity`` | gauge | market | the strategy's position (base asset) |
 | ``toolkit_equity_quote`` | gauge | market | equity in the quote asset |
 | ``toolkit_kill_switch_tripped`` | gauge | market | 1 when the market's kill-switch is tripped |

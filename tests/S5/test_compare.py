@@ -176,3 +176,19 @@ def test_parity_files_are_listed(settings_env):
     assert (r.kind, r.symbol, r.days, r.rules, r.window) == ("parity", "BTCUSDT", 30, "S4/rules_ta_only.yaml",
                                                              "2024-01-01..2024-01-31")
     assert r.sample == "1 difference(s) with paper trading" and r.metrics["n_trades"] == 2
+
+
+def test_walk_forward_run_is_its_stitched_out_of_sample(settings_env, sim_ta):
+    from S5.optimize import main as optimize
+    from S5.run_catalog import load_catalog
+
+    write_parquet(sim_ta, dataset_path("ETHUSDC", "1h", 90, "ta"), metadata={"simulated": True})
+    assert run(optimize, ["--symbol", "ETHUSDC", "--interval", "1h", "--days", "90", "--rules", RULES,
+                          "--trials", "3", "--min-trades", "1", "--walk-forward", "2", "--wf-test", "300"]) == 0
+    doc = json.loads(report_path("ETHUSDC", "1h", 90, "walkforward_rules_ta_only", "json").read_text())
+    [r] = load_catalog().runs
+    assert (r.kind, r.sample, r.rules) == ("walk_forward", "out-of-sample (stitched)", RULES)
+    assert r.row()["sharpe"] == pytest.approx(doc["stitched_out_of_sample"]["sharpe"])
+    assert r.window == f"{doc['folds'][0]['test'][0][:10]}..{doc['folds'][-1]['test'][1][:10]}"
+    eq = read_parquet(report_path("ETHUSDC", "1h", 90, "walkforward_rules_ta_only_equity", "parquet"))["equity"]
+    assert r.equity().iloc[-1] == pytest.approx(eq.iloc[-1])

@@ -9,7 +9,7 @@ folder -- nothing else is imported or changed on that path -- or into an :class:
 ``unlink``, ``mkdir`` -- a no-op, object stores have no folders).
 
 Writes are atomic the way object stores are: :meth:`S3Path.write_bytes` sends the whole object in
-one request (a single PUT, or a multipart upload for objects over ``s3fs``'s block size, whose
+one request (a single PUT up to 100 MiB, above that one multipart upload of 50 MiB parts, whose
 completion is atomic), so a reader sees the previous object or the new one, never a partial one;
 a writer killed mid-upload leaves the previous object as it was. ``S3Path`` has no ``__fspath__``
 on purpose: ``open(p)`` or ``Path(p)`` on it fails loudly rather than writing a local file named

@@ -10,7 +10,7 @@ import re
 import pandas as pd
 import pytest
 
-from S1.datasets import dataset_path, read_parquet, report_path, write_parquet
+from S1.datasets import dataset_path, read_parquet, write_parquet
 
 RULES = "S4/rules_ta_only.yaml"
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from tests.S7.helpers import ALWAYS_ENTER, API_KEY, CANARY_SECRET, candles, warm_closes
 from tests.S7.test_executor_cli import _env, _run, _streamer_db, testnet  # noqa: F401  (fixture)

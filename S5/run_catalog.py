@@ -395,27 +395,32 @@ def format_value(col: str, v) -> str:
 TERMINAL_COLUMNS = ("run", "sample", "window", "costs", "sizing", "total_return", "cagr", "sharpe", "max_drawdown",
                     "win_rate", "profit_factor", "n_trades", "buy_and_hold_return")
 #: Dropped first when the terminal is narrow (they are in the HTML and the CSV).
-_NARROW_DROP = ("costs", "sizing", "window", "cagr", "profit_factor")
+_NARROW_DROP = ("costs", "sizing", "window", "cagr", "profit_factor", "win_rate", "buy_and_hold_return")
+_NARROW_SAMPLE = {"in-sample": "IS", "out-of-sample": "OOS", "out-of-sample (stitched)": "OOS stitched"}
 _SHORT = {"total_return": "return", "max_drawdown": "max DD", "win_rate": "win", "profit_factor": "PF",
           "n_trades": "trades", "buy_and_hold_return": "B&H"}
 
 
 def rich_table(cat: Catalog, *, title: str = "Runs on disk", width: int | None = None):
     """The terminal table; on a terminal narrower than 170 columns the costs, sizing,
-    window, CAGR and profit factor columns are left to the HTML / CSV."""
+    window, CAGR, profit factor, win rate and buy-and-hold columns are left to the
+    HTML / CSV and the samples are abbreviated (IS / OOS)."""
     from rich.table import Table
 
     cols = list(TERMINAL_COLUMNS)
-    if width is not None and width < 170:
+    narrow = width is not None and width < 170
+    if narrow:
         cols = [c for c in cols if c not in _NARROW_DROP]
     sim = any(r.simulated for r in cat.runs)
     t = Table(title=title, header_style="bold", caption="SIM = made from the simulated market" if sim else None)
     for c in cols:
         num = c in COMPARE_METRICS
         t.add_column(_SHORT.get(c, c.replace("_", " ")), justify="right" if num else "left",
-                     no_wrap=num, overflow="fold")
+                     no_wrap=num, overflow="fold", min_width=18 if c == "run" else None)
     for r in cat.runs:
         row = r.row()
+        if narrow:
+            row["sample"] = _NARROW_SAMPLE.get(row["sample"], row["sample"])
         cells = [format_value(c, row[c]) for c in cols]
         if r.simulated:
             cells[0] += " [red]SIM[/red]"

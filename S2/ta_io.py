@@ -55,7 +55,9 @@ def load_candles(symbol: str, interval: str, days: int) -> pd.DataFrame:
 
 def read_ta(path: Path, *, how_to_create: str | None = None) -> pd.DataFrame:
     """Read an indicator (``_ta``) file; a missing one names the command that makes it."""
-    path = Path(path)
+    from S1.storage import as_path
+
+    path = as_path(path)   # a Path, or an S3Path when DATA_DIR is s3://
     if not path.exists():
         raise UserError(f"{path} does not exist",
                         f"create it first with: {how_to_create}" if how_to_create

@@ -102,6 +102,19 @@ def test_s3_path_operations(s3_data):
     p.unlink(missing_ok=True)
 
 
+def test_missing_bucket_is_one_clear_error(s3_data):
+    from S1.datasets import UnwritableError, read_candles, write_parquet
+    from S1.offline import simulate_candles
+    from S1.storage import as_path
+
+    target = as_path(f"s3://no-such-bucket-{s3_data.name}/btcusdt_1h_2d.parquet")
+    with pytest.raises(UnwritableError, match=r"cannot write s3://no-such-bucket-.*S3_ENDPOINT_URL") as err:
+        write_parquet(simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-03"), target)
+    assert "\n" not in str(err.value)
+    with pytest.raises(Exception, match="does not exist"):
+        read_candles(s3_data / "btcusdt_1h_2d.parquet")
+
+
 def test_local_state_stays_local(s3_data, tmp_path):
     from S1.datasets import (
         dataset_path, executor_state_path, lake_path, optuna_storage_url, realtime_db_path, state_path)
@@ -156,7 +169,9 @@ def test_every_sprint_dataset_round_trips(s3_data, exchange, btc_1h, capsys):
     pd.testing.assert_frame_equal(candles, validate_candles(btc_1h).loc[candles.index], check_freq=False)
     assert read_metadata(dataset_path("BTCUSDT", "1h", 30))["symbol"] == "BTCUSDT"
     assert indicators(args) == 0, capsys.readouterr()
-    ta = read_parquet(dataset_path("BTCUSDT", "1h", 30, "ta"))
+    from S2.ta_io import load_ta
+
+    ta = load_ta("BTCUSDT", "1h", 30)
     assert len(ta) == len(candles) and (ta["close"].to_numpy() == candles["close"].to_numpy()).all()
     from S1.datasets import sentiment_path, write_parquet
     from tests.S4.helpers import make_sentiment
@@ -233,7 +248,9 @@ def test_duckdb_reads_what_the_toolkit_wrote(s3_data, capsys):
     assert ds[0][:3] == ("ethusdt_1h_10d", len(h), True) and ds[0][3].startswith("s3://")
     assert query_main(["SELECT count(*) AS n FROM sentiment_1h"]) == 0
     assert "2" in capsys.readouterr().out
-    with pytest.raises(Exception, match="would replace"):
+    from S1.errors import UserError
+
+    with pytest.raises(UserError, match="would replace"):
         query_main([f"COPY (SELECT 1) TO '{dataset_path('ETHUSDT', '1h', 10)}' (FORMAT parquet)"])
 
 

@@ -424,7 +424,7 @@ class KillSwitch:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self._corrupt = True
             log.error("kill-switch state %s is unreadable (%s): refusing entries until `%s`",
-                      self.path, exc, RESET_COMMAND)
+                      self.path, exc, self.reset_command)
             return ProtectionState(tripped=True, reason="state_unreadable",
                                    detail=f"state file unreadable ({type(exc).__name__}: {exc})")
 
@@ -438,7 +438,7 @@ class KillSwitch:
             "peak": state.peak, "last_equity": state.last_equity, "last_time": _iso(_ts(state.last_time)),
             "day": None if state.day is None else _ts(state.day * DAY_NS).date().isoformat(),
             "day_start_equity": state.day_start_equity, "loss_streak": state.loss_streak,
-            "updated_at": pd.Timestamp.now(tz="UTC").isoformat(), "reset_command": RESET_COMMAND,
+            "updated_at": pd.Timestamp.now(tz="UTC").isoformat(), "reset_command": self.reset_command,
             "events": state.events,
         }
         atomic_write_text(self.path, json.dumps(body, indent=2))
@@ -465,8 +465,27 @@ class KillSwitch:
             self._announce(trip)
         return not state.tripped
 
+    @property
+    def reset_command(self) -> str:
+        """The command that clears *this* state file (``--mode`` for S7's per-mode files, ``--state`` else).
+
+        >>> import tempfile; from pathlib import Path
+        >>> KillSwitch(path=Path(tempfile.mkdtemp()) / "x.json").reset_command.startswith(RESET_COMMAND + " --state ")
+        True
+        """
+        from S1.datasets import kill_switch_path
+
+        for mode in MODES:
+            try:
+                if self.path.resolve() == kill_switch_path(mode).resolve():
+                    return RESET_COMMAND if mode == "live" else f"{RESET_COMMAND} --mode {mode}"
+            except Exception:  # noqa: BLE001 - settings unreadable: fall back to the explicit file
+                break
+        return f"{RESET_COMMAND} --state {self.path}"
+
     def _announce(self, trip: Trip) -> None:
-        resume = f"resumes at {trip.until.isoformat()}" if trip.until is not None else f"until `{RESET_COMMAND}`"
+        resume = (f"resumes at {trip.until.isoformat()}" if trip.until is not None
+                  else f"until `{self.reset_command}`")
         log.error("KILL-SWITCH TRIPPED (%s): %s -- entries halted %s", trip.reason, trip.detail, resume)
         if self.on_trip is not None:
             try:

@@ -111,8 +111,9 @@ def peek_market(path: Path) -> tuple[bool, float | None]:
     """``(simulated, last close)`` of a toolkit Parquet file, or ``(False, None)`` when it is
     missing (the caller's own loader then names the command that creates it)."""
     from S1.datasets import read_metadata, read_parquet
+    from S1.storage import as_path
 
-    if not Path(path).exists():
+    if not as_path(path).exists():   # a Path, or an S3Path when DATA_DIR is s3://
         return False, None
     meta = read_metadata(path)
     try:

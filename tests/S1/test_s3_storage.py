@@ -153,9 +153,9 @@ def test_local_data_dir_does_not_import_fsspec(tmp_path):
 
 
 # ---------------------------------------------------------------------- dataset round trips
-def test_every_sprint_dataset_round_trips(s3_data, exchange, btc_1h, capsys):
-    """S1 -> S2 -> S4 -> S5 with DATA_DIR on S3: each step reads the previous one's object and
-    writes its own; nothing lands in the local state folder but state."""
+def test_every_sprint_dataset_round_trips(s3_data, exchange, btc_1h, tmp_path, capsys):
+    """S1 -> S2 -> S4 -> S5 (backtest, optimise) -> S6 stress with DATA_DIR on S3: each step reads
+    the previous one's object and writes its own; only the SQLite study stays local."""
     from S1.datasets import dataset_path, read_candles, read_metadata, read_parquet, validate_candles
     from S1.historical import main as history
     from S2.indicators import main as indicators
@@ -190,6 +190,22 @@ def test_every_sprint_dataset_round_trips(s3_data, exchange, btc_1h, capsys):
 
     summary = json.loads(dataset_path("BTCUSDT", "1h", 30, "backtest").read_text())
     assert isinstance(summary, dict) and summary
+    from S6.stress import main as stress
+
+    assert stress([*args, "--paths", "200", "--seed", "1"]) == 0, capsys.readouterr()
+    assert json.loads(dataset_path("BTCUSDT", "1h", 30, "stress").read_text())
+    from S5.optimize import main as optimize
+
+    assert optimize([*args, "--rules", str(REPO / "S4" / "rules_ta_only.yaml"), "--trials", "4",
+                     "--min-trades", "1"]) == 0, capsys.readouterr()
+    import yaml
+
+    from S1.datasets import best_rules_path
+
+    best = best_rules_path("BTCUSDT", "1h", 30, "rules_ta_only.yaml")
+    assert str(best).startswith(str(s3_data)) and isinstance(yaml.safe_load(best.read_text()), dict)
+    assert (tmp_path / "local" / "optuna.db").is_file()        # the study's SQLite stays on this machine
+    assert not [k for k in _keys(s3_data) if k.endswith((".db", ".sqlite"))]
 
 
 def test_lake_round_trip_matches_local(s3_data, tmp_path):

@@ -1,12 +1,17 @@
 # Entry points a newcomer needs (see README.md):
 #   make demo   -- install everything into .venv/ and run the main job end to end
-#   make test   -- install everything into .venv/ and run the test suite (what CI runs)
+#   make test   -- install everything into .venv/ and run the test suite (what CI runs), on every core
+#   make test-fast -- the suite without the tests marked slow (~1-2 min; every sprint still covered)
+#   make test-serial -- the whole suite in one process (no pytest-xdist)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean-venv
+# pytest-xdist workers (auto = one per core); each test's servers take free ports and temp dirs
+WORKERS ?= auto
+
+.PHONY: setup demo test test-fast test-serial bench clean-venv
 
 setup: $(STAMP)
 
@@ -22,7 +27,13 @@ demo: setup
 	$(BIN)/python -m S7.pipeline $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile $(ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -m "not slow" $(ARGS)
+
+test-serial: setup
+	$(BIN)/python -m pytest -p no:xdist $(ARGS)
 
 bench: setup
 	$(BIN)/python bench/bench_history.py --quick

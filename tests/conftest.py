@@ -13,7 +13,27 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TOOLKIT_SHARED_DIR", REPO.parent / "shared"))
 
 
+#: tests that take more than a few seconds on a 2-core machine (``make test-fast`` leaves them out);
+#: one node id, ``file::test`` (every parametrisation) or file per line -- besides ``@pytest.mark.slow``
+SLOW_LIST = Path(__file__).with_name("slow_tests.txt")
+
+
+def _slow_ids() -> set[str]:
+    if not SLOW_LIST.exists():
+        return set()
+    lines = (ln.split("#", 1)[0].strip() for ln in SLOW_LIST.read_text(encoding="utf-8").splitlines())
+    return {ln for ln in lines if ln}
+
+
 def pytest_collection_modifyitems(config, items):
+    slow_ids = _slow_ids()
+    if slow_ids:
+        slow = pytest.mark.slow
+        for item in items:
+            nodeid = item.nodeid
+            base = nodeid.split("[", 1)[0]
+            if nodeid in slow_ids or base in slow_ids or nodeid.split("::", 1)[0] in slow_ids:
+                item.add_marker(slow)
     if os.environ.get("RUN_INTERNET_TESTS") == "1":
         return
     skip = pytest.mark.skip(reason="needs the real internet (set RUN_INTERNET_TESTS=1)")

@@ -508,7 +508,7 @@ def test_a_dry_run_replay_session_is_what_the_dashboard_shows(settings_env, monk
         env = {k: v for k, v in os.environ.items() if not k.startswith("BINANCE_")}
         env.update(BINANCE_API_URL=server.api_url, SIMULATED_MARKET="1", DATA_DIR=str(settings_env.data_dir))
         r = subprocess.run([sys.executable, "S7/executor.py", "--symbol", "BTCUSDT", "--interval", "1h", "--rules",
-                            "S4/rules.yaml", "--dry-run", "--replay-days", "7", "--duration", "20"], cwd=REPO,
+                            "S4/rules.yaml", "--dry-run", "--replay-days", "7", "--duration", "600"], cwd=REPO,
                            env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     db = settings_env.data_dir / "state" / "replay" / "s7_replay_btcusdt_1h.db"

@@ -208,6 +208,33 @@ def test_every_sprint_dataset_round_trips(s3_data, exchange, btc_1h, tmp_path, c
     assert not [k for k in _keys(s3_data) if k.endswith((".db", ".sqlite"))]
 
 
+def test_funding_history_grows_on_s3(s3_data, monkeypatch):
+    """S1's incremental funding file on S3: a re-run reads the object, fetches only what is new and
+    writes it back whole."""
+    from S1.datasets import funding_path, read_parquet
+    from S1.funding_history import update_funding
+    from S1.intervals import to_ms
+    from S1.local.exchange import LocalBinance
+    from S1.local.futures import LocalFutures
+    from S1.settings import get_settings
+
+    server = LocalBinance(now_ms=to_ms("2023-05-31 12:30"))
+    fut = LocalFutures(server)
+    fut.sim = fut.funding.simulate("BTCUSDT", "2023-03-01", "2023-07-01")
+    with server:
+        monkeypatch.setenv("BINANCE_API_URL", server.api_url)
+        get_settings.cache_clear()
+        first = update_funding("BTCUSDT", 30)
+        server.set_now(to_ms("2023-06-03 09:15"))
+        again = update_funding("BTCUSDT", 30)
+    assert str(again.path) == str(funding_path("BTCUSDT")) and str(again.path).startswith(str(s3_data))
+    got = read_parquet(again.path)
+    want = fut.sim[(fut.sim.index >= pd.Timestamp("2023-05-01 12:30", tz="UTC"))
+                   & (fut.sim.index <= pd.Timestamp("2023-06-03 09:15", tz="UTC"))]
+    pd.testing.assert_frame_equal(got, want, check_freq=False)
+    assert again.rows == first.rows + 9 == len(got)
+
+
 def test_lake_round_trip_matches_local(s3_data, tmp_path):
     from S1.datasets import data_dir
     from S1.lake_store import derive_lake, describe, markets, read_lake, write_partition

@@ -52,6 +52,7 @@ from S1.datasets import (
 )
 from S1.errors import UserError
 from S1.intervals import check_interval
+from S1.storage import as_path, is_remote
 
 FORMATS = tuple(EXPORT_EXTENSIONS)
 _SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".gz": "csv", ".feather": "feather", ".arrow": "feather",
@@ -86,7 +87,7 @@ _UPSERT = (f"INSERT INTO candles ({', '.join(SQLITE_COLUMNS)}) VALUES ({', '.joi
 
 def format_of(path: Path | str) -> str:
     """The export format a file name implies (``x.csv.gz`` -> ``csv``)."""
-    suffix = Path(path).suffix.lower()
+    suffix = as_path(path).suffix.lower()
     if suffix == ".gz" and not str(path).lower().endswith(".csv.gz"):
         suffix = ""
     if suffix not in _SUFFIXES:
@@ -124,7 +125,7 @@ _CSV_WRITE = pacsv.WriteOptions(include_header=True, quoting_style="needed", quo
 
 def write_csv(df: pd.DataFrame, path: Path | str, *, gzip: bool | None = None) -> Path:
     """Write candles as CSV atomically; ``gzip`` defaults to the ``.gz`` suffix."""
-    path = Path(path)
+    path = as_path(path)
     gzip = str(path).lower().endswith(".gz") if gzip is None else gzip
     sink = pa.BufferOutputStream()
     stream = pa.CompressedOutputStream(sink, "gzip") if gzip else sink
@@ -138,7 +139,7 @@ def read_csv(path: Path | str) -> pd.DataFrame:
     """Candles from a CSV written by :func:`write_csv` (``.gz`` decompressed)."""
     path = _existing(path)
     try:
-        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+        table = pacsv.read_csv(_source(path), convert_options=pacsv.ConvertOptions(
             column_types={f.name: f.type for f in CANDLE_SCHEMA}, strings_can_be_null=False))
     except pa.ArrowInvalid as exc:
         raise UserError(f"{path} is not a candle CSV ({str(exc).splitlines()[0]})",
@@ -151,13 +152,13 @@ def write_feather(df: pd.DataFrame, path: Path | str, *, metadata: dict[str, Any
     """Write candles as Feather v2 (Arrow IPC, zstd) atomically, toolkit metadata kept."""
     sink = pa.BufferOutputStream()
     feather.write_feather(candle_table(df, metadata=metadata), sink, compression="zstd")
-    return atomic_write_bytes(Path(path), sink.getvalue().to_pybytes())
+    return atomic_write_bytes(as_path(path), sink.getvalue().to_pybytes())
 
 
 def read_feather(path: Path | str) -> pd.DataFrame:
     path = _existing(path)
     try:
-        table = feather.read_table(path)
+        table = feather.read_table(_source(path))
     except (pa.ArrowInvalid, OSError) as exc:
         raise UserError(f"{path} is not a Feather file ({str(exc).splitlines()[0]})",
                         "export it with S1/historical.py --format feather") from None
@@ -184,6 +185,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 def write_sqlite(df: pd.DataFrame, path: Path | str, *, symbol: str, interval: str,
                  exchange: str | None = "binance") -> int:
     """Upsert candles into ``path``'s ``candles`` table in one transaction; returns rows written."""
+    if is_remote(path):
+        raise UserError(f"{path}: a SQLite export is written on this machine, not in the bucket",
+                        "pass --export-out with a local .sqlite file")
     path = Path(path)
     symbol, interval = normalize_symbol(symbol), check_interval(interval)
     exchange = (exchange or "binance").lower()
@@ -242,7 +246,7 @@ def read_sqlite(path: Path | str, *, symbol: str | None = None, interval: str | 
 def export_candles(df: pd.DataFrame, path: Path | str, *, fmt: str | None = None, symbol: str, interval: str,
                    exchange: str | None = None, metadata: dict[str, Any] | None = None) -> Path:
     """Write candles to ``path`` in ``fmt`` (default: from the file name); returns the path."""
-    path = Path(path)
+    path = as_path(path)
     fmt = fmt or format_of(path)
     if fmt == "csv":
         return write_csv(df, path)
@@ -262,7 +266,7 @@ def export_dataset(dataset: Path | str, fmt: str, *, gzip: bool = False, out: Pa
     from S1.ccxt_source import Venue
     from S1.datasets import read_candles, read_metadata
 
-    dataset = Path(dataset)
+    dataset = as_path(dataset)
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     if gzip and fmt != "csv":
@@ -271,7 +275,11 @@ def export_dataset(dataset: Path | str, fmt: str, *, gzip: bool = False, out: Pa
     meta = read_metadata(dataset)
     if out is None:
         out = dataset.with_name(dataset.stem + EXPORT_EXTENSIONS[fmt] + (".gz" if gzip else ""))
-    out = Path(out)
+        if fmt == "sqlite" and is_remote(out):   # SQLite stays on this machine (LOCAL_STATE_DIR)
+            from S1.datasets import local_dir
+
+            out = local_dir() / out.name
+    out = as_path(out)
     if fmt == "csv" and gzip != str(out).lower().endswith(".gz"):
         raise UserError(f"--export-out {out} and --gzip disagree", "name the file .csv.gz with --gzip, .csv without")
     if out.resolve() == dataset.resolve():
@@ -295,11 +303,19 @@ def read_export(path: Path | str, **market) -> pd.DataFrame:
         return read_sqlite(path, **market)
     from S1.datasets import read_candles
 
-    return read_candles(Path(path))
+    return read_candles(as_path(path))
+
+
+def _source(path):
+    """What pyarrow reads: the file, or an object's body fetched in one GET (DATA_DIR=s3://)."""
+    if not is_remote(path):
+        return path
+    body = pa.BufferReader(path.read_bytes())
+    return pa.CompressedInputStream(body, "gzip") if str(path).lower().endswith(".gz") else body
 
 
 def _existing(path: Path | str) -> Path:
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist", "export it first: python S1/historical.py ... --format csv")
     return path

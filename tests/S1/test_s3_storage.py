@@ -235,6 +235,24 @@ def test_funding_history_grows_on_s3(s3_data, monkeypatch):
     assert again.rows == first.rows + 9 == len(got)
 
 
+def test_exports_on_s3(s3_data, tmp_path):
+    """CSV (plain and gzip) and Feather exports beside the dataset in the bucket; SQLite locally."""
+    from S1.datasets import dataset_path, validate_candles, write_parquet
+    from S1.formats import export_dataset, read_export
+    from S1.offline import simulate_candles
+
+    df = validate_candles(simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-04"))
+    src = write_parquet(df, dataset_path("BTCUSDT", "1h", 3),
+                        metadata={"symbol": "BTCUSDT", "interval": "1h", "exchange": "binance"})
+    for fmt, gz in (("csv", False), ("csv", True), ("feather", False)):
+        out = export_dataset(src, fmt, gzip=gz)
+        assert str(out).startswith(str(s3_data)) and out.exists()
+        pd.testing.assert_frame_equal(read_export(out), df, check_freq=False)
+    db = export_dataset(src, "sqlite")
+    assert db == tmp_path / "local" / "btcusdt_1h_3d.sqlite"
+    pd.testing.assert_frame_equal(read_export(db), df, check_freq=False)
+
+
 def test_lake_round_trip_matches_local(s3_data, tmp_path):
     from S1.datasets import data_dir
     from S1.lake_store import derive_lake, describe, markets, read_lake, write_partition

@@ -281,6 +281,7 @@ def test_lake_round_trip_matches_local(s3_data, tmp_path):
 # ------------------------------------------------------------------------------ DuckDB
 def test_duckdb_reads_what_the_toolkit_wrote(s3_data, capsys):
     from S1.datasets import dataset_path, sentiment_path, write_parquet
+    from S1.errors import UserError
     from S1.lake import connect, query, scan
     from S1.lake_store import write_partition
     from S1.offline import simulate_candles
@@ -309,8 +310,11 @@ def test_duckdb_reads_what_the_toolkit_wrote(s3_data, capsys):
     assert ds[0][:3] == ("ethusdt_1h_10d", len(h), True) and ds[0][3].startswith("s3://")
     assert query_main(["SELECT count(*) AS n FROM sentiment_1h"]) == 0
     assert "2" in capsys.readouterr().out
-    from S1.errors import UserError
-
+    assert query_main(["--data-dir", str(s3_data), "--no-sqlite", "--tables"]) == 0
+    listed = capsys.readouterr().out
+    assert "ethusdt_1h_10d" in listed and "sentiment_1h" in listed and "lake" in listed
+    with pytest.raises(UserError, match="results are written to this machine only"):
+        query_main(["SELECT 1", "--out", f"{s3_data}/r.parquet"])
     with pytest.raises(UserError, match="would replace"):
         query_main([f"COPY (SELECT 1) TO '{dataset_path('ETHUSDT', '1h', 10)}' (FORMAT parquet)"])
 

@@ -91,6 +91,8 @@ def build_parser() -> ArgumentParser:
     files.add_argument("--recv-window", type=int, default=5000, help="recvWindow of signed requests, ms")
     files.add_argument("--no-user-stream", action="store_true",
                        help="testnet/live: no user-data WebSocket stream; order states from REST lookups only")
+    files.add_argument("--control", type=Path, metavar="DIR",
+                       help="control channel of the S8 service (pause flag in, heartbeat/status out; S7/control.py)")
     add_common_args(p)
     return p
 
@@ -112,7 +114,7 @@ def config_from_args(args):
                          user_stream=not args.no_user_stream)
 
 
-async def _amain(cfg) -> int:
+async def _amain(cfg, control: Path | None = None) -> int:
     from S7.session import run_session, summary_lines
 
     stop = asyncio.Event()
@@ -129,7 +131,7 @@ async def _amain(cfg) -> int:
             loop.add_signal_handler(sig, on_signal, sig.name)
         except (NotImplementedError, RuntimeError):  # Windows
             pass
-    res = await run_session(cfg, stop=stop)
+    res = await run_session(cfg, stop=stop, control=control)
     for line in summary_lines(res):
         print(line, flush=True)
     return 0
@@ -141,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from S7.config import check_config
 
     cfg = check_config(config_from_args(args), get_settings())  # bad input: one line, before anything starts
-    return asyncio.run(_amain(cfg))
+    return asyncio.run(_amain(cfg, args.control))
 
 
 if __name__ == "__main__":

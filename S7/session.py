@@ -182,8 +182,9 @@ def _auth_error(exc: AuthFailed, mode: str) -> UserError:
 
 # --------------------------------------------------------------------- the session
 async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, stop: asyncio.Event | None = None,
-                      progress: bool | None = None) -> SessionResult:
-    """Run one session until ``stop`` is set, ``duration`` passes or the replay ends."""
+                      progress: bool | None = None, control: Path | None = None) -> SessionResult:
+    """Run one session until ``stop`` is set, ``duration`` passes or the replay ends
+    (``control``: the folder of the S8 service's control channel, :mod:`S7.control`)."""
     settings = settings or get_settings()
     cfg = check_config(cfg, settings)
     stop = stop or asyncio.Event()
@@ -234,7 +235,7 @@ async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, s
                                      timeout=settings.http_timeout, recv_window_ms=cfg.recv_window_ms,
                                      name=f"{cfg.mode} {url}")
     store = ExecutorStore(db_path)
-    stream = None
+    stream = heartbeat = None
     simulated = bool(settings.simulated_market or (cfg.mode == "dry-run" and settings.is_local))
     order_log = OrderLog(log_path, mode=cfg.mode + (" replay" if cfg.replay else ""), extra_secrets=secrets,
                          simulated=simulated)
@@ -264,6 +265,10 @@ async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, s
                                      limit=cfg.limit_policy()),
                         rules=rules, venue=venue, ledger=ledger, filters=filters, kill_switch=ks, risk=risk,
                         indicators=indicators, alerter=alerter, sentiment=sentiment)
+        if control is not None:
+            from S7.control import attach
+
+            heartbeat = attach(engine, control)
         try:
             rep = await engine.start()
         except AuthFailed as exc:
@@ -301,6 +306,8 @@ async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, s
                              reconcile_lines=rep.lines(filters.base_asset, filters.quote_asset),
                              risk_warning=risk_warning)
     finally:
+        if heartbeat is not None:
+            heartbeat.cancel()
         if stream is not None:
             await stream.close()
         store.close()

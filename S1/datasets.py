@@ -612,7 +612,9 @@ def write_parquet(df: pd.DataFrame, path: Path, *, metadata: dict[str, Any] | No
 def _s3_put(path: S3Path, data) -> S3Path:
     try:
         path.write_bytes(data)
-    except (OSError, UserError) as exc:
+    except UserError as exc:     # the store cannot be reached
+        raise UnwritableError(f"{exc.problem}; {path} was left as it was", exc.fix) from None
+    except OSError as exc:
         raise UnwritableError(f"cannot write {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                               "the object was left as it was",
                               "check the bucket exists and S3_ENDPOINT_URL / S3_ACCESS_KEY_ID / "

@@ -28,6 +28,7 @@ The endpoint, keys and region come from settings (``S3_ENDPOINT_URL``, ``S3_ACCE
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -51,6 +52,32 @@ def as_path(path: Any) -> Path | "S3Path":
     if isinstance(path, str) and path.startswith(SCHEME):
         return S3Path(path)
     return Path(path)
+
+
+def _store_op(fn):
+    """A bucket that cannot be reached (no server, bad endpoint, bad credentials setup) is one
+    :class:`UserError` naming the endpoint, not a botocore traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kw):
+        try:
+            return fn(self, *args, **kw)
+        except (OSError, UserError, ValueError, TypeError):
+            raise
+        except Exception as exc:
+            try:
+                from botocore.exceptions import BotoCoreError
+            except ImportError:  # pragma: no cover - s3fs always brings botocore
+                raise exc from None
+            if not isinstance(exc, BotoCoreError):
+                raise
+            from S1.settings import get_settings
+
+            where = get_settings().s3_endpoint_url or "AWS S3"
+            raise UserError(f"cannot reach {self} at {where} ({str(exc).splitlines()[0]})",
+                            "check S3_ENDPOINT_URL, S3_REGION and that the S3 server is running") from None
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -170,18 +197,22 @@ class S3Path:
     def fs(self):
         return s3_filesystem()
 
+    @_store_op
     def exists(self) -> bool:
         return self.fs.exists(self.key)
 
+    @_store_op
     def is_file(self) -> bool:
         return self.fs.isfile(self.key)
 
+    @_store_op
     def is_dir(self) -> bool:
         return self.fs.isdir(self.key)
 
     def mkdir(self, mode: int = 0o777, parents: bool = False, exist_ok: bool = False) -> None:
         """Nothing to do: a prefix exists as soon as an object is written under it."""
 
+    @_store_op
     def stat(self) -> S3Stat:
         try:
             info = self.fs.info(self.key)
@@ -190,6 +221,7 @@ class S3Path:
         mtime = info.get("LastModified")
         return S3Stat(int(info.get("size") or 0), mtime.timestamp() if hasattr(mtime, "timestamp") else 0.0)
 
+    @_store_op
     def iterdir(self) -> Iterator["S3Path"]:
         try:
             names = self.fs.ls(self.key, detail=False)
@@ -214,17 +246,20 @@ class S3Path:
             found = nxt
         return iter(sorted(found))
 
+    @_store_op
     def rglob(self, pattern: str) -> Iterator["S3Path"]:
         keys = self.fs.find(self.key)
         return iter(sorted(self._of(PurePosixPath(k)) for k in keys
                            if fnmatch.fnmatchcase(PurePosixPath(k).name, pattern)))
 
+    @_store_op
     def read_bytes(self) -> bytes:
         return self.fs.cat_file(self.key)
 
     def read_text(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         return self.read_bytes().decode(encoding, errors)
 
+    @_store_op
     def write_bytes(self, data: bytes) -> int:
         """The whole object in one request (single PUT, or one multipart upload completed at
         the end): never a partial object under this key."""
@@ -234,6 +269,7 @@ class S3Path:
     def write_text(self, text: str, encoding: str = "utf-8") -> int:
         return self.write_bytes(text.encode(encoding))
 
+    @_store_op
     def unlink(self, missing_ok: bool = False) -> None:
         try:
             self.fs.rm_file(self.key)
@@ -241,6 +277,7 @@ class S3Path:
             if not missing_ok:
                 raise
 
+    @_store_op
     def open(self, mode: str = "rb", **kw):
         """Read only: writes go through :meth:`write_bytes` (one atomic request)."""
         if mode not in ("r", "rb"):

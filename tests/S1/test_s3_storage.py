@@ -115,6 +115,22 @@ def test_missing_bucket_is_one_clear_error(s3_data):
         read_candles(s3_data / "btcusdt_1h_2d.parquet")
 
 
+
+def test_unreachable_endpoint_is_one_clear_error(s3_data, monkeypatch, tmp_path):
+    from S1.datasets import UnwritableError, atomic_write_text, data_dir, read_candles
+    from S1.errors import UserError
+    from S1.storage import as_path
+
+    dead = f"http://127.0.0.1:{free_port()}"      # nothing listens there
+    _point_at(monkeypatch, dead, str(s3_data), tmp_path / "local")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(UnwritableError, match=rf"cannot reach s3://.*a\.json at {dead}.*S3_ENDPOINT_URL") as err:
+        atomic_write_text(data_dir() / "a.json", "{}")
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match=f"cannot reach .* at {dead}"):
+        read_candles(as_path(f"{s3_data}/btcusdt_1h_2d.parquet"))
+
+
 def test_local_state_stays_local(s3_data, tmp_path):
     from S1.datasets import (
         dataset_path, executor_state_path, lake_path, optuna_storage_url, realtime_db_path, state_path)

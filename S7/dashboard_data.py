@@ -38,6 +38,7 @@ from typing import Any
 import pandas as pd
 
 from S1.datasets import read_parquet
+from S1.errors import UserError
 from S7.dashboard_backtest import Backtest, BacktestRef, backtest_runs, drawdown, load_backtest, metric_rows
 from S7.dashboard_figures import equity_figure, sentiment_figure
 from S7.dashboard_files import (
@@ -97,7 +98,7 @@ def overview(*, data_dir: Path | None = None, coverage: pd.DataFrame | None = No
             if len(frame):
                 out.update(sentiment=float(frame["sentiment_score"].iloc[-1]), sentiment_file=path.name)
                 out["sentiment_at"] = pd.Timestamp(read_columns(path, ["open_time"])["open_time"].iloc[-1])
-        except (OSError, ValueError, KeyError):  # the coverage table shows the file as unreadable
+        except (OSError, ValueError, KeyError, UserError):  # the coverage table shows the file as unreadable
             pass
     out["open_positions"] = int(sum(p.is_open for st in executor_states(data_dir=data_dir) for p in st.positions))
     switches = kill_switch_states(data_dir=data_dir)

@@ -42,6 +42,7 @@ from S1.datasets import (
     state_path,
 )
 from S1.datasets import data_dir as _data_dir
+from S1.errors import UserError
 from S1.history import find_gaps
 from S1.intervals import INTERVALS
 
@@ -64,7 +65,7 @@ def simulated_flag(path: Path) -> bool | None:
     does not record it (or cannot be read)."""
     try:
         meta = read_metadata(path)
-    except (OSError, ValueError):  # unreadable (pyarrow's errors are both): the coverage table notes it
+    except (OSError, ValueError, UserError):  # unreadable: the coverage table and its section say so
         return None
     return bool(meta["simulated"]) if "simulated" in meta else None
 

@@ -507,8 +507,13 @@ def test_a_dry_run_replay_session_is_what_the_dashboard_shows(settings_env, monk
     with LocalBinance(simulate=True, simulate_days=60) as server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BINANCE_")}
         env.update(BINANCE_API_URL=server.api_url, SIMULATED_MARKET="1", DATA_DIR=str(settings_env.data_dir))
+        # rules that cross often, so the replay trades whatever the last 7 days of the simulated market did
+        # (S4/rules.yaml may legitimately stay flat for a week: the test must not depend on the date it runs)
+        rules = tmp_path / "often.yaml"
+        rules.write_text("entry: {col: close, op: crosses_above, other: {col: ema21}}\n"
+                         "exit: {col: close, op: crosses_below, other: {col: ema21}}\n")
         r = subprocess.run([sys.executable, "S7/executor.py", "--symbol", "BTCUSDT", "--interval", "1h", "--rules",
-                            "S4/rules.yaml", "--dry-run", "--replay-days", "7", "--duration", "600"], cwd=REPO,
+                            str(rules), "--dry-run", "--replay-days", "7", "--duration", "600"], cwd=REPO,
                            env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     db = settings_env.data_dir / "state" / "replay" / "s7_replay_btcusdt_1h.db"

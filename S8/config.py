@@ -99,6 +99,25 @@ class Job(_Frozen):
         return tuple(str(x) for x in v)
 
 
+class Bus(_Frozen):
+    """Candles (and fills, and the service's status) across hosts over Redis Streams -- S9's bus.
+
+    Needs ``BUS_URL`` (``redis://host:6379/0``). ``publisher``: this host runs the streamer and publishes
+    its closed candles and the executors' order logs; ``subscriber``: this host runs no streamer, its
+    executors read the candles a publisher host put on the bus (consumer group ``group``, one per host).
+    ``share_status``: this service's ``/status`` and kill-switch states go on the bus too."""
+
+    role: Literal["publisher", "subscriber"]
+    group: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    share_status: bool = False
+
+    @model_validator(mode="after")
+    def _group(self):
+        if self.role == "subscriber" and not self.group:
+            raise ValueError("a subscriber needs group: <name>, one per executor host (e.g. group: host-b)")
+        return self
+
+
 class Supervision(_Frozen):
     heartbeat_timeout: float = Field(30.0, gt=0, description="s without a heartbeat: the worker is hung")
     startup_grace: float = Field(90.0, gt=0, description="s a new worker has before its first heartbeat")
@@ -114,6 +133,7 @@ class ServiceConfig(_Frozen):
     streamer: Streamer = Streamer()
     jobs: tuple[Job, ...] = ()
     supervision: Supervision = Supervision()
+    bus: Bus | None = None
     #: required (besides live keys) for any market with ``mode: live``
     i_understand_this_trades_real_money: bool = False
 
@@ -162,4 +182,4 @@ def load_config(path: str | Path) -> ServiceConfig:
     return cfg.model_copy(update={"markets": markets})
 
 
-__all__ = ["Job", "MODES", "Market", "ServiceConfig", "Streamer", "Supervision", "load_config"]
+__all__ = ["Bus", "Job", "MODES", "Market", "ServiceConfig", "Streamer", "Supervision", "load_config"]

@@ -22,18 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from S1.datasets import realtime_db_path
+from S1.datasets import orders_log_path, realtime_db_path
 from S1.errors import UserError
 from S1.settings import Settings
 from S6.alerts import AlertEvent, WebhookAlerter
 from S7.control import ControlFile
-from S8.actions import (flatten_market, market_paths, service_dir, snapshot, trip_kill_switch, validate_market)
+from S8.actions import flatten_market, market_paths, service_dir, snapshot, trip_kill_switch, validate_market
 from S8.config import Market, ServiceConfig
 from S8.metrics import ServiceMetrics
 from S8.supervisor import Supervisor, Worker, WorkerSpec
 
 log = logging.getLogger("S8.service")
 _RECONNECT = re.compile(r"reconnected \(#\d+\)")
+#: the S9 bus bridge, run as a worker process (S8 starts it; it does not import S9)
+BUS_SCRIPT = "S9/bus_bridge.py"
 
 
 @dataclass
@@ -92,9 +94,14 @@ class Service:
 
     def _build_workers(self) -> None:
         env = dict(self.offline_env)
+        bus = self.cfg.bus
         for iv, ms in self._by_interval.items():
             db = self.dbs[iv]
             symbols = ",".join(dict.fromkeys(m.symbol for m in ms))
+            if bus is not None:
+                self._add_bus_worker(bus, iv, ms, db, env)
+                if bus.role == "subscriber":
+                    continue  # this host's candles come from the bus, not from a streamer of its own
             argv = ["S1/streamer.py", "--symbols", symbols, "--interval", iv, "--db", str(db),
                     "--backfill-minutes", str(self.cfg.streamer.backfill_minutes), "--status-every", "10",
                     *self.cfg.streamer.args]
@@ -124,6 +131,28 @@ class Service:
         for job in self.cfg.jobs:
             w = self.sup.add(WorkerSpec(name=f"job-{job.name}", kind="job", argv=list(job.command), env=env))
             w._held = True  # released by its schedule (_job_loop)
+        if bus is not None and bus.role == "publisher":
+            self.sup.add(WorkerSpec(name="bus-orders", kind="bus", argv=[
+                BUS_SCRIPT, "publish-orders", "--orders", str(orders_log_path(data_dir=self.settings.data_dir))],
+                env=env))
+        if bus is not None and bus.share_status:
+            self.sup.add(WorkerSpec(name="bus-status", kind="bus", argv=[
+                BUS_SCRIPT, "share-status", "--url",
+                f"http://{self.settings.control_api_host}:{self.settings.control_api_port}/status"], env=env))
+
+    def _add_bus_worker(self, bus, iv: str, ms: list[Market], db: Path, env: dict[str, str]) -> None:
+        """The S9 bus bridge for one interval's database: publish its closed candles, or (subscriber)
+        fill it from the bus. Its heartbeat is the database's writes or its own output, like the streamer's."""
+        markets = ",".join(dict.fromkeys(f"{m.symbol}:{m.interval}" for m in ms))
+        if bus.role == "publisher":
+            name, argv = f"bus-publish-{iv}", [BUS_SCRIPT, "publish", "--db", str(db), "--markets", markets]
+            beat = None  # it only reads the database: supervised for crashes (restart), not for silence
+        else:
+            name = f"bus-subscribe-{iv}"
+            argv = [BUS_SCRIPT, "subscribe", "--db", str(db), "--group", bus.group, "--markets", markets]
+            beat = None
+        self.sup.add(WorkerSpec(name=name, kind="bus", argv=argv, env=env, heartbeat=beat,
+                                markets=tuple(m.symbol for m in ms)))
 
     def _streamer_line(self, keys: list[str], line: str) -> None:
         if _RECONNECT.search(line):
@@ -145,6 +174,9 @@ class Service:
     # ------------------------------------------------------------------- checks
     def check(self) -> None:
         """Everything that must hold before anything starts (one line each, exit 2)."""
+        if self.cfg.bus is not None and self.settings.bus_url is None:
+            raise UserError(f"bus: role {self.cfg.bus.role} needs BUS_URL (the Redis that carries the candles)",
+                            "set BUS_URL=redis://host:6379/0 in .env, or remove the bus: section (see S9/README.md)")
         live = [m for m in self.cfg.markets if m.mode == "live"]
         if live and self.offline:
             raise UserError("--offline trades on the local test exchange: a live market makes no sense there",

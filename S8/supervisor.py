@@ -61,7 +61,7 @@ def _parent_death_signal() -> None:  # runs in the child before exec (Linux): di
 @dataclass
 class WorkerSpec:
     name: str                                   #: e.g. executor-btcusdt_1m
-    kind: str                                   #: streamer | executor | job
+    kind: str                                   #: streamer | executor | job | bus
     argv: list[str]                             #: script and options (run with this Python)
     env: dict[str, str]
     heartbeat: Callable[[], float | None] | None = None

@@ -21,7 +21,26 @@ the free cash, rounded by the exchange filters).
 
 Reasons are data: ``Action.reason`` is one of :data:`EXIT_REASONS` (``signal`` carries
 the rule: ``signal:<rule>``) or :data:`SKIP_REASONS`; ``Action.detail`` says why in words.
-``side`` is a field everywhere (long only today).
+
+**Shorts** (``short_entry:`` / ``short_exit:`` rules, USD-M only -- the callers refuse
+them on spot): a short's stop sits *above* the entry (hit when the bar's high reaches
+it) and its take-profit *below* (hit when the low reaches it); ``short_exit`` rules
+close it. Flat: a long entry needs an ``entry`` rule and no ``exit`` rule, a short one a
+``short_entry`` rule and no ``short_exit`` rule; when both sides would enter on one bar
+nothing is done (``hold``, the detail says why). **Reversal**: a position whose opposite
+entry fires (and the opposite exit does not) is closed (``signal:<rule>``: its own exit
+rule when one fired, else the opposite entry rule) and ``Action.reverse`` carries the
+opposite entry, executed at the same next open right after the exit. The reversal's
+entry is exempt from the cooldown (it is decided on the exit's own bar) but not from
+the kill-switch or the sizer (``reverse`` is then the ``skip``). A stop-loss /
+take-profit / trailing-stop exit never reverses.
+
+**Trailing stop** (rule file ``trailing_stop: {atr: K}`` or ``{pct: F}``): the position
+carries the distance (``Position.trail``: ``("atr", K x ATR at the entry decision)`` or
+``("pct", F)``); after every closed bar that does not close it, :func:`trail` moves the
+stop to ``high - d`` (long; ``high x (1 - F)``) or ``low + d`` (short; ``low x (1 + F)``)
+when that is tighter -- never back. A stop hit after the trail moved it is a
+``trailing_stop`` exit (else ``stop_loss``).
 
 >>> p = Policy(cooldown=2)
 >>> bar = Bar(high=11.0, low=9.0, close=10.0, entry_rule="dip")
@@ -46,10 +65,10 @@ from typing import Any
 ENTER, EXIT, HOLD, SKIP = "enter", "exit", "hold", "skip"
 KINDS = (ENTER, EXIT, HOLD, SKIP)
 #: Why a position closes (``signal`` is written ``signal:<rule>``; ``end``: the data ended).
-EXIT_REASONS = ("stop_loss", "take_profit", "signal", "kill_switch", "end")
+EXIT_REASONS = ("stop_loss", "take_profit", "trailing_stop", "signal", "kill_switch", "liquidation", "end")
 #: Why a fired entry was not taken.
 SKIP_REASONS = ("cooldown", "kill_switch", "sizing", "filters")
-SIDES = ("long",)
+SIDES = ("long", "short")
 
 
 @dataclass(frozen=True)
@@ -65,7 +84,7 @@ class Policy:
         if int(self.cooldown) != self.cooldown or self.cooldown < 0:
             raise ValueError(f"cooldown must be a whole number of bars >= 0, got {self.cooldown!r}")
         if self.side not in SIDES:
-            raise ValueError(f"side must be one of {SIDES}, got {self.side!r} (spot trading is long only)")
+            raise ValueError(f"side must be one of {SIDES}, got {self.side!r}")
 
     @classmethod
     def from_rules(cls, rules, *, use_stops: bool = True, flatten_on_trip: bool = True) -> Policy:
@@ -85,23 +104,36 @@ class Bar:
     entry_rule: str | None = None
     exit_rule: str | None = None
     time: Any = None
+    short_entry_rule: str | None = None
+    short_exit_rule: str | None = None
 
 
 @dataclass(frozen=True)
 class Position:
-    """The open position (``stop`` / ``take_profit``: price levels, None when not set)."""
+    """The open position (``stop`` / ``take_profit``: price levels, None when not set;
+    ``trail``: the trailing stop's ``(kind, distance)``, ``trailing``: the stop was moved by it)."""
 
     qty: float
     entry_price: float
     stop: float | None = None
     take_profit: float | None = None
     side: str = "long"
+    trail: tuple[str, float] | None = None
+    trailing: bool = False
+
+    @property
+    def is_short(self) -> bool:
+        return self.side == "short"
 
     def stop_hit(self, bar: Bar) -> bool:
-        return self.stop is not None and bar.low <= self.stop
+        if self.stop is None:
+            return False
+        return bar.high >= self.stop if self.is_short else bar.low <= self.stop
 
     def take_profit_hit(self, bar: Bar) -> bool:
-        return self.take_profit is not None and bar.high >= self.take_profit
+        if self.take_profit is None:
+            return False
+        return bar.low <= self.take_profit if self.is_short else bar.high >= self.take_profit
 
 
 @dataclass(frozen=True)
@@ -131,6 +163,12 @@ class Action:
     reason: str | None = None      #: exits: EXIT_REASONS (``signal:<rule>``); skips: SKIP_REASONS
     detail: str | None = None      #: the reason in words
     size: Size | None = None       #: entries (and skips by the sizer)
+    reverse: Action | None = None  #: a reversal's opposite entry (or its skip), run after this exit
+
+    @property
+    def reverses(self) -> bool:
+        """An exit followed by the opposite entry at the same next open."""
+        return self.reverse is not None and self.reverse.kind == ENTER
 
     @property
     def exit_kind(self) -> str | None:
@@ -144,54 +182,149 @@ def decide(bar: Bar, *, position: Position | None, policy: Policy, bars_since_ex
 
     ``bars_since_exit``: bars from the last exit's decision bar to this one (None: never
     exited); ``entries_allowed``: the kill-switch's verdict at this bar's close;
-    ``sizer``: called for an entry only (``None``: the caller sizes it).
+    ``sizer``: called for an entry only (``None``: the caller sizes it); it may take a
+    ``side`` keyword (``"long"`` / ``"short"``), else it is called with the bar alone.
     """
     if position is not None:
+        side = position.side
+        short = position.is_short
         if policy.use_stops and position.stop_hit(bar):
-            return Action(EXIT, position.side, reason="stop_loss", detail=f"low {bar.low:g} <= stop {position.stop:g}")
+            kind = "trailing_stop" if position.trailing else "stop_loss"
+            px, cmp = (bar.high, ">=") if short else (bar.low, "<=")
+            return Action(EXIT, side, reason=kind, detail=f"{'high' if short else 'low'} {px:g} {cmp} stop "
+                          f"{position.stop:g}")
         if policy.use_stops and position.take_profit_hit(bar):
-            return Action(EXIT, position.side, reason="take_profit",
-                          detail=f"high {bar.high:g} >= take-profit {position.take_profit:g}")
-        if bar.exit_rule is not None:
-            return Action(EXIT, position.side, rule=bar.exit_rule, reason=f"signal:{bar.exit_rule}")
+            px, cmp = (bar.low, "<=") if short else (bar.high, ">=")
+            return Action(EXIT, side, reason="take_profit",
+                          detail=f"{'low' if short else 'high'} {px:g} {cmp} take-profit {position.take_profit:g}")
+        own_exit = bar.short_exit_rule if short else bar.exit_rule
+        other = "long" if short else "short"
+        other_entry = bar.entry_rule if short else bar.short_entry_rule
+        other_exit = bar.exit_rule if short else bar.short_exit_rule
+        flip = other_entry is not None and other_exit is None
+        if own_exit is not None or flip:
+            rule = own_exit if own_exit is not None else other_entry
+            out = Action(EXIT, side, rule=rule, reason=f"signal:{rule}")
+            if flip:
+                rev = _entry(bar, other, other_entry, policy, None, entries_allowed, sizer)
+                out = Action(EXIT, side, rule=rule, reason=out.reason, reverse=rev,
+                             detail=f"reversal to {other} ({other_entry})")
+            return out
         if not entries_allowed and policy.flatten_on_trip:
-            return Action(EXIT, position.side, reason="kill_switch", detail="the kill-switch tripped")
-        return Action(HOLD, position.side)
-    if bar.entry_rule is None or bar.exit_rule is not None:
+            return Action(EXIT, side, reason="kill_switch", detail="the kill-switch tripped")
+        return Action(HOLD, side)
+    long_rule = bar.entry_rule if bar.exit_rule is None else None
+    short_rule = bar.short_entry_rule if bar.short_exit_rule is None else None
+    if long_rule is not None and short_rule is not None:
+        return Action(HOLD, policy.side, detail=f"both a long ({long_rule}) and a short ({short_rule}) entry fired")
+    if long_rule is None and short_rule is None:
         return Action(HOLD, policy.side)
-    rule = bar.entry_rule
+    side, rule = ("long", long_rule) if long_rule is not None else ("short", short_rule)
+    return _entry(bar, side, rule, policy, bars_since_exit, entries_allowed, sizer)
+
+
+def _entry(bar: Bar, side: str, rule: str, policy: Policy, bars_since_exit: int | None, entries_allowed: bool,
+           sizer) -> Action:
     if bars_since_exit is not None and bars_since_exit <= policy.cooldown:
-        return Action(SKIP, policy.side, rule=rule, reason="cooldown",
+        return Action(SKIP, side, rule=rule, reason="cooldown",
                       detail=f"cooldown ({bars_since_exit} of {policy.cooldown} bars since the last exit)")
     if not entries_allowed:
-        return Action(SKIP, policy.side, rule=rule, reason="kill_switch", detail="the kill-switch tripped")
+        return Action(SKIP, side, rule=rule, reason="kill_switch", detail="the kill-switch tripped")
     if sizer is None:
-        return Action(ENTER, policy.side, rule=rule)
-    size = sizer(bar)
+        return Action(ENTER, side, rule=rule)
+    size = _call_sizer(sizer, bar, side)
     if not size.ok:
-        return Action(SKIP, policy.side, rule=rule, reason=size.refused or "sizing",
+        return Action(SKIP, side, rule=rule, reason=size.refused or "sizing",
                       detail=size.detail or "the size is 0", size=size)
-    return Action(ENTER, policy.side, rule=rule, size=size)
+    return Action(ENTER, side, rule=rule, size=size)
 
 
-def levels(fill_price: float, size: Size | None, filters=None) -> tuple[float | None, float | None]:
-    """``(stop, take_profit)`` of a long filled at ``fill_price``: ``fill -/+`` the sizer's
-    distances, on the tick grid when ``filters`` (S6 SymbolFilters) are given (the stop
-    rounded up -- nearer the entry -- and the take-profit down)."""
+def _call_sizer(sizer, bar: Bar, side: str) -> Size:
+    import inspect
+
+    try:
+        takes_side = "side" in inspect.signature(sizer).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        takes_side = False
+    return sizer(bar, side=side) if takes_side else sizer(bar)
+
+
+def trail(position: Position | None, bar: Bar) -> Position | None:
+    """The position after the closed ``bar`` with its trailing stop moved (see the module
+    docstring); unchanged without a trail or when the new level is not tighter.
+
+    >>> p = Position(qty=1.0, entry_price=100.0, stop=95.0, trail=("pct", 0.03))
+    >>> trail(p, Bar(high=110.0, low=100.0, close=105.0)).stop        # 110 x 0.97
+    106.7
+    >>> s = Position(qty=1.0, entry_price=100.0, stop=104.0, side="short", trail=("atr", 2.0))
+    >>> trail(s, Bar(high=101.0, low=97.0, close=98.0)).stop         # low 97 + 2
+    99.0
+    """
+    if position is None or position.trail is None:
+        return position
+    kind, d = position.trail
+    if position.is_short:
+        level = bar.low * (1.0 + d) if kind == "pct" else bar.low + d
+        better = position.stop is None or level < position.stop
+    else:
+        level = bar.high * (1.0 - d) if kind == "pct" else bar.high - d
+        better = position.stop is None or level > position.stop
+    if not (better and math.isfinite(level)):
+        return position
+    from dataclasses import replace
+
+    return replace(position, stop=float(level), trailing=True)
+
+
+def trail_spec(trailing_stop: tuple[str, float] | None, atr: float | None) -> tuple[str, float] | None:
+    """A position's ``trail`` from a rule file's ``trailing_stop`` and the ATR at the entry
+    decision (``("atr", k)`` -> ``("atr", k x ATR)``; None when the ATR is unknown)."""
+    if trailing_stop is None:
+        return None
+    kind, v = trailing_stop
+    if kind == "pct":
+        return ("pct", float(v))
+    if atr is None or not (math.isfinite(atr) and atr > 0):
+        return None
+    return ("atr", float(v) * float(atr))
+
+
+def bar_rules(rules, ent_code: int, ext_code: int, sent_code: int = -1, sext_code: int = -1) -> dict[str, Any]:
+    """The Bar keyword arguments naming the first rule of each kind that fired (codes: the
+    index in ``rules.entry`` / ``exit`` / ``short_entry`` / ``short_exit``, -1: none)."""
+    def name(seq, k):
+        return seq[k].name if k >= 0 else None
+
+    return {"entry_rule": name(rules.entry, ent_code), "exit_rule": name(rules.exit, ext_code),
+            "short_entry_rule": name(rules.short_entry, sent_code), "short_exit_rule": name(rules.short_exit, sext_code)}
+
+
+def levels(fill_price: float, size: Size | None, filters=None, *, side: str = "long"
+           ) -> tuple[float | None, float | None]:
+    """``(stop, take_profit)`` of a position filled at ``fill_price``: long ``fill -/+`` the
+    sizer's distances, short ``fill +/-``; on the tick grid when ``filters`` (S6
+    SymbolFilters) are given (both rounded towards the entry).
+
+    >>> levels(100.0, Size(1.0, 4.0, 8.0)), levels(100.0, Size(1.0, 4.0, 8.0), side="short")
+    ((96.0, 108.0), (104.0, 92.0))
+    """
+    sign = -1.0 if side == "short" else 1.0
+    toward = ("down", "up") if side == "short" else ("up", "down")
     stop = tp = None
     if size is not None and size.stop_distance:
-        stop = fill_price - size.stop_distance
+        stop = fill_price - sign * size.stop_distance
         if filters is not None:
-            stop = float(filters.round_price(stop, direction="up"))
+            stop = float(filters.round_price(stop, direction=toward[0]))
     if size is not None and size.tp_distance:
-        tp = fill_price + size.tp_distance
+        tp = fill_price + sign * size.tp_distance
         if filters is not None:
-            tp = float(filters.round_price(tp, direction="down"))
+            tp = float(filters.round_price(tp, direction=toward[1]))
     return stop, tp
 
 
 def size_entry(*, equity: float, cash: float, price: float, atr: float | None, risk, filters=None,
-               fee_buffer: float = 0.003, order_price: float | None = None, order_type: str = "MARKET") -> Size:
+               fee_buffer: float = 0.003, order_price: float | None = None, order_type: str = "MARKET",
+               side: str = "long") -> Size:
     """Size a long entry decided at ``price`` (the bar's close): S6's ``size_position``
     (``risk``: an S6 RiskConfig; ATR sizing needs ``atr``), capped by the free ``cash``
     at ``order_price x (1 + fee_buffer)``, rounded by the exchange ``filters`` (S6
@@ -227,9 +360,10 @@ def size_entry(*, equity: float, cash: float, price: float, atr: float | None, r
         return Size(qty, stop_d, tp_d)
     from dataclasses import replace
 
-    check = filters.check_order(qty, px, side="BUY", order_type=order_type)
+    opening, closing = ("SELL", "BUY") if side == "short" else ("BUY", "SELL")
+    check = filters.check_order(qty, px, side=opening, order_type=order_type)
     if check.ok:
-        back = filters.check_order(float(check.qty) * (1 - 2 * fee_buffer), price * 0.99, side="SELL",
+        back = filters.check_order(float(check.qty) * (1 - 2 * fee_buffer), price * 0.99, side=closing,
                                    order_type="MARKET")
         if not back.ok:
             check = replace(check, ok=False, filter=back.filter,
@@ -240,5 +374,5 @@ def size_entry(*, equity: float, cash: float, price: float, atr: float | None, r
     return Size(float(check.qty), stop_d, tp_d, extra=extra)
 
 
-__all__ = ["EXIT_REASONS", "KINDS", "SKIP_REASONS", "Action", "Bar", "Policy", "Position", "Size", "decide",
-           "levels", "size_entry"]
+__all__ = ["EXIT_REASONS", "KINDS", "SIDES", "SKIP_REASONS", "Action", "Bar", "Policy", "Position", "Size",
+           "bar_rules", "decide", "levels", "size_entry", "trail", "trail_spec"]

@@ -42,7 +42,10 @@ ML_COLUMNS = ("ml_proba",)
 MAX_BARS_AGO = 10_000
 MAX_CONDITIONS = 500
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_TOP_KEYS = ("version", "description", "params", "cooldown", "entry", "exit")
+_TOP_KEYS = ("version", "description", "params", "cooldown", "entry", "exit", "short_entry", "short_exit",
+             "trailing_stop")
+#: ``trailing_stop:`` kinds: ``{atr: K}`` (K x the ATR at the entry decision) or ``{pct: F}`` (F x the price)
+TRAILING_KINDS = ("atr", "pct")
 _COND_KEYS = ("col", "bars_ago", "op", "value", "param", "other", "name")
 _OPERAND_KEYS = ("col", "bars_ago", "mul")
 _PARAM_KEYS = ("value", "low", "high", "step", "choices", "type", "log", "description")
@@ -94,10 +97,11 @@ Node = Condition | Group
 
 @dataclass(frozen=True)
 class Rule:
-    """One named alternative of ``entry`` or ``exit`` (its name goes in the ``rule`` column)."""
+    """One named alternative of ``entry`` / ``exit`` / ``short_entry`` / ``short_exit``
+    (its name goes in the ``rule`` column)."""
 
     name: str
-    side: str  # "entry" | "exit"
+    side: str  # "entry" | "exit" | "short_entry" | "short_exit"
     node: Node
 
 
@@ -203,6 +207,19 @@ class RuleSet:
     values: tuple[tuple[str, Number], ...] = ()
     description: str = ""
     source: str = field(default="<string>", compare=False)
+    short_entry: tuple[Rule, ...] = ()
+    short_exit: tuple[Rule, ...] = ()
+    #: ``("atr", k)`` / ``("pct", f)``: a trailing stop (see :func:`S4.decide.trail`), None: none
+    trailing_stop: tuple[str, float] | None = None
+
+    @property
+    def has_short(self) -> bool:
+        """Whether the file opens short positions (``short_entry:`` rules): USD-M only."""
+        return bool(self.short_entry)
+
+    @property
+    def has_long(self) -> bool:
+        return bool(self.entry)
 
     # -- params ----------------------------------------------------------------------
     @property
@@ -263,11 +280,11 @@ class RuleSet:
     # -- structure ---------------------------------------------------------------------
     @property
     def rules(self) -> tuple[Rule, ...]:
-        return self.entry + self.exit
+        return self.entry + self.exit + self.short_entry + self.short_exit
 
     @property
     def rule_names(self) -> tuple[str, ...]:
-        """Names in ``rule``-column order: entry rules first, then exit rules."""
+        """Names in ``rule``-column order: entry rules first, then exit rules (then the short ones)."""
         return tuple(r.name for r in self.rules)
 
     def conditions(self) -> Iterator[Condition]:
@@ -318,9 +335,16 @@ class RuleSet:
         if self.param_specs:
             out["params"] = {p.name: p.to_dict(self.param(p.name)) for p in self.param_specs}
         out["cooldown"] = _scalar_out(self.cooldown)
-        out["entry"] = [_rule_out(r) for r in self.entry]
+        if self.entry:
+            out["entry"] = [_rule_out(r) for r in self.entry]
         if self.exit:
             out["exit"] = [_rule_out(r) for r in self.exit]
+        if self.short_entry:
+            out["short_entry"] = [_rule_out(r) for r in self.short_entry]
+        if self.short_exit:
+            out["short_exit"] = [_rule_out(r) for r in self.short_exit]
+        if self.trailing_stop is not None:
+            out["trailing_stop"] = {self.trailing_stop[0]: self.trailing_stop[1]}
         return out
 
     def to_yaml(self) -> str:

@@ -24,6 +24,7 @@ from S4.rule_model import (
     _PARAM_KEYS,
     _TOP_KEYS,
     MAX_BARS_AGO,
+    TRAILING_KINDS,
     MAX_CONDITIONS,
     OPERATORS,
     Column,
@@ -408,18 +409,26 @@ class RuleParser:
             desc = d.value[:2000]
         if root.get("params") is not None:
             self.parse_params(root.get("params"))
-        if root.get("entry") is None:
-            raise self.error(root, "no entry: rules", "add entry: {col: ..., op: ..., value: ...}", line=root.line)
-        entry = self.side(root.get("entry"), "entry")
+        if root.get("entry") is None and root.get("short_entry") is None:
+            raise self.error(root, "no entry: rules", "add entry: {col: ..., op: ..., value: ...} (or short_entry: "
+                             "for a short-only file)", line=root.line)
+        entry = self.side(root.get("entry"), "entry") if root.get("entry") is not None else ()
         exit_ = self.side(root.get("exit"), "exit") if root.get("exit") is not None else ()
+        s_entry = self.side(root.get("short_entry"), "short_entry") if root.get("short_entry") is not None else ()
+        s_exit = self.side(root.get("short_exit"), "short_exit") if root.get("short_exit") is not None else ()
+        if s_exit and not s_entry:
+            raise self.error(root, "short_exit: rules without short_entry: rules",
+                             "add short_entry: (the rules that open a short) or remove short_exit:",
+                             line=root.key_line("short_exit"))
+        trailing = self.trailing(root.get("trailing_stop")) if root.get("trailing_stop") is not None else None
         cooldown: int | ParamRef = 0
         if root.get("cooldown") is not None:
             cooldown = self.bars(root.get("cooldown"), "cooldown")
         seen: dict[str, str] = {}
-        for r in entry + exit_:
+        for r in entry + exit_ + s_entry + s_exit:
             if r.name in seen:
                 raise self.error(None, f"rule name {r.name!r} is used twice ({seen[r.name]} and {r.side})",
-                                 "give every entry and exit rule its own name")
+                                 "give every entry and exit rule (long and short) its own name")
             seen[r.name] = r.side
         unused = [n for n in self.params if n not in self.used]
         if unused:
@@ -428,4 +437,20 @@ class RuleParser:
                              f"param: {unused[0]} (or {{param: {unused[0]}}}) or remove it", line=p.line)
         specs = tuple(self.params.values())
         return RuleSet(entry=entry, exit=exit_, cooldown=cooldown, param_specs=specs,
-                       values=tuple((p.name, p.value) for p in specs), description=desc, source=self.source)
+                       values=tuple((p.name, p.value) for p in specs), description=desc, source=self.source,
+                       short_entry=s_entry, short_exit=s_exit, trailing_stop=trailing)
+
+    def trailing(self, node: YNode) -> tuple[str, float]:
+        """``trailing_stop: {atr: 2.0}`` or ``{pct: 0.03}``."""
+        m = self.expect_map(node, "trailing_stop", "trailing_stop: {atr: 2.0} or trailing_stop: {pct: 0.03}")
+        self.check_keys(m, TRAILING_KINDS, "trailing_stop")
+        keys = list(m.keys())
+        if len(keys) != 1:
+            raise self.error(m, "trailing_stop needs exactly one of atr: or pct:",
+                             "write trailing_stop: {atr: 2.0} or trailing_stop: {pct: 0.03}")
+        kind = keys[0]
+        v = float(self.number(m.get(kind), f"trailing_stop {kind}"))
+        if not v > 0 or (kind == "pct" and v >= 1):
+            raise self.error(m.get(kind), f"trailing_stop {kind} must be {'in (0, 1)' if kind == 'pct' else '> 0'}, "
+                             f"got {v}", "e.g. {atr: 2.0} (2 x ATR) or {pct: 0.03} (3 % of the price)")
+        return kind, v

@@ -79,8 +79,8 @@ def test_flat_entries_cooldown_kill_switch_and_sizer():
 def test_policy_and_action_are_data():
     with pytest.raises(ValueError, match="cooldown"):
         Policy(cooldown=-1)
-    with pytest.raises(ValueError, match="long only"):
-        Policy(side="short")
+    with pytest.raises(ValueError, match="side must be one of"):
+        Policy(side="sideways")
     with pytest.raises(Exception):  # noqa: B017 - frozen
         Policy().cooldown = 3  # type: ignore[misc]
     assert Action(EXIT, reason="stop_loss").exit_kind == "stop_loss" and Action(ENTER).exit_kind is None

@@ -186,6 +186,25 @@ def report_path(symbol: str, interval: str, days: int, name: str, ext: str = "ht
     return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}_{name}.{ext}"
 
 
+def portfolio_path(name: str, kind: str, *, data_dir: Path | None = None, reports: Path | None = None) -> Path:
+    """The files of ``python S5/portfolio.py --name NAME``: ``kind`` ``equity`` / ``trades``
+    (``data/portfolio_<name>_<kind>.parquet``), ``backtest`` (``.json``) or ``report``
+    (``reports/portfolio_<name>.html``).
+
+    >>> portfolio_path("Majors", "trades", data_dir=Path("data")).as_posix()
+    'data/portfolio_majors_trades.parquet'
+    """
+    token = str(name).strip().lower()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,60}", token):
+        raise UserError(f"invalid portfolio name {name!r}", "use letters, digits, '-' and '_' (e.g. --name majors)")
+    if kind == "report":
+        return (Path(reports) if reports is not None else reports_dir()) / f"portfolio_{token}.html"
+    ext = {"equity": ".parquet", "trades": ".parquet", "backtest": ".json"}.get(kind)
+    if ext is None:
+        raise ValueError(f"unknown portfolio file kind {kind!r}; one of equity, trades, backtest, report")
+    return globals()["data_dir"](data_dir) / f"portfolio_{token}_{kind}{ext}"
+
+
 def realtime_db_path(symbols: list[str] | str, interval: str, *, kind: str = "kline",
                      exchange: str | None = None, data_dir: Path | None = None) -> Path:
     """The streamer's SQLite file: ``btcusdt_1m_realtime.db`` (the first symbol names it);

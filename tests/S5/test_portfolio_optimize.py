@@ -1,0 +1,38 @@
+"""Tuning one rule set on a portfolio (S5/portfolio_optimize.py): the trial objective is the
+portfolio backtest on the training bars only, the best params are the study's, and the
+test split starts flat at the split time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def frames():
+    from S1.local.simulated import simulate_candles
+    from S2.ta import add_indicators
+
+    return {s: add_indicators(simulate_candles(s, "1h", "2023-01-01", "2023-03-15")) for s in ("ETHUSDT", "BNBUSDT")}
+
+
+def test_portfolio_search_uses_only_the_training_bars(frames):
+    from S4.rules import load_rules
+    from S5.optimize_lib import OptimizeConfig
+    from S5.portfolio_optimize import optimize_portfolio
+    from S6.config import RiskConfig
+
+    risk = RiskConfig.load("S6/risk.yaml").replace(kill_switch={"max_drawdown": None, "daily_loss_limit": None,
+                                                                "max_consecutive_losses": None})
+    cfg = OptimizeConfig(n_trials=6, min_trades=2, risk=risk, objective="total_return")
+    rules = load_rules("S4/rules_ta_only.yaml")
+    res = optimize_portfolio(frames, rules, interval="1h", max_open=1, config=cfg)
+    assert set(res.best_params) == set(rules.param_space())
+    # the best trial's value is the in-sample portfolio's metric, recomputed
+    assert res.in_sample.metrics["total_return"] == pytest.approx(res.best_value, rel=1e-12)
+    assert res.in_sample.equity.index[-1] < res.split_time <= res.out_of_sample.equity.index[0]
+    assert res.out_of_sample.equity["equity"].iloc[0] <= cfg.init_cash * 1.0 + 1e-9   # starts flat with the cash
+    for r in (res.in_sample, res.out_of_sample):
+        assert r.open_counts.max() <= 1 and (r.equity["cash"] >= 0).all()
+    assert res.counts.get("complete", 0) + res.counts.get("pruned", 0) == 6
+    assert np.isfinite(res.comparison().loc["total_return"].astype(float)).all()

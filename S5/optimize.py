@@ -31,7 +31,10 @@ from S1.cli import ArgumentParser, add_common_args, main_entry
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="S5/optimize.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--symbol", required=True, help="e.g. ETHUSDC")
+    p.add_argument("--symbol", default=None, help="e.g. ETHUSDC (or --symbols for a portfolio)")
+    p.add_argument("--symbols", default=None, help="tune on a portfolio: comma-separated, e.g. BTCUSDT,ETHUSDT "
+                   "(S5/portfolio.py's backtest on the training split is the objective; with --max-open)")
+    p.add_argument("--max-open", type=int, default=None, help="with --symbols: most positions open at once")
     p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
     p.add_argument("--days", required=True, type=int, help="window of the S2 file, e.g. 365")
     p.add_argument("--rules", default="S4/rules.yaml", help="rule file with params ranges (default S4/rules.yaml)")
@@ -92,6 +95,10 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.symbols or args.symbol is None:  # a portfolio (or neither: one clear error there)
+        from S5.portfolio_optimize import optimize_command
+
+        return optimize_command(args)
     from rich.console import Console
     from rich.table import Table
 

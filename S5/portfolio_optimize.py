@@ -114,4 +114,59 @@ def optimize_portfolio(frames: dict[str, pd.DataFrame], rules, *, interval: str,
         run(train_frames, rules), run(frames, rules, split_ns), counts, study)
 
 
-__all__ = ["PortfolioOptimizeResult", "optimize_portfolio", "slice_inputs"]
+def optimize_command(args) -> int:
+    """``python S5/optimize.py --symbols A,B --max-open N ...``: search, print, write
+    ``data/portfolio_<name>_optimize.json`` (best params, split, in- vs out-of-sample metrics)."""
+    import json
+
+    from rich.console import Console
+
+    from S1.datasets import atomic_write_text, portfolio_path
+    from S4.signals import load_rule_inputs
+    from S5.exchange import costs_from_args
+    from S5.hooks import load_risk
+    from S5.metrics import format_metric, to_jsonable
+    from S5.optimize_lib import OptimizeConfig
+    from S5.portfolio_files import parse_symbols
+
+    if not args.symbols:
+        raise UserError("give --symbol SYMBOL (one market) or --symbols A,B (a portfolio)", "e.g. --symbol ETHUSDC")
+    if args.max_open is None:
+        raise UserError("--symbols needs --max-open", "e.g. --max-open 2")
+    unsupported = [o for o, v in (("--walk-forward", getattr(args, "walk_forward", None)),
+                                  ("--workers", getattr(args, "workers", 1) != 1 or None),
+                                  ("--report-only", getattr(args, "report_only", False) or None)) if v]
+    if unsupported:
+        raise UserError(f"{', '.join(unsupported)} with --symbols is not supported yet",
+                        "drop it: the portfolio search runs in this process")
+    syms = parse_symbols(args.symbols)
+    inputs = {s: load_rule_inputs(s, args.interval, args.days, args.rules) for s in syms}
+    rules = inputs[syms[0]].rules
+    config = OptimizeConfig(objective=args.objective, n_trials=args.trials,
+                            train_frac=0.7 if args.train_frac is None else args.train_frac,
+                            min_trades=args.min_trades, seed=args.seed, costs=costs_from_args(args),
+                            init_cash=args.init_cash, risk=load_risk(args.risk), sampler=args.sampler)
+    res = optimize_portfolio({s: i.frame for s, i in inputs.items()}, rules, interval=args.interval,
+                             max_open=args.max_open, config=config, storage=args.storage,
+                             study_name=args.study_name)
+    simulated = any(i.simulated for i in inputs.values())
+    console = Console()
+    label = " [SIMULATED market data]" if simulated else ""
+    console.print(f"portfolio {','.join(syms)} max-open {args.max_open}: trials {res.counts}{label}")
+    console.print("best params (chosen on train): " + ", ".join(f"{k}={v}" for k, v in res.best_params.items()))
+    comp = res.comparison()
+    for m in comp.index:
+        console.print(f"{m:>14}: " + "  ".join(f"{c} {format_metric(m, comp.loc[m, c])}" for c in comp.columns))
+    name = "_".join(s.lower() for s in syms[:4]) + (f"_{len(syms)}" if len(syms) > 4 else "")
+    path = portfolio_path(name, "backtest").with_name(f"portfolio_{name}_optimize.json")
+    doc = to_jsonable({"symbols": syms, "interval": args.interval, "days": args.days, "rules": args.rules,
+                       "max_open": args.max_open, "objective": args.objective, "simulated": simulated,
+                       "best_params": res.best_params, "best_value": res.best_value,
+                       "split_time": res.split_time.isoformat(), "trials": res.counts,
+                       "comparison": {c: comp[c].to_dict() for c in comp.columns}})
+    atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False))
+    print(f"wrote {path}")
+    return 0
+
+
+__all__ = ["PortfolioOptimizeResult", "optimize_command", "optimize_portfolio", "slice_inputs"]

@@ -36,3 +36,23 @@ def test_portfolio_search_uses_only_the_training_bars(frames):
         assert r.open_counts.max() <= 1 and (r.equity["cash"] >= 0).all()
     assert res.counts.get("complete", 0) + res.counts.get("pruned", 0) == 6
     assert np.isfinite(res.comparison().loc["total_return"].astype(float)).all()
+
+
+def test_optimize_cli_with_symbols(settings_env, frames, capsys):
+    import json
+
+    from S1.datasets import data_dir, dataset_path, write_parquet
+    from S5.optimize import main
+
+    for s, f in frames.items():
+        write_parquet(f, dataset_path(s, "1h", 60, "ta"), metadata={"simulated": True})
+    assert main(["--symbols", "ETHUSDT,BNBUSDT", "--max-open", "1", "--interval", "1h", "--days", "60",
+                 "--rules", "S4/rules_ta_only.yaml", "--trials", "3", "--min-trades", "1",
+                 "--objective", "total_return"]) == 0
+    doc = json.loads((data_dir() / "portfolio_ethusdt_bnbusdt_optimize.json").read_text())
+    assert doc["simulated"] is True and doc["trials"] and set(doc["best_params"])
+    assert "best params" in capsys.readouterr().out
+    from S1.errors import UserError
+
+    with pytest.raises(UserError, match="--max-open"):
+        main(["--symbols", "ETHUSDT,BNBUSDT", "--interval", "1h", "--days", "60"])

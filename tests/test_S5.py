@@ -22,15 +22,18 @@ def _run(args, env):
                           timeout=600)
 
 
-def check_backtest_outputs(symbol: str, interval: str, days: int) -> dict:
-    trades = read_parquet(dataset_path(symbol, interval, days, "trades"))
+RULES = "S4/rules_ta_only.yaml"
+
+
+def check_backtest_outputs(symbol: str, interval: str, days: int, rules: str = RULES) -> dict:
+    trades = read_parquet(dataset_path(symbol, interval, days, "trades", rules=rules))
     assert list(trades.columns) == TRADE_COLUMNS
-    equity = read_parquet(dataset_path(symbol, interval, days, "equity"))
+    equity = read_parquet(dataset_path(symbol, interval, days, "equity", rules=rules))
     assert list(equity.columns) == ["equity"] and str(equity.index.tz) == "UTC"
-    doc = json.loads(dataset_path(symbol, interval, days, "backtest").read_text())
+    doc = json.loads(dataset_path(symbol, interval, days, "backtest", rules=rules).read_text())
     assert doc["metrics"]["n_trades"] == len(trades)
     assert abs(doc["metrics"]["final_equity"] - float(equity["equity"].iloc[-1])) < 1e-6
-    assert report_path(symbol, interval, days, "backtest", "html").exists()
+    assert report_path(symbol, interval, days, "backtest", "html", rules=rules).exists()
     return doc
 
 
@@ -44,7 +47,8 @@ def test_s5_smoke(settings_env):
     proc = _run(["S5/backtest.py", *base], env)
     assert proc.returncode == 2 and "python S4/decision.py" in proc.stderr
     for step in (["S2/indicators.py", *base], ["S4/decision.py", *base, "--rules", "S4/rules_ta_only.yaml",
-                                               "--no-plot"], ["S5/backtest.py", *base, "--risk", "S6/risk.yaml"]):
+                                               "--no-plot"], ["S5/backtest.py", *base, "--rules", "S4/rules_ta_only.yaml",
+                                                "--risk", "S6/risk.yaml"]):
         proc = _run(step, env)
         assert proc.returncode == 0, (step, proc.stderr[-2000:])
     assert "SIMULATED" in proc.stdout
@@ -66,9 +70,10 @@ def test_users_own_backtest(settings_env):
         env.update(BINANCE_API_URL=ex.api_url, BINANCE_ARCHIVE_URL=ex.url)
         for step in (["S1/historical.py", *base, "--source", "rest"], ["S2/indicators.py", *base],
                      ["S4/decision.py", *base, "--rules", "S4/rules_ta_only.yaml", "--no-plot"],
-                     ["S5/backtest.py", *base]):
+                     ["S5/backtest.py", *base, "--rules", "S4/rules_ta_only.yaml"]):
             proc = _run(step, env)
             assert proc.returncode == 0, (step, proc.stderr[-2000:])
     doc = check_backtest_outputs("ETHUSDC", "1h", 365)
-    assert settings_env.data_dir in dataset_path("ETHUSDC", "1h", 365, "trades").parents
-    assert doc["metrics"]["n_trades"] == len(read_parquet(dataset_path("ETHUSDC", "1h", 365, "trades")))
+    trades = dataset_path("ETHUSDC", "1h", 365, "trades", rules=RULES)
+    assert settings_env.data_dir in trades.parents
+    assert doc["metrics"]["n_trades"] == len(read_parquet(trades))

@@ -221,8 +221,7 @@ def test_cli_writes_the_four_files(ta_files, tmp_path, capsys):
             "return"} <= set(tr.columns)
     doc = json.loads(portfolio_path("trio", "backtest").read_text())
     assert doc["simulated"] is True and doc["params"]["max_open"] == 2
-    assert doc["metrics"]["final_equity"] == pytest.approx(10_000 + tr["pnl"].sum(), rel=1e-12) \
-        if "final_equity" in doc["metrics"] else True
+    assert doc["metrics"]["final_equity"] == pytest.approx(10_000 + tr["pnl"].sum(), rel=1e-12)
     assert eq["equity"].iloc[-1] == pytest.approx(10_000 + tr["pnl"].sum(), rel=1e-12)
     page = portfolio_path("trio", "report").read_text()
     assert "SIMULATED" in page and "Correlation" in page and "buy-and-hold" in page

@@ -213,18 +213,20 @@ def check_frame(frame: pd.DataFrame, columns: Iterable[str]) -> None:
                         "sort and deduplicate: frame = frame[~frame.index.duplicated()].sort_index()")
 
 
-def condition_masks(arrays: Mapping[str, np.ndarray], rules: RuleSet, n: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def condition_masks(arrays: Mapping[str, np.ndarray], rules: RuleSet, n: int | None = None, *,
+                    short: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One boolean row per rule: ``(entry_masks[n_entry, n], exit_masks[n_exit, n])`` --
-    where each rule fires (known true) before positions and cooldown are applied."""
+    where each rule fires (known true) before positions and cooldown are applied
+    (``short=True``: the ``short_entry`` / ``short_exit`` rules instead)."""
     if n is None:
         n = len(next(iter(arrays.values()))) if arrays else 0
     ctx = _Ctx(arrays, rules, n)
-    ent = np.zeros((len(rules.entry), n), dtype=bool)
-    ext = np.zeros((len(rules.exit), n), dtype=bool)
-    for i, r in enumerate(rules.entry):
+    entry_rules, exit_rules = (rules.short_entry, rules.short_exit) if short else (rules.entry, rules.exit)
+    ent = np.zeros((len(entry_rules), n), dtype=bool)
+    ext = np.zeros((len(exit_rules), n), dtype=bool)
+    for i, r in enumerate(entry_rules):
         ent[i] = _node(r.node, ctx)[0]
-    for i, r in enumerate(rules.exit):
+    for i, r in enumerate(exit_rules):
         ext[i] = _node(r.node, ctx)[0]
     return ent, ext
 

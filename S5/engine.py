@@ -535,7 +535,8 @@ def run_backtest(frame: pd.DataFrame, *, interval: str, costs: Costs = Costs(), 
 
 def run_decided(frame: pd.DataFrame, *, rules, interval: str, risk, costs: Costs = Costs(),
                 init_cash: float = 10_000.0, filters=None, use_stops: bool = True,
-                flatten_on_trip: bool | None = None, params: dict[str, Any] | None = None) -> BacktestResult:
+                flatten_on_trip: bool | None = None, params: dict[str, Any] | None = None,
+                market: str = "spot", futures=None, detail=None) -> BacktestResult:
     """Backtest ``frame`` the way paper trading (S7) trades it: S4's one decision
     function on every closed bar (:func:`S5.hooks.decided_path`: entries and exits of
     ``rules``, the stop-loss / take-profit of ``risk`` checked on closed bars and filled
@@ -545,7 +546,14 @@ def run_decided(frame: pd.DataFrame, *, rules, interval: str, risk, costs: Costs
 
     ``result.params["decisions"]`` counts the entries skipped by reason; the trade
     details carry the decision's ``exit_reason`` (``signal:<rule>``, ``stop_loss``,
-    ``take_profit``, ``kill_switch``, ``end``).
+    ``take_profit``, ``trailing_stop``, ``kill_switch``, ``liquidation``, ``end``), the
+    ``side`` and (USD-M) the ``funding`` each trade paid.
+
+    ``market="usdm"`` (USD-M perpetuals, shorts allowed; ``futures``: an
+    :class:`S5.futures.FuturesSpec` -- leverage, funding, liquidation): the decided path's own
+    futures book is the result (:func:`path_simulation`; vectorbt has no funding or
+    liquidation) -- on long-only rules without funding it equals the vectorbt execution
+    (``tests/S5/test_shorts.py``). Spot refuses rule files with short rules.
     """
     from dataclasses import replace
 
@@ -554,10 +562,14 @@ def run_decided(frame: pd.DataFrame, *, rules, interval: str, risk, costs: Costs
     cfg = load_risk(risk)
     bars = Bars.from_frame(frame, interval)
     path = decided_path(frame, rules, risk=cfg, interval=interval, costs=costs, init_cash=init_cash,
-                        filters=filters, use_stops=use_stops, flatten_on_trip=flatten_on_trip)
-    run_costs = replace(costs, lot=None) if costs.lot is not None and filters is not None else costs
-    sim = simulate(bars, path.entries, path.exits, costs=run_costs, init_cash=init_cash, size=path.amounts,
-                   size_type="amount", market_exits=path.market_exits)
+                        filters=filters, use_stops=use_stops, flatten_on_trip=flatten_on_trip, market=market,
+                        futures=futures, detail=detail)
+    if market == "spot":
+        run_costs = replace(costs, lot=None) if costs.lot is not None and filters is not None else costs
+        sim = simulate(bars, path.entries, path.exits, costs=run_costs, init_cash=init_cash, size=path.amounts,
+                       size_type="amount", market_exits=path.market_exits)
+    else:
+        sim = path_simulation(path, bars, init_cash)
     run_params = {"interval": interval, "fees": costs.fees, "slippage": costs.slippage,
                   **({} if costs.is_plain else costs.as_dict()),
                   "init_cash": float(init_cash), "close_at_end": True, "year_days": M.YEAR_DAYS,
@@ -568,12 +580,60 @@ def run_decided(frame: pd.DataFrame, *, rules, interval: str, risk, costs: Costs
                   "decisions": {"entries": int(path.entries.sum()), "exits": int(path.exits.sum()),
                                 "skipped": dict(path.skips)},
                   **(params or {})}
+    if market != "spot":
+        fs = path_futures_params(futures)
+        run_params.update(market=market, **fs)
+    else:
+        run_params["market"] = "spot"
     res = _wrap(sim, bars, path.exits, None, run_params, path.trips, costs)
     reasons = [t["exit_reason"] for t in path.trades]
     if len(reasons) == len(res.trade_details):
         res.trade_details["exit_reason"] = reasons
+        sides = pd.array([t["side"] for t in path.trades], dtype="string")
+        res.trades["side"] = sides
+        res.trade_details["side"] = sides
+        res.trade_details["funding"] = [float(t.get("funding", 0.0)) for t in path.trades]
+        res.trade_details["entry_rule"] = [t.get("entry_rule") for t in path.trades]
+    if market != "spot":
+        res.metrics["funding_paid"] = float(sum(t.get("funding", 0.0) for t in path.trades))
+        res.metrics["liquidations"] = int(sum(t["exit_reason"] == "liquidation" for t in path.trades))
+        res.metrics["short_trades"] = int(sum(t["side"] == "short" for t in path.trades))
     res.decided = path
     return res
+
+
+def path_futures_params(futures) -> dict[str, Any]:
+    from S5.futures import FuturesSpec
+
+    f = futures or FuturesSpec()
+    return {"leverage": f.leverage, "maint_margin_rate": f.maint_margin_rate, "funding_events": len(f.funding_times),
+            "liquidation": f.liquidation,
+            "accounting": "S5.futures: wallet + isolated margin, funding at each funding time, liquidation at the "
+                          "first bracket's maintenance margin"}
+
+
+def path_simulation(path, bars: Bars, init_cash: float) -> Simulation:
+    """A :class:`Simulation` from the decided path's own book (USD-M: shorts, funding,
+    liquidation): equity at each close, in-position flags, the closed trades."""
+    n = len(bars)
+    tr = path.trades
+    f = lambda k, dt=np.float64: np.array([t[k] for t in tr], dtype=dt)   # noqa: E731
+    entry_bar, exit_bar = f("entry_bar", np.int64), f("exit_bar", np.int64)
+    held = np.zeros(n, dtype=bool)
+    for a, b in zip(entry_bar, exit_bar):
+        held[a:b] = True   # open at the closes from the entry bar to before the exit (the end: closed at it)
+    size, ep = f("qty"), f("entry_price")
+    pnl = f("pnl")
+    fees = f("fees")
+    entry_fees = f("entry_fee")
+    kind = np.array([2 if t["exit_reason"] == "end" else (1 if t["exit_reason"] == "liquidation" else 0)
+                     for t in tr], dtype=np.int64)
+    trades = {"col": np.zeros(len(tr), dtype=np.int64), "size": size, "entry_price": ep,
+              "exit_price": f("exit_price"), "entry_fees": entry_fees, "exit_fees": fees - entry_fees, "pnl": pnl,
+              "return": pnl / (size * ep) if len(tr) else np.empty(0), "entry_bar": entry_bar, "exit_bar": exit_bar,
+              "exit_row_kind": kind}
+    return Simulation(path.equity[:, None].copy(), held[:, None], trades, np.zeros(1, dtype=np.int64), None, 1,
+                      float(init_cash), True)
 
 
 def _wrap(sim: Simulation, bars: Bars, exits_original, kill_bars, params, trips, costs=None) -> BacktestResult:

@@ -217,13 +217,15 @@ class MemoryKillSwitch:
         return self._apply(step_trade, pnl, at)
 
 
-def rule_codes(frame: pd.DataFrame, rules) -> tuple[np.ndarray, np.ndarray]:
+def rule_codes(frame: pd.DataFrame, rules, *, shorts: bool = False) -> tuple[np.ndarray, ...]:
     """Per bar, the index of the first entry rule and of the first exit rule that fire
-    (-1: none), before any position logic (S4's :func:`~S4.evaluate.condition_masks`)."""
+    (-1: none), before any position logic (S4's :func:`~S4.evaluate.condition_masks`);
+    ``shorts=True`` adds the first short entry and short exit rule."""
     from S4.evaluate import condition_masks, prepare_arrays
 
     n = len(frame)
-    ent, ext = condition_masks(prepare_arrays(frame, rules), rules, n)
+    arrays = prepare_arrays(frame, rules)
+    ent, ext = condition_masks(arrays, rules, n)
 
     def first(m: np.ndarray) -> np.ndarray:
         if m.shape[0] == 0:
@@ -232,25 +234,42 @@ def rule_codes(frame: pd.DataFrame, rules) -> tuple[np.ndarray, np.ndarray]:
         out[~m.any(axis=0)] = -1
         return out
 
-    return first(ent), first(ext)
+    if not shorts:
+        return first(ent), first(ext)
+    sent, sext = condition_masks(arrays, rules, n, short=True)
+    return first(ent), first(ext), first(sent), first(sext)
 
 
 def decided_path(frame: pd.DataFrame, rules, *, risk, interval: str, costs=None, init_cash: float = 10_000.0,
                  filters=None, use_stops: bool = True, flatten_on_trip: bool | None = None,
-                 fee_buffer: float = 0.003) -> DecidedPath:
+                 fee_buffer: float = 0.003, market: str = "spot", futures=None, detail=None) -> DecidedPath:
     """Walk the bars of ``frame`` one at a time with :func:`S4.decide.decide` (see the
     module docstring). ``risk``: an S6 RiskConfig (or path); ``filters``: S6
     SymbolFilters (quantities rounded, small entries refused, as S7 does); ``costs``:
     S5 Costs (entries pay ``costs.entry_rate``, signal exits the maker / single rate and
-    risk exits the taker rate; fills at ``open x (1 +/- slippage)``).
+    risk exits the taker rate; fills at ``open x (1 +/- slippage)``, against the side).
 
     Execution: a decision at bar t's close fills at bar t+1's open; an entry that would
     fill on the last bar is not taken (as in :func:`S5.engine.simulate`) and a position
-    still open at the end is closed at the last close (``exit_reason`` ``end``)."""
-    from S1.intervals import interval_ms
-    from S4.decide import ENTER, EXIT, Bar, Policy, Position, decide, levels, size_entry
-    from S5.costs import Costs
+    still open at the end is closed at the last close (``exit_reason`` ``end``). A
+    reversal closes the position and opens the opposite one at the same open.
 
+    ``market``: ``"spot"`` (long only: a rule file with ``short_entry`` rules is refused)
+    or ``"usdm"`` (shorts; a futures book -- wallet, isolated margin, funding,
+    liquidation -- see :mod:`S5.futures`; ``futures``: its :class:`~S5.futures.FuturesSpec`).
+    ``detail``: an :class:`S5.detail.Detail` (lower-timeframe candles) resolving which of a
+    stop and a take-profit a bar touched first (else the stop first, the worst case).
+    """
+    from S1.intervals import interval_ms
+    from S4.decide import ENTER, EXIT, Bar, Policy, Position, decide, levels, size_entry, trail, trail_spec
+    from S5.costs import Costs
+    from S5.futures import MARKETS, FuturesSpec, funding_payment, liquidation_price, side_sign
+
+    if market not in MARKETS:
+        raise UserError(f"unknown market {market!r}", f"use one of {', '.join(MARKETS)}")
+    check_market(rules, market)
+    margin_book = market == "usdm"
+    fut = (futures or FuturesSpec()) if margin_book else None
     cfg = load_risk(risk)
     if cfg is None:
         raise UserError("no risk config given", "pass --risk S6/risk.yaml")
@@ -258,30 +277,56 @@ def decided_path(frame: pd.DataFrame, rules, *, risk, interval: str, costs=None,
     n = len(frame)
     o, h, lo, c = (frame[k].to_numpy(np.float64) for k in ("open", "high", "low", "close"))
     times = frame.index
+    t_ns = pd.DatetimeIndex(times).as_unit("ns").asi8
     step = pd.Timedelta(milliseconds=interval_ms(interval))
-    ent_code, ext_code = rule_codes(frame, rules)
-    names_in = [r.name for r in rules.entry]
-    names_out = [r.name for r in rules.exit]
+    step_ns = int(step.value)
+    codes = rule_codes(frame, rules, shorts=True)
+    names = ([r.name for r in rules.entry], [r.name for r in rules.exit], [r.name for r in rules.short_entry],
+             [r.name for r in rules.short_exit])
     atr = atr_values(frame, cfg.stops.atr_period)
     flatten = cfg.kill_switch.flatten_on_trip if flatten_on_trip is None else flatten_on_trip
     policy = Policy.from_rules(rules, use_stops=use_stops, flatten_on_trip=flatten)
+    trailing = getattr(rules, "trailing_stop", None)
     ks = MemoryKillSwitch(cfg) if _kill_switch_enabled(cfg.kill_switch) else None
     slip = costs.slippage
     fee_in = costs.entry_rate
     single = costs.single_rate
-    entries, exits, market = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
+    entries, exits, market_x = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
     amounts, equity = np.zeros(n), np.zeros(n)
     trades: list[dict] = []
     skips: dict[str, int] = {}
     cash, pos, open_trade = float(init_cash), None, None
     pending, last_exit = None, None
 
-    def close_trade(i_bar: int, px: float, fee_rate: float, reason: str) -> float:
+    def name(k: int, i: int) -> str | None:
+        code = codes[k][i]
+        return names[k][code] if code >= 0 else None
+
+    def fill_price(px: float, buying: bool) -> float:
+        return px * (1.0 + slip) if buying else px * (1.0 - slip)
+
+    def open_position(i_bar: int, act, decided_at: int) -> None:
         nonlocal cash, pos, open_trade
-        fee = pos.qty * px * fee_rate
-        cash += pos.qty * px - fee
+        short = act.side == "short"
+        fill = fill_price(o[i_bar], not short)
+        qty = act.size.qty
+        fee = qty * fill * fee_in
+        cash -= fee if margin_book else qty * fill + fee
+        stop, tp = levels(fill, act.size, filters, side=act.side)
+        pos = Position(qty=qty, entry_price=fill, stop=stop, take_profit=tp, side=act.side,
+                       trail=trail_spec(trailing, atr[decided_at]) if trailing is not None else None)
+        open_trade = {"side": act.side, "entry_bar": i_bar, "entry_time": times[i_bar], "entry_price": fill,
+                      "qty": qty, "entry_fee": fee, "entry_rule": act.rule, "funding": 0.0,
+                      "margin": qty * fill / fut.leverage if margin_book else None}
+
+    def close_trade(i_bar: int, px: float, fee_rate: float, reason: str, extra_fee: float | None = None) -> float:
+        nonlocal cash, pos, open_trade
+        sign = side_sign(pos.side)
+        gross = sign * pos.qty * (px - open_trade["entry_price"])
+        fee = pos.qty * px * fee_rate if extra_fee is None else extra_fee
+        cash += (gross - fee) if margin_book else pos.qty * px - fee
         t = open_trade
-        pnl = pos.qty * (px - t["entry_price"]) - t["entry_fee"] - fee
+        pnl = gross - t["entry_fee"] - fee - t["funding"]
         trades.append({**t, "exit_bar": i_bar, "exit_time": times[i_bar], "exit_price": px,
                        "fees": t["entry_fee"] + fee, "pnl": pnl, "exit_reason": reason})
         pos, open_trade = None, None
@@ -292,32 +337,55 @@ def decided_path(frame: pd.DataFrame, rules, *, risk, interval: str, costs=None,
             act, j = pending
             pending = None
             if act.kind == ENTER:
-                fill = o[i] * (1.0 + slip)
-                qty = act.size.qty
-                fee = qty * fill * fee_in
-                cash -= qty * fill + fee
-                stop, tp = levels(fill, act.size, filters)
-                pos = Position(qty=qty, entry_price=fill, stop=stop, take_profit=tp, side=act.side)
-                open_trade = {"side": act.side, "entry_bar": i, "entry_time": times[i], "entry_price": fill,
-                              "qty": qty, "entry_fee": fee, "entry_rule": act.rule}
+                open_position(i, act, j)
             else:
                 risk_exit = act.exit_kind != "signal"
                 rate = single if single is not None else (costs.taker_rate if risk_exit else costs.maker_rate)
-                pnl = close_trade(i, o[i] * (1.0 - slip), rate, act.reason)
+                pnl = close_trade(i, fill_price(o[i], pos.side == "short"), rate, act.reason)
                 last_exit = j
                 if ks is not None:
                     ks.record_trade(pnl, at=times[i])
-        eq = cash + (pos.qty * c[i] if pos is not None else 0.0)
+                if act.reverses:
+                    open_position(i, act.reverse, j)
+        if margin_book and pos is not None:
+            for k in fut.funding_between(t_ns[i], t_ns[i] + step_ns):
+                mark = fut.funding_marks[k] if np.isfinite(fut.funding_marks[k]) else o[i]
+                pay = funding_payment(pos.side, qty=pos.qty, mark=mark, rate=fut.funding_rates[k])
+                cash -= pay
+                open_trade["funding"] += pay
+            if fut.liquidation:
+                liq = liquidation_price(pos.side, qty=pos.qty, entry=open_trade["entry_price"],
+                                        margin=open_trade["margin"], mmr=fut.maint_margin_rate,
+                                        cum=fut.maint_amount)
+                short = pos.side == "short"
+                if (h[i] >= liq) if short else (lo[i] <= liq):
+                    px = max(o[i], liq) if short else min(o[i], liq)
+                    left = open_trade["margin"] + side_sign(pos.side) * pos.qty * (px - open_trade["entry_price"])
+                    pnl = close_trade(i, px, 0.0, "liquidation", extra_fee=left)
+                    last_exit = i
+                    if ks is not None:
+                        ks.record_trade(pnl, at=times[i])
+        if pos is None:
+            eq = cash
+        elif margin_book:
+            eq = cash + side_sign(pos.side) * pos.qty * (c[i] - open_trade["entry_price"])
+        else:
+            eq = cash + pos.qty * c[i]
         equity[i] = eq
         allowed = ks.update_equity(eq, at=times[i] + step) if ks is not None else True
-        bar = Bar(high=h[i], low=lo[i], close=c[i], time=times[i],
-                  entry_rule=names_in[ent_code[i]] if ent_code[i] >= 0 else None,
-                  exit_rule=names_out[ext_code[i]] if ext_code[i] >= 0 else None)
-        if pos is None and i >= n - 2:
+        bar = Bar(high=h[i], low=lo[i], close=c[i], time=times[i], entry_rule=name(0, i), exit_rule=name(1, i),
+                  short_entry_rule=name(2, i), short_exit_rule=name(3, i))
+        if i >= n - 2:
             sizer = None         # an entry decided now would fill on the last bar (or never): not taken
         else:
-            sizer = (lambda b, eq=eq, i=i, cash=cash: size_entry(equity=eq, cash=cash, price=c[i], atr=atr[i], risk=cfg,
-                                                       filters=filters, fee_buffer=fee_buffer))
+            room = eq * fut.leverage if margin_book else cash
+            sizer = (lambda b, side="long", eq=eq, i=i, room=room: size_entry(
+                equity=eq, cash=room, price=c[i], atr=atr[i], risk=cfg, filters=filters, fee_buffer=fee_buffer,
+                side=side))
+        if detail is not None and pos is not None and use_stops and pos.stop_hit(bar) and pos.take_profit_hit(bar):
+            first = detail.first_touch(times[i], pos)
+            if first == "take_profit":      # the lower timeframe says the take-profit came first
+                pos = _replace(pos, stop=None)
         act = decide(bar, position=pos, policy=policy, entries_allowed=allowed, sizer=sizer,
                      bars_since_exit=None if last_exit is None else i - last_exit)
         if act.kind == "skip":
@@ -327,14 +395,33 @@ def decided_path(frame: pd.DataFrame, rules, *, risk, interval: str, costs=None,
             pending = (act, i)
         elif act.kind == EXIT and i < n - 1:
             exits[i] = True
-            market[i] = act.exit_kind != "signal"
+            market_x[i] = act.exit_kind != "signal"
             pending = (act, i)
+            if act.reverse is not None and act.reverse.kind == "skip":
+                skips[act.reverse.reason] = skips.get(act.reverse.reason, 0) + 1
+            if act.reverses and sizer is None:
+                pending = (_replace(act, reverse=None), i)
+        elif pos is not None and act.kind != EXIT:
+            pos = trail(pos, bar)
     if pos is not None:
         rate = single if single is not None else costs.taker_rate
-        close_trade(n - 1, c[-1] * (1.0 - slip), rate, "end")
+        close_trade(n - 1, fill_price(c[-1], pos.side == "short"), rate, "end")
         equity[-1] = cash
-    return DecidedPath(entries, exits, amounts, market, equity, trades, skips, ks.trips if ks is not None else [])
+    return DecidedPath(entries, exits, amounts, market_x, equity, trades, skips, ks.trips if ks is not None else [])
 
 
-__all__ = ["DecidedPath", "MemoryKillSwitch", "RiskHooks", "atr_values", "decided_path", "load_risk", "risk_hooks",
-           "rule_codes"]
+def _replace(obj, **kw):
+    from dataclasses import replace
+
+    return replace(obj, **kw)
+
+
+def check_market(rules, market: str) -> None:
+    """Spot trading is long only: a rule file with ``short_entry`` rules is refused there."""
+    if market == "spot" and getattr(rules, "has_short", False):
+        raise UserError(f"{getattr(rules, 'source', 'the rule file')} has short_entry rules, which spot trading "
+                        "cannot execute", "run it on USD-M perpetuals: --market usdm (or remove the short rules)")
+
+
+__all__ = ["DecidedPath", "MemoryKillSwitch", "RiskHooks", "atr_values", "check_market", "decided_path", "load_risk",
+           "risk_hooks", "rule_codes"]

@@ -39,8 +39,26 @@ def build_parser() -> ArgumentParser:
     from S5.exchange import add_execution_args
 
     add_execution_args(p)
+    p.add_argument("--market", choices=("spot", "usdm"), default="spot",
+                   help="spot (long only) or usdm: Binance USD-M perpetuals -- short rules, --leverage, funding "
+                        "from data/<symbol>_funding.parquet (python S1/funding.py) and liquidation")
+    p.add_argument("--leverage", type=float, default=1.0, help="USD-M leverage (isolated margin = notional / N)")
+    p.add_argument("--no-funding", action="store_true", help="USD-M: ignore funding (no funding file needed)")
+    p.add_argument("--maint-margin-rate", type=float, default=None,
+                   help="USD-M: the first leverage bracket's maintenance margin rate (default: BTCUSDT 0.004, "
+                        "ETHUSDT 0.005, others 0.01)")
+    p.add_argument("--detail", default=None, metavar="INTERVAL",
+                   help="resolve a bar touching both the stop and the take-profit on lower-timeframe candles "
+                        "(e.g. 1m: data/<symbol>_1m_<days>d.parquet); without it the stop is assumed first")
     add_common_args(p)
     return p
+
+
+def _decided_options(args) -> dict | None:
+    if args.market == "spot" and args.detail is None and args.leverage == 1.0:
+        return None
+    return {"market": args.market, "leverage": args.leverage, "funding": not args.no_funding,
+            "maint_margin_rate": args.maint_margin_rate, "detail": args.detail}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = backtest_files(args.symbol, args.interval, args.days, costs=costs_from_args(args),
                          init_cash=args.init_cash, risk=args.risk, report=not args.no_report,
                          exchange_filters=args.exchange_filters, exchange_info=args.exchange_info,
-                         use_stops=not args.no_stops)
+                         decided_options=_decided_options(args), use_stops=not args.no_stops)
     label = " [SIMULATED market data]" if run.simulated else ""
     console = Console()
     if run.warning:

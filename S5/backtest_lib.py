@@ -163,7 +163,8 @@ def decided_rules(meta: dict[str, Any], frame: pd.DataFrame):
 
 def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Costs(), init_cash: float = 10_000.0,
                    risk=None, report: bool = True, write: bool = True, exchange_filters: str = "off",
-                   exchange_info=None, use_stops: bool = True) -> BacktestRun:
+                   exchange_info=None, use_stops: bool = True,
+                   decided_options: dict | None = None) -> BacktestRun:
     """Read ``_signals``, backtest, and write equity / trades / JSON / HTML.
 
     ``risk``: default ``S6/risk.yaml`` -- the settings paper trading uses -- run through
@@ -174,7 +175,11 @@ def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Cost
 
     ``exchange_filters`` (``auto``/``on``/``off``, see :func:`S5.exchange.resolve_lot_rules`)
     adds the symbol's LOT_SIZE / MIN_NOTIONAL rules to ``costs`` (``exchange_info``: a
-    saved exchangeInfo file)."""
+    saved exchangeInfo file).
+
+    ``decided_options`` (``--market usdm --leverage N [--no-funding] [--detail 1m]``): the
+    arguments of :func:`S5.futures.decided_kwargs` -- USD-M perpetuals (shorts, funding,
+    liquidation) and lower-timeframe stop resolution; spot refuses rule files with short rules."""
     from S5.exchange import with_filters
 
     frame, spath, meta = load_signals(symbol, interval, days)
@@ -191,7 +196,24 @@ def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Cost
              "risk_file": (str(risk) if isinstance(risk, (str, Path)) else
                            str(DEFAULT_RISK.relative_to(DEFAULT_RISK.parents[1])) if risk is None else None),
              "risk_warning": warning}
+    opts = dict(decided_options or {})
+    market = opts.get("market", "spot")
+    if (market != "spot" or opts.get("detail")) and risk_cfg is None:
+        from S5.parity_check import all_in_risk   # USD-M / --detail run bar by bar: 'none' = all in, no stops
+
+        risk_cfg, use_stops = all_in_risk(), False
     rules = decided_rules(meta, frame) if risk_cfg is not None else None
+    if rules is None:
+        from S5.hooks import check_market
+
+        check_market(decided_rules(meta, frame), market)    # spot refuses short rules in one line
+        if market != "spot":
+            raise UserError(f"{spath.name} does not record its rules: --market {market} needs them",
+                            f"re-create it with: {signals_command(symbol, interval, days)}")
+    elif opts:
+        from S5.futures import decided_kwargs
+
+        opts = decided_kwargs(symbol, interval, days, frame, **opts)
     if risk_cfg is None:
         result = run_backtest(frame, interval=interval, costs=costs, init_cash=init_cash, params=extra)
     elif rules is None:
@@ -208,7 +230,7 @@ def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Cost
         filters = resolve_filters(symbol, mode=exchange_filters, file=exchange_info, simulated=simulated,
                                   price=price) if costs.lot is not None else None
         result = run_decided(frame, rules=rules, interval=interval, risk=risk_cfg, costs=costs, init_cash=init_cash,
-                             filters=filters, use_stops=use_stops, params=extra)
+                             filters=filters, use_stops=use_stops, params=extra, **opts)
     summary = summary_dict(result, symbol=symbol, interval=interval, days=days, simulated=simulated,
                            sources={"signals": spath.name})
     run = BacktestRun(result, simulated, summary, warning=warning)

@@ -148,5 +148,29 @@ def liquidation_price(side: str, *, qty: float, entry: float, margin: float, mmr
     return (qty * entry - margin - cum) / (qty * (1.0 - mmr))
 
 
-__all__ = ["DEFAULT_MMR", "FIRST_BRACKET_MMR", "MARKETS", "FuturesSpec", "first_bracket_mmr", "funding_payment",
-           "liquidation_price", "load_funding", "side_sign"]
+
+
+def decided_kwargs(symbol: str, interval: str, days: int, frame: pd.DataFrame, *, market: str = "spot",
+                   leverage: float = 1.0, funding: bool = True, maint_margin_rate: float | None = None,
+                   detail: str | None = None) -> dict:
+    """The ``market`` / ``futures`` / ``detail`` arguments of :func:`S5.engine.run_decided` from
+    the command-line choices (``S5/backtest.py --market usdm --leverage N [--no-funding]
+    [--detail 1m]``): the funding history is read from ``data/<symbol>_funding.parquet``."""
+    if market not in MARKETS:
+        raise UserError(f"unknown market {market!r}", f"use one of {', '.join(MARKETS)}")
+    out: dict = {"market": market}
+    if market == "usdm":
+        fr = load_funding(symbol, frame.index[0], frame.index[-1]) if funding else None
+        out["futures"] = FuturesSpec.for_symbol(symbol, leverage=leverage, funding=fr,
+                                                maint_margin_rate=maint_margin_rate)
+    elif leverage != 1.0:
+        raise UserError("--leverage needs --market usdm", "spot trading has no leverage: add --market usdm")
+    if detail:
+        from S5.detail import Detail
+
+        out["detail"] = Detail.load(symbol, interval, days, detail)
+    return out
+
+
+__all__ = ["DEFAULT_MMR", "FIRST_BRACKET_MMR", "MARKETS", "FuturesSpec", "decided_kwargs", "first_bracket_mmr",
+           "funding_payment", "liquidation_price", "load_funding", "side_sign"]

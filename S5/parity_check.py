@@ -87,9 +87,11 @@ def backtest_trades(result) -> list[dict[str, Any]]:
     """The trade list of a :func:`S5.engine.run_decided` result (from vectorbt's trades,
     with the decision's exit reasons)."""
     d = result.trade_details.sort_values("entry_time", kind="stable")
+    usdm = result.params.get("market") == "usdm"
     return [{"side": str(r.side), "entry_time": _iso(r.entry_time), "exit_time": _iso(r.exit_time),
              "entry_price": float(r.entry_price), "exit_price": float(r.exit_price), "qty": float(r.size),
-             "exit_reason": str(r.exit_reason)} for r in d.itertuples(index=False)]
+             "exit_reason": str(r.exit_reason), **({"funding": float(r.funding)} if usdm else {})}
+            for r in d.itertuples(index=False)]
 
 
 def compare_trades(backtest: list[dict], paper: list[dict], *, rtol: float = RTOL) -> list[dict[str, Any]]:
@@ -105,7 +107,7 @@ def compare_trades(backtest: list[dict], paper: list[dict], *, rtol: float = RTO
         for f in EXACT_FIELDS:
             if a.get(f) != b.get(f):
                 out.append({"trade": i, "field": f, "backtest": a.get(f), "paper": b.get(f)})
-        for f in CLOSE_FIELDS:
+        for f in CLOSE_FIELDS + (("funding",) if "funding" in a and "funding" in b else ()):
             x, y = float(a[f]), float(b[f])
             if not math.isclose(x, y, rel_tol=rtol, abs_tol=0.0):
                 out.append({"trade": i, "field": f, "backtest": x, "paper": y})
@@ -135,18 +137,25 @@ def _exchange_info(filters) -> dict[str, Any]:
     return {"symbols": [raw]}
 
 
-def paper_command(work: Path, *, symbol: str, interval: str, use_stops: bool, balance: float, fee: float
-                  ) -> list[str]:
+def paper_command(work: Path, *, symbol: str, interval: str, use_stops: bool, balance: float, fee: float,
+                  futures=None) -> list[str]:
     cmd = [sys.executable, "-m", "S7.paper_replay", "--frame", str(work / "frame.parquet"), "--symbol", symbol,
            "--interval", interval, "--rules", str(work / "rules.yaml"), "--risk", str(work / "risk.yaml"),
            "--exchange-info", str(work / "exchange_info.json"), "--out", str(work / "paper.json"),
            "--balance", repr(float(balance)), "--fee", repr(float(fee)), "--fee-asset", "quote",
            "--state-dir", str(work / "state")]
+    if futures is not None:
+        cmd += ["--market", "usdm", "--leverage", repr(float(futures.leverage)),
+                "--maint-margin-rate", repr(float(futures.maint_margin_rate))]
+        if len(futures.funding_times):
+            cmd += ["--funding", str(work / "funding.parquet")]
+        if not futures.liquidation:  # pragma: no cover - the CLI always liquidates
+            raise UserError("the paper side always liquidates", "keep liquidation on for the parity check")
     return cmd + (["--no-stops"] if not use_stops else [])
 
 
 def run_paper(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk, filters, use_stops: bool,
-              init_cash: float, fee: float, timeout: float = 1800.0) -> dict[str, Any]:
+              init_cash: float, fee: float, timeout: float = 1800.0, futures=None) -> dict[str, Any]:
     """The S7 side in its own process (``python -m S7.paper_replay``); returns its JSON."""
     from S1.datasets import write_parquet
 
@@ -157,7 +166,12 @@ def run_paper(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk, f
         (work / "rules.yaml").write_text(rules.to_yaml(), encoding="utf-8")
         (work / "risk.yaml").write_text(_risk_yaml(risk), encoding="utf-8")
         (work / "exchange_info.json").write_text(json.dumps(_exchange_info(filters)), encoding="utf-8")
-        cmd = paper_command(work, symbol=symbol, interval=interval, use_stops=use_stops, balance=init_cash, fee=fee)
+        if futures is not None and len(futures.funding_times):
+            fr = pd.DataFrame({"funding_rate": futures.funding_rates, "mark_price": futures.funding_marks},
+                              index=pd.DatetimeIndex(futures.funding_times, tz="UTC", name="funding_time"))
+            write_parquet(fr, work / "funding.parquet", metadata={"kind": "parity"})
+        cmd = paper_command(work, symbol=symbol, interval=interval, use_stops=use_stops, balance=init_cash, fee=fee,
+                            futures=futures)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0:
@@ -168,10 +182,17 @@ def run_paper(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk, f
 
 
 def run_parity(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk=None, use_stops: bool = True,
-               filters, fee: float = 0.001, init_cash: float = 10_000.0, rtol: float = RTOL) -> ParityResult:
+               filters, fee: float = 0.001, init_cash: float = 10_000.0, rtol: float = RTOL,
+               market: str = "spot", futures=None) -> ParityResult:
     """Backtest ``frame`` (candles + the columns ``rules`` read) and replay it through S7,
     then compare (see the module docstring). ``risk``: an S6 RiskConfig, or None for all
-    in without stops. ``filters``: S6 SymbolFilters (with their exchangeInfo entry)."""
+    in without stops. ``filters``: S6 SymbolFilters (with their exchangeInfo entry).
+    ``market="usdm"`` (``futures``: an :class:`S5.futures.FuturesSpec`): both sides trade
+    USD-M (shorts, leverage, funding, liquidation; the paper side is :mod:`S7.futures_engine`)."""
+    from S5.futures import FuturesSpec
+
+    if market == "usdm" and futures is None:
+        futures = FuturesSpec()
     from S5.costs import Costs
     from S5.engine import run_decided
 
@@ -181,10 +202,10 @@ def run_parity(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk=N
     cfg = risk if risk is not None else all_in_risk()
     stops = bool(use_stops and risk is not None)
     res = run_decided(frame, rules=rules, interval=interval, risk=cfg, costs=Costs(fees=fee, slippage=0.0),
-                      init_cash=init_cash, filters=filters, use_stops=stops)
+                      init_cash=init_cash, filters=filters, use_stops=stops, market=market, futures=futures)
     backtest = backtest_trades(res)
     paper_out = run_paper(frame, rules, symbol=symbol, interval=interval, risk=cfg, filters=filters, use_stops=stops,
-                          init_cash=init_cash, fee=fee)
+                          init_cash=init_cash, fee=fee, futures=futures if market == "usdm" else None)
     paper = paper_out["trades"]
     settings = {"symbol": symbol, "interval": interval, "bars": len(frame), "start": _iso(frame.index[0]),
                 "end": _iso(frame.index[-1]), "rules_yaml": rules.to_yaml(),
@@ -192,7 +213,11 @@ def run_parity(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk=N
                 "stops": stops, "fee": fee, "fee_asset": "quote", "slippage": 0.0, "init_cash": init_cash,
                 "filters": {"tick_size": str(filters.tick_size), "step_size": str(filters.step_size),
                             "min_qty": str(filters.min_qty), "min_notional": str(filters.min_notional)},
-                "rtol": rtol, "backtest_skips": res.params.get("decisions", {}).get("skipped", {})}
+                "rtol": rtol, "backtest_skips": res.params.get("decisions", {}).get("skipped", {}),
+                "market": market}
+    if market == "usdm":
+        settings.update(leverage=futures.leverage, maint_margin_rate=futures.maint_margin_rate,
+                        funding_events=len(futures.funding_times))
     info = {k: v for k, v in paper_out.items() if k != "trades"}
     return ParityResult(backtest, paper, compare_trades(backtest, paper, rtol=rtol), settings, info)
 

@@ -14,6 +14,10 @@ computing its own indicators on a window, so both sides see the same numbers.
 The state (SQLite store, kill-switch, simulated account, order log) lives in a fresh
 folder (``--state-dir``, default a temporary one in ``/dev/shm`` when there is one).
 
+``--market usdm`` (USD-M perpetuals: shorts, ``--leverage N``, ``--funding FILE`` -- an S1
+funding parquet -- and liquidation at the first bracket's maintenance margin) replays through
+:mod:`S7.futures_engine` (its simulated futures account) instead of the spot engine.
+
 Writes ``{"trades": [...], "orders": {status: count}, "candles": n}``; a trade is
 ``side, entry_time, exit_time, entry_price, exit_price, qty, exit_reason`` (times ISO UTC;
 a position still open at the end is closed at the last close, ``exit_reason`` ``end``,
@@ -96,8 +100,24 @@ def candle_frame(frame: pd.DataFrame, interval: str) -> pd.DataFrame:
 async def replay_frame(frame: pd.DataFrame, *, symbol: str, interval: str, rules, risk, filters,
                        state_dir: Path, use_stops: bool = True, flatten_on_trip: bool | None = None,
                        balance: float = 10_000.0, fee_rate: float = 0.001, fee_asset: str = "quote",
-                       slippage_bps: float = 0.0) -> dict[str, Any]:
+                       slippage_bps: float = 0.0, market: str = "spot", futures=None) -> dict[str, Any]:
     """Run the engine over every candle of ``frame`` (see the module docstring)."""
+    from S5.hooks import check_market
+
+    check_market(rules, market)
+    if market == "usdm":
+        from S5.futures import FuturesSpec
+        from S7.feeds import FrameFeed
+        from S7.futures_engine import replay_usdm
+
+        state_dir.mkdir(parents=True, exist_ok=True)
+        feats = [c for c in rules.required_columns() if c in frame.columns]
+        atr_col = f"atr{risk.stops.atr_period}"
+        if atr_col in frame.columns and atr_col not in feats:
+            feats.append(atr_col)
+        return replay_usdm(frame, rules=rules, risk=risk, interval=interval, filters=filters,
+                           spec=futures or FuturesSpec(), balance=balance, fee_rate=fee_rate, use_stops=use_stops,
+                           state_dir=state_dir, features=FrameFeed(frame, feats))
     from S6.killswitch import KillSwitch
     from S7.engine import Engine, EngineConfig
     from S7.feeds import FrameFeed
@@ -163,6 +183,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--fee", type=float, default=0.001)
     p.add_argument("--fee-asset", choices=("quote", "received"), default="quote")
     p.add_argument("--state-dir", type=Path, default=None, help="state folder (default: a temporary one)")
+    p.add_argument("--market", choices=("spot", "usdm"), default="spot",
+                   help="spot (long only) or usdm: Binance USD-M perpetuals (shorts, leverage, funding, liquidation)")
+    p.add_argument("--leverage", type=float, default=1.0, help="USD-M leverage (isolated margin = notional / N)")
+    p.add_argument("--funding", type=Path, default=None, help="USD-M: funding-rate parquet (python S1/funding.py)")
+    p.add_argument("--maint-margin-rate", type=float, default=None,
+                   help="USD-M: the first leverage bracket's maintenance margin rate (default: S5.futures' table)")
     add_common_args(p)
     return p
 
@@ -180,12 +206,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules = load_rules(args.rules)
     risk = RiskConfig.load(args.risk)
     filters = symbol_filters(read_exchange_info_file(args.exchange_info), args.symbol.upper())
+    futures = None
+    if args.market == "usdm":
+        from S5.futures import FuturesSpec
+
+        funding = read_parquet(args.funding) if args.funding is not None else None
+        futures = FuturesSpec.for_symbol(args.symbol, leverage=args.leverage, funding=funding,
+                                         maint_margin_rate=args.maint_margin_rate)
 
     def go(state_dir: Path) -> dict:
         return asyncio.run(replay_frame(frame, symbol=args.symbol.upper(), interval=args.interval, rules=rules,
                                         risk=risk, filters=filters, state_dir=state_dir,
                                         use_stops=not args.no_stops, balance=args.balance, fee_rate=args.fee,
-                                        fee_asset=args.fee_asset))
+                                        fee_asset=args.fee_asset, market=args.market, futures=futures))
 
     if args.state_dir is not None:
         out = go(args.state_dir)

@@ -189,3 +189,57 @@ def test_trailing_stop_both_sides_hand_computed():
     res = run(f, spot_rules, market="spot", stops=True, risk=risk)
     assert res.trade_details["exit_reason"].tolist() == ["trailing_stop"]
     assert res.trades["exit_price"].tolist() == [112.0]
+
+
+def test_detail_candles_decide_which_level_came_first():
+    from S5.detail import Detail
+
+    risk = all_in_risk().replace(stops={"stop_loss_pct": 0.05, "take_profit_pct": 0.05, "take_profit_rr": None})
+    rules = parse_rules("entry: {name: up, col: volume, op: '==', value: 1}")
+    # bar 2 touches both the stop (95) and the take-profit (105)
+    f = frame([100, 100, 100, 100, 100], [100, 100, 100, 100, 100], highs=[100, 101, 106, 101, 101],
+              lows=[100, 99, 94, 99, 99], volume=[1, 0, 0, 0, 0])
+    worst = run_decided(f, rules=rules, interval="1h", risk=risk, costs=Costs(fees=FEE, slippage=0.0),
+                        use_stops=True)
+    assert worst.trade_details["exit_reason"].tolist() == ["stop_loss"]          # no detail: the stop first
+
+    def minutes(first_high: bool) -> pd.DataFrame:
+        t = pd.date_range(f.index[2], periods=60, freq="1min", tz="UTC")
+        hi, lo = np.full(60, 100.5), np.full(60, 99.5)
+        hi[10 if first_high else 40], lo[40 if first_high else 10] = 106, 94
+        return pd.DataFrame({"high": hi, "low": lo}, index=t)
+
+    for first_high, want in ((True, "take_profit"), (False, "stop_loss")):
+        d = Detail(minutes(first_high), "1h")
+        res = run_decided(f, rules=rules, interval="1h", risk=risk, costs=Costs(fees=FEE, slippage=0.0),
+                          use_stops=True, detail=d)
+        assert res.trade_details["exit_reason"].tolist() == [want] and d.resolved == 1
+        # the fill is the next open either way (stops act on closed bars)
+        assert res.trades["exit_price"].tolist() == worst.trades["exit_price"].tolist()
+    with pytest.raises(UserError, match="not below"):
+        Detail(minutes(True), "1m")
+
+
+def test_command_line_choices(settings_env, tmp_path):
+    from S1.datasets import funding_path, write_parquet
+    from S5.backtest import _decided_options, build_parser
+    from S5.futures import decided_kwargs
+
+    args = build_parser().parse_args(["--symbol", "BTCUSDT", "--interval", "1h", "--days", "1", "--market", "usdm",
+                                      "--leverage", "3"])
+    opts = _decided_options(args)
+    assert opts == {"market": "usdm", "leverage": 3.0, "funding": True, "maint_margin_rate": None, "detail": None}
+    assert _decided_options(build_parser().parse_args(["--symbol", "X", "--interval", "1h", "--days", "1"])) is None
+    f = frame([100] * 24, [100] * 24, volume=[0] * 24)
+    with pytest.raises(UserError, match="no funding history") as exc:
+        decided_kwargs("BTCUSDT", "1h", 1, f, **opts)
+    assert "python S1/funding.py --symbol BTCUSDT" in exc.value.fix
+    ft = pd.date_range("2023-12-31 16:00", periods=5, freq="8h", tz="UTC", name="funding_time")
+    write_parquet(pd.DataFrame({"funding_rate": 0.0001, "mark_price": 100.0}, index=ft), funding_path("BTCUSDT"))
+    kw = decided_kwargs("BTCUSDT", "1h", 1, f, **opts)
+    assert kw["market"] == "usdm" and kw["futures"].leverage == 3 and len(kw["futures"].funding_times) == 5
+    assert kw["futures"].maint_margin_rate == 0.004                                  # BTCUSDT's first bracket
+    with pytest.raises(UserError, match="needs --market usdm"):
+        decided_kwargs("BTCUSDT", "1h", 1, f, market="spot", leverage=2.0)
+    with pytest.raises(UserError, match="no 1m candles"):
+        decided_kwargs("BTCUSDT", "1h", 1, f, market="spot", detail="1m")

@@ -158,7 +158,7 @@ def optimize_command(args) -> int:
     for m in comp.index:
         console.print(f"{m:>14}: " + "  ".join(f"{c} {format_metric(m, comp.loc[m, c])}" for c in comp.columns))
     name = "_".join(s.lower() for s in syms[:4]) + (f"_{len(syms)}" if len(syms) > 4 else "")
-    path = portfolio_path(name, "backtest").with_name(f"portfolio_{name}_optimize.json")
+    path = portfolio_path(name, "optimize")
     doc = to_jsonable({"symbols": syms, "interval": args.interval, "days": args.days, "rules": args.rules,
                        "max_open": args.max_open, "objective": args.objective, "simulated": simulated,
                        "best_params": res.best_params, "best_value": res.best_value,

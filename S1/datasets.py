@@ -200,10 +200,10 @@ def portfolio_path(name: str, kind: str, *, data_dir: Path | None = None, report
     if kind == "report":
         return (Path(reports) if reports is not None else reports_dir()) / f"portfolio_{token}.html"
     ext = {"equity": ".parquet", "trades": ".parquet", "backtest": ".json", "optimize": ".json",
-           "paper": ".json"}.get(kind)
+           "walkforward": ".json", "paper": ".json"}.get(kind)
     if ext is None:
-        raise ValueError(f"unknown portfolio file kind {kind!r}; one of equity, trades, backtest, optimize, paper, "
-                         "report")
+        raise ValueError(f"unknown portfolio file kind {kind!r}; one of equity, trades, backtest, optimize, "
+                         "walkforward, paper, report")
     return globals()["data_dir"](data_dir) / f"portfolio_{token}_{kind}{ext}"
 
 

@@ -56,3 +56,23 @@ def test_optimize_cli_with_symbols(settings_env, frames, capsys):
 
     with pytest.raises(UserError, match="--max-open"):
         main(["--symbols", "ETHUSDT,BNBUSDT", "--interval", "1h", "--days", "60"])
+
+
+def test_portfolio_walk_forward_cli(settings_env, frames, capsys):
+    """Each fold's test window starts flat with the previous window's final equity; the JSON has every fold."""
+    import json
+
+    from S1.datasets import dataset_path, portfolio_path, write_parquet
+    from S5.optimize import main
+
+    for s, f in frames.items():
+        write_parquet(f, dataset_path(s, "1h", 60, "ta"), metadata={"simulated": True})
+    assert main(["--symbols", "ETHUSDT,BNBUSDT", "--max-open", "2", "--interval", "1h", "--days", "60",
+                 "--rules", "S4/rules_ta_only.yaml", "--trials", "2", "--min-trades", "1",
+                 "--walk-forward", "2", "--objective", "total_return"]) == 0
+    doc = json.loads(portfolio_path("ethusdt_bnbusdt", "walkforward").read_text())
+    assert [f["fold"] for f in doc["folds"]] == [1, 2]
+    assert doc["folds"][0]["test"][1] < doc["folds"][1]["test"][0]
+    growth = np.prod([1 + f["test_metrics"]["total_return"] for f in doc["folds"]])
+    assert doc["metrics"]["total_return"] == pytest.approx(growth - 1, rel=1e-9, abs=1e-12)
+    assert "stitched" in capsys.readouterr().out

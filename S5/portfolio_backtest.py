@@ -99,6 +99,7 @@ class SymbolInputs:
     cooldown: int
     score: np.ndarray          #: ranking score per bar (higher first; NaN: last)
     filters: Any = None        #: S6 SymbolFilters (None: no rounding)
+    trailing: Any = None       #: the rule file's trailing_stop (``("atr", k)`` / ``("pct", f)``), None: none
     simulated: bool = False
     sources: dict = field(default_factory=dict)
 
@@ -123,9 +124,10 @@ def prepare_symbol(frame: pd.DataFrame, rules, *, symbol: str, risk, rank_lookba
                    simulated: bool = False, sources: dict | None = None) -> SymbolInputs:
     """The arrays of one symbol: ``frame`` has the candles and every column ``rules`` reads."""
     from S4.decide import Policy
-    from S5.hooks import atr_values, load_risk, rule_codes
+    from S5.hooks import atr_values, check_market, load_risk, rule_codes
 
     cfg = load_risk(risk)
+    check_market(rules, "spot")          # the portfolio is spot, long only: short rules are refused
     if not isinstance(frame.index, pd.DatetimeIndex) or not frame.index.is_monotonic_increasing:
         raise UserError(f"{symbol}: the frame needs an increasing UTC time index", "pass S4's rule-input frame")
     if len(frame) < 3:
@@ -139,8 +141,8 @@ def prepare_symbol(frame: pd.DataFrame, rules, *, symbol: str, risk, rank_lookba
         low=frame["low"].to_numpy(np.float64), close=close, atr=atr_values(frame, cfg.stops.atr_period),
         entry_code=ent, exit_code=ext, entry_names=tuple(r.name for r in rules.entry),
         exit_names=tuple(r.name for r in rules.exit), cooldown=Policy.from_rules(rules).cooldown,
-        score=trailing_return(close, int(rank_lookback)), filters=filters, simulated=bool(simulated),
-        sources=dict(sources or {}))
+        score=trailing_return(close, int(rank_lookback)), filters=filters,
+        trailing=getattr(rules, "trailing_stop", None), simulated=bool(simulated), sources=dict(sources or {}))
 
 
 @dataclass
@@ -190,7 +192,7 @@ def run_portfolio(inputs: list[SymbolInputs], *, risk, interval: str, max_open: 
                   fee_buffer: float = 0.003) -> PortfolioResult:
     """The portfolio loop (see the module docstring) over prepared symbols."""
     from S1.intervals import interval_ms
-    from S4.decide import ENTER, EXIT, SKIP, Bar, Policy, Position, decide, levels, size_entry
+    from S4.decide import ENTER, EXIT, SKIP, Bar, Policy, Position, decide, levels, size_entry, trail, trail_spec
     from S5.hooks import MemoryKillSwitch, _kill_switch_enabled, load_risk
 
     cfg = load_risk(risk)
@@ -294,9 +296,11 @@ def run_portfolio(inputs: list[SymbolInputs], *, risk, interval: str, max_open: 
                 fee = qty * fill * fee_in
                 cash -= qty * fill + fee
                 stop, tp = levels(fill, act.size, s.filters)
+                spec = trail_spec(s.trailing, s.atr[j]) if s.trailing is not None else None
                 pos[k] = {"qty": qty, "entry_price": fill, "entry_fee": fee, "side": act.side, "entry_time": t,
                           "entry_rule": act.rule, "entry_bar": i,
-                          "position": Position(qty=qty, entry_price=fill, stop=stop, take_profit=tp, side=act.side)}
+                          "position": Position(qty=qty, entry_price=fill, stop=stop, take_profit=tp, side=act.side,
+                                               trail=spec)}
                 held.add(k)
         if n_pending_entries == 0:
             reserved = 0.0                                     # no drift from float subtraction
@@ -324,6 +328,8 @@ def run_portfolio(inputs: list[SymbolInputs], *, risk, interval: str, max_open: 
                              bars_since_exit=since)
                 if act.kind == EXIT and i < lens[k] - 1:
                     pending[k] = (act, i, 0.0)
+                elif act.kind != EXIT:
+                    p["position"] = trail(p["position"], bar)     # the trailing stop follows the closed bar
                 continue
             act = decide(bar, position=None, policy=policies[k], entries_allowed=allowed, bars_since_exit=since)
             if act.kind == SKIP:

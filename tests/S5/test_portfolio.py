@@ -251,3 +251,31 @@ def test_local_processes_give_the_sequential_result(ta_files):
     par = portfolio_files(ta_files, "1h", 90, workers=2, **kw).result
     pd.testing.assert_frame_equal(seq.equity, par.equity)
     pd.testing.assert_frame_equal(seq.trades, par.trades)
+
+
+def test_trailing_stop_one_symbol_equals_the_decided_backtest(sim_frames, tmp_path):
+    """A rule file with a trailing stop: the portfolio moves it as S5's decided path does."""
+    from pathlib import Path
+
+    from S4.rules import load_rules
+    from S5.hooks import decided_path
+
+    f = tmp_path / "trail.yaml"
+    f.write_text(Path(RULES).read_text() + "\ntrailing_stop: {atr: 1.5}\n")
+    rules = load_rules(f)
+    assert rules.trailing_stop is not None
+    frame, risk, costs = sim_frames["ETHUSDT"], _risk(max_drawdown=None), Costs(fees=0.001, slippage=0.0005)
+    ref = decided_path(frame, rules, risk=risk, interval="1h", costs=costs)
+    res = run_portfolio([prepare_symbol(frame, rules, symbol="X", risk=risk)], risk=risk, interval="1h", max_open=1,
+                        costs=costs)
+    assert any(t["exit_reason"] == "trailing_stop" for t in ref.trades)
+    assert [(t["entry_time"], t["exit_time"], t["exit_price"], t["exit_reason"]) for t in ref.trades] == \
+        list(zip(res.trades["entry_time"], res.trades["exit_time"], res.trades["exit_price"], res.trades["exit_reason"]))
+
+
+def test_short_rules_are_refused(sim_frames):
+    from S1.errors import UserError
+    from S4.rules import load_rules
+
+    with pytest.raises(UserError, match="short"):
+        prepare_symbol(sim_frames["ETHUSDT"], load_rules("S4/rules_long_short.yaml"), symbol="X", risk=_risk())

@@ -549,8 +549,8 @@ class CcxtHistory:
             if _retryable(exc):
                 raise NetworkError(f"cannot reach {self.source_url} ({what}: {_short(exc) or type(exc).__name__})"
                                    f" after {attempt_no} attempts",
-                                   "check your connection or CCXT_API_URLS/BINANCE_API_URL in .env; "
-                                   "the existing file is untouched") from exc
+                                   "check your connection or CCXT_API_URLS/BINANCE_API_URL in .env, or run it "
+                                   "with --offline on the local simulated market; nothing was written") from exc
             if isinstance(exc, ccxt.BaseError):
                 raise UserError(f"{self.venue.exchange} error during {what}: {_short(exc)}",
                                 "check the arguments; nothing was written") from exc

@@ -17,6 +17,7 @@ import argparse
 import logging
 import sys
 import traceback
+from pathlib import Path
 from typing import Callable, Sequence
 
 from S1.errors import UserError
@@ -24,8 +25,62 @@ from S1.errors import UserError
 log = logging.getLogger("toolkit")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows every option's default (unless its help already says it) and keeps the
+    examples block as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text.lower() or action.default in (None, False, argparse.SUPPRESS)
+                or not action.option_strings or isinstance(action.default, (list, tuple)) and not action.default):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def examples_from_doc(doc: str | None, *, limit: int = 3) -> list[str]:
+    """The first ``limit`` command lines (``python S…``, with their ``\\`` continuations) of a
+    script's docstring: what ``--help`` ends with.
+
+    >>> examples_from_doc("Do it.\\n\\n    python S1/x.py --a 1\\n    python S1/x.py --b 2\\n")
+    ['python S1/x.py --a 1', 'python S1/x.py --b 2']
+    """
+    out: list[str] = []
+    lines = (doc or "").splitlines()
+    i = 0
+    while i < len(lines) and len(out) < limit:
+        line = lines[i].strip()
+        if line.startswith(("python S", "python -m S", "streamlit run S")) and (
+                not out or line.split()[:2] == out[0].split()[:2]):    # the script's own commands only
+            block = [lines[i].strip()]
+            while lines[i].rstrip().endswith("\\") and i + 1 < len(lines):
+                i += 1
+                block.append("    " + lines[i].strip())
+            out.append("\n".join(block))
+        i += 1
+    return out
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors (``error: … (see --help)``) and exit code 2."""
+    """argparse with one-line errors (``error: … (see --help)``) and exit code 2, defaults shown in
+    ``--help``, and ``--help`` ending with real examples: ``examples=[...]``, else the first command
+    lines of the calling script's docstring. ``prog`` is spelled the way the README runs the script
+    (``python S5/backtest.py``)."""
+
+    def __init__(self, *args, examples: list[str] | None = None, **kw):
+        caller = sys._getframe(1).f_globals
+        if examples is None:
+            examples = examples_from_doc(caller.get("__doc__"))
+        prog = kw.get("prog")
+        if prog is None and caller.get("__file__") and not args:
+            f = Path(caller["__file__"])
+            if f.parent.name[:1] == "S" and f.parent.name[1:].isdigit():
+                kw["prog"] = prog = f"python {f.parent.name}/{f.name}"
+        if prog and prog.startswith("S") and prog.endswith(".py") and "/" in prog:
+            kw["prog"] = f"python {prog}"
+        kw.setdefault("formatter_class", HelpFormatter)
+        if examples and not kw.get("epilog"):
+            kw["epilog"] = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+        super().__init__(*args, **kw)
 
     def error(self, message: str):  # noqa: D401 - argparse API
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")

@@ -9,8 +9,17 @@ file names so it never collides with ``1m`` on case-insensitive file systems.
 
 >>> dataset_path("ETHUSDC", "1h", 365, data_dir=Path("data")).as_posix()
 'data/ethusdc_1h_365d.parquet'
+
+Everything derived from a rule file (:data:`RULE_KINDS`: signals, trades, equity, backtest, stress,
+and their reports) also carries the rules file's name after a double underscore,
+``<stem>__<rules>_<kind>``, so running ``S4/rules_ta_only.yaml`` after ``S4/rules.yaml`` never
+overwrites the other's outputs (the default rules are ``S4/rules.yaml``, token ``rules``).
+Files written before this convention (``<stem>_<kind>``) are still read (:func:`existing_dataset_path`).
+
 >>> dataset_path("ETHUSDC", "1h", 365, "signals", data_dir=Path("data")).name
-'ethusdc_1h_365d_signals.parquet'
+'ethusdc_1h_365d__rules_signals.parquet'
+>>> dataset_path("ETHUSDC", "1h", 365, "trades", rules="S4/rules_ta_only.yaml", data_dir=Path("data")).name
+'ethusdc_1h_365d__rules_ta_only_trades.parquet'
 """
 
 from __future__ import annotations
@@ -118,25 +127,83 @@ def dataset_stem(symbol: str, interval: str, days: int, *, exchange: str | None 
     return f"{prefix}{normalize_symbol(symbol).lower()}_{interval_token(interval)}_{int(days)}d"
 
 
+#: Kinds derived from a rule file: their names carry the rules name (``<stem>__<rules>_<kind>``).
+RULE_KINDS = frozenset({"signals", "equity", "trades", "backtest", "stress"})
+#: The default rule file of every command that takes ``--rules``.
+DEFAULT_RULES = "S4/rules.yaml"
+#: ``rules=LEGACY``: the name written before the rules-name convention (``<stem>_<kind>``).
+LEGACY = ""
+
+
+def rules_token(rules: str | Path | None = None) -> str:
+    """The rules name used in file names: the rule file's stem, lower-case, ``[a-z0-9_-]`` only.
+
+    >>> rules_token("S4/rules_ta_only.yaml"), rules_token(None), rules_token("My Rules.v2.yml")
+    ('rules_ta_only', 'rules', 'my_rules_v2')
+    """
+    if rules is None:
+        rules = DEFAULT_RULES
+    name = Path(str(rules)).name
+    for ext in (".yaml", ".yml"):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+    token = re.sub(r"_+", "_", re.sub(r"[^a-z0-9-]+", "_", name.lower())).strip("_")
+    if not token:
+        raise UserError(f"cannot name outputs after the rules file {str(rules)!r}",
+                        "give the rule file a name with letters or digits, e.g. S4/my_rules.yaml")
+    return token
+
+
+def _rules_infix(kind: str, rules: str | Path | None) -> str:
+    if kind not in RULE_KINDS or rules == LEGACY:
+        return ""
+    return f"__{rules_token(rules)}"
+
+
 def dataset_path(symbol: str, interval: str, days: int, kind: str = "candles", *,
-                 data_dir: Path | None = None, exchange: str | None = None) -> Path:
-    """Path of a dataset of ``kind`` (see :data:`KINDS`) for one market and window."""
+                 data_dir: Path | None = None, exchange: str | None = None,
+                 rules: str | Path | None = None) -> Path:
+    """Path of a dataset of ``kind`` (see :data:`KINDS`) for one market and window.
+
+    Kinds in :data:`RULE_KINDS` carry the rules name (``rules``: a rule file path or token;
+    None: the default ``S4/rules.yaml``; :data:`LEGACY`: the old name without it)."""
     if kind not in KINDS:
         raise ValueError(f"unknown dataset kind {kind!r}; one of {sorted(KINDS)}")
     suffix, ext = KINDS[kind]
     base = globals()["data_dir"](data_dir)
-    return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}{suffix}{ext}"
+    return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}{_rules_infix(kind, rules)}{suffix}{ext}"
+
+
+def existing_dataset_path(symbol: str, interval: str, days: int, kind: str, *, rules: str | Path | None = None,
+                          data_dir: Path | None = None, exchange: str | None = None,
+                          note: bool = True) -> Path:
+    """The rules-named path of ``kind`` when it exists; else, for the default rules, a file written by
+    the older convention (``<stem>_<kind>``, no rules name) when that exists -- with a one-line note on
+    stderr so existing data is not orphaned; else the rules-named path (which the caller reports as
+    missing). Another rules file never falls back: the old name cannot say which rules wrote it."""
+    path = dataset_path(symbol, interval, days, kind, data_dir=data_dir, exchange=exchange, rules=rules)
+    if kind not in RULE_KINDS or path.exists() or rules_token(rules) != rules_token(None):
+        return path
+    legacy = dataset_path(symbol, interval, days, kind, data_dir=data_dir, exchange=exchange, rules=LEGACY)
+    if legacy.exists():
+        if note:
+            import sys
+
+            print(f"note: reading {legacy.name} (written before outputs carried the rules name; "
+                  f"re-run to get {path.name})", file=sys.stderr)
+        return legacy
+    return path
 
 
 def parity_path(symbol: str, interval: str, days: int, *, data_dir: Path | None = None,
-                exchange: str | None = None) -> Path:
-    """``data/<stem>_parity.json``: the backtest and paper trade lists of ``python S5/parity.py``.
+                exchange: str | None = None, rules: str | Path | None = None) -> Path:
+    """``data/<stem>__<rules>_parity.json``: the backtest and paper trade lists of ``python S5/parity.py``.
 
     >>> parity_path("BTCUSDT", "1h", 365, data_dir=Path("data")).as_posix()
-    'data/btcusdt_1h_365d_parity.json'
+    'data/btcusdt_1h_365d__rules_parity.json'
     """
     base = globals()["data_dir"](data_dir)
-    return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}_parity.json"
+    return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}{_rules_infix('signals', rules)}_parity.json"
 
 
 #: Export formats of candle datasets and their file extension (Parquet is the chained format).
@@ -180,10 +247,16 @@ def lake_path(exchange: str, market: str, symbol: str, interval: str, month: str
 
 
 def report_path(symbol: str, interval: str, days: int, name: str, ext: str = "html", *,
-                exchange: str | None = None, reports: Path | None = None) -> Path:
-    """``reports/<stem>_<name>.<ext>`` e.g. ``reports/ethusdc_1h_365d_backtest.html``."""
+                exchange: str | None = None, reports: Path | None = None, rules: str | Path | None = None) -> Path:
+    """``reports/<stem>_<name>.<ext>``; a report of a rule-derived kind (:data:`RULE_KINDS`, and
+    ``parity``) carries the rules name: ``reports/ethusdc_1h_365d__rules_backtest.html``.
+
+    >>> report_path("ETHUSDC", "1h", 365, "backtest", reports=Path("reports")).name
+    'ethusdc_1h_365d__rules_backtest.html'
+    """
     base = Path(reports) if reports is not None else reports_dir()
-    return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}_{name}.{ext}"
+    infix = _rules_infix(name if name != "parity" else "signals", rules)
+    return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}{infix}_{name}.{ext}"
 
 
 def portfolio_path(name: str, kind: str, *, data_dir: Path | None = None, reports: Path | None = None) -> Path:
@@ -385,35 +458,70 @@ class DatasetName:
     days: int
     kind: str = "candles"
     exchange: str | None = None
+    #: the rules token of a rule-derived file (``rules_ta_only``); :data:`LEGACY` (``""``) for a
+    #: rule-derived file named before the convention; None for candles / indicators / ML
+    rules: str | None = None
 
     def path(self, kind: str | None = None) -> Path:
-        return dataset_path(self.symbol, self.interval, self.days, kind or self.kind, exchange=self.exchange)
+        return dataset_path(self.symbol, self.interval, self.days, kind or self.kind, exchange=self.exchange,
+                            rules=self.rules)
 
     @property
     def label(self) -> str:
         ex = f"{self.exchange}:" if self.exchange else ""
-        return f"{ex}{self.symbol} {self.interval} {self.days}d"
+        rules = f" [{self.rules}]" if self.rules else ""
+        return f"{ex}{self.symbol} {self.interval} {self.days}d{rules}"
 
 
 _SUFFIX_TO_KIND = {suffix.lstrip("_"): kind for kind, (suffix, ext) in KINDS.items()
                    if suffix and ext == ".parquet"}
+#: the JSON dataset kinds (``_backtest.json``, ``_stress.json``), also parsed by :func:`parse_dataset_name`
+_JSON_SUFFIX_TO_KIND = {suffix.lstrip("_"): kind for kind, (suffix, ext) in KINDS.items() if ext == ".json"}
 
 
 def parse_dataset_name(name: str | Path) -> DatasetName | None:
     """Inverse of :func:`dataset_path` for Parquet datasets (None if ``name`` is not one).
 
     >>> parse_dataset_name("okx_btcusdt_1h_30d_ta.parquet")
-    DatasetName(symbol='BTCUSDT', interval='1h', days=30, kind='ta', exchange='okx')
+    DatasetName(symbol='BTCUSDT', interval='1h', days=30, kind='ta', exchange='okx', rules=None)
+    >>> parse_dataset_name("btcusdt_1h_365d__rules_ta_only_signals.parquet").rules
+    'rules_ta_only'
+    >>> parse_dataset_name("btcusdt_1h_365d_trades.parquet").rules   # the older convention
+    ''
+    >>> parse_dataset_name("btcusdt_1h_365d__rules_backtest.json").kind
+    'backtest'
     >>> parse_dataset_name("sentiment_1h.parquet") is None
     True
     """
     name = Path(name).name
-    if not name.endswith(".parquet") or name.startswith("."):
+    if name.startswith("."):
         return None
-    parts = name[: -len(".parquet")].split("_")
-    kind = "candles"
-    if parts and parts[-1] in _SUFFIX_TO_KIND:
-        kind = _SUFFIX_TO_KIND[parts.pop()]
+    if name.endswith(".parquet"):
+        stem, suffixes = name[: -len(".parquet")], _SUFFIX_TO_KIND
+    elif name.endswith(".json"):     # the JSON kinds: a name with one of their suffixes
+        stem, suffixes = name[: -len(".json")], _JSON_SUFFIX_TO_KIND
+        if stem.rsplit("_", 1)[-1] not in suffixes:
+            return None
+    else:
+        return None
+    rules: str | None = None
+    if "__" in stem:
+        stem, tail = stem.split("__", 1)
+        kind_token = tail.rsplit("_", 1)[-1] if "_" in tail else ""
+        kind = suffixes.get(kind_token)
+        if kind not in RULE_KINDS:
+            return None
+        rules = tail[: -len(kind_token) - 1]
+        if not re.fullmatch(r"[a-z0-9-]+(?:_[a-z0-9-]+)*", rules):
+            return None
+        parts = stem.split("_")
+    else:
+        parts = stem.split("_")
+        kind = "candles"
+        if parts and parts[-1] in suffixes:
+            kind = suffixes[parts.pop()]
+            if kind in RULE_KINDS:
+                rules = LEGACY
     if len(parts) not in (3, 4):
         return None
     *head, symbol, token, days = parts
@@ -424,7 +532,7 @@ def parse_dataset_name(name: str | Path) -> DatasetName | None:
         return None
     if not re.fullmatch(r"[a-z0-9]{2,30}", symbol):
         return None
-    return DatasetName(symbol.upper(), interval, int(days[:-1]), kind, head[0] if head else None)
+    return DatasetName(symbol.upper(), interval, int(days[:-1]), kind, head[0] if head else None, rules)
 
 
 # --------------------------------------------------------------------------- schema
@@ -687,14 +795,19 @@ def regenerate_command(path: Path) -> str | None:
         args = f"--symbol {ds.symbol} --interval {ds.interval} --days {ds.days}"
         return {"candles": f"python S1/historical.py{ex} {args}",
                 "ta": f"python S2/indicators.py {args}",
-                "signals": f"python S4/decision.py {args} --rules S4/rules.yaml",
+                "signals": f"python S4/decision.py {args} --rules {_rules_arg(ds.rules)}",
                 "ml": f"python S4/model.py {args}",
-                "equity": f"python S5/backtest.py {args}",
-                "trades": f"python S5/backtest.py {args}"}.get(ds.kind)
+                "equity": f"python S5/backtest.py {args} --rules {_rules_arg(ds.rules)}",
+                "trades": f"python S5/backtest.py {args} --rules {_rules_arg(ds.rules)}"}.get(ds.kind)
     m = re.fullmatch(r"sentiment_(?:[a-z0-9]+_)?([0-9]+[a-z]+)\.parquet", name)
     if m:
         return f"python S3/sentiment.py --interval {'1M' if m.group(1) == '1mo' else m.group(1)}"
     return None
+
+
+def _rules_arg(token: str | None) -> str:
+    """The ``--rules`` argument that wrote a file whose rules token is ``token`` (S4/<token>.yaml)."""
+    return DEFAULT_RULES if not token else f"S4/{token}.yaml"
 
 
 def unreadable(path: Path, exc: BaseException) -> UserError:

@@ -2,6 +2,7 @@
 any CCXT exchange with ``--exchange``), optionally exporting CSV/Feather/SQLite.
 
     python S1/historical.py --symbol ETHUSDC --interval 1h --days 365
+    python S1/historical.py --symbol BTCUSDT --interval 1h --days 90 --offline      # local simulated market
     python S1/historical.py --symbol BTCUSDT --interval 1m --days 30 --end 2024-06-01 --source archive
     python S1/historical.py --symbol BTCUSDT --interval 1h --days 365 --plan
     python S1/historical.py --exchange okx --symbol BTC/USDT --interval 1h --days 30
@@ -18,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
+from S1.options import add_offline_option
 from S1.errors import UserError
 from S1.history import SOURCES, update_dataset
 
@@ -41,6 +43,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--archive-dir", type=Path, default=None,
                    help="read local archive files (zip/csv, Binance or CryptoDataDownload layout) instead of downloading")
     p.add_argument("--plan", action="store_true", help="show what the file covers and what is missing; download nothing")
+    add_offline_option(p)
     g = p.add_argument_group("other exchanges (CCXT)")
     g.add_argument("--exchange", default="binance",
                    help="CCXT exchange id, e.g. okx, bybit, kraken (default binance: python-binance)")
@@ -65,12 +68,20 @@ def main(argv=None) -> int:
         raise UserError(f"--gzip applies to --format csv only, not {args.format}", "drop --gzip or use --format csv")
     if args.export_out is not None and args.format == "parquet" and not args.plan:
         raise UserError("--export-out needs --format csv, feather or sqlite", "add e.g. --format csv")
+    from S1.offline import offline_mode, offline_requested
+
+    offline = offline_requested(args.offline)
+    if offline and (args.source == "dukascopy" or args.exchange.strip().lower() != "binance"
+                    or args.market != "spot" or args.archive_dir is not None):
+        raise UserError("--offline serves a simulated Binance spot market only",
+                        "drop --exchange / --market / --archive-dir / --source dukascopy, or drop --offline")
     if args.source == "dukascopy":
         return _dukascopy(args)
-    summary = update_dataset(symbol=args.symbol, interval=args.interval, days=args.days, end=args.end,
-                             out=args.out, source=args.source, archive_dir=args.archive_dir, plan=args.plan,
-                             progress=not args.no_progress, exchange=args.exchange, market=args.market,
-                             price=args.price, client=args.client)
+    with offline_mode(offline, days=args.days + 30):
+        summary = update_dataset(symbol=args.symbol, interval=args.interval, days=args.days, end=args.end,
+                                 out=args.out, source=args.source, archive_dir=args.archive_dir, plan=args.plan,
+                                 progress=not args.no_progress, exchange=args.exchange, market=args.market,
+                                 price=args.price, client=args.client)
     if summary.planned:
         for line in summary.stats.notes:
             print(line)
@@ -79,7 +90,7 @@ def main(argv=None) -> int:
         print(f"note: {note}")
     if summary.listing_note:
         print(f"note: {summary.listing_note}")
-    print(summary.line())
+    print(summary.line() + (" [SIMULATED market data]" if offline else ""))
     if args.format != "parquet":
         from S1.formats import export_dataset
 

@@ -15,8 +15,14 @@ architecture test (``tests/test_architecture.py``) keeps it that way.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+#: The one line every command prints when it runs offline.
+OFFLINE_BANNER = ("offline: running against the project's local exchange on a SIMULATED market "
+                  "(not real prices; every output is labelled simulated)")
 
 
 def simulate_candles(symbol: str, interval: str, start, end):
@@ -79,3 +85,61 @@ def fast_market(symbols: list[str], *, candle_seconds: float, interval: str = "1
 def stream_url(server) -> str:
     """The ``BINANCE_WS_URL`` of a :func:`fast_market` server (once started)."""
     return f"ws://{server.host}:{server.port}"
+
+
+def offline_requested(flag: bool = False) -> bool:
+    """True when a command should run offline: ``--offline`` given, or ``OFFLINE=1`` in ``.env`` / the
+    environment (the settings' ``offline``)."""
+    if flag:
+        return True
+    from S1.settings import get_settings
+
+    try:
+        return bool(get_settings().offline)
+    except Exception:   # broken settings are reported by the command itself
+        return False
+
+
+@contextmanager
+def offline_mode(flag: bool = False, *, days: int = 395, stream_symbols: list[str] | None = None,
+                 candle_seconds: float = 60.0, quiet: bool = False) -> Iterator[dict[str, str] | None]:
+    """The ``--offline`` of every network command: when :func:`offline_requested`, start the local
+    Binance-compatible exchange on a simulated market for the duration of the ``with`` block, point this
+    process's settings at it (``BINANCE_API_URL``, archive and testnet URLs, ``SIMULATED_MARKET=1`` so
+    every output is labelled simulated) and yield that environment; otherwise yield None and change nothing.
+
+    ``stream_symbols``: also serve kline WebSocket streams for these symbols (the streamer), on a market
+    whose 1m candle closes every ``candle_seconds`` wall seconds (60: real time).
+    The environment and the settings are restored on exit.
+    """
+    if not offline_requested(flag):
+        yield None
+        return
+    from S1.settings import get_settings
+
+    if not quiet:
+        print(OFFLINE_BANNER, file=sys.stderr, flush=True)
+    if stream_symbols:
+        server = fast_market([str(s).upper() for s in stream_symbols], candle_seconds=candle_seconds)
+        server.start()
+        env = {"BINANCE_API_URL": server.api_url, "BINANCE_ARCHIVE_URL": server.url,
+               "BINANCE_TESTNET_API_URL": server.api_url, "BINANCE_WS_URL": stream_url(server),
+               "SIMULATED_MARKET": "1"}
+        stop = server.stop
+    else:
+        cm = local_market(days=days)
+        env = cm.__enter__()
+        stop = lambda: cm.__exit__(None, None, None)  # noqa: E731
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    try:
+        yield dict(env)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()
+        stop()

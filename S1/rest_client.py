@@ -232,7 +232,8 @@ class BinanceRest:
             reason = str(exc) or type(exc).__name__
             raise NetworkError(
                 f"cannot reach {self.settings.binance_api_url} ({what}: {reason}) after {attempt_no} attempts",
-                "check your connection or BINANCE_API_URL in .env; the existing file is untouched") from exc
+                "check your connection or BINANCE_API_URL in .env, or run it with --offline (OFFLINE=1 in .env) "
+                "on the local simulated market; nothing was written") from exc
 
     def _api_error(self, exc: BinanceAPIException, params: dict) -> UserError:
         symbol = params.get("symbol", "")

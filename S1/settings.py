@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     # --- Offline mode ---------------------------------------------------------------
     simulated_market: bool = Field(
         False, description="set by the offline mode: every output is labelled 'simulated'")
+    offline: bool = Field(
+        False, description="OFFLINE=1: every network command runs as with --offline (local exchange, simulated market)")
 
     # --- Logging --------------------------------------------------------------------
     log_level: str = "INFO"

@@ -3,6 +3,7 @@ exchange CCXT knows (``data/okx_<symbol>_<interval>_realtime.db``).
 
     python S1/streamer.py                                   # BTCUSDT 1m until Ctrl-C
     python S1/streamer.py --symbols BTCUSDT,ETHUSDC,SOLUSDT --interval 1m --duration 3600
+    python S1/streamer.py --symbol BTCUSDT --offline --offline-candle-seconds 1 --duration 30   # simulated market
     python S1/streamer.py --symbol ETHUSDC --stream trades --aggregate 1m
     python S1/streamer.py --exchange okx --symbols BTC/USDT,ETH/USDT --interval 1m
     python S1/streamer.py --exchange binance --market swap --symbol BTC/USDT     # USD-M perpetual, via CCXT
@@ -20,6 +21,7 @@ import json
 from pathlib import Path
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
+from S1.options import add_offline_option
 from S1.datasets import atomic_write_text
 from S1.errors import UserError
 from S1.stream_client import run_streamer
@@ -37,6 +39,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--db", type=Path, default=None,
                    help="SQLite file (default data/<first symbol>_<interval>_realtime.db)")
     p.add_argument("--duration", type=float, default=None, help="stop after SECONDS (default: until Ctrl-C)")
+    add_offline_option(p)
+    p.add_argument("--offline-candle-seconds", type=float, default=60.0, metavar="N",
+                   help="--offline: a 1m candle of the simulated market closes every N wall seconds (60: real time)")
     p.add_argument("--stream", choices=STREAMS, default="kline",
                    help="kline: the exchange's kline stream; trades: build candles from trades")
     p.add_argument("--aggregate", choices=("1m",), default=None,
@@ -137,6 +142,23 @@ def _main_books(args, symbols: list[str]):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from S1.offline import offline_mode, offline_requested
+
+    if not offline_requested(args.offline):
+        return _main(args)
+    if args.exchange.strip().lower() != "binance" or args.market != "spot" or args.client == "ccxt" \
+            or args.streams is not None:
+        raise UserError("--offline serves simulated Binance spot klines only",
+                        "drop --exchange / --market / --client ccxt / --streams, or drop --offline")
+    if not args.offline_candle_seconds > 0:
+        raise UserError("--offline-candle-seconds must be positive", "e.g. --offline-candle-seconds 1")
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else [args.symbol or "BTCUSDT"]
+    with offline_mode(True, stream_symbols=[s.replace("/", "").upper() for s in symbols],
+                      candle_seconds=args.offline_candle_seconds):
+        return _main(args, label=" [SIMULATED market data]")
+
+
+def _main(args, label: str = "") -> int:
     if args.aggregate and args.stream != "trades":
         raise UserError("--aggregate only applies to --stream trades", "add --stream trades or drop --aggregate")
     symbols = [s for s in args.symbols.split(",") if s.strip()] if args.symbols else [args.symbol or "BTCUSDT"]
@@ -168,7 +190,7 @@ def main(argv=None) -> int:
             if not existed:   # a run that failed before any row (unknown symbol, no API) leaves no empty file
                 remove_if_empty(cfg.db_path)
             raise
-    print(summary.line(), flush=True)
+    print(summary.line() + label, flush=True)
     if args.stats_json:
         atomic_write_text(args.stats_json, json.dumps(summary.as_dict(), indent=2, default=str))
     return 0

@@ -1,6 +1,7 @@
 """Save (and show, when a display exists) a PNG preview of an indicator file.
 
     python S2/preview.py --symbol ETHUSDC --interval 1h --days 365 --rows 1000
+    python S2/preview.py --symbol BTCUSDT --interval 4h --days 90 --no-show
 
 reads ``data/ethusdc_1h_365d_ta.parquet`` (made by S2/indicators.py) and writes
 ``reports/ethusdc_1h_365d_preview.png``: 1) close + SMA/EMA + Bollinger Bands,

@@ -28,3 +28,36 @@ def local_news(*, symbol: str = "BTCUSDT", days: int = 365) -> Iterator[dict[str
         yield {"NEWS_FEEDS": news.add_feed("simulated", simulated_rss(symbol=symbol, days=days))}
     finally:
         news.stop()
+
+
+@contextmanager
+def offline_news(flag: bool = False, *, days: int = 365) -> Iterator[dict[str, str] | None]:
+    """The ``--offline`` of the S3 commands: when :func:`S1.offline.offline_requested` (``--offline`` or
+    ``OFFLINE=1``), serve the simulated news feed locally for the ``with`` block, point this process's
+    settings at it (``NEWS_FEEDS``, ``SIMULATED_MARKET=1``: outputs labelled simulated) and yield that
+    environment; otherwise yield None and change nothing."""
+    import os
+    import sys
+
+    from S1.offline import OFFLINE_BANNER, offline_requested
+    from S1.settings import get_settings
+
+    if not offline_requested(flag):
+        yield None
+        return
+    print(OFFLINE_BANNER.replace("local exchange on a SIMULATED market", "local SIMULATED news feed"),
+          file=sys.stderr, flush=True)
+    with local_news(days=days) as env:
+        env = {**env, "SIMULATED_MARKET": "1"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        get_settings.cache_clear()
+        try:
+            yield dict(env)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            get_settings.cache_clear()

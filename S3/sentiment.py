@@ -34,6 +34,9 @@ def main(argv=None) -> int:
                         "asset: every tagged asset, or a list such as BTC,ETH")
     p.add_argument("--retag", action="store_true",
                    help="re-tag the stored items with the current asset dictionary (after editing aliases)")
+    from S1.options import add_offline_option
+
+    add_offline_option(p)
     args = p.parse_args(argv)
     quiet_http_logs()
     from S1.errors import UserError
@@ -50,10 +53,20 @@ def main(argv=None) -> int:
             raise UserError(f"--half-life {args.half_life!r} is not a duration", "use e.g. 6h or 90min") from exc
     if args.no_fetch and args.sources:
         raise UserError("--no-fetch and --sources contradict each other", "drop one of them")
-    specs = parse_source_specs(args.sources) if args.sources else None
-    series, run = build_sentiment(since=args.since, until=args.until, interval=args.interval, sources=specs,
-                                  fetch=not args.no_fetch, classifier=args.classifier, config=config,
-                                  out_path=args.out, per_symbol=args.per_symbol or False, retag=args.retag)
+    import pandas as pd
+
+    from S3.offline import offline_news
+
+    try:
+        days = max(1, int((pd.Timestamp.now(tz="UTC") - pd.Timestamp(args.since, tz="UTC")).days) + 1)
+    except (ValueError, TypeError):
+        days = 365       # build_sentiment reports the bad --since itself
+    with offline_news(args.offline, days=min(days, 3650)) as env:
+        sources = "rss" if env is not None and not args.sources and not args.no_fetch else args.sources
+        specs = parse_source_specs(sources) if sources else None
+        series, run = build_sentiment(since=args.since, until=args.until, interval=args.interval, sources=specs,
+                                      fetch=not args.no_fetch, classifier=args.classifier, config=config,
+                                      out_path=args.out, per_symbol=args.per_symbol or False, retag=args.retag)
     if run.ingest is not None:
         print("news sources:")
         print("\n".join(run.ingest.lines()))

@@ -1,6 +1,10 @@
 """Train the local sentiment model (TF-IDF word+char n-grams + logistic regression).
 
     python S3/train_classifier.py --labels ../shared/data/sentiment/cryptolin_dev.csv
+    python S3/train_classifier.py --labels my_labels.csv --name my_model --folds 10 --C 2.0
+
+then score with the trained model:
+
     python S3/classify.py --input news.csv --classifier local:sentiment_tfidf_lr --out out.parquet
 
 Any CSV with ``headline,label`` columns (label 1/0/-1) works. The script prints

@@ -6,9 +6,10 @@
 reads ``data/ethusdc_1h_365d_ta.parquet`` (S2), ``data/sentiment_1h.parquet`` (S3) when
 the rules read sentiment (``data/sentiment_eth_1h.parquet`` instead when S3 wrote that
 per-asset series; ``--sentiment market|asset|auto|FILE``), ``data/ethusdc_1h_365d_ml.parquet`` (S4/model.py) when they
-read ml_proba, and writes ``data/ethusdc_1h_365d_signals.parquet``: the inputs plus
+read ml_proba, and writes ``data/ethusdc_1h_365d__rules_signals.parquet`` (named after the rules file:
+``--rules S4/rules_ta_only.yaml`` writes ``…__rules_ta_only_signals.parquet``): the inputs plus
 entry, exit (bool), signal (1 buy, -1 sell, 0 hold) and rule (which rule fired),
-and a chart ``reports/ethusdc_1h_365d_signals.png``. The rule language: S4/README.md.
+and a chart ``reports/ethusdc_1h_365d__rules_signals.png``. The rule language: S4/README.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
+from S1.options import add_output_switches, add_rules_option
 from S1.errors import UserError
 
 DEFAULT_RULES = Path(__file__).resolve().with_name("rules.yaml")
@@ -27,8 +29,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--symbol", required=True, help="e.g. ETHUSDC")
     p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
     p.add_argument("--days", required=True, type=int, help="window of the S1/S2 files, e.g. 365")
-    p.add_argument("--rules", default=str(DEFAULT_RULES),
-                   help="rule file (default S4/rules.yaml; see S4/rules_ta_only.yaml, S4/rules_ml.yaml)")
+    add_rules_option(p, help="rule file (default S4/rules.yaml; see S4/rules_ta_only.yaml, S4/rules_ml.yaml); "
+                             "outputs carry its name")
     p.add_argument("--set", dest="overrides", action="append", metavar="PARAM=VALUE", default=[],
                    help="override a param of the rule file (repeatable), e.g. --set rsi_buy=35")
     p.add_argument("--sentiment", default="auto", metavar="auto|market|asset|FILE",
@@ -37,7 +39,7 @@ def build_parser() -> ArgumentParser:
                         "market, asset, or a Parquet file")
     p.add_argument("--sentiment-max-age", default=None, metavar="DURATION",
                    help="leave candles without sentiment when the last score is older than this (e.g. 1d)")
-    p.add_argument("--no-plot", action="store_true", help="do not write the PNG chart")
+    add_output_switches(p, html=False)
     add_common_args(p)
     return p
 
@@ -79,12 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if last is not None:
         state = {1: "BUY", -1: "SELL", 0: "hold"}[int(last["signal"])]
         print(f"last bar {res.frame.index[-1]}: {state}")
-    if not args.no_plot and len(res.frame):
+    if not args.no_png and len(res.frame):
         from S4.plots import save_png, signals_chart
 
         title = f"{args.symbol.upper()} {args.interval} {args.days}d -- {Path(args.rules).name}" + label
         png = save_png(signals_chart(res.frame, title=title, rules=res.rules),
-                       report_path(args.symbol, args.interval, args.days, "signals", "png"))
+                       report_path(args.symbol, args.interval, args.days, "signals", "png", rules=args.rules))
         print(f"chart: {png}")
     return 0
 

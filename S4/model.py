@@ -34,7 +34,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-iter", type=int, default=200, help="boosting iterations per fold (default 200)")
     p.add_argument("--threads", type=int, default=1,
                    help="OpenMP threads per fit (default 1: fastest on a busy machine; try 2+ on an idle one)")
-    p.add_argument("--no-plot", action="store_true", help="do not write the PNG of the folds")
+    from S1.options import add_output_switches
+
+    add_output_switches(p, html=False)
     add_common_args(p)
     return p
 
@@ -49,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = WalkForward(horizon=args.horizon, train_bars=args.train_bars, test_bars=args.test_bars,
                        max_train_bars=args.max_train_bars)
     run = train_ml(args.symbol, args.interval, args.days, plan=plan, model_params={"max_iter": args.max_iter},
-                   plot=not args.no_plot, threads=args.threads)
+                   plot=not args.no_png, threads=args.threads)
     res = run.result
     print(fold_lines(res.folds))
     o = res.overall

@@ -467,7 +467,8 @@ def build_signals(symbol: str, interval: str, days: int, rules_path: Path | str 
     }
     path = None
     if write:
-        path = write_parquet(frame, dataset_path(symbol, interval, days, "signals"), metadata=meta)
+        path = write_parquet(frame, dataset_path(symbol, interval, days, "signals", rules=rules_path),
+                             metadata=meta)
     return SignalsResult(path, frame, rules, simulated, sources, coverage, meta)
 
 

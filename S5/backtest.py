@@ -1,15 +1,15 @@
 """Backtest the S4 signals with vectorbt and write an HTML report.
 
     python S5/backtest.py --symbol ETHUSDC --interval 1h --days 365
-    python S5/backtest.py --symbol ETHUSDC --interval 1h --days 365 --fees 0.001 --slippage 0.0005 \\
-        --init-cash 10000 --risk S6/risk.yaml
-    python S5/backtest.py --symbol ETHUSDC --interval 1h --days 365 --fee-model mixed --maker-fee 0.0009 \
-        --taker-fee 0.001 --exchange-info exchange_info.json
+    python S5/backtest.py --symbol BTCUSDT --interval 1h --days 365 --rules S4/rules_ta_only.yaml
+    python S5/backtest.py --symbol ETHUSDC --interval 1h --days 365 --fee 0.001 --slippage-bps 5 --cash 10000 --risk S6/risk.yaml
 
-reads ``data/ethusdc_1h_365d_signals.parquet`` (python S4/decision.py), trades it with the risk settings
-paper trading uses (S6/risk.yaml; ``--risk none``: all in, no stops -- printed loudly) and writes
-``reports/ethusdc_1h_365d_backtest.html``, ``data/ethusdc_1h_365d_backtest.json``,
-``data/ethusdc_1h_365d_equity.parquet`` and ``data/ethusdc_1h_365d_trades.parquet``.
+reads the signals of ``--rules`` (default S4/rules.yaml): ``data/ethusdc_1h_365d__rules_signals.parquet``
+(python S4/decision.py; a file of the older name ``ethusdc_1h_365d_signals.parquet`` is read with a note),
+trades it with the risk settings paper trading uses (S6/risk.yaml; ``--risk none``: all in, no stops --
+printed loudly) and writes ``reports/ethusdc_1h_365d__rules_backtest.html``,
+``data/ethusdc_1h_365d__rules_backtest.json``, ``data/ethusdc_1h_365d__rules_equity.parquet`` and
+``data/ethusdc_1h_365d__rules_trades.parquet`` -- every output carries the rules name.
 Signals decided on a closed bar fill at the next bar's open; quantities are rounded to the symbol's LOT_SIZE and
 entries below minQty / MIN_NOTIONAL are skipped when its filters are known (--exchange-filters). See S5/README.md.
 """
@@ -19,6 +19,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
+from S1.options import (
+    add_cash_option,
+    add_fee_options,
+    add_output_switches,
+    add_risk_option,
+    add_rules_option,
+    rules_label,
+    slippage_fraction,
+)
 
 
 def build_parser() -> ArgumentParser:
@@ -26,16 +35,15 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--symbol", required=True, help="e.g. ETHUSDC")
     p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
     p.add_argument("--days", required=True, type=int, help="window of the signals file, e.g. 365")
-    p.add_argument("--fees", type=float, default=0.001, help="fee per side, fraction of the notional (0.001)")
-    p.add_argument("--slippage", type=float, default=0.0005, help="slippage per side, fraction of the price (0.0005)")
-    p.add_argument("--init-cash", type=float, default=10_000.0, help="starting equity in quote currency (10000)")
-    p.add_argument("--risk", default=None, metavar="YAML|none",
-                   help="S6 risk config: position size, stop-loss/take-profit and kill-switch, decided bar by bar "
-                        "as paper trading (S7) does (default S6/risk.yaml, what S7 uses); 'none': every entry all "
-                        "in with no stops (the vectorised signals)")
+    add_rules_option(p)
+    add_fee_options(p)
+    add_cash_option(p)
+    add_risk_option(p, help="S6 risk config: position size, stop-loss/take-profit and kill-switch, decided bar by "
+                            "bar as paper trading (S7) does (default S6/risk.yaml, what S7 uses); 'none': every "
+                            "entry all in with no stops (the vectorised signals)")
     p.add_argument("--no-stops", action="store_true",
                    help="ignore the risk config's stop-loss / take-profit (S7: --no-stops)")
-    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    add_output_switches(p, png=False)
     from S5.exchange import add_execution_args
 
     add_execution_args(p)
@@ -63,21 +71,22 @@ def _decided_options(args) -> dict | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.fees, args.slippage = args.fee, slippage_fraction(args)   # the names S5.exchange.costs_from_args reads
     from rich.console import Console
 
     from S5.backtest_lib import backtest_files, metrics_table
     from S5.exchange import costs_from_args
 
     run = backtest_files(args.symbol, args.interval, args.days, costs=costs_from_args(args),
-                         init_cash=args.init_cash, risk=args.risk, report=not args.no_report,
+                         init_cash=args.cash, risk=args.risk, report=not args.no_html,
                          exchange_filters=args.exchange_filters, exchange_info=args.exchange_info,
-                         decided_options=_decided_options(args), use_stops=not args.no_stops)
+                         decided_options=_decided_options(args), use_stops=not args.no_stops, rules_file=args.rules)
     label = " [SIMULATED market data]" if run.simulated else ""
     console = Console()
     if run.warning:
         print(f"WARNING: {run.warning}", flush=True)
-    console.print(metrics_table(run.result.metrics, title=f"{args.symbol.upper()} {args.interval} {args.days}d"
-                                f"{label}"))
+    console.print(metrics_table(run.result.metrics, title=f"{args.symbol.upper()} {args.interval} {args.days}d -- "
+                                f"{rules_label(args.rules)}{label}"))
     for trip in run.result.kill_switch:
         console.print(f"kill-switch tripped at {trip['at']}: {trip['reason']} -- {trip['detail']}")
     for path in run.paths.values():

@@ -28,6 +28,7 @@ import pandas as pd
 from S1.datasets import (
     atomic_write_text,
     dataset_path,
+    existing_dataset_path,
     normalize_symbol,
     read_metadata,
     read_parquet,
@@ -41,21 +42,26 @@ from S5.metrics import METRIC_FORMATS, format_metric, to_jsonable
 DEFAULT_RULES = "S4/rules.yaml"
 
 
-def signals_command(symbol: str, interval: str, days: int, rules: str = DEFAULT_RULES) -> str:
+def signals_command(symbol: str, interval: str, days: int, rules: str | None = DEFAULT_RULES) -> str:
     """The exact S4 command that writes the ``_signals`` file."""
     return (f"python S4/decision.py --symbol {normalize_symbol(symbol)} --interval {interval} "
-            f"--days {int(days)} --rules {rules}")
+            f"--days {int(days)} --rules {rules or DEFAULT_RULES}")
 
 
-def backtest_command(symbol: str, interval: str, days: int) -> str:
-    return f"python S5/backtest.py --symbol {normalize_symbol(symbol)} --interval {interval} --days {int(days)}"
+def backtest_command(symbol: str, interval: str, days: int, rules: str | None = None) -> str:
+    extra = f" --rules {rules}" if rules and str(rules) != DEFAULT_RULES else ""
+    return (f"python S5/backtest.py --symbol {normalize_symbol(symbol)} --interval {interval} "
+            f"--days {int(days)}{extra}")
 
 
-def load_signals(symbol: str, interval: str, days: int) -> tuple[pd.DataFrame, Path, dict[str, Any]]:
-    """The ``_signals`` frame, its path and metadata; a missing file names the S4 command."""
-    path = dataset_path(symbol, interval, days, "signals")
+def load_signals(symbol: str, interval: str, days: int, *,
+                 rules: str | Path | None = None) -> tuple[pd.DataFrame, Path, dict[str, Any]]:
+    """The ``_signals`` frame of ``rules`` (default S4/rules.yaml; a file of the older name
+    without the rules name is read with a note), its path and metadata; a missing file names the S4 command."""
+    path = existing_dataset_path(symbol, interval, days, "signals", rules=rules)
     if not path.exists():
-        raise UserError(f"{path} does not exist", f"create it first with: {signals_command(symbol, interval, days)}")
+        raise UserError(f"{path} does not exist",
+                        f"create it first with: {signals_command(symbol, interval, days, rules)}")
     frame = read_parquet(path)
     missing = [c for c in ("open", "high", "low", "close", "entry", "exit") if c not in frame.columns]
     if missing or not isinstance(frame.index, pd.DatetimeIndex):
@@ -163,7 +169,7 @@ def decided_rules(meta: dict[str, Any], frame: pd.DataFrame):
 
 def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Costs(), init_cash: float = 10_000.0,
                    risk=None, report: bool = True, write: bool = True, exchange_filters: str = "off",
-                   exchange_info=None, use_stops: bool = True,
+                   exchange_info=None, use_stops: bool = True, rules_file: str | Path | None = None,
                    decided_options: dict | None = None) -> BacktestRun:
     """Read ``_signals``, backtest, and write equity / trades / JSON / HTML.
 
@@ -182,7 +188,7 @@ def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Cost
     liquidation) and lower-timeframe stop resolution; spot refuses rule files with short rules."""
     from S5.exchange import with_filters
 
-    frame, spath, meta = load_signals(symbol, interval, days)
+    frame, spath, meta = load_signals(symbol, interval, days, rules=rules_file)
     simulated = bool(meta.get("simulated", False))
     price = float(frame["close"].iloc[-1])
     costs = with_filters(costs, symbol, mode=exchange_filters, file=exchange_info, simulated=simulated, price=price)
@@ -236,16 +242,17 @@ def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Cost
     run = BacktestRun(result, simulated, summary, warning=warning)
     if not write:
         return run
-    paths = {"equity": dataset_path(symbol, interval, days, "equity"),
-             "trades": dataset_path(symbol, interval, days, "trades"),
-             "json": dataset_path(symbol, interval, days, "backtest")}
+    paths = {"equity": dataset_path(symbol, interval, days, "equity", rules=rules_file),
+             "trades": dataset_path(symbol, interval, days, "trades", rules=rules_file),
+             "json": dataset_path(symbol, interval, days, "backtest", rules=rules_file)}
     html_text = None
     if report:
         from S5.report import backtest_html
 
-        title = f"{normalize_symbol(symbol)} {interval} {int(days)}d backtest"
+        title = (f"{normalize_symbol(symbol)} {interval} {int(days)}d backtest -- "
+                 f"{Path(str(rules_file or DEFAULT_RULES)).name}")
         html_text = backtest_html(result, title=title, simulated=simulated)
-        paths["html"] = report_path(symbol, interval, days, "backtest", "html")
+        paths["html"] = report_path(symbol, interval, days, "backtest", "html", rules=rules_file)
     file_meta = {"simulated": simulated, "kind": "backtest", "source_file": spath.name,
                  "params": to_jsonable(result.params)}
     write_parquet(equity_frame(result), paths["equity"], metadata=file_meta)

@@ -21,7 +21,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--symbol", required=True, help="e.g. ETHUSDC")
     p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
     p.add_argument("--days", required=True, type=int, help="window of the S1 file, e.g. 365")
-    p.add_argument("--rules", default="S4/rules.yaml", help="rule file (default S4/rules.yaml)")
+    from S1.options import add_rules_option
+
+    add_rules_option(p)
     p.add_argument("--cuts", type=int, default=40, help="number of truncation points (default 40)")
     p.add_argument("--recompute-ml", action="store_true",
                    help="refit S4's walk-forward ML score at every cut (slow) instead of truncating the _ml file")

@@ -13,7 +13,7 @@ stored (default ``sqlite:///data/optuna.db``) and resumes where it stopped.
 
 Walk-forward (rolling or anchored re-optimisation, each fold tested on unseen bars):
 
-    python S5/optimize.py --symbol ETHUSDC --interval 1h --days 365 --rules S4/rules.yaml \
+    python S5/optimize.py --symbol ETHUSDC --interval 1h --days 365 --rules S4/rules.yaml \\
         --walk-forward 6 --wf-test 30d [--wf-train 90d] [--wf-mode anchored] [--wf-gap 24] --trials 100
 
 writes ``reports/ethusdc_1h_365d_walkforward_<rules>.html|.json``, ``..._folds.parquet``
@@ -27,9 +27,12 @@ import sys
 from collections.abc import Sequence
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
+from S1.options import slippage_fraction
 
 
 def build_parser() -> ArgumentParser:
+    from S1.options import add_cash_option, add_fee_options, add_output_switches, add_risk_option, add_rules_option
+
     p = ArgumentParser(prog="S5/optimize.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--symbol", default=None, help="e.g. ETHUSDC (or --symbols for a portfolio)")
     p.add_argument("--symbols", default=None, help="tune on a portfolio: comma-separated, e.g. BTCUSDT,ETHUSDT "
@@ -37,7 +40,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-open", type=int, default=None, help="with --symbols: most positions open at once")
     p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
     p.add_argument("--days", required=True, type=int, help="window of the S2 file, e.g. 365")
-    p.add_argument("--rules", default="S4/rules.yaml", help="rule file with params ranges (default S4/rules.yaml)")
+    add_rules_option(p, help="rule file with params ranges (default S4/rules.yaml)")
     p.add_argument("--trials", type=int, default=200, help="total trials of the study (finished ones count; 200)")
     p.add_argument("--objective", default="sharpe", choices=["sharpe", "calmar", "sortino", "total_return"],
                    help="what to maximise on the training bars (default sharpe)")
@@ -70,11 +73,10 @@ def build_parser() -> ArgumentParser:
                    help="run N trials on top of those already stored (instead of up to the --trials total)")
     dist.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)
     dist.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--fees", type=float, default=0.001, help="fee per side (0.001)")
-    p.add_argument("--slippage", type=float, default=0.0005, help="slippage per side (0.0005)")
-    p.add_argument("--init-cash", type=float, default=10_000.0, help="starting equity (10000)")
-    p.add_argument("--risk", default=None, metavar="YAML", help="S6 risk config applied in every trial")
-    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    add_fee_options(p)
+    add_cash_option(p)
+    add_risk_option(p, allow_none=False, help="S6 risk config applied in every trial")
+    add_output_switches(p, png=False)
     from S5.exchange import add_execution_args
 
     add_execution_args(p)
@@ -95,6 +97,8 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # the one vocabulary (S1/options.py) -> the names the code below reads
+    args.fees, args.slippage, args.init_cash, args.no_report = args.fee, slippage_fraction(args), args.cash, args.no_html
     if args.symbols or args.symbol is None:  # a portfolio (or neither: one clear error there)
         from S5.portfolio_optimize import optimize_command
 

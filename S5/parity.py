@@ -7,7 +7,7 @@
 builds the S4 signals of the rule file from ``data/btcusdt_1h_365d_ta.parquet`` (S2; plus S3's
 sentiment / S4's ML scores when the rules read them), runs the S5 backtest (S4's decision function
 bar by bar) and an S7 dry-run replay of the same closed candles, writes both trade lists to
-``data/btcusdt_1h_365d_parity.json`` and prints ``N trades, M mismatches``; the exit code is 1 when
+``data/btcusdt_1h_365d__rules_parity.json`` (named after the rules file) and prints ``N trades, M mismatches``; the exit code is 1 when
 the lists differ (entry / exit times exactly, prices and quantities to 1e-9 relative). See S5/README.md.
 """
 
@@ -23,12 +23,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--symbol", required=True, help="e.g. BTCUSDT")
     p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
     p.add_argument("--days", required=True, type=int, help="window of the S1/S2 files, e.g. 365")
-    p.add_argument("--rules", default="S4/rules.yaml", help="rule file (default S4/rules.yaml)")
-    p.add_argument("--risk", default=None, metavar="YAML|none",
-                   help="S6 risk config of both sides (default S6/risk.yaml); 'none': all in, no stops")
+    from S1.options import add_cash_option, add_fee_options, add_risk_option, add_rules_option
+
+    add_rules_option(p)
+    add_risk_option(p, help="S6 risk config of both sides (default S6/risk.yaml); 'none': all in, no stops")
     p.add_argument("--no-stops", action="store_true", help="both sides ignore the stop-loss / take-profit levels")
-    p.add_argument("--fee", type=float, default=0.001, help="fee per side (0.001)")
-    p.add_argument("--init-cash", type=float, default=10_000.0, help="starting cash in the quote asset (10000)")
+    add_fee_options(p, slippage=False)
+    add_cash_option(p)
     p.add_argument("--exchange-info", default=None, metavar="FILE",
                    help="saved exchangeInfo body for the symbol's filters (default: the cache, else generic filters)")
     add_common_args(p)
@@ -37,6 +38,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.init_cash = args.cash      # the one vocabulary (S1/options.py): --cash
     from S5.parity_check import parity_files
 
     res = parity_files(args.symbol, args.interval, args.days, args.rules, risk=args.risk,

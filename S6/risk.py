@@ -54,7 +54,10 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--interval", default="1h", help="with --from-backtest (default 1h)")
     s.add_argument("--days", type=int, help="with --from-backtest")
     s.add_argument("--symbol", help="check the exchange filters of this symbol (e.g. BTCUSDT)")
-    s.add_argument("--order-type", choices=("LIMIT", "MARKET"), default="LIMIT")
+    from S1.options import ORDER_TYPES, order_type
+
+    s.add_argument("--order-type", type=order_type, choices=ORDER_TYPES, default="limit",
+                   help="order type the filters are checked for (market or limit, any case)")
     s.add_argument("--exchange-info", type=Path, metavar="FILE", help="use this exchangeInfo JSON instead of the cache/API")
     s.add_argument("--refresh", action="store_true", help="re-fetch exchangeInfo even if the cache is fresh")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -127,7 +130,7 @@ def cmd_size(args, cfg) -> int:
     elif args.symbol:
         info = load_exchange_info(file=args.exchange_info, refresh=args.refresh)
         f = symbol_filters(info, args.symbol)
-        check = f.check_order(res.size, args.price, side="BUY", order_type=args.order_type)
+        check = f.check_order(res.size, args.price, side="BUY", order_type=args.order_type.upper())
         stop = f.round_price(res.stop, direction="up") if res.stop is not None else None
         take = f.round_price(res.take_profit, direction="down") if res.take_profit is not None else None
         out["filters"] = {"symbol": f.symbol, "ok": check.ok, "reason": check.reason, "filter": check.filter,

@@ -4,8 +4,9 @@ stops gapped through. Reads the S5 trades/equity files and the S1 candle file.
     python S6/stress.py --symbol BTCUSDT --interval 1h --days 365
     python S6/stress.py --symbol BTCUSDT --interval 1h --days 365 --paths 20000 --seed 7 --ruin 0.6
 
-Writes data/<stem>_stress.json, reports/<stem>_stress.html (offline; plotly.js
-shared in the reports folder) and reports/<stem>_stress.png, each labelled
+Reads the backtest of ``--rules`` (default S4/rules.yaml) and writes data/<stem>__<rules>_stress.json,
+reports/<stem>__<rules>_stress.html (offline; plotly.js shared in the reports folder) and
+reports/<stem>__<rules>_stress.png, each labelled
 SIMULATED when the backtest or the candles came from the simulated market. The logic lives in S6.stress_lib and
 S6.stress_report.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
+from S1.options import add_output_switches, add_rules_option
 
 log = logging.getLogger("S6.stress")
 
@@ -32,9 +34,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--ruin", type=float, help="ruin = equity at or below this share of the start (default 0.5)")
     p.add_argument("--top", type=int, help="worst moves per window (default 5)")
     p.add_argument("--initial-equity", type=float, help="default: first value of the equity file")
-    p.add_argument("--config", type=Path, help="risk settings YAML (default S6/risk.yaml)")
-    p.add_argument("--no-html", action="store_true", help="skip the HTML report")
-    p.add_argument("--no-png", action="store_true", help="skip the PNG report")
+    add_rules_option(p, help="the rules whose backtest is stressed (default S4/rules.yaml)")
+    p.add_argument("--risk", dest="config", type=Path, help="risk settings YAML (default S6/risk.yaml)")
+    from S1.options import deprecated
+
+    p.add_argument("--config", dest="config", type=Path, action=deprecated("--risk"))
+    add_output_switches(p)
     return p
 
 
@@ -51,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from S1.errors import UserError
 
         raise UserError(f"--paths must be within 100..200000, got {args.paths}", "e.g. --paths 5000")
-    bt = load_backtest(args.symbol, args.interval, args.days, initial_equity=args.initial_equity)
+    bt = load_backtest(args.symbol, args.interval, args.days, initial_equity=args.initial_equity, rules=args.rules)
     cpath = dataset_path(args.symbol, args.interval, args.days)
     candles = None
     simulated = bool(get_settings().simulated_market)
@@ -63,11 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     history_command(args.symbol, args.interval, args.days))
     result = run_stress(bt, candles, config=cfg, paths=args.paths, seed=args.seed, ruin_level=args.ruin,
                         top=args.top, progress=True, simulated=simulated)
-    outputs = [write_json(result, dataset_path(args.symbol, args.interval, args.days, kind="stress"))]
+    outputs = [write_json(result, dataset_path(args.symbol, args.interval, args.days, kind="stress", rules=args.rules))]
     if not args.no_html:
-        outputs.append(write_html(result, report_path(args.symbol, args.interval, args.days, "stress", "html")))
+        outputs.append(write_html(result, report_path(args.symbol, args.interval, args.days, "stress", "html", rules=args.rules)))
     if not args.no_png:
-        outputs.append(write_png(result, report_path(args.symbol, args.interval, args.days, "stress", "png")))
+        outputs.append(write_png(result, report_path(args.symbol, args.interval, args.days, "stress", "png", rules=args.rules)))
 
     s = result.summary
     h = s["historical"]

@@ -122,7 +122,7 @@ def check_config(cfg: SessionConfig, settings: Settings) -> SessionConfig:
     if cfg.window is not None and not 30 <= cfg.window <= 5000:
         raise UserError(f"--window must be between 30 and 5000 candles, got {cfg.window}", "e.g. --window 300")
     if cfg.balance <= 0:
-        raise UserError(f"--balance must be positive, got {cfg.balance:g}", "e.g. --balance 10000")
+        raise UserError(f"--cash must be positive, got {cfg.balance:g}", "e.g. --cash 10000")
     if not 0 <= cfg.fee_rate < 0.05:
         raise UserError(f"--fee must be in [0, 0.05), got {cfg.fee_rate:g}", "e.g. --fee 0.001 (0.1 %)")
     if not 0 <= cfg.slippage_bps <= 500:

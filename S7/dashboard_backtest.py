@@ -33,11 +33,14 @@ class BacktestRef:
     exchange: str | None
     created_at: pd.Timestamp
     simulated: bool
+    #: the rules token in the file name (``rules_ta_only``); "" for a file named before that convention
+    rules: str | None = None
 
     @property
     def label(self) -> str:
         ex = f"{self.exchange}:" if self.exchange else ""
-        return (f"{ex}{self.symbol} {self.interval} {self.days}d backtest · {self.created_at:%Y-%m-%d %H:%M} UTC"
+        rules = f" [{self.rules}]" if self.rules else ""
+        return (f"{ex}{self.symbol} {self.interval} {self.days}d{rules} backtest · {self.created_at:%Y-%m-%d %H:%M} UTC"
                 + (f" · {SIMULATED_LABEL}" if self.simulated else ""))
 
 
@@ -70,9 +73,9 @@ def backtest_runs(*, data_dir: Path | None = None) -> list[BacktestRef]:
     suffix = "".join(KINDS["backtest"])
     for p in base.glob(f"*{suffix}"):
         # the JSON shares its stem with the Parquet datasets: parsed by S1, checked by the round trip
-        parsed = parse_dataset_name(p.name[: -len(suffix)] + ".parquet")
-        if parsed is None or dataset_path(parsed.symbol, parsed.interval, parsed.days, "backtest",
-                                          exchange=parsed.exchange, data_dir=base) != p:
+        parsed = parse_dataset_name(p.name)
+        if parsed is None or parsed.kind != "backtest" or dataset_path(parsed.symbol, parsed.interval, parsed.days, "backtest",
+                                          exchange=parsed.exchange, data_dir=base, rules=parsed.rules) != p:
             continue
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
@@ -81,7 +84,7 @@ def backtest_runs(*, data_dir: Path | None = None) -> list[BacktestRef]:
             continue
         created = created.tz_localize("UTC") if created.tzinfo is None else created.tz_convert("UTC")
         refs.append(BacktestRef(p, parsed.symbol, parsed.interval, parsed.days, parsed.exchange, created,
-                                bool(doc.get("simulated", False))))
+                                bool(doc.get("simulated", False)), parsed.rules))
     return sorted(refs, key=lambda r: (r.created_at, r.json_path.name), reverse=True)
 
 
@@ -92,7 +95,7 @@ def load_backtest(ref: BacktestRef) -> Backtest:
 
     def path(kind: str) -> Path:
         return dataset_path(ref.symbol, ref.interval, ref.days, kind, exchange=ref.exchange,
-                            data_dir=ref.json_path.parent)
+                            data_dir=ref.json_path.parent, rules=ref.rules)
 
     missing: list[str] = []
     equity = trades = bh = None
@@ -116,7 +119,8 @@ def load_backtest(ref: BacktestRef) -> Backtest:
             if len(px):
                 bh = (float(init) * px["close"] / float(px["open"].iloc[0])).rename("buy_and_hold")
             break
-    html = report_path(ref.symbol, ref.interval, ref.days, "backtest", "html", exchange=ref.exchange)
+    html = report_path(ref.symbol, ref.interval, ref.days, "backtest", "html", exchange=ref.exchange,
+                       rules=ref.rules)
     return Backtest(ref, summary, dict(summary.get("metrics") or {}), equity, trades, bh,
                     html if html.is_file() else None, missing)
 

@@ -4,6 +4,7 @@ explicit flag and keys -- live.
     python S7/executor.py --symbol BTCUSDT --interval 1m --rules S4/rules.yaml            # testnet
     python S7/executor.py --symbol BTCUSDT --interval 1m --rules S4/rules.yaml --dry-run  # no keys, no orders out
     python S7/executor.py --symbol BTCUSDT --interval 1h --rules S4/rules.yaml --dry-run --replay-days 7 --duration 20
+    python S7/executor.py --symbol BTCUSDT --interval 1h --offline --replay-days 7     # no internet: simulated market
     python S7/executor.py ... --order-type limit --post-only --limit-offset-bps 5 --limit-timeout-candles 2 --limit-fallback market
     python S7/executor.py ... --live --i-understand-this-trades-real-money
 
@@ -24,6 +25,15 @@ from pathlib import Path
 from typing import Sequence
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
+from S1.options import (
+    ORDER_TYPES,
+    add_cash_option,
+    add_fee_options,
+    add_offline_option,
+    add_risk_option,
+    add_rules_option,
+    order_type,
+)
 
 log = logging.getLogger("S7.executor")
 
@@ -32,7 +42,7 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python S7/executor.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--symbol", required=True, help="e.g. BTCUSDT")
     p.add_argument("--interval", default="1m", help="candle interval (default 1m)")
-    p.add_argument("--rules", type=Path, required=True, help="S4 rule file, e.g. S4/rules.yaml")
+    add_rules_option(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--testnet", dest="mode", action="store_const", const="testnet",
                       help="trade on the Binance spot testnet (default; keys in .env)")
@@ -41,6 +51,9 @@ def build_parser() -> ArgumentParser:
     mode.add_argument("--live", dest="mode", action="store_const", const="live",
                       help="REAL MONEY: needs --i-understand-this-trades-real-money and live keys")
     p.set_defaults(mode="testnet")
+    p.add_argument("--market", choices=("spot", "usdm"), default="spot",
+                   help="spot (default); usdm: Binance USD-M perpetuals -- the live loop does not trade it yet "
+                        "(dry-run replay: python -m S7.paper_replay --market usdm)")
     p.add_argument("--i-understand-this-trades-real-money", dest="real_money", action="store_true",
                    help="required with --live")
     src = p.add_argument_group("candles")
@@ -54,7 +67,7 @@ def build_parser() -> ArgumentParser:
     src.add_argument("--max-candle-age", type=float, metavar="SECONDS",
                      help="act only on candles closed less than this ago (default one interval; 0: any)")
     strat = p.add_argument_group("strategy and risk")
-    strat.add_argument("--risk-config", type=Path, help="S6 risk settings (default S6/risk.yaml)")
+    add_risk_option(strat, allow_none=False)
     strat.add_argument("--indicators", type=Path, help="S2 indicator lengths (default S2/config.yaml)")
     strat.add_argument("--window", type=int, help="closed candles kept for the indicators (default: from them)")
     flat = strat.add_mutually_exclusive_group()
@@ -65,7 +78,7 @@ def build_parser() -> ArgumentParser:
     p.set_defaults(flatten=None)
     strat.add_argument("--no-stops", action="store_true", help="no stop-loss / take-profit exits (rules only)")
     lim = p.add_argument_group("order type (see S7/README.md)")
-    lim.add_argument("--order-type", choices=("market", "limit"), default="market",
+    lim.add_argument("--order-type", type=order_type, choices=ORDER_TYPES, default="market",
                      help="market (default): MARKET orders; limit: LIMIT orders priced from the close")
     lim.add_argument("--post-only", action="store_const", const=True, default=None,
                      help="limit: LIMIT_MAKER orders, refused by the exchange (-2010) when they would cross")
@@ -80,9 +93,11 @@ def build_parser() -> ArgumentParser:
                      help="limit: send the unfilled remainder as MARKET after the timeout or a post-only "
                           "refusal (default none)")
     sim = p.add_argument_group("dry-run simulator")
-    sim.add_argument("--balance", type=float, default=10_000.0, help="starting quote balance (default 10000)")
-    sim.add_argument("--fee", type=float, default=0.001, help="commission rate (default 0.001 = 0.1 %%)")
-    sim.add_argument("--slippage-bps", type=float, default=0.0, help="MARKET fills this much worse (default 0)")
+    add_offline_option(sim)
+    add_cash_option(sim)
+    # slippage: the dry-run simulator's MARKET fills default to no slippage (its fills are the next price,
+    # which the parity and replay tests pin); S5's backtest assumes 5 bp -- same option, same unit
+    add_fee_options(sim, slippage_bps=0.0)
     sim.add_argument("--exchange-info", type=Path, metavar="FILE", help="saved exchangeInfo body for the filters")
     files = p.add_argument_group("files")
     files.add_argument("--state", type=Path, help="executor database (default data/state/s7_<mode>_<sym>_<iv>.db)")
@@ -100,12 +115,13 @@ def build_parser() -> ArgumentParser:
 def config_from_args(args):
     from S7.config import SessionConfig
 
-    return SessionConfig(symbol=args.symbol, interval=args.interval, rules=args.rules, mode=args.mode,
+    return SessionConfig(symbol=args.symbol, interval=args.interval, rules=Path(args.rules), mode=args.mode,
                          i_understand_real_money=args.real_money, source=args.source, db=args.db,
                          replay_days=args.replay_days, duration=args.duration, poll=args.poll, window=args.window,
-                         risk_config=args.risk_config, indicators_config=args.indicators, state=args.state,
+                         risk_config=Path(args.risk) if args.risk else None, indicators_config=args.indicators,
+                         state=args.state,
                          kill_switch_state=args.kill_switch_state, flatten_on_trip=args.flatten,
-                         balance=args.balance, fee_rate=args.fee, slippage_bps=args.slippage_bps,
+                         balance=args.cash, fee_rate=args.fee, slippage_bps=args.slippage_bps,
                          recv_window_ms=args.recv_window, max_candle_age_s=args.max_candle_age,
                          exchange_info=args.exchange_info, use_stops=not args.no_stops, order_log=args.order_log,
                          order_type=args.order_type, post_only=args.post_only,
@@ -139,11 +155,33 @@ async def _amain(cfg, control: Path | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.market == "usdm":
+        from S1.errors import UserError
+
+        raise UserError("the executor trades spot only: USD-M perpetuals run in the dry-run replay (no futures "
+                        "testnet client yet)", "python -m S7.paper_replay --market usdm --leverage N ... "
+                        "(see S7/README.md, USD-M perpetuals)")
     from S1.settings import get_settings
     from S7.config import check_config
 
-    cfg = check_config(config_from_args(args), get_settings())  # bad input: one line, before anything starts
-    return asyncio.run(_amain(cfg, args.control))
+    from S1.offline import offline_mode, offline_requested
+
+    if not offline_requested(args.offline):
+        cfg = check_config(config_from_args(args), get_settings())  # bad input: one line, before anything starts
+        return asyncio.run(_amain(cfg, args.control))
+    from S1.errors import UserError
+
+    if args.mode == "live":
+        raise UserError("--offline trades a simulated market: it cannot be --live", "drop --live or --offline")
+    if args.mode != "dry-run":
+        print("offline: the dry-run simulator fills the orders (no testnet without internet)", flush=True)
+        args.mode = "dry-run"
+    if args.source == "db" and args.replay_days is None:
+        args.source = "rest"          # no streamer database offline: poll the local market's REST klines
+    days = int(args.replay_days or 0) + 30
+    with offline_mode(True, days=days):
+        cfg = check_config(config_from_args(args), get_settings())
+        return asyncio.run(_amain(cfg, args.control))
 
 
 if __name__ == "__main__":

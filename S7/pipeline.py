@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
+from S1.options import add_offline_option
 from S1.datasets import dataset_path, normalize_symbol, orders_log_path, report_path, sentiment_path
 from S1.errors import UserError
 from S1.offline import local_market
@@ -59,9 +60,10 @@ def build_steps(symbol: str, interval: str, days: int, *, rules: str, sources: s
         Step("S3 sentiment", [py, "S3/sentiment.py", "--since", since, "--interval", interval,
                               "--sources", sources], [sentiment_path(interval)]),
         Step("S4 signals", [py, "S4/decision.py", *common, "--rules", rules],
-             [dataset_path(symbol, interval, days, "signals")]),
-        Step("S5 backtest", [py, "S5/backtest.py", *common],
-             [report_path(symbol, interval, days, "backtest", "html"), dataset_path(symbol, interval, days, "backtest")]),
+             [dataset_path(symbol, interval, days, "signals", rules=rules)]),
+        Step("S5 backtest", [py, "S5/backtest.py", *common, "--rules", rules],
+             [report_path(symbol, interval, days, "backtest", "html", rules=rules),
+              dataset_path(symbol, interval, days, "backtest", rules=rules)]),
         Step("S7 dry-run", [py, "S7/executor.py", "--symbol", symbol, "--interval", interval, "--rules", rules,
                             "--dry-run", "--replay-days", "60", "--duration", str(dry_run_seconds)],
              []),
@@ -95,19 +97,20 @@ def validate_args(args) -> str:
 
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python S7/pipeline.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--symbol", default="BTCUSDT")
-    p.add_argument("--interval", default="1h")
-    p.add_argument("--days", type=int, default=365)
-    p.add_argument("--rules", default="S4/rules.yaml")
-    p.add_argument("--offline", action="store_true", help="use the local simulated market even with internet")
+    p.add_argument("--symbol", default="BTCUSDT", help="e.g. BTCUSDT")
+    p.add_argument("--interval", default="1h", help="Binance interval, e.g. 1h")
+    p.add_argument("--days", type=int, default=365, help="window length in days up to now")
+    p.add_argument("--rules", default="S4/rules.yaml", help="S4 rule file; every output carries its name")
+    add_offline_option(p)
     p.add_argument("--dry-run-seconds", type=int, default=20, help="length of the S7 dry-run session")
-    p.add_argument("--skip", nargs="*", default=[], help="steps to skip, e.g. S3 S7")
+    p.add_argument("--skip", nargs="*", default=[], type=str.upper, choices=STEP_IDS, metavar="STEP",
+                   help=f"steps to skip, among {' '.join(STEP_IDS)} (e.g. --skip S3 S7)")
     add_common_args(p)
     args = p.parse_args(argv)
     symbol = validate_args(args)
     settings = get_settings()
     env = dict(os.environ)
-    offline = args.offline or not online(settings.binance_api_url)
+    offline = args.offline or settings.offline or not online(settings.binance_api_url)
     sources = "rss"
     if offline and not args.offline:
         print(f"no internet ({settings.binance_api_url} unreachable): running offline on a local simulated "

@@ -359,6 +359,7 @@ def _warm_up(engine: Engine) -> None:
 async def _loop(engine: Engine, source, cfg: SessionConfig, stop: asyncio.Event, progress) -> str:
     """Feed the source's events to the engine until the end, ``stop`` or the duration;
     returns why it stopped."""
+    from S7.heartbeat import heartbeat_line
     loop = asyncio.get_running_loop()
     why = ["end of data"]
     timer = None
@@ -378,7 +379,10 @@ async def _loop(engine: Engine, source, cfg: SessionConfig, stop: asyncio.Event,
             if isinstance(ev, PriceEvent):
                 await engine.on_price(ev.price, ev.t_ms)
             elif isinstance(ev, CandleEvent):
-                await engine.on_candle(ev.candle, ev.now_ms)
+                decision = await engine.on_candle(ev.candle, ev.now_ms)
+                if decision is not None:       # the one-line heartbeat per closed candle (S7.heartbeat)
+                    line = heartbeat_line(engine, decision, ev.candle)
+                    bar.write(line) if bar is not None else print(line, flush=True)
                 if bar is not None:
                     bar.update(1)
             if stop.is_set():

@@ -4,6 +4,7 @@ against the local simulated market and prints the session summary."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,9 @@ def test_pipeline_dry_run_offline(settings_env, tmp_path):
         r = subprocess.run([sys.executable, "S7/executor.py", *PIPELINE_ARGS], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
+    beat = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d BTCUSDT 1h close [\d,.]+ \| signal: .+ \| position [\d,.]+ \| equity ")
+    lines = [ln for ln in r.stdout.splitlines() if not beat.match(ln)]
+    assert len(r.stdout.splitlines()) - len(lines) == 168      # the heartbeat: one line per closed candle
     assert lines[0] == "S7 dry-run BTCUSDT 1h (simulated market): replayed 168 closed candles (end of data)"
     labels = [ln.split()[0] for ln in lines[1:] if not ln.startswith("  latency")]
     assert labels == ["orders", "fills", "position", "pnl", "kill-switch", "order", "state"]

@@ -80,7 +80,7 @@ def test_dataset_names():
     assert dataset_path("BTCUSDT", "1M", 30, data_dir=d).name == "btcusdt_1mo_30d.parquet"
     assert dataset_path("BTCUSDT", "1h", 30, exchange="okx", data_dir=d).name == "okx_btcusdt_1h_30d.parquet"
     assert dataset_path("BTCUSDT", "1h", 30, "backtest", data_dir=d).suffix == ".json"
-    assert report_path("ETHUSDC", "1h", 365, "backtest", reports=d).name == "ethusdc_1h_365d_backtest.html"
+    assert report_path("ETHUSDC", "1h", 365, "backtest", reports=d).name == "ethusdc_1h_365d__rules_backtest.html"
     assert realtime_db_path(["BTCUSDT", "ETHUSDC"], "1m", data_dir=d).name == "btcusdt_1m_realtime.db"
     with pytest.raises(UserError):
         dataset_path("BTCUSDT", "1h", 0)

@@ -118,7 +118,7 @@ def test_the_regenerating_command_follows_the_file_name(name, command):
     ("S2/indicators.py", ["--symbol", "BTCUSDT", "--interval", "1h", "--days", "30"], "btcusdt_1h_30d.parquet"),
     ("S1/historical.py", ["--symbol", "BTCUSDT", "--interval", "1h", "--days", "30"], "btcusdt_1h_30d.parquet"),
     ("S5/backtest.py", ["--symbol", "BTCUSDT", "--interval", "1h", "--days", "30"],
-     "btcusdt_1h_30d_signals.parquet"),
+     "btcusdt_1h_30d__rules_signals.parquet"),
 ])
 def test_scripts_on_a_damaged_input_exit_2_with_one_line(tmp_path, btc_1h, script, args, damaged):
     data = tmp_path / "data"

@@ -50,7 +50,7 @@ def test_every_file_is_a_view_named_after_its_dataset(lake):
     con = connect(lake)
     t = tables(con)
     names = set(t.loc[t["schema"] == "main", "name"])
-    assert {"btcusdt_1h_30d", "ethusdc_1h_30d", "solusdt_1h_30d", "okx_btcusdt_1h_30d", "btcusdt_1h_30d_signals",
+    assert {"btcusdt_1h_30d", "ethusdc_1h_30d", "solusdt_1h_30d", "okx_btcusdt_1h_30d", "btcusdt_1h_30d__rules_signals",
             "sentiment_1h", "candles", "datasets"} <= names
     assert ("btcusdt_1m_realtime", "kline") in set(zip(t["schema"], t["name"]))
     got = to_frame(con.sql("SELECT * FROM ethusdc_1h_30d ORDER BY open_time")).set_index("open_time")
@@ -130,9 +130,9 @@ def test_gap_report_in_sql_matches_s1(lake):
 
 
 def test_signals_join_sentiment_as_of(lake):
-    got = query("""SELECT s.open_time, s.signal, m.sentiment_score FROM btcusdt_1h_30d_signals s
+    got = query("""SELECT s.open_time, s.signal, m.sentiment_score FROM btcusdt_1h_30d__rules_signals s
                    ASOF LEFT JOIN sentiment_1h m ON s.open_time >= m.open_time ORDER BY s.open_time""", data_dir=lake)
-    sig = read_parquet(lake / "btcusdt_1h_30d_signals.parquet")
+    sig = read_parquet(lake / "btcusdt_1h_30d__rules_signals.parquet")
     sent = read_parquet(lake / "sentiment_1h.parquet")
     want = pd.merge_asof(sig[["signal"]], sent[["sentiment_score"]], left_index=True, right_index=True,
                          direction="backward")
@@ -201,7 +201,7 @@ def test_notebook_runs_top_to_bottom(tmp_path):
                      for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
-    assert "ETHUSDC" in text and "signals in btcusdt_1h_30d_signals" in text and "1440 rows ->" in text
+    assert "ETHUSDC" in text and "signals in btcusdt_1h_30d__rules_signals" in text and "1440 rows ->" in text
 
 
 def test_utc_bucket_macros_equal_date_trunc(lake):

@@ -34,11 +34,11 @@ def test_decision_command_writes_signals_and_chart(form, settings_env, btc_1h):
     proc = subprocess.run(cmd, cwd=REPO, env=_env(settings_env), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert f"btcusdt_1h_150d_signals.parquet: {len(btc_1h):,} rows" in out and "(simulated market data)" in out
+    assert f"btcusdt_1h_150d__rules_signals.parquet: {len(btc_1h):,} rows" in out and "(simulated market data)" in out
     assert "rsi_buy=35" in out and "sentiment_score known on 99.3% of the bars" in out
     df = read_parquet(dataset_path("BTCUSDT", "1h", 150, "signals"))
     assert {"entry", "exit", "signal", "rule", "sentiment_score", "rsi14"} <= set(df.columns)
-    assert (settings_env.reports_dir / "btcusdt_1h_150d_signals.png").stat().st_size > 10_000
+    assert (settings_env.reports_dir / "btcusdt_1h_150d__rules_signals.png").stat().st_size > 10_000
 
 
 def test_decision_main_in_process(settings_env, btc_1h, capsys):

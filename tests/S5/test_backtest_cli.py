@@ -118,4 +118,4 @@ def test_module_form_runs(settings_env, signals_file):
                            "90", "--no-report"], check=False, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "ethusdc_1h_90d_trades.parquet" in proc.stdout
+    assert "ethusdc_1h_90d__rules_trades.parquet" in proc.stdout

@@ -92,7 +92,7 @@ def build_data(tmp: Path) -> dict:
                                                             "simulated": True})
         # S4 + S5 with their own functions
         build_signals(*ETH, "S4/rules_ta_only.yaml")
-        run = backtest_files(*ETH)
+        run = backtest_files(*ETH, rules_file="S4/rules_ta_only.yaml")
         # the streamer's SQLite file (S1's writer), 1m candles with a gap of 2
         m1 = simulate_candles("BTCUSDT", "1m", "2024-03-01", "2024-03-01 02:00")
         m1 = m1.drop(m1.index[[10, 11]])
@@ -227,9 +227,9 @@ def test_every_section_from_the_sprints_files(full, monkeypatch, settings_env):
     assert (stream["kind"], stream["rows"], stream["gaps"], stream["missing"]) == ("stream", 118, 1, 2)
     assert stream["simulated"] == "not recorded"
     kinds = dict(zip(cov.index.get_level_values(0), cov["kind"]))
-    assert kinds["ethusdc_1h_60d_ta.parquet"] == "ta" and kinds["ethusdc_1h_60d_signals.parquet"] == "signals"
-    assert kinds["ethusdc_1h_60d_equity.parquet"] == "equity" and kinds["sentiment_1h.parquet"] == "sentiment"
-    assert cov.loc[("ethusdc_1h_60d_trades.parquet", "ETHUSDC 1h 60d"), "rows"] == full["backtest"]["metrics"][
+    assert kinds["ethusdc_1h_60d_ta.parquet"] == "ta" and kinds["ethusdc_1h_60d__rules_ta_only_signals.parquet"] == "signals"
+    assert kinds["ethusdc_1h_60d__rules_ta_only_equity.parquet"] == "equity" and kinds["sentiment_1h.parquet"] == "sentiment"
+    assert cov.loc[("ethusdc_1h_60d__rules_ta_only_trades.parquet", "ETHUSDC 1h 60d [rules_ta_only]"), "rows"] == full["backtest"]["metrics"][
         "n_trades"]
     # what explains a row first: the gap ranges beside the counts, the notes (here the stream's) before file facts
     cols = shown_columns(at, "coverage-table")
@@ -273,7 +273,7 @@ def test_every_section_from_the_sprints_files(full, monkeypatch, settings_env):
     eq = {t["name"]: t for t in eq_chart["data"]}
     np.testing.assert_allclose(values(eq["equity"]["y"]), full["equity"].to_numpy())
     assert "buy and hold" in eq and eq_chart["layout"]["annotations"][0]["text"].endswith("(simulated market): equity")
-    html = settings_env.reports_dir / "ethusdc_1h_60d_backtest.html"
+    html = settings_env.reports_dir / "ethusdc_1h_60d__rules_ta_only_backtest.html"
     assert any(f"full report: `{html}`" in c.value for c in at.caption)
     # -- paper trading: S6 state, S7 store and order log
     tripped = next(w.value for w in at.warning if "Kill-switch testnet" in w.value)
@@ -551,11 +551,11 @@ def test_coverage_table_on_its_own(full, settings_env):
     assert tuple(cov.columns) == COVERAGE_COLUMNS
     assert list(cov["kind"].iloc[:2]) == ["candles", "candles"]  # kinds in S1.datasets.KINDS order
     files = set(cov["file"])
-    assert {"ethusdc_1h_60d_ta.parquet", "ethusdc_1h_60d_signals.parquet", "ethusdc_1h_60d_equity.parquet",
-            "ethusdc_1h_60d_trades.parquet", "sentiment_1h.parquet", "btcusdt_1m_realtime.db"} <= files
+    assert {"ethusdc_1h_60d_ta.parquet", "ethusdc_1h_60d__rules_ta_only_signals.parquet", "ethusdc_1h_60d__rules_ta_only_equity.parquet",
+            "ethusdc_1h_60d__rules_ta_only_trades.parquet", "sentiment_1h.parquet", "btcusdt_1m_realtime.db"} <= files
     ta = cov.set_index("file").loc["ethusdc_1h_60d_ta.parquet"]
     assert (ta["rows"], ta["gaps"], ta["missing"], ta["simulated"]) == (1437, 1, 3, True)
-    sig = cov.set_index("file").loc["ethusdc_1h_60d_signals.parquet"]
+    sig = cov.set_index("file").loc["ethusdc_1h_60d__rules_ta_only_signals.parquet"]
     assert bool(sig["simulated"]) is True  # S4 carried the flag over
     # a temp file of an atomic write in progress is not a dataset
     (settings_env.data_dir / ".ethusdc_1h_60d.parquet.abc.tmp").write_bytes(b"partial")
@@ -580,11 +580,11 @@ def test_backtest_runs_newest_first_and_missing_files(full, settings_env):
     (settings_env.data_dir / "btcusdt_4h_60d_backtest.json").write_text(json.dumps(newer))
     (settings_env.data_dir / "notes_backtest.json").write_text("{}")  # not a dataset name: ignored
     refs = backtest_runs()
-    assert [r.json_path.name for r in refs] == ["btcusdt_4h_60d_backtest.json", "ethusdc_1h_60d_backtest.json"]
+    assert [r.json_path.name for r in refs] == ["btcusdt_4h_60d_backtest.json", "ethusdc_1h_60d__rules_ta_only_backtest.json"]
     bt = load_backtest(refs[0])
     assert bt.equity is None and bt.missing == ["btcusdt_4h_60d_equity.parquet", "btcusdt_4h_60d_trades.parquet"]
     bt = load_backtest(refs[1])
-    assert bt.html is not None and bt.html.name == "ethusdc_1h_60d_backtest.html"
+    assert bt.html is not None and bt.html.name == "ethusdc_1h_60d__rules_ta_only_backtest.html"
     # buy and hold = S5's definition: first open -> each close, from the initial cash
     sig = full["eth_ta"]
     assert bt.buy_and_hold.iloc[-1] == pytest.approx(bt.init_cash * sig["close"].iloc[-1] / sig["open"].iloc[0])

@@ -208,7 +208,7 @@ def test_sigterm_and_ctrl_c_stop_cleanly_with_a_summary(tmp_path, rules_file, si
     (["--dry-run", "--interval", "1H"], {}, "did you mean '1h'"),
     (["--dry-run", "--duration", "-5"], {}, "--duration must be a positive number"),
     (["--dry-run", "--poll", "0"], {}, "--poll must be between"),
-    (["--dry-run", "--balance", "-1"], {}, "--balance must be positive"),
+    (["--dry-run", "--cash", "-1"], {}, "--cash: -1 is not positive"),
     (["--dry-run", "--fee", "0.2"], {}, "--fee must be in [0, 0.05)"),
     (["--dry-run", "--rules", "nope.yaml"], {}, "rules file nope.yaml does not exist"),
     (["--dry-run", "--rules", "S4/rules_ml.yaml"], {}, "reads ml_proba, which the executor cannot score live"),

@@ -2,6 +2,7 @@
 
     python S1/funding.py --symbol BTCUSDT --days 365                     # -> data/btcusdt_funding.parquet
     python S1/funding.py --symbol BTCUSDT --days 30 --open-interest 1h   # + data/btcusdt_open_interest_1h.parquet
+    python S1/funding.py --symbol BTCUSDT --days 90 --offline            # simulated funding, no internet
 
 Paged (1,000 fundings per request), incremental (a re-run fetches only what is new) and atomic
 (a failed run leaves the previous file as it was). Funding times come from Binance's history
@@ -24,6 +25,9 @@ def build_parser() -> ArgumentParser:
                    help="also download open interest at this period (5m 15m 30m 1h 2h 4h 6h 12h 1d; "
                         "Binance keeps 30 days)")
     p.add_argument("--no-funding", action="store_true", help="only the open interest")
+    from S1.options import add_offline_option
+
+    add_offline_option(p)
     add_common_args(p)
     return p
 
@@ -41,6 +45,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--no-funding leaves nothing to download", "add --open-interest 1h (or drop --no-funding)")
     if args.open_interest is not None and args.open_interest not in OI_PERIODS:
         raise UserError(f"unsupported open-interest period {args.open_interest!r}", f"use one of {', '.join(OI_PERIODS)}")
+    from S1.offline import offline_mode
+
+    with offline_mode(args.offline, days=args.days + 30, futures=True):
+        return _download(args)
+
+
+def _download(args) -> int:
+    from S1.funding_history import update_funding, update_open_interest
+
     if not args.no_funding:
         r = update_funding(args.symbol, args.days)
         label = " (simulated market data)" if r.simulated else ""

@@ -40,13 +40,20 @@ def simulated_symbol_info(symbol: str, price: float) -> dict:
 
 
 @contextmanager
-def local_market(*, days: int = 395) -> Iterator[dict[str, str]]:
+def local_market(*, days: int = 395, futures: bool = False) -> Iterator[dict[str, str]]:
     """Start the local Binance-compatible server on a simulated market; yield the environment that points
     every S1/S7 client at it (``BINANCE_API_URL``, ``BINANCE_ARCHIVE_URL``, the testnet URL, and
-    ``SIMULATED_MARKET=1`` so every output is labelled simulated). The server stops on exit."""
+    ``SIMULATED_MARKET=1`` so every output is labelled simulated). The server stops on exit.
+    ``futures``: also serve the USD-M routes (klines, funding, premium index, open interest) of a
+    simulated perpetual of every symbol (``S1/funding.py --offline``)."""
     from S1.local.exchange import LocalBinance
 
-    server = LocalBinance(simulate=True, simulate_days=days).start()
+    server = LocalBinance(simulate=True, simulate_days=days)
+    if futures:
+        from S1.local.futures import LocalFutures
+
+        LocalFutures(server)
+    server.start()
     try:
         yield {"BINANCE_API_URL": server.api_url, "BINANCE_ARCHIVE_URL": server.url,
                "BINANCE_TESTNET_API_URL": server.api_url, "SIMULATED_MARKET": "1"}
@@ -102,7 +109,8 @@ def offline_requested(flag: bool = False) -> bool:
 
 @contextmanager
 def offline_mode(flag: bool = False, *, days: int = 395, stream_symbols: list[str] | None = None,
-                 candle_seconds: float = 60.0, quiet: bool = False) -> Iterator[dict[str, str] | None]:
+                 candle_seconds: float = 60.0, futures: bool = False,
+                 quiet: bool = False) -> Iterator[dict[str, str] | None]:
     """The ``--offline`` of every network command: when :func:`offline_requested`, start the local
     Binance-compatible exchange on a simulated market for the duration of the ``with`` block, point this
     process's settings at it (``BINANCE_API_URL``, archive and testnet URLs, ``SIMULATED_MARKET=1`` so
@@ -127,7 +135,7 @@ def offline_mode(flag: bool = False, *, days: int = 395, stream_symbols: list[st
                "SIMULATED_MARKET": "1"}
         stop = server.stop
     else:
-        cm = local_market(days=days)
+        cm = local_market(days=days, futures=futures)
         env = cm.__enter__()
         stop = lambda: cm.__exit__(None, None, None)  # noqa: E731
     saved = {k: os.environ.get(k) for k in env}

@@ -98,3 +98,13 @@ def test_executor_replay_offline_prints_one_heartbeat_per_candle(tmp_path):
 def test_executor_offline_refuses_live(tmp_path):
     proc = _run(["S7/executor.py", "--symbol", "BTCUSDT", "--offline", "--live"], _env(tmp_path), timeout=60)
     assert proc.returncode == 2 and "--offline" in proc.stderr
+
+
+def test_funding_offline_downloads_simulated_fundings(tmp_path):
+    from S1.datasets import funding_path, read_metadata, read_parquet
+
+    proc = _run(["S1/funding.py", "--symbol", "BTCUSDT", "--days", "20", "--offline"], _env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "simulated market data" in proc.stdout
+    path = funding_path("BTCUSDT", data_dir=tmp_path / "data")
+    assert read_metadata(path).get("simulated") is True and len(read_parquet(path)) >= 20 * 3 - 3

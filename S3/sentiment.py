@@ -1,6 +1,7 @@
 """Build the timestamped sentiment_score series: data/sentiment_<interval>.parquet.
 
     python S3/sentiment.py --since 2024-01-01 --interval 1h
+    python S3/sentiment.py --days 30 --offline                      # the local simulated news feed
     python S3/sentiment.py --since 2022-01-01 --until 2022-02-01 --sources file:headlines.csv --classifier lexicon
     python S3/sentiment.py --since 2024-06-01 --no-fetch --classifier openai
     python S3/sentiment.py --since 2024-01-01 --no-fetch --per-symbol            # + sentiment_<asset>_1h.parquet
@@ -19,7 +20,10 @@ from S3.cli_common import parser, quiet_http_logs
 
 def main(argv=None) -> int:
     p = parser("news sentiment per candle (no look-ahead)")
-    p.add_argument("--since", required=True, help="first candle, UTC (e.g. 2024-01-01)")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--since", help="first candle, UTC date (e.g. 2024-01-01)")
+    when.add_argument("--days", type=int, metavar="N",
+                      help="or: the last N days up to now, as S1/S2/S4/S5 count their window (e.g. 365)")
     p.add_argument("--until", default=None, help="last candle, UTC (default: now)")
     p.add_argument("--interval", default="1h", help="Binance interval of the candles (default 1h)")
     p.add_argument("--sources", default=None,
@@ -38,6 +42,14 @@ def main(argv=None) -> int:
 
     add_offline_option(p)
     args = p.parse_args(argv)
+    if args.days is not None:
+        import time
+
+        if args.days <= 0:
+            from S1.errors import UserError
+
+            raise UserError(f"--days must be positive, got {args.days}", "e.g. --days 365")
+        args.since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - args.days * 86400))
     quiet_http_logs()
     from S1.errors import UserError
     from S3.config import S3Config, load_config

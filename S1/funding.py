@@ -20,7 +20,7 @@ from S1.cli import ArgumentParser, add_common_args, main_entry
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="S1/funding.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--symbol", required=True, help="USDⓈ-M perpetual, e.g. BTCUSDT")
-    p.add_argument("--days", required=True, type=int, help="window up to now, e.g. 365")
+    p.add_argument("--days", type=int, default=365, help="window up to now (default 365, as S1/historical.py)")
     p.add_argument("--open-interest", metavar="PERIOD", default=None,
                    help="also download open interest at this period (5m 15m 30m 1h 2h 4h 6h 12h 1d; "
                         "Binance keeps 30 days)")

@@ -26,8 +26,8 @@ from S2.ta_io import make_ta_file
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="S2/indicators.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--symbol", required=True, help="e.g. ETHUSDC")
-    p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
-    p.add_argument("--days", required=True, type=int, help="window of the S1 file, e.g. 365")
+    p.add_argument("--interval", default="1h", help="Binance interval (default 1h, as S1/historical.py)")
+    p.add_argument("--days", type=int, default=365, help="window of the S1 file (default 365, as S1/historical.py)")
     default = DEFAULT_CONFIG_PATH.relative_to(DEFAULT_CONFIG_PATH.parents[1])
     p.add_argument("--config", default=None, help=f"YAML of indicator lengths (default {default})")
     g = p.add_argument_group("lengths (override the config file)")

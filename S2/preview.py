@@ -19,8 +19,8 @@ from S1.datasets import dataset_path, normalize_symbol, report_path
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="S2/preview.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--symbol", required=True, help="e.g. ETHUSDC")
-    p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
-    p.add_argument("--days", required=True, type=int, help="window of the file, e.g. 365")
+    p.add_argument("--interval", default="1h", help="Binance interval (default 1h, as S1/historical.py)")
+    p.add_argument("--days", type=int, default=365, help="window of the file (default 365, as S1/historical.py)")
     p.add_argument("--rows", type=int, default=1000, help="plot the last N candles (default 1000)")
     p.add_argument("--start", help="first open time to plot, UTC (YYYY-MM-DD[ HH:MM])")
     p.add_argument("--end", help="last open time to plot, UTC (a bare date includes that day)")

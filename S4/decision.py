@@ -27,8 +27,8 @@ DEFAULT_RULES = Path(__file__).resolve().with_name("rules.yaml")
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="S4/decision.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--symbol", required=True, help="e.g. ETHUSDC")
-    p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
-    p.add_argument("--days", required=True, type=int, help="window of the S1/S2 files, e.g. 365")
+    p.add_argument("--interval", default="1h", help="Binance interval (default 1h, as S1/historical.py)")
+    p.add_argument("--days", type=int, default=365, help="window of the S1/S2 files (default 365, as S1/historical.py)")
     add_rules_option(p, help="rule file (default S4/rules.yaml; see S4/rules_ta_only.yaml, S4/rules_ml.yaml); "
                              "outputs carry its name")
     p.add_argument("--set", dest="overrides", action="append", metavar="PARAM=VALUE", default=[],

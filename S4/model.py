@@ -23,8 +23,8 @@ from S1.cli import ArgumentParser, add_common_args, main_entry
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="S4/model.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--symbol", required=True, help="e.g. ETHUSDC")
-    p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
-    p.add_argument("--days", required=True, type=int, help="window of the S2 file, e.g. 365")
+    p.add_argument("--interval", default="1h", help="Binance interval (default 1h, as S1/historical.py)")
+    p.add_argument("--days", type=int, default=365, help="window of the S2 file (default 365, as S1/historical.py)")
     p.add_argument("--horizon", type=int, default=4, help="predict the sign of the next-N-bar return (default 4)")
     p.add_argument("--train-bars", type=int, default=1000,
                    help="bars before the first test block (default 1000)")

@@ -33,8 +33,8 @@ from S1.options import (
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="S5/backtest.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--symbol", required=True, help="e.g. ETHUSDC")
-    p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
-    p.add_argument("--days", required=True, type=int, help="window of the signals file, e.g. 365")
+    p.add_argument("--interval", default="1h", help="Binance interval (default 1h, as S1/historical.py)")
+    p.add_argument("--days", type=int, default=365, help="window of the signals file (default 365, as S1/historical.py)")
     add_rules_option(p)
     add_fee_options(p)
     add_cash_option(p)

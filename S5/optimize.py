@@ -38,8 +38,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--symbols", default=None, help="tune on a portfolio: comma-separated, e.g. BTCUSDT,ETHUSDT "
                    "(S5/portfolio.py's backtest on the training split is the objective; with --max-open)")
     p.add_argument("--max-open", type=int, default=None, help="with --symbols: most positions open at once")
-    p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
-    p.add_argument("--days", required=True, type=int, help="window of the S2 file, e.g. 365")
+    p.add_argument("--interval", default="1h", help="Binance interval (default 1h, as S1/historical.py)")
+    p.add_argument("--days", type=int, default=365, help="window of the S2 file (default 365, as S1/historical.py)")
     add_rules_option(p, help="rule file with params ranges (default S4/rules.yaml)")
     p.add_argument("--trials", type=int, default=200, help="total trials of the study (finished ones count; 200)")
     p.add_argument("--objective", default="sharpe", choices=["sharpe", "calmar", "sortino", "total_return"],

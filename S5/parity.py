@@ -21,8 +21,8 @@ from S1.cli import ArgumentParser, add_common_args, main_entry
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="S5/parity.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--symbol", required=True, help="e.g. BTCUSDT")
-    p.add_argument("--interval", required=True, help="Binance interval, e.g. 1h")
-    p.add_argument("--days", required=True, type=int, help="window of the S1/S2 files, e.g. 365")
+    p.add_argument("--interval", default="1h", help="Binance interval (default 1h, as S1/historical.py)")
+    p.add_argument("--days", type=int, default=365, help="window of the S1/S2 files (default 365, as S1/historical.py)")
     from S1.options import add_cash_option, add_fee_options, add_risk_option, add_rules_option
 
     add_rules_option(p)

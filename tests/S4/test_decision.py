@@ -59,7 +59,7 @@ def test_decision_main_in_process(settings_env, btc_1h, capsys):
     (["--symbol", "BTCUSDT", "--interval", "1h", "--days", "150", "--set", "rsi_buy"], "is not NAME=VALUE"),
     (["--symbol", "BTCUSDT", "--interval", "1h", "--days", "150", "--sentiment-max-age", "soon"],
      "is not a duration"),
-    (["--symbol", "BTCUSDT", "--interval", "1h"], "the following arguments are required: --days"),
+    (["--symbol", "BTCUSDT", "--interval", "1h", "--days", "x"], "argument --days: invalid int value"),
 ])
 def test_decision_bad_input_is_one_line_and_exit_2(argv, fragment, settings_env, capsys):
     try:

@@ -279,3 +279,18 @@ def test_short_rules_are_refused(sim_frames):
 
     with pytest.raises(UserError, match="short"):
         prepare_symbol(sim_frames["ETHUSDT"], load_rules("S4/rules_long_short.yaml"), symbol="X", risk=_risk())
+
+
+@pytest.mark.slow
+def test_a_dask_cluster_gives_the_sequential_result(ta_files):
+    """--scheduler tcp://...: the per-symbol preparation on a Dask cluster, the same portfolio."""
+    distributed = pytest.importorskip("distributed")
+    from S5.portfolio_files import portfolio_files
+
+    kw = dict(rules=RULES, max_open=2, write=False, exchange_filters="off")
+    seq = portfolio_files(ta_files, "1h", 90, **kw).result
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  host="127.0.0.1") as cluster:
+        got = portfolio_files(ta_files, "1h", 90, scheduler=cluster.scheduler_address, **kw).result
+    pd.testing.assert_frame_equal(seq.equity, got.equity)
+    pd.testing.assert_frame_equal(seq.trades, got.trades)

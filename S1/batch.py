@@ -44,6 +44,9 @@ def main(argv=None) -> int:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run the datasets on a Dask cluster, e.g. tcp://10.0.0.5:8786 (workers need this repo "
                         "and a shared DATA_DIR; see S1/README.md)")
+    from S1.options import add_offline_option
+
+    add_offline_option(p)
     add_common_args(p)
     args = p.parse_args(argv)
     check_scheduler(args.scheduler, args.workers)
@@ -63,8 +66,14 @@ def main(argv=None) -> int:
     jobs = [(task, [t for t in sorted_targets([*task.job.derive, *targets]) if can_derive(task.interval, t)],
              args.derive_only) for task in tasks]
     budget = get_settings().rest_weight_budget / args.workers
-    outcomes = fan_out(run_job, jobs, scheduler=args.scheduler, workers=args.workers,
-                       env={"REST_WEIGHT_BUDGET": f"{budget:.6f}"})
+    from S1.offline import offline_mode, offline_requested
+
+    if offline_requested(args.offline) and args.scheduler:
+        raise UserError("--offline runs on this machine's local simulated market, not on a Dask cluster",
+                        "drop --scheduler (use --workers N) or drop --offline")
+    with offline_mode(args.offline, days=max(int(t.days or 0) for t in tasks) + 30) as env:
+        outcomes = fan_out(run_job, jobs, scheduler=args.scheduler, workers=args.workers,
+                           env={"REST_WEIGHT_BUDGET": f"{budget:.6f}", **(env or {})})
     for task, out in zip(tasks, outcomes, strict=True):
         failed += out.status == "FAILED"
         style = "green" if out.status == "ok" else "red"

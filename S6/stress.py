@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     history_command(args.symbol, args.interval, args.days))
     result = run_stress(bt, candles, config=cfg, paths=args.paths, seed=args.seed, ruin_level=args.ruin,
                         top=args.top, progress=True, simulated=simulated)
+    result.summary["rules_file"] = Path(str(args.rules)).name     # titles name the rules file
     outputs = [write_json(result, dataset_path(args.symbol, args.interval, args.days, kind="stress", rules=args.rules))]
     if not args.no_html:
         outputs.append(write_html(result, report_path(args.symbol, args.interval, args.days, "stress", "html", rules=args.rules)))

@@ -45,6 +45,8 @@ def title(result: StressResult) -> str:
     """``Stress tests -- BTCUSDT 1h 365d (5000 paths, seed 7)`` (+ ``-- SIMULATED market data``)."""
     s = result.summary
     t = f"Stress tests -- {s['symbol']} {s['interval']} {s['days']}d ({s['paths']} paths, seed {s['seed']})"
+    if s.get("rules_file"):
+        t += f" -- {s['rules_file']}"
     return f"{t} -- {SIMULATED_LABEL}" if _sim(result) else t
 
 

@@ -108,3 +108,15 @@ def test_funding_offline_downloads_simulated_fundings(tmp_path):
     assert "simulated market data" in proc.stdout
     path = funding_path("BTCUSDT", data_dir=tmp_path / "data")
     assert read_metadata(path).get("simulated") is True and len(read_parquet(path)) >= 20 * 3 - 3
+
+
+def test_batch_offline_runs_its_history_tasks_on_the_simulated_market(tmp_path):
+    from S1.datasets import read_metadata
+
+    cfg = tmp_path / "batch.yaml"
+    cfg.write_text("defaults:\n  days: [5]\ntasks:\n  - name: one\n    mode: history\n"
+                   "    symbols: [BTCUSDT, ETHUSDT]\n    intervals: [1h]\n")
+    proc = _run(["S1/batch.py", "--config", str(cfg), "--offline", "--workers", "2"], _env(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for sym in ("btcusdt", "ethusdt"):
+        assert read_metadata(tmp_path / "data" / f"{sym}_1h_5d.parquet")["simulated"] is True

@@ -68,9 +68,16 @@ QUOTE_ASSETS = tuple(sorted((
 
 # ------------------------------------------------------------------------- commands
 def sentiment_command(interval: str, since: pd.Timestamp | None = None) -> str:
-    """The S3 command that writes ``data/sentiment_<interval>.parquet`` from ``since``."""
+    """The S3 command that writes ``data/sentiment_<interval>.parquet`` from ``since`` (with ``--offline``
+    when this run is on the simulated market: its news are the local simulated feed's)."""
     day = (since.strftime("%Y-%m-%d") if since is not None else "2024-01-01")
-    return f"python S3/sentiment.py --since {day} --interval {interval}"
+    from S1.settings import get_settings
+
+    try:
+        offline = " --offline" if get_settings().simulated_market else ""
+    except Exception:   # the command is only a hint
+        offline = ""
+    return f"python S3/sentiment.py --since {day} --interval {interval}{offline}"
 
 
 def model_command(symbol: str, interval: str, days: int) -> str:

@@ -1,6 +1,6 @@
 """Risk command line: position size, kill-switch status / reset / trip, alert test.
 
-    python S6/risk.py size --equity 10000 --price 43000 --atr 350 --method atr --risk 0.01 --k 2 --symbol BTCUSDT
+    python S6/risk.py size --equity 10000 --price 43000 --atr 350 --method atr --risk-per-trade 0.01 --k 2 --symbol BTCUSDT
     python S6/risk.py size --equity 10000 --price 43000 --method kelly --win-rate 0.55 --payoff 1.5 --n-trades 80
     python S6/risk.py status            # every kill-switch state S7 wrote (live, testnet, dry-run, replays)
     python S6/risk.py status --mode dry-run
@@ -42,7 +42,12 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--price", type=float, required=True, help="entry price")
     s.add_argument("--method", choices=("fixed", "atr", "kelly"), help="default: sizing.method of the config")
     s.add_argument("--atr", type=float, help="current ATR in price units (atr method; also sets the stop)")
-    s.add_argument("--risk", type=float, help="atr method: share of equity lost at the stop (0.01 = 1 %%)")
+    from S1.options import add_rules_option, deprecated
+
+    s.add_argument("--risk-per-trade", dest="risk", type=float,
+                   help="atr method: share of equity lost at the stop (0.01 = 1 %%)")
+    # --risk names the risk FILE everywhere else (S1/options.py): the old spelling here still works
+    s.add_argument("--risk", dest="risk", type=float, action=deprecated("--risk-per-trade"))
     s.add_argument("--k", type=float, help="stop distance in ATRs")
     s.add_argument("--stop-pct", type=float, help="fixed stop distance as a fraction of the price (instead of ATR)")
     s.add_argument("--fraction", type=float, help="fixed method: share of equity in the position")
@@ -53,6 +58,7 @@ def build_parser() -> ArgumentParser:
                    help="kelly: take win rate, payoff and count from the S5 trades of --symbol/--interval/--days")
     s.add_argument("--interval", default="1h", help="with --from-backtest (default 1h)")
     s.add_argument("--days", type=int, help="with --from-backtest")
+    add_rules_option(s, help="with --from-backtest: the rules whose S5 trades are read (default S4/rules.yaml)")
     s.add_argument("--symbol", help="check the exchange filters of this symbol (e.g. BTCUSDT)")
     from S1.options import ORDER_TYPES, order_type
 
@@ -116,7 +122,7 @@ def cmd_size(args, cfg) -> int:
 
         if not args.symbol or not args.days:
             raise UserError("--from-backtest needs --symbol, --interval and --days", "e.g. --symbol BTCUSDT --days 365")
-        bt = load_backtest(args.symbol, args.interval, args.days)
+        bt = load_backtest(args.symbol, args.interval, args.days, rules=args.rules)
         win_rate, payoff, n = kelly_stats(bt.trades["return"].to_numpy())
     res = size_position(equity=args.equity, price=args.price, config=cfg, atr=args.atr, win_rate=win_rate,
                         payoff=payoff, n_trades=n, method=method)

@@ -416,6 +416,16 @@ def _replace(obj, **kw):
     return replace(obj, **kw)
 
 
+def all_in_risk():
+    """``risk=None``'s settings as an S6 RiskConfig: all the cash, no stops, no kill-switch."""
+    from S6.config import RiskConfig
+
+    return RiskConfig().replace(sizing={"method": "fixed", "fixed_fraction": 1.0, "max_position_fraction": 1.0},
+                                stops={"take_profit_rr": None},
+                                kill_switch={"max_drawdown": None, "daily_loss_limit": None,
+                                             "max_consecutive_losses": None})
+
+
 def check_market(rules, market: str) -> None:
     """Spot trading is long only: a rule file with ``short_entry`` rules is refused there."""
     if market == "spot" and getattr(rules, "has_short", False):
@@ -423,5 +433,5 @@ def check_market(rules, market: str) -> None:
                         "cannot execute", "run it on USD-M perpetuals: --market usdm (or remove the short rules)")
 
 
-__all__ = ["DecidedPath", "MemoryKillSwitch", "RiskHooks", "atr_values", "check_market", "decided_path", "load_risk",
+__all__ = ["DecidedPath", "MemoryKillSwitch", "RiskHooks", "all_in_risk", "atr_values", "check_market", "decided_path", "load_risk",
            "risk_hooks", "rule_codes"]

@@ -114,14 +114,7 @@ def compare_trades(backtest: list[dict], paper: list[dict], *, rtol: float = RTO
     return out
 
 
-def all_in_risk():
-    """``risk=None``'s settings as an S6 RiskConfig: all the cash, no stops, no kill-switch."""
-    from S6.config import RiskConfig
-
-    return RiskConfig().replace(sizing={"method": "fixed", "fixed_fraction": 1.0, "max_position_fraction": 1.0},
-                                stops={"take_profit_rr": None},
-                                kill_switch={"max_drawdown": None, "daily_loss_limit": None,
-                                             "max_consecutive_losses": None})
+from S5.hooks import all_in_risk  # noqa: E402  (``risk=None``'s settings; defined beside the decided path)
 
 
 def _risk_yaml(cfg) -> str:

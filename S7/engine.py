@@ -56,7 +56,7 @@ from S1.errors import UserError
 from S1.intervals import interval_ms
 from S2.ta import IndicatorConfig, compute_indicators, warmup_rows
 from S2.ta import atr as atr_kernel
-from S4.decide import ENTER, EXIT, SKIP, Bar, Policy, Position, Size, decide, size_entry
+from S4.decide import ENTER, EXIT, SKIP, Bar, Policy, Position, Size, decide, size_entry, trail, trail_spec
 from S4.evaluate import condition_masks
 from S4.rules import RuleSet
 from S6.alerts import kill_switch_event, order_rejected_event
@@ -171,6 +171,11 @@ class Engine(OrderSender):
             self._min_rows = 1          # every column comes with the candles: nothing to warm up
         #: S4's decision policy: the rules' cooldown, the stops, flattening on a kill-switch trip
         self.policy = Policy.from_rules(rules, use_stops=config.use_stops, flatten_on_trip=self.flatten)
+        from S5.hooks import check_market
+
+        check_market(rules, "spot")   # short rules: USD-M only (python -m S7.paper_replay --market usdm)
+        #: the rule file's trailing stop (S4.decide.trail), moved after every candle that keeps the position
+        self._trailing = getattr(rules, "trailing_stop", None)
         self.limits = LimitManager(self, config.limit) if config.limit is not None else None
         self._now_ms: int | None = None
         #: the user-data stream (S7.user_stream.UserDataStream) when one is attached (testnet / live)
@@ -439,6 +444,8 @@ class Engine(OrderSender):
                         bars_since_exit=self._bars_since_exit(ot),
                         sizer=lambda bar: self._size(ind, equity, close))
         d.decision = action
+        if action.kind != EXIT and self._trailing is not None and pos.is_open:
+            self._trail(self._position(pos), Bar(high=row["high"], low=row["low"], close=close))
         if action.kind == EXIT:
             await self._sell(d, pos.qty, close, self._exit_text(action, pos), at)
         elif action.kind == ENTER and self.control is not None and (paused := self.control.entry_block()):
@@ -446,6 +453,10 @@ class Engine(OrderSender):
             log.info("candle %s: entry %s not taken: %s", _iso(ot), action.rule, paused)
         elif action.kind == ENTER:
             d.reason = f"entry:{action.rule}"
+            if self._trailing is not None:
+                spec = trail_spec(self._trailing, self._atr(ind))
+                self.store.set_meta(f"trail:{self.symbol}", list(spec) if spec is not None else None)
+                self.store.set_meta(f"trailing:{self.symbol}", 0)
             await self._send(d, "BUY", plain(action.size.extra["check"].qty), close, f"entry:{action.rule}", at,
                              stop_distance=action.size.stop_distance, tp_distance=action.size.tp_distance,
                              limit_price=plain(action.size.extra["check"].price) if self.cfg.limit is not None
@@ -496,8 +507,17 @@ class Engine(OrderSender):
         """The store's position as S4's decision input (levels only when stops are on)."""
         if not pos.is_open:
             return None
+        spec = self.store.get_meta(f"trail:{self.symbol}") if self._trailing is not None else None
         return Position(qty=float(pos.qty), entry_price=float(pos.entry_price or 0.0), stop=pos.stop,
-                        take_profit=pos.take_profit)
+                        take_profit=pos.take_profit, trail=tuple(spec) if spec else None,
+                        trailing=bool(spec) and bool(self.store.get_meta(f"trailing:{self.symbol}")))
+
+    def _trail(self, position: Position, bar: Bar) -> None:
+        """Move the stop after a candle that kept the position (S4's :func:`~S4.decide.trail`)."""
+        moved = trail(position, bar)
+        if moved is not position and moved.stop != position.stop:
+            self.store.set_levels(self.symbol, stop=moved.stop, take_profit=position.take_profit)
+            self.store.set_meta(f"trailing:{self.symbol}", 1)
 
     def _bars_since_exit(self, ot: int) -> int | None:
         last_exit = self.store.get_meta(f"last_exit_candle:{self.symbol}:{self.cfg.interval}")
@@ -515,8 +535,8 @@ class Engine(OrderSender):
     @staticmethod
     def _exit_text(action, pos) -> str:
         """The order's reason: the decision's (``stop_loss`` / ``take_profit`` with the level)."""
-        if action.reason == "stop_loss":
-            return f"stop_loss:{pos.stop:g}"
+        if action.reason in ("stop_loss", "trailing_stop"):
+            return f"{action.reason}:{pos.stop:g}"
         if action.reason == "take_profit":
             return f"take_profit:{pos.take_profit:g}"
         return action.reason
@@ -552,7 +572,7 @@ class Engine(OrderSender):
     async def _sell(self, d: Decision, qty: Decimal, price: float, reason: str, at) -> None:
         d.reason = reason
         # risk exits (stop-loss, kill-switch flattening) never wait for a better price
-        lim = None if reason.startswith(("stop_loss", "kill_switch")) else self.cfg.limit
+        lim = None if reason.startswith(("stop_loss", "trailing_stop", "kill_switch")) else self.cfg.limit
         px = float(lim.price(self.filters, "SELL", price)) if lim is not None else price
         check = self.filters.check_order(qty, px, side="SELL", order_type="LIMIT" if lim is not None else "MARKET")
         if not check.ok:

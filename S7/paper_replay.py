@@ -50,7 +50,7 @@ def _iso(ms: int) -> str:
 def exit_reason(order_reason: str | None) -> str:
     """The decision's exit reason of an S7 SELL order (``stop_loss:26690`` -> ``stop_loss``)."""
     r = order_reason or ""
-    for code in ("stop_loss", "take_profit", "kill_switch"):
+    for code in ("stop_loss", "trailing_stop", "take_profit", "kill_switch"):
         if r.startswith(code):
             return code
     return r

@@ -198,6 +198,22 @@ def test_long_short_parity_usdm(request, data):
 
 
 @pytest.mark.parametrize("data", ["sim", "real"])
+def test_spot_trailing_stop_parity(request, data):
+    """A long-only rule file with a trailing stop on spot: S7's engine moves the stored stop
+    after every candle as the backtest does; both exit on the same candles."""
+    from S4.rules import parse_rules
+    from S5.parity_check import run_parity
+
+    frame = request.getfixturevalue(f"{data}_frame")
+    filters = request.getfixturevalue("real_filters") if data == "real" else _generic_filters(frame)
+    rules = parse_rules("entry: {col: rsi14, op: crosses_above, value: 50}\n"
+                        "exit: {col: rsi14, op: crosses_below, value: 30}\ntrailing_stop: {atr: 1.5}\n")
+    res = run_parity(frame, rules, symbol=SYMBOL, interval="1h", risk=_risk(), filters=filters)
+    _check(res, rules_name="spot trailing stop")
+    assert "trailing_stop" in {t["exit_reason"] for t in res.backtest}
+
+
+@pytest.mark.parametrize("data", ["sim", "real"])
 def test_parity_with_stops_and_take_profits_firing(request, data):
     """Tight levels so that stop-losses and take-profits do close trades, all in, and the
     kill-switch off: both sides still agree trade for trade."""

@@ -30,6 +30,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--no-stops", action="store_true", help="both sides ignore the stop-loss / take-profit levels")
     add_fee_options(p, slippage=False)
     add_cash_option(p)
+    p.add_argument("--market", choices=("spot", "usdm"), default="spot",
+                   help="spot (long only) or usdm: USD-M perpetuals on both sides (shorts, funding, liquidation)")
+    p.add_argument("--leverage", type=float, default=1.0, help="USD-M leverage (isolated margin = notional / N)")
+    p.add_argument("--no-funding", action="store_true", help="USD-M: ignore funding (no funding file needed)")
+    p.add_argument("--maint-margin-rate", type=float, default=None,
+                   help="USD-M: the first leverage bracket's maintenance margin rate (default: S5.futures' table)")
     p.add_argument("--exchange-info", default=None, metavar="FILE",
                    help="saved exchangeInfo body for the symbol's filters (default: the cache, else generic filters)")
     add_common_args(p)
@@ -43,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     res = parity_files(args.symbol, args.interval, args.days, args.rules, risk=args.risk,
                        use_stops=not args.no_stops, fee=args.fee, init_cash=args.init_cash,
-                       exchange_info=args.exchange_info)
+                       exchange_info=args.exchange_info, market=args.market, leverage=args.leverage,
+                       funding=not args.no_funding, maint_margin_rate=args.maint_margin_rate)
     if res.warning:
         print(f"WARNING: {res.warning}", flush=True)
     for m in res.mismatches[:10]:

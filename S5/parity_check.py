@@ -217,7 +217,9 @@ def run_parity(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk=N
 
 def parity_files(symbol: str, interval: str, days: int, rules_path: str | Path, *, risk: str | Path | None = None,
                  use_stops: bool = True, fee: float = 0.001, init_cash: float = 10_000.0,
-                 exchange_info: str | Path | None = None, write: bool = True) -> ParityResult:
+                 exchange_info: str | Path | None = None, write: bool = True, market: str = "spot",
+                 leverage: float = 1.0, funding: bool = True, maint_margin_rate: float | None = None
+                 ) -> ParityResult:
     """``python S5/parity.py``: build the S4 signals frame of ``rules_path`` from the S2 /
     S3 / S4 files (nothing written), run :func:`run_parity` and write
     ``data/<stem>_parity.json``. ``risk``: default S6/risk.yaml, ``"none"``: all in."""
@@ -234,8 +236,14 @@ def parity_files(symbol: str, interval: str, days: int, rules_path: str | Path, 
             f"; {warning}" if warning else "")
     filters = resolve_filters(sym, file=exchange_info, simulated=sig.simulated,
                               price=float(frame["close"].iloc[-1]), generic=True)
+    futures = None
+    if market != "spot":      # USD-M: leverage, data/<symbol>_funding.parquet, the first bracket (S5.futures)
+        from S5.futures import decided_kwargs
+
+        futures = decided_kwargs(sym, interval, days, frame, market=market, leverage=leverage, funding=funding,
+                                 maint_margin_rate=maint_margin_rate)["futures"]
     out = run_parity(frame, sig.rules, symbol=sym, interval=interval, risk=cfg, use_stops=use_stops, filters=filters,
-                     fee=fee, init_cash=init_cash)
+                     fee=fee, init_cash=init_cash, market=market, futures=futures)
     out.warning = warning
     out.settings.update({"days": int(days), "rules_file": str(rules_path), "simulated": bool(sig.simulated),
                          "risk_file": str(risk) if risk is not None else "S6/risk.yaml"})

@@ -291,6 +291,29 @@ def market_files(settings_env):
     return settings_env
 
 
+def test_command_usdm_long_short(market_files, capsys):
+    """python S5/parity.py --market usdm: the long/short file, funding from the S1 funding file;
+    on spot the same file is refused in one line."""
+    from S1.cli import run
+    from S1.datasets import funding_path, write_parquet
+    from S5.parity import main
+
+    argv = ["--symbol", SYMBOL, "--interval", "1h", "--days", "60", "--rules", "S4/rules_long_short.yaml"]
+    assert run(main, argv) == 2
+    err = capsys.readouterr().err
+    assert "short_entry" in err and "--market usdm" in err and err.count("\n") == 1
+    assert run(main, argv + ["--market", "usdm"]) == 2                       # no funding file yet
+    assert "python S1/funding.py --symbol BTCUSDT" in capsys.readouterr().err
+    t = pd.date_range("2023-01-01", "2023-03-03", freq="8h", tz="UTC", name="funding_time")
+    write_parquet(pd.DataFrame({"funding_rate": 0.0001, "mark_price": np.nan}, index=t), funding_path(SYMBOL))
+    assert run(main, argv + ["--market", "usdm", "--leverage", "2"]) == 0
+    out = capsys.readouterr().out
+    import re
+
+    m = re.search(r"(\d+) trades, 0 mismatches", out)
+    assert m and int(m.group(1)) > 0 and "wrote" in out, out
+
+
 def test_command_writes_both_lists_and_fails_on_a_difference(market_files, capsys, monkeypatch):
     from S1.cli import run
     from S1.datasets import parity_path

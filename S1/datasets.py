@@ -458,9 +458,15 @@ class DatasetName:
     days: int
     kind: str = "candles"
     exchange: str | None = None
-    #: the rules token of a rule-derived file (``rules_ta_only``); :data:`LEGACY` (``""``) for a
-    #: rule-derived file named before the convention; None for candles / indicators / ML
+    #: the rules token of a rule-derived file (``rules_ta_only``); None for the default rules
+    #: (``S4/rules.yaml``) and for kinds not derived from rules; :data:`LEGACY` (``""``) for a
+    #: rule-derived file named before the convention
     rules: str | None = None
+
+    def __repr__(self) -> str:
+        extra = "" if self.rules is None else f", rules={self.rules!r}"
+        return (f"DatasetName(symbol={self.symbol!r}, interval={self.interval!r}, days={self.days!r}, "
+                f"kind={self.kind!r}, exchange={self.exchange!r}{extra})")
 
     def path(self, kind: str | None = None) -> Path:
         return dataset_path(self.symbol, self.interval, self.days, kind or self.kind, exchange=self.exchange,
@@ -483,7 +489,7 @@ def parse_dataset_name(name: str | Path) -> DatasetName | None:
     """Inverse of :func:`dataset_path` for Parquet datasets (None if ``name`` is not one).
 
     >>> parse_dataset_name("okx_btcusdt_1h_30d_ta.parquet")
-    DatasetName(symbol='BTCUSDT', interval='1h', days=30, kind='ta', exchange='okx', rules=None)
+    DatasetName(symbol='BTCUSDT', interval='1h', days=30, kind='ta', exchange='okx')
     >>> parse_dataset_name("btcusdt_1h_365d__rules_ta_only_signals.parquet").rules
     'rules_ta_only'
     >>> parse_dataset_name("btcusdt_1h_365d_trades.parquet").rules   # the older convention
@@ -514,6 +520,8 @@ def parse_dataset_name(name: str | Path) -> DatasetName | None:
         rules = tail[: -len(kind_token) - 1]
         if not re.fullmatch(r"[a-z0-9-]+(?:_[a-z0-9-]+)*", rules):
             return None
+        if rules == rules_token(None):
+            rules = None          # the default rules: DatasetName(..., rules=None).path() is this name
         parts = stem.split("_")
     else:
         parts = stem.split("_")

@@ -243,3 +243,30 @@ def test_command_line_choices(settings_env, tmp_path):
         decided_kwargs("BTCUSDT", "1h", 1, f, market="spot", leverage=2.0)
     with pytest.raises(UserError, match="no 1m candles"):
         decided_kwargs("BTCUSDT", "1h", 1, f, market="spot", detail="1m")
+
+
+def test_real_funding_body_paid_by_side(shared_dir):
+    """Binance's real /fapi/v1/fundingRate body (2019-10-09: -3.75 %, then +0.01 %) through S1's
+    parser: a short held across both pays the first (negative rate) and receives the second."""
+    import json
+
+    from S1.funding_history import parse_funding
+
+    body = shared_dir / "data" / "api" / "rest_usdm_funding_rate.json"
+    if not body.exists():
+        pytest.skip(f"{body} is absent")
+    funding = parse_funding(json.loads(body.read_text()), "BTCUSDT")
+    t0 = funding.index[0] - pd.Timedelta(hours=2)                      # 06:00, two hours before the first
+    n = 14
+    t = pd.date_range(t0, periods=n, freq="h", tz="UTC")
+    sig = np.zeros(n)
+    sig[0], sig[n - 2] = -1, -2                                        # short from 07:00 to 19:00
+    f = pd.DataFrame({"open": 100.0, "high": 100.0, "low": 100.0, "close": 100.0, "atr14": 1.0, "volume": sig},
+                     index=t.rename("open_time"))
+    (tr,) = run(f, futures=FuturesSpec.for_symbol("BTCUSDT", funding=funding)).decided.trades
+    assert tr["side"] == "short" and tr["entry_time"] == t[1] and tr["exit_time"] == t[n - 1]
+    rates = funding["funding_rate"].tolist()
+    assert rates == [-0.0375, 0.0001]
+    # a short pays -qty x mark x rate at each: +3.75 % of the notional (paid), then -0.01 % (received)
+    assert tr["funding"] == pytest.approx(tr["qty"] * 100.0 * (0.0375 - 0.0001), rel=1e-12)
+    assert tr["pnl"] == pytest.approx(-tr["fees"] - tr["funding"], rel=1e-12)

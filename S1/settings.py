@@ -34,6 +34,8 @@ _SECRET_FIELDS = (
     "binance_api_secret",
     "binance_testnet_api_key",
     "binance_testnet_api_secret",
+    "binance_futures_testnet_api_key",
+    "binance_futures_testnet_api_secret",
     "openai_api_key",
     "cryptopanic_token",
     "x_bearer_token",
@@ -70,6 +72,10 @@ class Settings(BaseSettings):
     binance_api_secret: SecretStr | None = None
     binance_testnet_api_key: SecretStr | None = None
     binance_testnet_api_secret: SecretStr | None = None
+    #: Binance USD-M futures testnet (S7/futures_client.py; the local test exchange in the tests)
+    binance_futures_testnet_api_url: str = "https://testnet.binancefuture.com"
+    binance_futures_testnet_api_key: SecretStr | None = None
+    binance_futures_testnet_api_secret: SecretStr | None = None
 
     # --- HTTP behaviour -----------------------------------------------------------
     http_timeout: float = Field(10.0, gt=0, description="seconds per request")

@@ -116,7 +116,7 @@ class Costs:
     >>> Costs(fees=0.5)
     Traceback (most recent call last):
     ...
-    S1.errors.UserError: fees 0.5 is out of range -- use a fraction per side from 0 to 0.05, e.g. --fees 0.001 (0.1 %)
+    S1.errors.UserError: fees 0.5 is out of range -- use a fraction per side from 0 to 0.05, e.g. --fee 0.001 (0.1 %)
     """
 
     fees: float = 0.001
@@ -133,10 +133,12 @@ class Costs:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not np.isfinite(v) \
                     or not 0 <= v <= limit:
-                flag = {"fees": "fees", "slippage": "slippage", "maker_fee": "maker-fee"}[name]
+                if name == "slippage":   # the command line takes basis points (S1/options.py)
+                    raise UserError(f"slippage {v!r} is out of range",
+                                    f"use from 0 to {limit * 1e4:g} bp per side, e.g. --slippage-bps 5 (0.05 %)")
+                flag = {"fees": "fee", "maker_fee": "maker-fee"}[name]
                 raise UserError(f"{name} {v!r} is out of range",
-                                f"use a fraction per side from 0 to {limit}, e.g. --{flag} "
-                                f"{'0.0005 (0.05 %)' if name == 'slippage' else '0.001 (0.1 %)'}")
+                                f"use a fraction per side from 0 to {limit}, e.g. --{flag} 0.001 (0.1 %)")
             object.__setattr__(self, name, float(v))
         if self.fee_model not in FEE_MODELS:
             raise UserError(f"unknown fee model {self.fee_model!r}", f"use one of {', '.join(FEE_MODELS)}")

@@ -69,14 +69,14 @@ def describe_costs(costs) -> str:
 # ----------------------------------------------------------------------------- CLI
 def add_execution_args(p) -> None:
     """``--maker-fee --taker-fee --fee-model --bnb-discount --exchange-filters --exchange-info``
-    (``--fees`` and ``--slippage`` stay where they were)."""
+    (``--fee`` and ``--slippage-bps`` come from :func:`S1.options.add_fee_options`)."""
     g = p.add_argument_group("fees and exchange filters")
     g.add_argument("--fee-model", default="taker", choices=FEE_MODELS,
                    help="taker: every fill pays the taker fee (S7 --order-type market; default); mixed: entries "
                         "and signal exits pay maker (S7 --order-type limit), stops / kill-switch / end-of-test "
                         "taker; maker: every fill pays maker (best case)")
-    g.add_argument("--taker-fee", type=float, default=None, help="taker fee per side (default: --fees)")
-    g.add_argument("--maker-fee", type=float, default=None, help="maker fee per side (default: --fees)")
+    g.add_argument("--taker-fee", type=float, default=None, help="taker fee per side (default: --fee)")
+    g.add_argument("--maker-fee", type=float, default=None, help="maker fee per side (default: --fee)")
     g.add_argument("--bnb-discount", action="store_true", help="25 %% off both fees (Binance spot, fees paid in BNB)")
     g.add_argument("--exchange-filters", default="auto", choices=FILTER_MODES,
                    help="round quantities to LOT_SIZE, skip entries below minQty / MIN_NOTIONAL. auto (default): "

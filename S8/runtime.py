@@ -120,7 +120,7 @@ class Service:
                     f"--{mode}", "--db", str(st.paths["db"]), "--state", str(st.paths["state"]),
                     "--kill-switch-state", str(st.paths["kill_switch"]), "--control", str(self.dir), *m.args]
             if m.risk_config is not None:
-                argv += ["--risk-config", str(st.paths["risk"])]
+                argv += ["--risk", str(st.paths["risk"])]
             if mode == "live":
                 argv.append("--i-understand-this-trades-real-money")
             status = st.control.status_path

@@ -135,7 +135,7 @@ def paper_command(work: Path, *, symbol: str, interval: str, use_stops: bool, ba
     cmd = [sys.executable, "-m", "S7.paper_replay", "--frame", str(work / "frame.parquet"), "--symbol", symbol,
            "--interval", interval, "--rules", str(work / "rules.yaml"), "--risk", str(work / "risk.yaml"),
            "--exchange-info", str(work / "exchange_info.json"), "--out", str(work / "paper.json"),
-           "--balance", repr(float(balance)), "--fee", repr(float(fee)), "--fee-asset", "quote",
+           "--cash", repr(float(balance)), "--fee", repr(float(fee)), "--fee-asset", "quote",
            "--state-dir", str(work / "state")]
     if futures is not None:
         cmd += ["--market", "usdm", "--leverage", repr(float(futures.leverage)),
@@ -250,7 +250,7 @@ def parity_files(symbol: str, interval: str, days: int, rules_path: str | Path, 
     if write:
         from S5.metrics import to_jsonable
 
-        path = parity_path(sym, interval, days)
+        path = parity_path(sym, interval, days, rules=rules_path)
         atomic_write_text(path, json.dumps(to_jsonable(out.as_dict()), indent=1, allow_nan=False))
         out.path = path
     return out

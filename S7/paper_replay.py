@@ -179,8 +179,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--exchange-info", required=True, type=Path, help="exchangeInfo body with the symbol's filters")
     p.add_argument("--out", required=True, type=Path, help="JSON file for the trades")
     p.add_argument("--no-stops", action="store_true", help="do not act on stop-loss / take-profit levels")
-    p.add_argument("--balance", type=float, default=10_000.0)
-    p.add_argument("--fee", type=float, default=0.001)
+    from S1.options import add_cash_option, add_fee_options
+
+    add_cash_option(p)
+    add_fee_options(p, slippage=False)
     p.add_argument("--fee-asset", choices=("quote", "received"), default="quote")
     p.add_argument("--state-dir", type=Path, default=None, help="state folder (default: a temporary one)")
     p.add_argument("--market", choices=("spot", "usdm"), default="spot",
@@ -217,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def go(state_dir: Path) -> dict:
         return asyncio.run(replay_frame(frame, symbol=args.symbol.upper(), interval=args.interval, rules=rules,
                                         risk=risk, filters=filters, state_dir=state_dir,
-                                        use_stops=not args.no_stops, balance=args.balance, fee_rate=args.fee,
+                                        use_stops=not args.no_stops, balance=args.cash, fee_rate=args.fee,
                                         fee_asset=args.fee_asset, market=args.market, futures=futures))
 
     if args.state_dir is not None:

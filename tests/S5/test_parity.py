@@ -323,8 +323,8 @@ def test_command_writes_both_lists_and_fails_on_a_difference(market_files, capsy
     argv = ["--symbol", SYMBOL, "--interval", "1h", "--days", "60", "--rules", "S4/rules_ta_only.yaml"]
     assert run(main, argv) == 0
     out = capsys.readouterr().out
-    path = parity_path(SYMBOL, "1h", 60)
-    assert path.name == "btcusdt_1h_60d_parity.json" and path.exists()
+    path = parity_path(SYMBOL, "1h", 60, rules="S4/rules_ta_only.yaml")
+    assert path.name == "btcusdt_1h_60d__rules_ta_only_parity.json" and path.exists()
     doc = json.loads(path.read_text())
     n = len(doc["backtest"])
     assert n > 0 and compare_ok(doc)
@@ -361,7 +361,7 @@ def test_module_form_with_risk_none_is_loud(market_files):
                           capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "WARNING: RISK OFF: --risk none" in proc.stdout and " 0 mismatches" in proc.stdout
-    doc = json.loads((market_files.data_dir / "btcusdt_1h_60d_parity.json").read_text())
+    doc = json.loads((market_files.data_dir / "btcusdt_1h_60d__rules_ta_only_parity.json").read_text())
     assert doc["risk_warning"].startswith("RISK OFF") and doc["settings"]["stops"] is False
 
 

@@ -80,7 +80,7 @@ def start_postgres(tmp: Path) -> tuple[Postgres | None, str]:
     if r.returncode != 0:
         return None, f"initdb failed: {r.stderr.strip()[:200]}"
     port = free_port()
-    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
+    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
     r = subprocess.run([pg_ctl, "-D", str(datadir), "-o", opts, "-l", str(tmp / "pg.log"), "-w", "start"],
                        user=as_user, capture_output=True, text=True)
     if r.returncode != 0:

@@ -159,8 +159,8 @@ def test_remove_if_empty_keeps_a_database_with_rows(tmp_path):
 # ------------------------------------------------------------------ S7/pipeline.py
 @pytest.mark.parametrize("args, needle", [
     (["--rules", "no/such/rules.yaml"], "does not exist"),
-    (["--skip", "S9"], "--skip S9: unknown step"),
-    (["--skip", "history"], "unknown step"),
+    (["--skip", "S9"], "argument --skip: invalid choice: 'S9'"),
+    (["--skip", "history"], "invalid choice: 'HISTORY'"),
     (["--days", "-1"], "--days must be from 1"),
     (["--days", "100000000"], "--days must be from 1"),
     (["--dry-run-seconds", "0"], "--dry-run-seconds must be from 1"),

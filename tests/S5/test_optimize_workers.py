@@ -44,7 +44,7 @@ def market(settings_env, sim_ta):
 
 def _args(storage: str, study: str, trials: int, *extra: str) -> list[str]:
     return ["--symbol", "ETHUSDC", "--interval", "1h", "--days", "90", "--rules", RULES, "--trials", str(trials),
-            "--min-trades", "3", "--storage", storage, "--study", study, "--no-report", *extra]
+            "--min-trades", "3", "--storage", storage, "--study", study, "--no-html", *extra]
 
 
 def _cli(env, args, **kw) -> subprocess.CompletedProcess:
@@ -52,8 +52,17 @@ def _cli(env, args, **kw) -> subprocess.CompletedProcess:
                           text=True, timeout=600, **kw)
 
 
+_STORAGES: dict[str, object] = {}
+
+
 def _study(storage: str, name: str):
-    return optuna.load_study(study_name=name, storage=storage)
+    """The study through one storage object per URL (a new RDBStorage per call would open a new
+    connection pool each time and exhaust the server's connections in the polling loops below)."""
+    from S5.trial_loop import open_storage
+
+    if storage not in _STORAGES:
+        _STORAGES[storage] = open_storage(storage, heartbeat=1)
+    return optuna.load_study(study_name=name, storage=_STORAGES[storage])
 
 
 def _check_budget(study, n: int) -> list:
@@ -120,9 +129,7 @@ def test_a_killed_workers_running_trial_is_failed_and_the_study_continues(postgr
     (killed,) = left
     done = _cli(market, args)  # a second worker on the same study
     assert done.returncode == 0, done.stderr[-2000:]
-    from S5.trial_loop import open_storage
-
-    study = optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=1))
+    study = _study(storage, name)
 
     def killed_state():
         optuna.storages.fail_stale_trials(study)  # grace period: 2 x --heartbeat after the last beat

@@ -357,9 +357,16 @@ def test_optimiser_and_walk_forward_read_inputs_through_s4s_loader(settings_env,
         return real(*a, **k)
 
     monkeypatch.setattr(sig, "load_rule_inputs", spy)
+    # a rule file that reads sentiment and trades often (the demo's S4/rules.yaml may trade too rarely on
+    # 2,000 bars for three trials to reach a trade: what is tested here is the loader, not the strategy)
+    rules = settings_env.data_dir.parent / "sentiment_rsi.yaml"
+    rules.write_text("params:\n  lvl: {value: 50, low: 45, high: 55, step: 1}\n"
+                     "entry:\n  - name: rsi_up\n    all:\n      - {col: rsi14, op: crosses_above, param: lvl}\n"
+                     "      - {col: sentiment_score, op: '>', value: -2}\n"
+                     "exit:\n  - {name: rsi_down, col: rsi14, op: crosses_below, param: lvl}\n")
     cfg = OptimizeConfig(n_trials=3, min_trades=1)
-    opt = optimize_files("BTCUSDT", "1h", 100, "S4/rules.yaml", config=cfg, progress=False, report=False)
-    wf = walkforward_files("BTCUSDT", "1h", 100, "S4/rules.yaml", config=cfg, wf=WalkForwardConfig(n_folds=2),
+    opt = optimize_files("BTCUSDT", "1h", 100, rules, config=cfg, progress=False, report=False)
+    wf = walkforward_files("BTCUSDT", "1h", 100, rules, config=cfg, wf=WalkForwardConfig(n_folds=2),
                            progress=False, report=False, memory=True)
     assert calls == [("BTCUSDT", "1h", 100)] * 2
     for run_ in (opt, wf):

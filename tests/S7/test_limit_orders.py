@@ -322,7 +322,7 @@ def test_dry_run_and_test_exchange_give_the_same_fills_on_the_same_path(texchang
     (["--order-type", "limit", "--limit-timeout", "0"], "--limit-timeout must be more than 0"),
     (["--order-type", "limit", "--limit-timeout-candles", "0"], "--limit-timeout-candles must be in 1..1000"),
     (["--order-type", "limit", "--limit-offset-bps", "5000"], "--limit-offset-bps must be in [-500, 1000]"),
-    (["--order-type", "stop"], "invalid choice: 'stop'"),
+    (["--order-type", "stop"], "invalid order type 'stop' (choose from market, limit)"),
     (["--order-type", "limit", "--limit-fallback", "twap"], "invalid choice: 'twap'"),
 ])
 def test_bad_limit_options_are_one_line_exit_2(tmp_path, settings_env, capsys, args, needle):

@@ -43,7 +43,7 @@ from S1.orderbook import APPLIED, GAP, REFETCH, SYNCED, BookError, LocalBook, pa
 from S1.rest_client import BinanceRest
 from S1.settings import Settings, get_settings
 from S1.stream_config import MAX_STREAMS, _Attempt, backoff
-from S1.stream_connection import WsSessions
+from S1.stream_connection import WsSessions, run_until_stopped
 
 try:  # orjson comes with ccxt; plain json otherwise
     from orjson import loads as _loads
@@ -252,7 +252,6 @@ class BookStreamer(WsSessions):
             self._stop_event.set()
         self._need = {s: asyncio.Event() for s in self.books}
         fatal: BaseException | None = None
-        tasks: list[asyncio.Task] = []
         try:
             async with BinanceRest(self.settings) as api:
                 self.api = api
@@ -274,22 +273,11 @@ class BookStreamer(WsSessions):
                 named += [(f"snapshot-{s}", self._snapshot_loop(s)) for s in self.books]
                 if self.books and cfg.book_every:
                     named.append(("recorder", self._record_loop()))
-                tasks = [asyncio.create_task(c, name=n) for n, c in named]
-                timer = (asyncio.get_running_loop().call_later(cfg.duration, self.stop, "duration reached")
-                         if cfg.duration else None)
-                waiter = asyncio.create_task(self._stop_event.wait())
-                done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
-                if timer is not None:
-                    timer.cancel()
-                for t in done:
-                    if t is not waiter and not t.cancelled() and t.exception() is not None:
-                        fatal = t.exception()
-                        self.stop_reason = self.stop_reason or f"error: {fatal}"
-                waiter.cancel()
+                fatal = await run_until_stopped(named, stop_event=self._stop_event, duration=cfg.duration,
+                                                on_duration=self.stop)
+                if fatal is not None:
+                    self.stop_reason = self.stop_reason or f"error: {fatal}"
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             if self.store is not None:
                 try:
                     self.flush()

@@ -21,6 +21,7 @@ from S1.ccxt_stream import _taps, resolve_markets
 from S1.errors import NetworkError
 from S1.settings import Settings, get_settings
 from S1.stream_config import _Attempt, backoff
+from S1.stream_connection import run_until_stopped
 
 log = logging.getLogger("S1.streamer")
 
@@ -88,7 +89,6 @@ class CcxtBookStreamer:
         ex.toolkit_on_connected = self._on_connected
         self._net_error, self._nonce_error = ccxt.NetworkError, ccxt.InvalidNonce
         fatal: BaseException | None = None
-        tasks: list[asyncio.Task] = []
         try:
             await ex.load_markets()
             unified = {f: ex.market(g)["symbol"] for f, g in self.markets_in.items()}
@@ -105,22 +105,11 @@ class CcxtBookStreamer:
             if "depth" in cfg.streams and cfg.book_every:
                 named.append(("recorder", self._record_loop()))
             named.append(("writer", self._flush_loop()))
-            tasks = [asyncio.create_task(c, name=n) for n, c in named]
-            timer = (asyncio.get_running_loop().call_later(cfg.duration, self.stop, "duration reached")
-                     if cfg.duration else None)
-            waiter = asyncio.create_task(self._stop_event.wait())
-            done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
-            if timer is not None:
-                timer.cancel()
-            for t in done:
-                if t is not waiter and not t.cancelled() and t.exception() is not None:
-                    fatal = t.exception()
-                    self.stop_reason = self.stop_reason or f"error: {fatal}"
-            waiter.cancel()
+            fatal = await run_until_stopped(named, stop_event=self._stop_event, duration=cfg.duration,
+                                            on_duration=self.stop)
+            if fatal is not None:
+                self.stop_reason = self.stop_reason or f"error: {fatal}"
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             try:
                 self._flush()
             finally:

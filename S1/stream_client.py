@@ -70,7 +70,7 @@ from S1.intervals import floor_ms, ms_to_ts, next_open_ms
 from S1.rest_client import BinanceRest
 from S1.settings import Settings, get_settings
 from S1.stream_config import STREAMS, TRADE_STREAMS, StreamConfig, _Attempt, backoff
-from S1.stream_connection import WsSessions
+from S1.stream_connection import WsSessions, run_until_stopped
 from S1.stream_stats import StreamStats, StreamSummary
 from S1.stream_store import KlineStore, rows_from_klines
 from S1.stream_writer import BatchWriter
@@ -153,7 +153,6 @@ class KlineStreamer(WsSessions):
                                   stats=self.stats, clock_offset=lambda: self._offset_ms)
         self.writer.open()  # a bad --db fails here, before any network
         fatal: BaseException | None = None
-        tasks: list[asyncio.Task] = []
         try:
             async with self._open_rest() as api:
                 self.api = api
@@ -169,26 +168,15 @@ class KlineStreamer(WsSessions):
                 stopped.cancel()
                 startup.result()
                 self._backfill_needed.set()
-                tasks = [asyncio.create_task(c, name=n) for n, c in (
-                    ("writer", self.writer.run()), ("connection", self._connection_loop()),
-                    ("backfill", self._backfill_loop()), ("status", self._status_loop()))]
+                named = [("writer", self.writer.run()), ("connection", self._connection_loop()),
+                         ("backfill", self._backfill_loop()), ("status", self._status_loop())]
                 if self._aggs:
-                    tasks.append(asyncio.create_task(self._trade_clock_loop(), name="trade-clock"))
-                timer = (asyncio.get_running_loop().call_later(cfg.duration, self.stop, "duration reached")
-                         if cfg.duration else None)
-                waiter = asyncio.create_task(self._stop_event.wait())
-                done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
-                if timer is not None:
-                    timer.cancel()
-                for t in done:
-                    if t is not waiter and not t.cancelled() and t.exception() is not None:
-                        fatal = t.exception()
-                        self.stop_reason = self.stop_reason or f"error: {fatal}"
-                waiter.cancel()
+                    named.append(("trade-clock", self._trade_clock_loop()))
+                fatal = await run_until_stopped(named, stop_event=self._stop_event, duration=cfg.duration,
+                                                on_duration=self.stop)
+                if fatal is not None:
+                    self.stop_reason = self.stop_reason or f"error: {fatal}"
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             if cfg.write_in_progress:
                 for agg in self._aggs.values():
                     if (row := agg.current_row()) is not None:

@@ -128,6 +128,29 @@ class WsSessions:
         raise _ConnectFailed(f"connection ended before any data ({reason})")
 
 
+async def run_until_stopped(named, *, stop_event: asyncio.Event, duration: float | None,
+                            on_duration) -> BaseException | None:
+    """Run the ``(name, coroutine)`` pairs as tasks until ``stop_event`` is set, ``duration`` seconds
+    pass (``on_duration("duration reached")`` is called, which should set the event) or one task fails;
+    then cancel and await every task. Returns the first failure (None on a clean stop). The one task
+    lifetime of every streamer (klines, books, the CCXT book streamer)."""
+    tasks = [asyncio.create_task(c, name=n) for n, c in named]
+    timer = (asyncio.get_running_loop().call_later(duration, on_duration, "duration reached")
+             if duration else None)
+    waiter = asyncio.create_task(stop_event.wait())
+    try:
+        done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+        return next((t.exception() for t in done
+                     if t is not waiter and not t.cancelled() and t.exception() is not None), None)
+    finally:
+        if timer is not None:
+            timer.cancel()
+        waiter.cancel()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(waiter, *tasks, return_exceptions=True)
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionClosed):
         rcvd = exc.rcvd

@@ -20,7 +20,7 @@ _EXPORTS = {
     "decide": "S4.evaluate", "Decision": "S4.evaluate", "Signals": "S4.evaluate",
     "build_signals": "S4.signals", "signals_frame": "S4.signals", "join_sentiment": "S4.signals",
     "join_ml": "S4.signals",
-    "WalkForward": "S4.model_lib", "train_ml": "S4.model_lib", "ml_scores": "S4.model_lib",
+    "WalkForward": "S4.ml_score", "train_ml": "S4.ml_score", "ml_scores": "S4.ml_score",
 }
 
 __all__ = [

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
-from S1.options import add_output_switches, add_rules_option
 from S1.errors import UserError
+from S1.options import add_output_switches, add_rules_option
 
 DEFAULT_RULES = Path(__file__).resolve().with_name("rules.yaml")
 

@@ -44,7 +44,7 @@ def build_parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from S1.errors import UserError
-    from S4.model_lib import WalkForward, fold_lines, train_ml
+    from S4.ml_score import WalkForward, fold_lines, train_ml
 
     if args.max_iter < 1 or args.max_iter > 5000:
         raise UserError(f"--max-iter {args.max_iter} is out of range", "use 1..5000, e.g. --max-iter 200")

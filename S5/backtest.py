@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.fees, args.slippage = args.fee, slippage_fraction(args)   # the names S5.exchange.costs_from_args reads
     from rich.console import Console
 
-    from S5.backtest_lib import backtest_files, metrics_table
+    from S5.backtest_files import backtest_files, metrics_table
     from S5.exchange import costs_from_args
 
     run = backtest_files(args.symbol, args.interval, args.days, costs=costs_from_args(args),

@@ -13,7 +13,7 @@ What is recomputed at each cut (the first ``c`` bars are kept):
 - the indicators (``indicators(candles[:c])``, default S2's :func:`~S2.ta.add_indicators`),
   plus the higher-timeframe columns the rules read (``rsi14_4h`` ...: resampled from the
   truncated candles, :func:`S2.informative.ensure_informative`);
-- the ML score when ``ml_fn`` is given (e.g. S4's walk-forward, :func:`S4.model_lib.ml_scores`),
+- the ML score when ``ml_fn`` is given (e.g. S4's walk-forward, :func:`S4.ml_score.ml_scores`),
   otherwise the ``ml`` frame truncated at the last kept bar is used as an input;
 - the sentiment join (S4's as-of join) on the sentiment rows published at or before
   the **open** of the last kept bar -- S4's contract is that bar t sees sentiment as
@@ -265,7 +265,7 @@ def lookahead_files(symbol: str, interval: str, days: int, rules_path: str, *, c
     if rules.uses_ml:
         mp = dataset_path(symbol, interval, days, "ml")
         if recompute_ml:
-            from S4.model_lib import WalkForward, ml_frame, ml_scores
+            from S4.ml_score import WalkForward, ml_frame, ml_scores
 
             plan_d = read_metadata(mp).get("plan") if mp.exists() else None
             plan = WalkForward(**plan_d) if plan_d else WalkForward()

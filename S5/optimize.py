@@ -17,7 +17,7 @@ Walk-forward (rolling or anchored re-optimisation, each fold tested on unseen ba
         --walk-forward 6 --wf-test 30d [--wf-train 90d] [--wf-mode anchored] [--wf-gap 24] --trials 100
 
 writes ``reports/ethusdc_1h_365d_walkforward_<rules>.html|.json``, ``..._folds.parquet``
-and ``..._equity.parquet`` (see S5/walkforward_lib.py). See S5/README.md.
+and ``..._equity.parquet`` (see S5/walkforward_files.py). See S5/README.md.
 """
 
 from __future__ import annotations
@@ -31,7 +31,13 @@ from S1.options import slippage_fraction
 
 
 def build_parser() -> ArgumentParser:
-    from S1.options import add_cash_option, add_fee_options, add_output_switches, add_risk_option, add_rules_option
+    from S1.options import (
+        add_cash_option,
+        add_fee_options,
+        add_output_switches,
+        add_risk_option,
+        add_rules_option,
+    )
 
     p = ArgumentParser(prog="S5/optimize.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--symbol", default=None, help="e.g. ETHUSDC (or --symbols for a portfolio)")
@@ -110,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from S5.exchange import costs_from_args, peek_market, with_filters
     from S5.hooks import load_risk
     from S5.metrics import format_metric
-    from S5.optimize_lib import OptimizeConfig, optimize_files, redact_url
+    from S5.optimizer import OptimizeConfig, optimize_files, redact_url
     from S5.trial_loop import wait_workers
 
     wf = _walk_forward_config(args)
@@ -175,7 +181,7 @@ def _prepare_study(args, config):
     from dataclasses import replace
 
     from S1.errors import UserError
-    from S5.optimize_lib import default_storage, default_study_name, delete_stored_study, finished_trials
+    from S5.optimizer import default_storage, default_study_name, delete_stored_study, finished_trials
 
     if args.worker_only:
         return config
@@ -219,7 +225,7 @@ def _start_workers(args, argv, n_trials: int) -> list:
 def _walk_forward_config(args):
     """The walk-forward settings, checked before any data is read (None: a plain split)."""
     from S1.errors import UserError
-    from S5.walkforward import WalkForwardConfig
+    from S5.walkforward_search import WalkForwardConfig
 
     extra = [opt for opt, v in (("--wf-mode", args.wf_mode), ("--wf-train", args.wf_train),
                                 ("--wf-test", args.wf_test), ("--wf-gap", args.wf_gap)) if v is not None]
@@ -240,8 +246,8 @@ def _walk_forward(args, config, wf) -> int:
     from rich.table import Table
 
     from S5.metrics import format_metric
-    from S5.optimize_lib import REPORT_METRICS, redact_url
-    from S5.walkforward_lib import FOLD_METRICS, walkforward_files
+    from S5.optimizer import REPORT_METRICS, redact_url
+    from S5.walkforward_files import FOLD_METRICS, walkforward_files
 
     run = walkforward_files(args.symbol, args.interval, args.days, args.rules, config=config, wf=wf,
                             storage=args.storage, study_name=args.study_name, report=not args.no_report)

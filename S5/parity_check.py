@@ -225,7 +225,7 @@ def parity_files(symbol: str, interval: str, days: int, rules_path: str | Path, 
     ``data/<stem>_parity.json``. ``risk``: default S6/risk.yaml, ``"none"``: all in."""
     from S1.datasets import atomic_write_text, normalize_symbol, parity_path
     from S4.signals import build_signals
-    from S5.backtest_lib import resolve_filters, risk_choice
+    from S5.backtest_files import resolve_filters, risk_choice
 
     sym = normalize_symbol(symbol)
     sig = build_signals(sym, interval, days, rules_path, write=False)

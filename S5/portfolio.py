@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rich.console import Console
 
-    from S5.backtest_lib import metrics_table
+    from S5.backtest_files import metrics_table
     from S5.exchange import costs_from_args
     from S5.portfolio_files import portfolio_files
 

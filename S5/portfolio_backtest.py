@@ -192,7 +192,19 @@ def run_portfolio(inputs: list[SymbolInputs], *, risk, interval: str, max_open: 
                   fee_buffer: float = 0.003) -> PortfolioResult:
     """The portfolio loop (see the module docstring) over prepared symbols."""
     from S1.intervals import interval_ms
-    from S4.decide import ENTER, EXIT, SKIP, Bar, Policy, Position, decide, levels, size_entry, trail, trail_spec
+    from S4.decide import (
+        ENTER,
+        EXIT,
+        SKIP,
+        Bar,
+        Policy,
+        Position,
+        decide,
+        levels,
+        size_entry,
+        trail,
+        trail_spec,
+    )
     from S5.hooks import MemoryKillSwitch, _kill_switch_enabled, load_risk
 
     cfg = load_risk(risk)

@@ -93,7 +93,7 @@ class PrepareJob:
 def prepare_job(job: PrepareJob) -> SymbolInputs:
     """Read the symbol's rule inputs (:func:`S4.signals.load_rule_inputs`), compute its arrays."""
     from S4.signals import load_rule_inputs
-    from S5.backtest_lib import resolve_filters
+    from S5.backtest_files import resolve_filters
 
     inp = load_rule_inputs(job.symbol, job.interval, job.days, job.rules, params=job.params or None)
     frame = inp.frame
@@ -141,7 +141,7 @@ def portfolio_files(symbols, interval: str, days: int, *, rules: str | Path = "S
                     write: bool = True) -> PortfolioRun:
     """Prepare every symbol, run the portfolio, write its files (see the module docstring).
     ``risk``: default ``S6/risk.yaml`` (what S7 trades with), a file or a RiskConfig."""
-    from S5.backtest_lib import risk_choice
+    from S5.backtest_files import risk_choice
     from S5.metrics import to_jsonable
 
     syms = parse_symbols(symbols)

@@ -6,8 +6,8 @@ of the symbols' bar times. Every symbol's rules are evaluated on its training ro
 rows are not passed in) and the portfolio starts flat with the whole cash. The best params are
 then reported on the test split (rules evaluated on all rows -- they are causal -- the portfolio
 started flat at the split time), next to the rule file's own params. The single-symbol search
-(:func:`S5.optimize_lib.optimize`) is unchanged; this module reuses its settings
-(:class:`~S5.optimize_lib.OptimizeConfig`: objective, trials, train share, min trades, seed,
+(:func:`S5.optimizer.optimize`) is unchanged; this module reuses its settings
+(:class:`~S5.optimizer.OptimizeConfig`: objective, trials, train share, min trades, seed,
 costs, init cash, risk) and sampler.
 """
 
@@ -74,7 +74,7 @@ def _search(objective, config, *, storage=None, study_name=None, progress=False,
 def _objective_fn(run, config):
     import optuna
 
-    from S5.optimize_lib import objective_value
+    from S5.optimizer import objective_value
 
     def objective(trial) -> float:
         res = run(trial)
@@ -103,7 +103,7 @@ def optimize_portfolio(frames: dict[str, pd.DataFrame], rules, *, interval: str,
                         "give params ranges, e.g. rsi_buy: {value: 30, low: 20, high: 40}")
     risk = load_risk(config.risk)
     if risk is None:
-        from S5.backtest_lib import DEFAULT_RISK
+        from S5.backtest_files import DEFAULT_RISK
 
         risk = load_risk(DEFAULT_RISK)
     filters = filters or {}
@@ -142,12 +142,12 @@ class PortfolioWalkForward:
 
 def walk_forward_portfolio(frames: dict[str, pd.DataFrame], rules, *, interval: str, max_open: int, config, wf,
                            rank_lookback: int = 24, filters: dict | None = None) -> PortfolioWalkForward:
-    """Walk-forward on a portfolio: ``wf`` (:class:`S5.walkforward.WalkForwardConfig`) plans
+    """Walk-forward on a portfolio: ``wf`` (:class:`S5.walkforward_search.WalkForwardConfig`) plans
     the folds on the union of the symbols' bar times; fold ``k`` searches on its train window
     (rules evaluated on the rows before the window's end, the portfolio started flat at its
     start), then runs the chosen params once on its test window (rows up to the window's end),
     started flat with the equity the previous test window ended with (the test windows
-    compound, as :func:`S5.walkforward.stitch` chains them)."""
+    compound, as :func:`S5.walkforward_search.stitch` chains them)."""
     from S5 import metrics as M
     from S5.bars import bars_per_year
     from S5.hooks import load_risk
@@ -158,7 +158,7 @@ def walk_forward_portfolio(frames: dict[str, pd.DataFrame], rules, *, interval: 
                         "give params ranges, e.g. rsi_buy: {value: 30, low: 20, high: 40}")
     risk = load_risk(config.risk)
     if risk is None:
-        from S5.backtest_lib import DEFAULT_RISK
+        from S5.backtest_files import DEFAULT_RISK
 
         risk = load_risk(DEFAULT_RISK)
     filters = filters or {}
@@ -216,7 +216,7 @@ def optimize_command(args) -> int:
     from S5.exchange import costs_from_args
     from S5.hooks import load_risk
     from S5.metrics import format_metric, to_jsonable
-    from S5.optimize_lib import OptimizeConfig
+    from S5.optimizer import OptimizeConfig
     from S5.portfolio_files import parse_symbols
 
     if not args.symbols:
@@ -237,7 +237,7 @@ def optimize_command(args) -> int:
                             init_cash=args.init_cash, risk=load_risk(args.risk), sampler=args.sampler)
     name = "_".join(s.lower() for s in syms[:4]) + (f"_{len(syms)}" if len(syms) > 4 else "")
     if getattr(args, "walk_forward", None) is not None:
-        from S5.walkforward import WalkForwardConfig
+        from S5.walkforward_search import WalkForwardConfig
 
         wf = WalkForwardConfig(n_folds=args.walk_forward, mode=args.wf_mode or "rolling", train=args.wf_train,
                                test=args.wf_test, gap=0 if args.wf_gap is None else args.wf_gap,

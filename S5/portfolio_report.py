@@ -6,10 +6,9 @@ the symbols' bar returns, the metrics and the trades."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from S1.report_page import figure_div, html_page, table_html
-from S5.metrics import format_metric, METRIC_FORMATS
+from S5.metrics import METRIC_FORMATS, format_metric
 from S5.portfolio_backtest import PortfolioResult, contributions
 
 

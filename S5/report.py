@@ -343,7 +343,7 @@ def _stats_html(trades: pd.DataFrame) -> str:
 
 def backtest_html(result, *, title: str, simulated: bool, standalone: bool | None = None,
                   folder: Path | None = None) -> str:
-    """The whole backtest report page (written by :mod:`S5.backtest_lib` in the reports folder)."""
+    """The whole backtest report page (written by :mod:`S5.backtest_files` in the reports folder)."""
     rules_file = (result.params or {}).get("rules_file")
     if rules_file and Path(str(rules_file)).name not in title:
         title = f"{title}: {Path(str(rules_file)).name}"

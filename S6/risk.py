@@ -118,7 +118,7 @@ def cmd_size(args, cfg) -> int:
     method = args.method or cfg.sizing.method
     win_rate, payoff, n = args.win_rate, args.payoff, args.n_trades
     if method == "kelly" and args.from_backtest:
-        from S6.stress_lib import load_backtest
+        from S6.stress_analysis import load_backtest
 
         if not args.symbol or not args.days:
             raise UserError("--from-backtest needs --symbol, --interval and --days", "e.g. --symbol BTCUSDT --days 365")

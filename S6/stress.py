@@ -7,7 +7,7 @@ stops gapped through. Reads the S5 trades/equity files and the S1 candle file.
 Reads the backtest of ``--rules`` (default S4/rules.yaml) and writes data/<stem>__<rules>_stress.json,
 reports/<stem>__<rules>_stress.html (offline; plotly.js shared in the reports folder) and
 reports/<stem>__<rules>_stress.png, each labelled
-SIMULATED when the backtest or the candles came from the simulated market. The logic lives in S6.stress_lib and
+SIMULATED when the backtest or the candles came from the simulated market. The logic lives in S6.stress_analysis and
 S6.stress_report.
 """
 
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from S1.datasets import dataset_path, history_command, read_candles, read_metadata, report_path
     from S1.settings import get_settings
     from S6.config import RiskConfig
-    from S6.stress_lib import load_backtest, run_stress
+    from S6.stress_analysis import load_backtest, run_stress
     from S6.stress_report import summary_rows, write_html, write_json, write_png
 
     cfg = RiskConfig.load(args.config)

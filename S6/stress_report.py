@@ -1,4 +1,4 @@
-"""Reports of :func:`S6.stress_lib.run_stress`: JSON summary, HTML (plotly, through
+"""Reports of :func:`S6.stress_analysis.run_stress`: JSON summary, HTML (plotly, through
 the shared page builder :func:`S1.report_page.html_page`: plotly.js loaded once per
 reports folder, works offline) and PNG (matplotlib). Every file is written
 atomically (temp file + rename), so a failed run never leaves half a report.
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from S6.stress_lib import StressResult
+from S6.stress_analysis import StressResult
 
 BANDS = (5, 25, 50, 75, 95)
 

@@ -82,7 +82,7 @@ def commands(symbol: str = DEFAULT_MARKET[0], interval: str = DEFAULT_MARKET[1],
     'python S4/decision.py --symbol ETHUSDC --interval 4h --days 90 --rules S4/rules.yaml'
     """
     from S4.signals import sentiment_command
-    from S5.backtest_lib import backtest_command, signals_command
+    from S5.backtest_files import backtest_command, signals_command
 
     s, d = normalize_symbol(symbol), int(days)
     since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=d)

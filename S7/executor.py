@@ -161,10 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("the executor trades spot only: USD-M perpetuals run in the dry-run replay (no futures "
                         "testnet client yet)", "python -m S7.paper_replay --market usdm --leverage N ... "
                         "(see S7/README.md, USD-M perpetuals)")
+    from S1.offline import offline_mode, offline_requested
     from S1.settings import get_settings
     from S7.config import check_config
-
-    from S1.offline import offline_mode, offline_requested
 
     if not offline_requested(args.offline):
         cfg = check_config(config_from_args(args), get_settings())  # bad input: one line, before anything starts

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
-from S1.options import add_offline_option
 from S1.datasets import dataset_path, normalize_symbol, orders_log_path, report_path, sentiment_path
 from S1.errors import UserError
 from S1.offline import local_market
+from S1.options import add_offline_option
 from S1.settings import get_settings
 from S3.offline import local_news
 

@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from S1.datasets import atomic_write_text, portfolio_path
     from S4.signals import load_rule_inputs
-    from S5.backtest_lib import DEFAULT_RISK, resolve_filters
+    from S5.backtest_files import DEFAULT_RISK, resolve_filters
     from S5.hooks import load_risk
     from S5.portfolio_files import parse_symbols, rules_map
     from S7.paper_replay import scratch_dir

@@ -15,9 +15,9 @@ Targets of the issue, each measured and printed with its ratio:
    empty ``NUMBA_CACHE_DIR`` (every kernel compiled: what caching saves).
 2. **warm in-process backtest** -- :func:`S5.engine.run_backtest` on the signals
    frame, <= 0.3 s (plain, and with S6/risk.yaml: ATR sizing, stops, kill-switch).
-3. **200 Optuna trials** -- :func:`S5.optimize_lib.optimize` with a SQLite study
+3. **200 Optuna trials** -- :func:`S5.optimizer.optimize` with a SQLite study
    (as the CLI does), <= 60 s; the whole ``python S5/optimize.py`` run is printed too.
-4. **walk-forward** -- :func:`S5.walkforward.walk_forward` with 5 rolling folds and
+4. **walk-forward** -- :func:`S5.walkforward_search.walk_forward` with 5 rolling folds and
    ``trials / 5`` trials per fold (the same 200 trials in total, SQLite studies),
    against the single split of 3. (Not a target of the issue: printed so the cost of re-optimising per
    fold is known; the per-fold backtests and the stitching are the overhead).
@@ -175,7 +175,7 @@ def bench_warm(frames: dict, repeat: int) -> dict:
         filt += t1(lambda: run_backtest(sig, interval=INTERVAL, costs=exch))
     with_risk = t(lambda: run_backtest(sig, interval=INTERVAL, costs=Costs(), risk=risk))
     res = run_backtest(sig, interval=INTERVAL)
-    from S5.backtest_lib import backtest_files
+    from S5.backtest_files import backtest_files
 
     files = t(lambda: backtest_files(SYMBOL, INTERVAL, DAYS, report=False))[: max(3, repeat)]
     report = t(lambda: backtest_files(SYMBOL, INTERVAL, DAYS, report=True))[: max(2, repeat - 1)]
@@ -191,7 +191,7 @@ def bench_warm(frames: dict, repeat: int) -> dict:
 
 
 def bench_optuna(frames: dict, tmp: Path, trials: int) -> dict:
-    from S5.optimize_lib import OptimizeConfig, optimize
+    from S5.optimizer import OptimizeConfig, optimize
 
     if frames["rules"] is None:  # pragma: no cover
         print("\n3. skipped: S4 is unavailable")
@@ -216,8 +216,8 @@ def bench_optuna(frames: dict, tmp: Path, trials: int) -> dict:
 
 
 def bench_walkforward(frames: dict, tmp: Path, trials: int, reference_s: float | None) -> dict:
-    from S5.optimize_lib import OptimizeConfig
-    from S5.walkforward import WalkForwardConfig, walk_forward
+    from S5.optimizer import OptimizeConfig
+    from S5.walkforward_search import WalkForwardConfig, walk_forward
 
     if frames["rules"] is None:  # pragma: no cover
         print("\n4. skipped: S4 is unavailable")

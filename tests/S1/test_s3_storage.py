@@ -133,7 +133,13 @@ def test_unreachable_endpoint_is_one_clear_error(s3_data, monkeypatch, tmp_path)
 
 def test_local_state_stays_local(s3_data, tmp_path):
     from S1.datasets import (
-        dataset_path, executor_state_path, lake_path, optuna_storage_url, realtime_db_path, state_path)
+        dataset_path,
+        executor_state_path,
+        lake_path,
+        optuna_storage_url,
+        realtime_db_path,
+        state_path,
+    )
     from S1.settings import get_settings
 
     local = tmp_path / "local"

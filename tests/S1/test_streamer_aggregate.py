@@ -22,8 +22,8 @@ from S1.local.stream import LocalStream, ReplayClock
 from S1.settings import get_settings
 from S1.stream_client import KlineStreamer
 from S1.stream_config import StreamConfig
-from S1.trade_aggregation import MinuteAggregator, parse_trade
 from S1.stream_store import read_klines
+from S1.trade_aggregation import MinuteAggregator, parse_trade
 
 PRICE_COLS = ["open", "high", "low", "close", "trades", "close_time"]
 

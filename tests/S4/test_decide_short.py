@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from S1.errors import UserError
-from S4.decide import ENTER, EXIT, HOLD, SKIP, Bar, Policy, Position, Size, decide, levels, trail, trail_spec
+from S4.decide import ENTER, EXIT, HOLD, Bar, Policy, Position, Size, decide, levels, trail, trail_spec
 from S4.rules import parse_rules
 
 SHORT = Position(qty=1.0, entry_price=100.0, stop=105.0, take_profit=90.0, side="short")

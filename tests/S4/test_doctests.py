@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["S4.yaml_safe", "S4.rules", "S4.evaluate", "S4.signals", "S4.model_lib"]  # S4.rules_parser: via S4.rules
+MODULES = ["S4.yaml_safe", "S4.rules", "S4.evaluate", "S4.signals", "S4.ml_score"]  # S4.rules_parser: via S4.rules
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from S2.informative import ensure_informative
 from S2.ta import add_indicators
-from S4.model_lib import WalkForward, ml_frame, ml_scores
+from S4.ml_score import WalkForward, ml_frame, ml_scores
 from S4.rules import load_rules
 from S4.signals import signals_frame
 from tests.S4.helpers import RULE_FILES

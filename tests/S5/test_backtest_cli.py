@@ -86,8 +86,8 @@ def test_full_run_writes_every_output(settings_env, signals_file, capsys):
 
 def test_s6_stress_reads_our_files(settings_env, signals_file):
     """The contract with S6/stress.py: its loader accepts the files as written."""
-    from S5.backtest_lib import backtest_files
-    from S6.stress_lib import load_backtest
+    from S5.backtest_files import backtest_files
+    from S6.stress_analysis import load_backtest
 
     run_ = backtest_files("ETHUSDC", "1h", 90, report=False)
     bt = load_backtest("ETHUSDC", "1h", 90)
@@ -97,7 +97,7 @@ def test_s6_stress_reads_our_files(settings_env, signals_file):
 
 
 def test_failed_run_keeps_previous_files(settings_env, signals_file):
-    from S5.backtest_lib import backtest_files
+    from S5.backtest_files import backtest_files
 
     backtest_files("ETHUSDC", "1h", 90, report=False)
     before = dataset_path("ETHUSDC", "1h", 90, "backtest").read_bytes()

@@ -18,7 +18,7 @@ RULES = "S4/rules_ta_only.yaml"
 @pytest.fixture
 def runs_on_disk(settings_env, sim_signals, sim_ta):
     """Two real backtests (ETHUSDC, BTCUSDT-named copy) and a real optimisation."""
-    from S5.backtest_lib import backtest_files
+    from S5.backtest_files import backtest_files
     from S5.optimize import main as optimize
 
     meta = {"simulated": True, "signals": {"rules_file": RULES, "params": {"rsi_buy": 40}}}

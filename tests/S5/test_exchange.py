@@ -244,8 +244,8 @@ def test_optimiser_and_walk_forward_use_the_costs(btc_1h):
     from S2.ta import add_indicators
     from S4.rules import load_rules
     from S4.signals import signals_frame
-    from S5.optimize_lib import OptimizeConfig, fingerprint, optimize
-    from S5.walkforward import WalkForwardConfig, walk_forward
+    from S5.optimizer import OptimizeConfig, fingerprint, optimize
+    from S5.walkforward_search import WalkForwardConfig, walk_forward
 
     ta = add_indicators(btc_1h).iloc[:1500]
     rules = load_rules("S4/rules_ta_only.yaml")

@@ -46,7 +46,7 @@ def test_passes_on_the_sentiment_rules(candles):
 
 
 def test_passes_on_the_ml_rules_file_and_refit(candles):
-    from S4.model_lib import WalkForward, ml_frame, ml_scores
+    from S4.ml_score import WalkForward, ml_frame, ml_scores
 
     rules = load_rules("S4/rules_ml.yaml")
     plan = WalkForward(horizon=4, train_bars=300, test_bars=150)

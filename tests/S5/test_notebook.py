@@ -25,8 +25,8 @@ from S4.rules import load_rules
 from S4.signals import build_signals, signals_frame
 from S5.engine import Costs, run_backtest
 from S5.exchange import with_filters
-from S5.optimize_lib import OptimizeConfig, optimize
-from S5.walkforward import WalkForwardConfig, walk_forward
+from S5.optimizer import OptimizeConfig, optimize
+from S5.walkforward_search import WalkForwardConfig, walk_forward
 from tests.notebook_runner import NOTEBOOKS, execute, outputs, pngs, text_of
 
 NAME = "S4_S5_research_loop.ipynb"

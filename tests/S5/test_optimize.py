@@ -11,7 +11,7 @@ from S1.cli import run
 from S1.datasets import dataset_path, write_parquet
 from S1.errors import UserError
 from S4.rules import load_rules
-from S5.optimize_lib import OptimizeConfig, Split, optimize, redact_url
+from S5.optimizer import OptimizeConfig, Split, optimize, redact_url
 
 RULES = "S4/rules_ta_only.yaml"
 
@@ -169,7 +169,7 @@ def test_all_pruned_names_the_best_trade_count_seen(sim_ta):
 
 
 def test_verdicts_edges_and_defaults_winning(sim_ta):
-    from S5.optimize_lib import params_on_edges
+    from S5.optimizer import params_on_edges
 
     rules = load_rules(RULES)
     res = optimize(sim_ta, rules, interval="1h", config=OptimizeConfig(n_trials=10, min_trades=3, seed=3),
@@ -194,7 +194,7 @@ def test_verdicts_edges_and_defaults_winning(sim_ta):
 
 
 def test_report_shows_the_split_equity_and_one_slice_per_param(sim_ta):
-    from S5.optimize_lib import optimization_html
+    from S5.optimizer import optimization_html
 
     rules = load_rules(RULES)
     res = optimize(sim_ta, rules, interval="1h", config=OptimizeConfig(n_trials=6, min_trades=3), progress=False)
@@ -209,12 +209,12 @@ def test_default_params_trade_count_is_said_before_the_search(sim_ta, caplog):
     import logging
 
     rules = load_rules(RULES)
-    with caplog.at_level(logging.INFO, logger="S5.optimize_lib"):
+    with caplog.at_level(logging.INFO, logger="S5.optimizer"):
         with pytest.raises(UserError):
             optimize(sim_ta, rules, interval="1h", config=OptimizeConfig(n_trials=2, min_trades=10_000),
                      progress=False)
     from S4.evaluate import prepare_arrays
-    from S5.optimize_lib import Split, _Data, _segment_backtest
+    from S5.optimizer import Split, _Data, _segment_backtest
 
     split = Split.of(sim_ta.index, 0.7)
     n_def = int(_segment_backtest(_Data(sim_ta, prepare_arrays(sim_ta, rules), split, "1h"), rules,

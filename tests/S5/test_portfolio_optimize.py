@@ -18,7 +18,7 @@ def frames():
 
 def test_portfolio_search_uses_only_the_training_bars(frames):
     from S4.rules import load_rules
-    from S5.optimize_lib import OptimizeConfig
+    from S5.optimizer import OptimizeConfig
     from S5.portfolio_optimize import optimize_portfolio
     from S6.config import RiskConfig
 

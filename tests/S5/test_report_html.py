@@ -17,7 +17,7 @@ RULES = "S4/rules_ta_only.yaml"
 
 @pytest.fixture
 def backtest_run(settings_env, sim_signals):
-    from S5.backtest_lib import backtest_files
+    from S5.backtest_files import backtest_files
 
     meta = {"simulated": True, "signals": {"rules_file": RULES, "params": {"rsi_buy": 40}}}
     write_parquet(sim_signals, dataset_path("ETHUSDC", "1h", 90, "signals"), metadata=meta)
@@ -159,9 +159,9 @@ def test_page_builder_doctests():
 
 def test_walkforward_report_has_no_repeated_columns_and_one_number_format(settings_env, sim_ta):
     from S4.rules import load_rules
-    from S5.optimize_lib import OptimizeConfig
-    from S5.walkforward import WalkForwardConfig, walk_forward
-    from S5.walkforward_lib import walkforward_html
+    from S5.optimizer import OptimizeConfig
+    from S5.walkforward_files import walkforward_html
+    from S5.walkforward_search import WalkForwardConfig, walk_forward
 
     res = walk_forward(sim_ta, load_rules(RULES), interval="1h", config=OptimizeConfig(n_trials=3, min_trades=1,
                                                                                        objective="sharpe"),

@@ -1,4 +1,4 @@
-"""Walk-forward optimisation (S5/walkforward.py, S5/walkforward_lib.py, ``--walk-forward``):
+"""Walk-forward optimisation (S5/walkforward_search.py, S5/walkforward_files.py, ``--walk-forward``):
 fold windows, no look-ahead, seeded reproducibility, stitching, stability, CLI errors and files."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from S1.datasets import dataset_path, read_parquet, report_path, write_parquet
 from S1.errors import UserError
 from S4.rules import load_rules, parse_rules
 from S5.engine import run_backtest
-from S5.optimize_lib import OptimizeConfig
-from S5.walkforward import WalkForwardConfig, param_stability, parse_window, stitch, walk_forward
+from S5.optimizer import OptimizeConfig
+from S5.walkforward_search import WalkForwardConfig, param_stability, parse_window, stitch, walk_forward
 from tests.S5.reference import reference_metrics
 
 RULES = "S4/rules_ta_only.yaml"
@@ -343,8 +343,8 @@ def test_optimiser_and_walk_forward_read_inputs_through_s4s_loader(settings_env,
     file's simulated flag in both S5 jobs."""
     import S4.signals as sig
     from S1.datasets import sentiment_path
-    from S5.optimize_lib import optimize_files
-    from S5.walkforward_lib import walkforward_files
+    from S5.optimizer import optimize_files
+    from S5.walkforward_files import walkforward_files
     from tests.S4.helpers import make_sentiment, write_market
 
     write_market(settings_env.data_dir, btc_1h.iloc[:2000], days=100, simulated=False)

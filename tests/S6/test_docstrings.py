@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["S6.config", "S6.sizing", "S6.filters", "S6.killswitch", "S6.alerts", "S6.stress_lib"]
+MODULES = ["S6.config", "S6.sizing", "S6.filters", "S6.killswitch", "S6.alerts", "S6.stress_analysis"]
 
 
 @pytest.mark.parametrize("name", MODULES)

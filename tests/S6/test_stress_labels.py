@@ -44,7 +44,7 @@ def test_stop_honoured_bars_are_not_hidden(sim_backtest):
     shorter 'stop honoured' bar is never drawn under the 'gapped' one."""
     from S1.datasets import dataset_path, read_candles
     from S6.config import RiskConfig
-    from S6.stress_lib import load_backtest, run_stress
+    from S6.stress_analysis import load_backtest, run_stress
     from S6.stress_report import build_figure
 
     bt = load_backtest("BTCUSDT", "1h", 90)

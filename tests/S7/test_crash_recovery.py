@@ -25,7 +25,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.S7.helpers import API_KEY, CANARY_SECRET, REPO, build_rig, candles, run, trading_client, warm_closes
+from tests.S7.helpers import (
+    API_KEY,
+    CANARY_SECRET,
+    REPO,
+    build_rig,
+    candles,
+    run,
+    trading_client,
+    warm_closes,
+)
 
 SYM = "TESTUSDT"
 RULES = "entry: {col: close, op: '>', value: 100}\n"     # no exit rule: only the stop can sell

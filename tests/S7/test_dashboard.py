@@ -65,7 +65,7 @@ def build_data(tmp: Path) -> dict:
     from S1.stream_store import KlineStore
     from S2.ta import IndicatorConfig, add_indicators
     from S4.signals import build_signals
-    from S5.backtest_lib import backtest_files
+    from S5.backtest_files import backtest_files
     from S6.config import KillSwitchConfig
     from S6.killswitch import KillSwitch
     from S7.order_log import OrderLog
@@ -648,7 +648,7 @@ def test_dashboard_data_is_the_one_import():
 
 def test_commands_are_the_owning_sprints(settings_env):
     from S4.signals import sentiment_command
-    from S5.backtest_lib import backtest_command, signals_command
+    from S5.backtest_files import backtest_command, signals_command
     from S7.dashboard_data import commands
 
     c = commands("solusdt", "15m", 30)

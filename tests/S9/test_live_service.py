@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
-
-import shutil
 
 import pytest
 import requests

@@ -9,9 +9,9 @@ after every fold was computed -- a failed run leaves the previous files intact):
   fold boundaries marked) and drawdown, in- vs out-of-sample objective per fold,
   params per fold, the fold table, the stitched metrics and the stability table;
 - ``reports/ethusdc_1h_365d_walkforward_rules.json``: the summary
-  (:meth:`S5.walkforward.WalkForwardResult.summary`, strict JSON);
+  (:meth:`S5.walkforward_search.WalkForwardResult.summary`, strict JSON);
 - ``reports/ethusdc_1h_365d_walkforward_rules_folds.parquet``: one row per fold
-  (:meth:`~S5.walkforward.WalkForwardResult.fold_table`);
+  (:meth:`~S5.walkforward_search.WalkForwardResult.fold_table`);
 - ``reports/ethusdc_1h_365d_walkforward_rules_equity.parquet``: UTC ``open_time``
   index, ``equity`` (stitched, chosen params), ``fold``, ``defaults_equity``,
   ``buy_and_hold`` (same initial cash, from the first test bar's open, no fees).
@@ -30,8 +30,8 @@ import pandas as pd
 
 from S5.exchange import describe_costs
 from S5.metrics import format_metric, to_jsonable
-from S5.optimize_lib import REPORT_METRICS, OptimizeConfig, default_storage, redact_url
-from S5.walkforward import WalkForwardConfig, WalkForwardResult, walk_forward
+from S5.optimizer import REPORT_METRICS, OptimizeConfig, default_storage, redact_url
+from S5.walkforward_search import WalkForwardConfig, WalkForwardResult, walk_forward
 
 #: Fold-table columns shown in the report and the terminal (beside the params).
 FOLD_METRICS = ("total_return", "sharpe", "max_drawdown", "n_trades")
@@ -223,7 +223,7 @@ def walkforward_files(symbol: str, interval: str, days: int, rules_path: str | P
                       storage: str | None = None, study_name: str | None = None, progress: bool = True,
                       report: bool = True, memory: bool = False) -> WalkForwardRun:
     """Read the inputs (:func:`S4.signals.load_rule_inputs`), check the fold plan,
-    run :func:`S5.walkforward.walk_forward`, then write the JSON, the two Parquet
+    run :func:`S5.walkforward_search.walk_forward`, then write the JSON, the two Parquet
     files and (``report``) the HTML. ``memory=True`` keeps the studies in memory."""
     from S1.datasets import atomic_write_text, dataset_stem, normalize_symbol, write_parquet
     from S4.rules import load_rules

@@ -1,7 +1,7 @@
 """Walk-forward optimisation: optimise on a window, trade the next unseen window, roll on.
 
 The bars are cut into ``n_folds`` consecutive **test windows** that end at the last
-bar. Fold ``k`` searches the rule file's params (Optuna TPE, :func:`S5.optimize_lib.search`)
+bar. Fold ``k`` searches the rule file's params (Optuna TPE, :func:`S5.optimizer.search`)
 on its **train window**, which ends ``gap`` bars before its test window starts, then
 backtests the chosen params **once** on the test window:
 
@@ -54,7 +54,7 @@ import pandas as pd
 from S1.errors import UserError
 from S5.engine import BacktestResult
 from S5.metrics import compute_metrics, to_jsonable
-from S5.optimize_lib import (
+from S5.optimizer import (
     REPORT_METRICS,
     OptimizeConfig,
     _Data,
@@ -466,7 +466,7 @@ def walk_forward(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeC
     (:func:`S4.signals.load_rule_inputs`). ``config``: objective, trials **per fold**,
     minimum trades on each train window, seed, costs, cash, risk (``train_frac`` is
     not used: ``wf`` cuts the bars). ``storage`` / ``study_name``: as for
-    :func:`S5.optimize_lib.optimize`; the fold studies are ``<study_name>_fold<k>of<n>``
+    :func:`S5.optimizer.optimize`; the fold studies are ``<study_name>_fold<k>of<n>``
     (``storage=None``: in memory).
 
     >>> from S1.offline import simulate_candles
@@ -539,7 +539,7 @@ def walk_forward(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeC
 
 @dataclass(frozen=True)
 class _Window:
-    """Adapter: :func:`S5.optimize_lib.fingerprint` reads ``split.as_dict()``."""
+    """Adapter: :func:`S5.optimizer.fingerprint` reads ``split.as_dict()``."""
 
     doc: dict[str, Any]
 

@@ -205,7 +205,7 @@ def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Cost
     opts = dict(decided_options or {})
     market = opts.get("market", "spot")
     if (market != "spot" or opts.get("detail")) and risk_cfg is None:
-        from S5.hooks import all_in_risk   # USD-M / --detail run bar by bar: 'none' = all in, no stops
+        from S5.hooks import all_in_risk  # USD-M / --detail run bar by bar: 'none' = all in, no stops
 
         risk_cfg, use_stops = all_in_risk(), False
     rules = decided_rules(meta, frame) if risk_cfg is not None else None

@@ -1,4 +1,4 @@
-"""S4/model_lib.py: features and labels without look-ahead, the walk-forward plan
+"""S4/ml_score.py: features and labels without look-ahead, the walk-forward plan
 (gap of `horizon` bars, anchored at the first row), training rows never reaching
 past a fold's test start, per-fold scores against the baseline, the _ml file."""
 
@@ -11,7 +11,7 @@ import pytest
 from S1.datasets import dataset_path, read_metadata, read_parquet
 from S1.errors import UserError
 from S2.ta import add_indicators
-from S4.model_lib import WalkForward, make_features, make_labels, ml_scores, train_ml, walk_forward
+from S4.ml_score import WalkForward, make_features, make_labels, ml_scores, train_ml, walk_forward
 from tests.S4.helpers import write_market
 
 PLAN = WalkForward(horizon=4, train_bars=600, test_bars=400)

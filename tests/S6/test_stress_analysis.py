@@ -12,7 +12,7 @@ import pytest
 from S1.cli import run
 from S1.errors import UserError
 from S6.config import RiskConfig
-from S6.stress_lib import (
+from S6.stress_analysis import (
     equity_returns,
     gap_replay,
     infer_initial_equity,

@@ -123,7 +123,6 @@ def offline_mode(flag: bool = False, *, days: int = 395, stream_symbols: list[st
     if not offline_requested(flag):
         yield None
         return
-    from S1.settings import get_settings
 
     if not quiet:
         print(OFFLINE_BANNER, file=sys.stderr, flush=True)
@@ -138,11 +137,24 @@ def offline_mode(flag: bool = False, *, days: int = 395, stream_symbols: list[st
         cm = local_market(days=days, futures=futures)
         env = cm.__enter__()
         stop = lambda: cm.__exit__(None, None, None)  # noqa: E731
+    try:
+        with environment(env):
+            yield dict(env)
+    finally:
+        stop()
+
+
+@contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """Set ``env`` in ``os.environ`` (and re-read the settings) for the block; restore both after."""
+
+    from S1.settings import get_settings
+
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     get_settings.cache_clear()
     try:
-        yield dict(env)
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
@@ -150,4 +162,3 @@ def offline_mode(flag: bool = False, *, days: int = 395, stream_symbols: list[st
             else:
                 os.environ[k] = v
         get_settings.cache_clear()
-        stop()

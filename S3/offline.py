@@ -36,11 +36,9 @@ def offline_news(flag: bool = False, *, days: int = 365) -> Iterator[dict[str, s
     ``OFFLINE=1``), serve the simulated news feed locally for the ``with`` block, point this process's
     settings at it (``NEWS_FEEDS``, ``SIMULATED_MARKET=1``: outputs labelled simulated) and yield that
     environment; otherwise yield None and change nothing."""
-    import os
     import sys
 
-    from S1.offline import OFFLINE_BANNER, offline_requested
-    from S1.settings import get_settings
+    from S1.offline import OFFLINE_BANNER, environment, offline_requested
 
     if not offline_requested(flag):
         yield None
@@ -49,15 +47,5 @@ def offline_news(flag: bool = False, *, days: int = 365) -> Iterator[dict[str, s
           file=sys.stderr, flush=True)
     with local_news(days=days) as env:
         env = {**env, "SIMULATED_MARKET": "1"}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        get_settings.cache_clear()
-        try:
+        with environment(env):
             yield dict(env)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            get_settings.cache_clear()

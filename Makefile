@@ -43,6 +43,15 @@ bench: setup
 	$(BIN)/python bench/bench_query.py
 	$(BIN)/python bench/bench_streamer.py
 	$(BIN)/python bench/bench_executor.py
+	$(BIN)/python bench/bench_orderbook.py --duration 60
+	$(BIN)/python bench/bench_lake.py --symbols 10 --days 366
+	$(BIN)/python bench/bench_s3.py
+	$(BIN)/python bench/bench_fanout.py
+	$(BIN)/python bench/bench_optimize_workers.py
+	$(BIN)/python bench/bench_portfolio.py
+	$(BIN)/python bench/bench_shorts.py
+	$(BIN)/python bench/bench_bus.py
+	$(BIN)/python bench/bench_service.py --markets 20 --duration 60
 
 clean-venv:
 	rm -rf $(VENV)

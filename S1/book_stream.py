@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -43,7 +42,7 @@ from S1.orderbook import APPLIED, GAP, REFETCH, SYNCED, BookError, LocalBook, pa
 from S1.rest_client import BinanceRest
 from S1.settings import Settings, get_settings
 from S1.stream_config import MAX_STREAMS, _Attempt, backoff
-from S1.stream_connection import WsSessions, run_until_stopped
+from S1.stream_connection import WsSessions, run_until_stopped, run_with_signals
 
 try:  # orjson comes with ccxt; plain json otherwise
     from orjson import loads as _loads
@@ -467,21 +466,4 @@ def run_book_streamer(config: BookConfig, *, settings: Settings | None = None,
                       handle_signals: bool = True) -> BookSummary:
     """Run until ``config.duration``, Ctrl-C or SIGTERM (flush, close, return)."""
 
-    async def main() -> BookSummary:
-        streamer = BookStreamer(config, settings=settings)
-        loop = asyncio.get_running_loop()
-        installed = []
-        if handle_signals:
-            for sig, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
-                try:
-                    loop.add_signal_handler(sig, streamer.stop, name)
-                    installed.append(sig)
-                except (NotImplementedError, RuntimeError, ValueError):
-                    pass
-        try:
-            return await streamer.run()
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-
-    return asyncio.run(main())
+    return run_with_signals(lambda: BookStreamer(config, settings=settings), handle_signals=handle_signals)

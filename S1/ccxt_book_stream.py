@@ -21,7 +21,7 @@ from S1.ccxt_stream import _taps, resolve_markets
 from S1.errors import NetworkError
 from S1.settings import Settings, get_settings
 from S1.stream_config import _Attempt, backoff
-from S1.stream_connection import run_until_stopped
+from S1.stream_connection import run_until_stopped, run_with_signals
 
 log = logging.getLogger("S1.streamer")
 
@@ -240,7 +240,6 @@ def run_ccxt_book_streamer(symbols: list[str], *, venue: Venue, settings: Settin
                            handle_signals: bool = True, **config: Any):
     """Resolve ``symbols`` on ``venue`` and record their books / tickers (``config``: the other
     :class:`S1.book_stream.BookConfig` fields) until the duration, Ctrl-C or SIGTERM."""
-    import signal
 
     from S1.book_stream import BookConfig
     from S1.rest_client import run
@@ -249,21 +248,5 @@ def run_ccxt_book_streamer(symbols: list[str], *, venue: Venue, settings: Settin
     markets = run(resolve_markets(list(symbols), venue, "1m", settings=settings))
     cfg = BookConfig(symbols=tuple(markets), exchange=venue.token, **config)
 
-    async def main():
-        streamer = CcxtBookStreamer(cfg, venue=venue, markets=markets, settings=settings)
-        loop = asyncio.get_running_loop()
-        installed = []
-        if handle_signals:
-            for sig, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
-                try:
-                    loop.add_signal_handler(sig, streamer.stop, name)
-                    installed.append(sig)
-                except (NotImplementedError, RuntimeError, ValueError):
-                    pass
-        try:
-            return await streamer.run()
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-
-    return asyncio.run(main())
+    return run_with_signals(lambda: CcxtBookStreamer(cfg, venue=venue, markets=markets, settings=settings),
+                            handle_signals=handle_signals)

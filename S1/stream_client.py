@@ -57,7 +57,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import time
 from collections.abc import Callable
 
@@ -70,7 +69,7 @@ from S1.intervals import floor_ms, ms_to_ts, next_open_ms
 from S1.rest_client import BinanceRest
 from S1.settings import Settings, get_settings
 from S1.stream_config import STREAMS, TRADE_STREAMS, StreamConfig, _Attempt, backoff
-from S1.stream_connection import WsSessions, run_until_stopped
+from S1.stream_connection import WsSessions, run_until_stopped, run_with_signals
 from S1.stream_stats import StreamStats, StreamSummary
 from S1.stream_store import KlineStore, rows_from_klines
 from S1.stream_writer import BatchWriter
@@ -400,21 +399,5 @@ def run_streamer(config: StreamConfig, *, settings: Settings | None = None, hand
     """Run until ``config.duration``, Ctrl-C or SIGTERM (both: flush, close, return);
     ``make(config, settings)`` builds another streamer class (e.g. :mod:`S1.ccxt_stream`)."""
 
-    async def main() -> StreamSummary:
-        streamer = (make or (lambda c, s: KlineStreamer(c, settings=s)))(config, settings)
-        loop = asyncio.get_running_loop()
-        installed = []
-        if handle_signals:
-            for sig, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
-                try:
-                    loop.add_signal_handler(sig, streamer.stop, name)
-                    installed.append(sig)
-                except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
-                    pass
-        try:
-            return await streamer.run()
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-
-    return asyncio.run(main())
+    build = make or (lambda c, s: KlineStreamer(c, settings=s))
+    return run_with_signals(lambda: build(config, settings), handle_signals=handle_signals)

@@ -151,6 +151,32 @@ async def run_until_stopped(named, *, stop_event: asyncio.Event, duration: float
         await asyncio.gather(waiter, *tasks, return_exceptions=True)
 
 
+def run_with_signals(make_streamer, *, handle_signals: bool = True):
+    """``asyncio.run`` a streamer built by ``make_streamer()`` (an object with ``run()`` and ``stop(reason)``)
+    with Ctrl-C / SIGTERM stopping it cleanly (``stop("Ctrl-C")`` / ``stop("SIGTERM")``); returns what
+    ``run()`` returns. The one entry of every streamer CLI."""
+    import signal
+
+    async def main():
+        streamer = make_streamer()
+        loop = asyncio.get_running_loop()
+        installed = []
+        if handle_signals:
+            for sig, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
+                try:
+                    loop.add_signal_handler(sig, streamer.stop, name)
+                    installed.append(sig)
+                except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+                    pass
+        try:
+            return await streamer.run()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(main())
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionClosed):
         rcvd = exc.rcvd

@@ -101,9 +101,11 @@ def test_rest_poll_source_picks_up_the_next_close(settings_env, monkeypatch):
     from S1.settings import get_settings
 
     server = LocalBinance(simulate=True, simulate_days=2)
-    # a server clock 1.5 s before a minute boundary (whatever the local time)
+    # a server clock 1.5 s before a minute boundary (whatever the local time), *behind* the real clock:
+    # the simulated market is made up to the real clock, so a server clock ahead of it (up to 58.5 s)
+    # would lack the last closed candle when the real minute had not turned yet (a flake: 49 of 50)
     local = int(time.time() * 1000)
-    shift = (60_000 - local % 60_000) - 1_500
+    shift = -(local % 60_000) - 1_500
     server.set_now(lambda: int(time.time() * 1000) + shift)
     with server:
         monkeypatch.setenv("BINANCE_API_URL", server.api_url)

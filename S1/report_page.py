@@ -1,8 +1,9 @@
 """The one page builder and visual style of every HTML report (backtest, optimiser,
 walk-forward, stress, run comparison, S3 evaluation), so they look alike and load
 plotly.js **once per reports folder**: a page references ``plotly.min.js`` beside
-it, written once by :func:`ensure_plotlyjs` (atomically, only when missing or of
-another plotly.js version). ``standalone=True`` or the environment variable
+it, which :func:`write_page` puts in the page's folder when it writes the page
+(:func:`ensure_plotlyjs`: atomically, only when missing or of another plotly.js
+version). Building a page writes nothing. ``standalone=True`` or the environment variable
 ``TOOLKIT_REPORTS_STANDALONE=1`` embeds plotly.js instead (one file to mail
 around). Both open offline. It lives in S1 so every sprint can use it.
 
@@ -109,31 +110,53 @@ _MISSING_JS = ("<script>if(!window.Plotly){document.addEventListener('DOMContent
                "or re-create it with " + STANDALONE_ENV + "=1 for a self-contained page.</p>\")})}</script>")
 
 
-def plotly_script(*, standalone: bool | None = None, folder: Path | None = None) -> str:
+_SHARED_SCRIPT = f"<script src='{PLOTLY_FILE}' charset='utf-8'></script>"
+
+
+def plotly_script(*, standalone: bool | None = None) -> str:
     """The ``<script>`` that loads plotly.js: inline (standalone) or ``plotly.min.js``
-    beside the page (written there now when missing)."""
+    beside the page (put there by :func:`write_page`). Writes nothing."""
     from plotly.offline import get_plotlyjs
 
     if standalone if standalone is not None else standalone_default():
         return f"<script type='text/javascript'>{get_plotlyjs()}</script>"
-    ensure_plotlyjs(folder)
-    return f"<script src='{PLOTLY_FILE}' charset='utf-8'></script>{_MISSING_JS}"
+    return _SHARED_SCRIPT + _MISSING_JS
+
+
+def write_page(path: Path | str, page: str) -> Path:
+    """Write ``page`` to ``path`` atomically and, when the page loads the shared
+    ``plotly.min.js``, make sure that file is in the same folder; the path.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = write_page(d / "a.html", html_page("A", "<p>a</p>", standalone=False))
+    >>> sorted(p.name for p in d.iterdir())
+    ['a.html', 'plotly.min.js']
+    """
+    from S1.datasets import atomic_write_text
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if _SHARED_SCRIPT in page:
+        ensure_plotlyjs(path.parent)
+    return atomic_write_text(path, page)
 
 
 def html_page(title: str, body: str, *, subtitle: str = "", simulated: bool = False, standalone: bool | None = None,
               folder: Path | None = None) -> str:
-    """A complete HTML page in the shared style. ``folder``: where the page will be
-    written (default: the reports folder) -- ``plotly.min.js`` is put there once;
-    ``standalone`` embeds plotly.js instead (default: ``TOOLKIT_REPORTS_STANDALONE``).
-    ``simulated`` adds the red SIMULATED banner (and to the title)."""
+    """A complete HTML page in the shared style (a string: nothing is written; write
+    it with :func:`write_page`, which puts ``plotly.min.js`` beside it). ``standalone``
+    embeds plotly.js instead (default: ``TOOLKIT_REPORTS_STANDALONE``). ``folder`` is
+    accepted for older callers and unused. ``simulated`` adds the red SIMULATED banner
+    (and to the title)."""
     if simulated and "simulated" not in title.lower():
         title = f"{title} -- SIMULATED market data"
     banner = ("<p class='banner'>SIMULATED market data (offline mode): not real prices.</p>" if simulated else "")
     sub = f'<p class="note">{subtitle}</p>' if subtitle else ""
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style>{plotly_script(standalone=standalone, folder=folder)}</head>"
+            f"<style>{_CSS}</style>{plotly_script(standalone=standalone)}</head>"
             f"<body><h1>{html.escape(title)}</h1>{banner}{sub}{body}</body></html>")
 
 
 __all__ = ["COLORWAY", "FONT", "PLOTLY_FILE", "STANDALONE_ENV", "apply_style", "ensure_plotlyjs", "figure_div",
-           "html_page", "plotly_script", "standalone_default", "table_html"]
+           "html_page", "plotly_script", "standalone_default", "table_html", "write_page"]

@@ -162,5 +162,7 @@ def write_report(report: dict, html_path: Path) -> tuple[Path, Path]:
     html_path.parent.mkdir(parents=True, exist_ok=True)
     json_path = html_path.with_suffix(".json")
     atomic_write_text(json_path, json.dumps(report, indent=1, default=str))
-    atomic_write_text(html_path, report_html(report, folder=html_path.parent))
+    from S1.report_page import write_page
+
+    write_page(html_path, report_html(report, folder=html_path.parent))
     return html_path, json_path

@@ -15,10 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from S1.datasets import (
-    atomic_write_text,
-    sentiment_report_path,  # noqa: E402,F401  (the one place that names files)
-)
+from S1.datasets import sentiment_report_path  # noqa: F401  (the one place that names files)
 
 
 def sentiment_figure(series: pd.DataFrame, *, title: str = "News sentiment"):
@@ -40,10 +37,10 @@ def sentiment_figure(series: pd.DataFrame, *, title: str = "News sentiment"):
 
 def write_sentiment_html(series: pd.DataFrame, path: Path, *, title: str = "News sentiment",
                          simulated: bool = False) -> Path:
-    from S1.report_page import figure_div, html_page
+    from S1.report_page import figure_div, html_page, write_page
 
     path = Path(path)
     fig = sentiment_figure(series, title=title)
     page = html_page(title, figure_div(fig.update_layout(title=None)), simulated=simulated, folder=path.parent,
                      subtitle="The value at open time t uses only the items published before t.")
-    return atomic_write_text(path, page)
+    return write_page(path, page)

@@ -259,7 +259,9 @@ def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Cost
     write_parquet(result.trades.loc[:, list(TRADE_COLUMNS)], paths["trades"], metadata=file_meta)
     atomic_write_text(paths["json"], json.dumps(summary, indent=2, allow_nan=False))
     if html_text is not None:
-        atomic_write_text(paths["html"], html_text)
+        from S1.report_page import write_page
+
+        write_page(paths["html"], html_text)
     run.paths = paths
     return run
 

@@ -40,6 +40,7 @@ def main(argv=None) -> int:
 
     from S1.datasets import atomic_write_text, data_dir, reports_dir
     from S1.errors import UserError
+    from S1.report_page import write_page
     from S5.run_catalog import compare_html, load_catalog, rich_table
 
     full = load_catalog()
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
         print(f"table -> {args.csv}")
     if not args.no_html:
         out = args.html or reports_dir() / "compare.html"
-        atomic_write_text(out, compare_html(cat, standalone=args.standalone or None, folder=out.parent))
+        write_page(out, compare_html(cat, standalone=args.standalone or None, folder=out.parent))
         print(f"report -> {out}")
     return 0
 

@@ -605,7 +605,9 @@ def optimize_files(symbol: str, interval: str, days: int, rules_path: str | Path
     atomic_write_text(paths["rules"], header + res.best_rules.to_yaml())
     atomic_write_text(paths["json"], json.dumps(to_jsonable(summary), indent=2, allow_nan=False))
     if html_text is not None:
-        atomic_write_text(paths["html"], html_text)
+        from S1.report_page import write_page
+
+        write_page(paths["html"], html_text)
     return OptimizeRun(res, simulated, paths, storage)
 
 

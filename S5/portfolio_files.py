@@ -181,7 +181,9 @@ def portfolio_files(symbols, interval: str, days: int, *, rules: str | Path = "S
     write_parquet(res.trades.drop(columns=["entry_bar", "exit_bar"]), paths["trades"], metadata=meta)
     atomic_write_text(paths["backtest"], json.dumps(summary, indent=2, allow_nan=False))
     if html_text is not None:
-        atomic_write_text(paths["report"], html_text)
+        from S1.report_page import write_page
+
+        write_page(paths["report"], html_text)
     run.paths = paths
     return run
 

@@ -272,7 +272,9 @@ def walkforward_files(symbol: str, interval: str, days: int, rules_path: str | P
     write_parquet(folds, paths["folds"], metadata=meta)
     write_parquet(equity_table(res), paths["equity"], metadata=meta)
     if html_text is not None:
-        atomic_write_text(paths["html"], html_text)
+        from S1.report_page import write_page
+
+        write_page(paths["html"], html_text)
     return WalkForwardRun(res, simulated, paths, storage, summary)
 
 

@@ -161,8 +161,7 @@ def _moves_table(result: StressResult) -> str:
 def write_html(result: StressResult, path: Path, *, standalone: bool | None = None) -> Path:
     """The HTML report (shared page builder; plotly.js once per reports folder, or
     embedded with ``standalone``/``TOOLKIT_REPORTS_STANDALONE=1``)."""
-    from S1.datasets import atomic_write_text
-    from S1.report_page import figure_div, html_page
+    from S1.report_page import figure_div, html_page, write_page
 
     s = result.summary
     rows = "".join(f"<tr><th>{a}</th><td>{b}</td><td>{c}</td><td>{d}</td></tr>" for a, b, c, d in summary_rows(result))
@@ -177,7 +176,7 @@ Kill-switch on the backtest: {html.escape(trip['reason'] + ' at ' + trip['at']) 
 <table><thead><tr><th>scenario</th><th>final equity p5 / p50 / p95</th><th>max drawdown p50 / p95</th><th>P(ruin)</th></tr></thead>
 <tbody>{rows}</tbody></table>{figure_div(build_figure(result).update_layout(title=None))}{_moves_table(result)}<ul>{notes}</ul>"""
     page = html_page(title(result), body, simulated=_sim(result), standalone=standalone, folder=Path(path).parent)
-    return atomic_write_text(path, page)
+    return write_page(path, page)
 
 
 def write_png(result: StressResult, path: Path) -> Path:

@@ -12,6 +12,73 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TOOLKIT_SHARED_DIR", REPO.parent / "shared"))
 
+# ------------------------------------------------------------------ isolation from the checkout
+#: the checkout's own output folders: no test may create or change a file there (checked at the end)
+CHECKOUT_OUTPUTS = (REPO / "data", REPO / "reports")
+#: settings that name folders; each test process points them at its own session-wide temp folder
+ISOLATED_DIRS = {"DATA_DIR": "data", "REPORTS_DIR": "reports", "LOCAL_STATE_DIR": "local_state"}
+_TMP_ROOT = pytest.StashKey[Path]()
+_CHECKOUT_BEFORE = pytest.StashKey[dict]()
+_LEAKS = pytest.StashKey[list]()
+
+
+def checkout_outputs() -> dict[str, int]:
+    """``{path relative to the checkout: mtime_ns}`` of every file under :data:`CHECKOUT_OUTPUTS`."""
+    out = {}
+    for folder in CHECKOUT_OUTPUTS:
+        if folder.is_dir():
+            for f in folder.rglob("*"):
+                if f.is_file():
+                    out[f.relative_to(REPO).as_posix()] = f.stat().st_mtime_ns
+    return out
+
+
+def pytest_configure(config):
+    """Before collection: DATA_DIR, REPORTS_DIR and LOCAL_STATE_DIR point at a temp folder for the
+    whole session (subprocesses inherit them; ``settings_env`` narrows them per test), and the
+    checkout's data/ and reports/ are listed to be compared at the end."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="toolkit-tests-"))
+    config.stash[_TMP_ROOT] = root
+    for key, name in ISOLATED_DIRS.items():
+        os.environ[key] = str(root / name)
+    config.stash[_CHECKOUT_BEFORE] = checkout_outputs()
+    import sys
+
+    if "S1.settings" in sys.modules:
+        sys.modules["S1.settings"].get_settings.cache_clear()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a test created or changed a file in the checkout's data/ or reports/
+    (checked once, by the xdist controller or the single process)."""
+    config = session.config
+    if hasattr(config, "workerinput") or _CHECKOUT_BEFORE not in config.stash:
+        return
+    before, now = config.stash[_CHECKOUT_BEFORE], checkout_outputs()
+    leaks = sorted(p for p, mtime in now.items() if before.get(p) != mtime)
+    config.stash[_LEAKS] = leaks
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    leaks = config.stash.get(_LEAKS, [])
+    if leaks:
+        terminalreporter.write_line(
+            f"FAILED: the tests wrote {len(leaks)} file(s) into the checkout ({', '.join(leaks[:10])}); "
+            "tests must write under tmp_path or the session's DATA_DIR/REPORTS_DIR", red=True)
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    root = config.stash.get(_TMP_ROOT, None)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 
 #: tests that take more than a few seconds on a 2-core machine (``make test-fast`` leaves them out);
 #: one node id, ``file::test`` (every parametrisation) or file per line -- besides ``@pytest.mark.slow``

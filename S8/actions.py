@@ -156,12 +156,7 @@ async def flatten_market(m: Market, paths: dict[str, Path], settings: Settings, 
         if qty > 0 and (filters.min_qty is None or qty >= filters.min_qty) and (tracked > 0 or notional_ok):
             cid = f"s8-panic-{m.key}-{generation}"[:36]
             try:
-                res = await venue.new_order(symbol=m.symbol, side="SELL", type="MARKET",
-                                            quantity=f"{qty.normalize():f}", newClientOrderId=cid)
-                if m.mode == "dry-run" and last is not None:
-                    # the simulator fills a MARKET order at the next price (as the executor's next event would)
-                    venue.on_price(last[0], last[1] + 1)
-                    res = await venue.get_order(symbol=m.symbol, client_order_id=cid) or res
+                res = await _sell_booked(venue, m, paths, filters, qty, cid, last)
                 out["sold"] = str(res.get("executedQty", qty))
                 out["sell_order"] = cid
                 _book_flat(m, paths)
@@ -178,16 +173,68 @@ async def flatten_market(m: Market, paths: dict[str, Path], settings: Settings, 
     return out
 
 
+async def _sell_booked(venue, m: Market, paths: dict[str, Path], filters, qty: Decimal, cid: str,
+                       last: tuple[float, int] | None) -> dict:
+    """The panic's MARKET SELL through the executor's own order recording (:class:`S7.ledger.Ledger` on the
+    market's store and ``data/orders.jsonl``): the intent (reason ``panic``), the exchange's answer, every fill
+    (from the answer, else ``myTrades``) -- so the position is closed by its fills and the round trip is booked
+    with its P&L (``round_trips`` reason ``panic``), as any exit of the executor. Returns the exchange's order."""
+    from S1.datasets import orders_log_path
+    from S7.exchange_client import submit_order
+    from S7.ledger import Ledger
+    from S7.order_log import OrderLog
+    from S7.orders import INTENT, Fill, plain
+    from S7.session import _min_tradable
+    from S7.store import ExecutorStore
+
+    paths["state"].parent.mkdir(parents=True, exist_ok=True)
+    store = ExecutorStore(paths["state"])
+    try:
+        ledger = Ledger(store, OrderLog(orders_log_path(), mode=m.mode), symbol=m.symbol, interval=m.interval,
+                        base_asset=filters.base_asset, quote_asset=filters.quote_asset,
+                        min_tradable=_min_tradable(filters))
+        q = f"{qty.normalize():f}"
+        if store.get_order(cid) is None:
+            store.insert_order(cid, symbol=m.symbol, interval=m.interval, side="SELL", type="MARKET", quantity=q,
+                               price=None if last is None else plain(Decimal(repr(last[0]))), status=INTENT,
+                               reason=PANIC_REASON, sends=1)
+            ledger.log_event(store.get_order(cid), status=INTENT, event="intent")
+        res = await submit_order(venue, symbol=m.symbol, side="SELL", order_type="MARKET", quantity=q,
+                                 client_order_id=cid)
+        if res.status != "accepted":
+            err = res.error.message if res.error is not None else "; ".join(res.notes)
+            store.update_order(cid, status="REJECTED" if res.status == "rejected" else "UNKNOWN", error=err)
+            ledger.log_event(store.get_order(cid), status=store.get_order(cid)["status"], event=res.status, error=err)
+            raise RuntimeError(err or res.status)
+        order = res.order
+        if m.mode == "dry-run" and last is not None:
+            # the simulator fills a MARKET order at the next price (as the executor's next event would)
+            venue.on_price(last[0], last[1] + 1)
+            order = await venue.get_order(symbol=m.symbol, client_order_id=cid) or order
+        state, _ = ledger.order_response(order, event="accepted")
+        booked = sum((Decimal(f["qty"]) for f in store.fills(m.symbol) if f["client_order_id"] == cid), Decimal(0))
+        if state.executed_qty > booked:      # a lookup carries no fills: the trades of the order
+            for t in await venue.my_trades(symbol=m.symbol, order_id=state.order_id):
+                ledger.fill(Fill.from_my_trade(t, client_order_id=cid))
+        for trip in ledger.take_closed():
+            log.warning("panic: %s round trip booked, pnl %+.4f %s", m.symbol, trip["pnl"], filters.quote_asset)
+        return order
+    finally:
+        store.close()
+
+
 def _book_flat(m: Market, paths: dict[str, Path]) -> None:
-    """The executor is stopped: record its position as closed (what is left in the account is less than one
-    lot -- unsellable dust, as S7 keeps it -- not a position its restart would try to sell candle after candle)."""
+    """The executor is stopped: whatever the panic's fills left open (less than one lot -- unsellable dust, as
+    S7 keeps it, or more than the account held) is recorded as closed, not a position its restart would try to
+    sell candle after candle."""
     from S7.store import ExecutorStore
 
     if not paths["state"].exists():
         return
     store = ExecutorStore(paths["state"])
     try:
-        store.clamp_position(m.symbol, Decimal(0))
+        if store.position(m.symbol).is_open:
+            store.clamp_position(m.symbol, Decimal(0))
     finally:
         store.close()
 

@@ -167,6 +167,19 @@ def add_market_options(p, *, symbol_default: str | None = None, interval_default
                    help="window length in days up to now, e.g. 365")
 
 
+def add_portfolio_options(p, *, max_open_required: bool = True) -> None:
+    """``--symbols --interval --days --max-open --rank-lookback --name`` of the portfolio scripts
+    (``S5/portfolio.py``, ``S7/portfolio_executor.py``): ``--interval`` 1h and ``--days`` 365 by default,
+    as :func:`add_market_options`."""
+    p.add_argument("--symbols", required=True, help="comma-separated, same quote asset, e.g. BTCUSDT,ETHUSDT,BNBUSDT")
+    p.add_argument("--interval", default="1h", help="Binance interval, e.g. 1h")
+    p.add_argument("--days", type=int, default=365, help="window length in days up to now, e.g. 365")
+    p.add_argument("--max-open", required=max_open_required, type=int, default=None if max_open_required else 1,
+                   help="most positions open at once, e.g. 2")
+    p.add_argument("--rank-lookback", type=int, default=24, help="bars of trailing return that rank competing entries")
+    p.add_argument("--name", default=None, help="names the output files (default: from the symbols)")
+
+
 def order_type(text: str) -> str:
     """argparse ``type`` for order types: ``market``/``limit`` in any case -> lower case."""
     v = str(text).strip().lower()
@@ -181,6 +194,6 @@ def rules_label(rules: str | Path | None) -> str:
 
 
 __all__ = ["DEFAULT_CASH", "DEFAULT_FEE", "DEFAULT_RISK", "DEFAULT_RULES", "DEFAULT_SLIPPAGE_BPS", "ORDER_TYPES",
-           "add_cash_option", "add_fee_options", "add_market_options", "add_offline_option",
+           "add_cash_option", "add_fee_options", "add_market_options", "add_offline_option", "add_portfolio_options",
            "add_output_switches", "add_risk_option", "add_rules_option", "deprecated", "order_type",
            "rules_label", "slippage_fraction"]

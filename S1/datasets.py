@@ -7,7 +7,11 @@ e.g. ``ethusdc_1h_365d.parquet`` (S1), ``ethusdc_1h_365d_ta.parquet`` (S2),
 (``okx_btcusdt_1h_30d.parquet``). The month interval ``1M`` is spelled ``1mo`` in
 file names so it never collides with ``1m`` on case-insensitive file systems.
 
->>> dataset_path("ETHUSDC", "1h", 365, data_dir=Path("data")).as_posix()
+Callers name a market and window with one :class:`Dataset` value (built from a script's
+arguments by :meth:`Dataset.from_args`) and ask it, or this module, for paths:
+
+>>> ds = Dataset("ETHUSDC", "1h", 365)
+>>> dataset_path(ds, data_dir=Path("data")).as_posix()
 'data/ethusdc_1h_365d.parquet'
 
 Everything derived from a rule file (:data:`RULE_KINDS`: signals, trades, equity, backtest, stress,
@@ -16,10 +20,16 @@ and their reports) also carries the rules file's name after a double underscore,
 overwrites the other's outputs (the default rules are ``S4/rules.yaml``, token ``rules``).
 Files written before this convention (``<stem>_<kind>``) are still read (:func:`existing_dataset_path`).
 
->>> dataset_path("ETHUSDC", "1h", 365, "signals", data_dir=Path("data")).name
+>>> dataset_path(ds, "signals", data_dir=Path("data")).name
 'ethusdc_1h_365d__rules_signals.parquet'
->>> dataset_path("ETHUSDC", "1h", 365, "trades", rules="S4/rules_ta_only.yaml", data_dir=Path("data")).name
+>>> ds.path("trades", rules="S4/rules_ta_only.yaml", data_dir=Path("data")).name
 'ethusdc_1h_365d__rules_ta_only_trades.parquet'
+
+The research outputs of a rule file follow the same rule (:data:`RESEARCH_KINDS`):
+``reports/<stem>__<rules>_optimize.json|.html``, ``data/<stem>__<rules>_best.yaml``,
+``reports/<stem>__<rules>_walkforward.json|.html|_folds.parquet|_equity.parquet`` and
+``reports/<stem>__<rules>_lookahead.json`` (readers still find the older
+``<stem>_<kind>_<rules>`` names: :func:`legacy_research_path`).
 """
 
 from __future__ import annotations
@@ -120,15 +130,135 @@ def interval_token(interval: str) -> str:
     return "1mo" if interval == "1M" else interval
 
 
-def dataset_stem(symbol: str, interval: str, days: int, *, exchange: str | None = None) -> str:
-    if int(days) <= 0:
-        raise UserError(f"--days must be positive, got {days}", "pass a number of days such as --days 365")
-    prefix = "" if exchange in (None, "", "binance") else f"{exchange.lower()}_"
-    return f"{prefix}{normalize_symbol(symbol).lower()}_{interval_token(interval)}_{int(days)}d"
+def _days(days) -> int:
+    """``days`` as a positive int, else a :class:`UserError` that says how to pass it."""
+    try:
+        n = None if isinstance(days, bool) or (isinstance(days, float) and not days.is_integer()) else int(days)
+    except (TypeError, ValueError):
+        n = None
+    if n is None or n <= 0:
+        raise UserError(f"--days must be a positive whole number of days, got {days!r}",
+                        "pass a number of days such as --days 365")
+    return n
+
+
+def _exchange_token(exchange: str | None) -> str | None:
+    """The exchange part of a file name: None for Binance (no prefix), else the lower-case id."""
+    if exchange is None or str(exchange).strip().lower() in ("", "binance"):
+        return None
+    token = str(exchange).strip().lower()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", token):
+        raise UserError(f"invalid exchange {exchange!r} for a dataset name",
+                        "use a CCXT exchange id such as okx, bybit or okx-swap")
+    return token
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One market and window -- the ``(symbol, interval, days)`` every step of the chain reads
+    and writes -- validated once: the symbol normalised (``eth/usdc`` -> ``ETHUSDC``), the
+    interval one of :data:`~S1.intervals.INTERVALS`, ``days`` a positive whole number, and an
+    optional exchange id (None, ``""`` and ``binance`` all mean Binance: no prefix in names).
+
+    >>> ds = Dataset("eth/usdc", "1h", 365)
+    >>> ds
+    Dataset(symbol='ETHUSDC', interval='1h', days=365)
+    >>> ds.stem, ds.label
+    ('ethusdc_1h_365d', 'ETHUSDC 1h 365d')
+    >>> ds.path("trades", rules="S4/rules_ta_only.yaml", data_dir=Path("data")).as_posix()
+    'data/ethusdc_1h_365d__rules_ta_only_trades.parquet'
+    >>> Dataset("BTC/USDT", "4h", 30, exchange="OKX").stem
+    'okx_btcusdt_4h_30d'
+    >>> Dataset("BTCUSDT", "1h", 0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    S1.errors.UserError: --days must be a positive whole number of days, got 0 -- pass a number of days such as ...
+    """
+
+    symbol: str
+    interval: str
+    days: int
+    exchange: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "symbol", normalize_symbol(self.symbol))
+        object.__setattr__(self, "interval", check_interval(self.interval))
+        object.__setattr__(self, "days", _days(self.days))
+        object.__setattr__(self, "exchange", _exchange_token(self.exchange))
+
+    def __repr__(self) -> str:
+        ex = f", exchange={self.exchange!r}" if self.exchange else ""
+        return f"Dataset(symbol={self.symbol!r}, interval={self.interval!r}, days={self.days!r}{ex})"
+
+    @classmethod
+    def from_args(cls, args: Any, *, exchange: bool = True) -> Dataset:
+        """The dataset named by a script's ``--symbol --interval --days [--exchange]`` (an
+        argparse namespace); ``exchange=False`` ignores an ``--exchange`` that names a venue
+        rather than a file prefix."""
+        ex = getattr(args, "exchange", None) if exchange else None
+        return cls(args.symbol, args.interval, args.days, exchange=ex if isinstance(ex, str) else None)
+
+    @property
+    def stem(self) -> str:
+        """``[exchange_]symbol_interval_<days>d``: the start of every file name of this dataset."""
+        prefix = f"{self.exchange}_" if self.exchange else ""
+        return f"{prefix}{self.symbol.lower()}_{interval_token(self.interval)}_{self.days}d"
+
+    @property
+    def label(self) -> str:
+        """``BTCUSDT 1h 365d`` (``okx:BTCUSDT 1h 30d``): for titles and messages."""
+        ex = f"{self.exchange}:" if self.exchange else ""
+        return f"{ex}{self.symbol} {self.interval} {self.days}d"
+
+    @property
+    def args(self) -> str:
+        """``--symbol BTCUSDT --interval 1h --days 365``: the options that name it on the command line
+        of the S2..S7 scripts (``S1/historical.py`` also takes ``--exchange``: :func:`history_command`)."""
+        return f"--symbol {self.symbol} --interval {self.interval} --days {self.days}"
+
+    def path(self, kind: str = "candles", *, rules: str | Path | None = None,
+             data_dir: Path | None = None) -> Path:
+        """:func:`dataset_path` of this dataset."""
+        return dataset_path(self, kind, rules=rules, data_dir=data_dir)
+
+    def with_days(self, days: int) -> Dataset:
+        """The same market over another window."""
+        return Dataset(self.symbol, self.interval, days, exchange=self.exchange)
+
+
+def as_dataset(dataset: Dataset | str, interval: str | None = None, days: int | None = None, *,
+               exchange: str | None = None) -> Dataset:
+    """``dataset`` itself, or -- the loose form kept for the low-level path builders
+    (:func:`dataset_path`, :func:`report_path`) -- the :class:`Dataset` of
+    ``(symbol, interval, days[, exchange])``."""
+    if isinstance(dataset, Dataset):
+        if interval is not None or days is not None or exchange not in (None, dataset.exchange):
+            raise TypeError("pass either a Dataset or symbol, interval, days -- not both")
+        return dataset
+    if interval is None or days is None:
+        raise TypeError(f"expected a Dataset, got {dataset!r} without interval and days")
+    return Dataset(dataset, interval, days, exchange=exchange)
+
+
+def _loose(dataset: Dataset | str, rest: tuple, exchange: str | None) -> tuple[Dataset, tuple]:
+    """Split ``f(dataset, *rest)`` / the loose ``f(symbol, interval, days, *rest)`` call form."""
+    if isinstance(dataset, Dataset):
+        return as_dataset(dataset, exchange=exchange), rest
+    if len(rest) < 2:
+        raise TypeError(f"expected a Dataset (or symbol, interval, days), got {(dataset, *rest)!r}")
+    return as_dataset(dataset, rest[0], rest[1], exchange=exchange), rest[2:]
+
+
+def dataset_stem(dataset: Dataset) -> str:
+    """``ethusdc_1h_365d``: :attr:`Dataset.stem`."""
+    return as_dataset(dataset).stem
 
 
 #: Kinds derived from a rule file: their names carry the rules name (``<stem>__<rules>_<kind>``).
 RULE_KINDS = frozenset({"signals", "equity", "trades", "backtest", "stress"})
+#: Research outputs of a rule file (reports, and the optimiser's ``best`` rule file): always named
+#: ``<stem>__<rules>_<kind>`` too (older names: :func:`legacy_research_path`).
+RESEARCH_KINDS = frozenset({"parity", "optimize", "walkforward", "walkforward_folds", "walkforward_equity",
+                            "lookahead", "best"})
 #: The default rule file of every command that takes ``--rules``.
 DEFAULT_RULES = "S4/rules.yaml"
 #: ``rules=LEGACY``: the name written before the rules-name convention (``<stem>_<kind>``).
@@ -160,31 +290,35 @@ def _rules_infix(kind: str, rules: str | Path | None) -> str:
     return f"__{rules_token(rules)}"
 
 
-def dataset_path(symbol: str, interval: str, days: int, kind: str = "candles", *,
-                 data_dir: Path | None = None, exchange: str | None = None,
-                 rules: str | Path | None = None) -> Path:
-    """Path of a dataset of ``kind`` (see :data:`KINDS`) for one market and window.
+def dataset_path(dataset: Dataset | str, *kind_: str, kind: str | None = None, data_dir: Path | None = None,
+                 exchange: str | None = None, rules: str | Path | None = None) -> Path:
+    """Path of the file of ``kind`` (see :data:`KINDS`; default ``candles``) of ``dataset``:
+    ``dataset_path(ds, "ta")``. The loose form ``dataset_path(symbol, interval, days, kind,
+    exchange=...)`` is kept for callers that hold the three values (tests, one-off scripts).
 
     Kinds in :data:`RULE_KINDS` carry the rules name (``rules``: a rule file path or token;
     None: the default ``S4/rules.yaml``; :data:`LEGACY`: the old name without it)."""
+    ds, rest = _loose(dataset, kind_, exchange)
+    if len(rest) > 1 or (rest and kind is not None):
+        raise TypeError(f"dataset_path() takes one kind, got {(*rest, kind)!r}")
+    kind = rest[0] if rest else (kind or "candles")
     if kind not in KINDS:
         raise ValueError(f"unknown dataset kind {kind!r}; one of {sorted(KINDS)}")
     suffix, ext = KINDS[kind]
     base = globals()["data_dir"](data_dir)
-    return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}{_rules_infix(kind, rules)}{suffix}{ext}"
+    return base / f"{ds.stem}{_rules_infix(kind, rules)}{suffix}{ext}"
 
 
-def existing_dataset_path(symbol: str, interval: str, days: int, kind: str, *, rules: str | Path | None = None,
-                          data_dir: Path | None = None, exchange: str | None = None,
-                          note: bool = True) -> Path:
+def existing_dataset_path(dataset: Dataset, kind: str, *, rules: str | Path | None = None,
+                          data_dir: Path | None = None, note: bool = True) -> Path:
     """The rules-named path of ``kind`` when it exists; else, for the default rules, a file written by
     the older convention (``<stem>_<kind>``, no rules name) when that exists -- with a one-line note on
     stderr so existing data is not orphaned; else the rules-named path (which the caller reports as
     missing). Another rules file never falls back: the old name cannot say which rules wrote it."""
-    path = dataset_path(symbol, interval, days, kind, data_dir=data_dir, exchange=exchange, rules=rules)
+    path = dataset_path(dataset, kind, data_dir=data_dir, rules=rules)
     if kind not in RULE_KINDS or path.exists() or rules_token(rules) != rules_token(None):
         return path
-    legacy = dataset_path(symbol, interval, days, kind, data_dir=data_dir, exchange=exchange, rules=LEGACY)
+    legacy = dataset_path(dataset, kind, data_dir=data_dir, rules=LEGACY)
     if legacy.exists():
         if note:
             import sys
@@ -195,26 +329,24 @@ def existing_dataset_path(symbol: str, interval: str, days: int, kind: str, *, r
     return path
 
 
-def parity_path(symbol: str, interval: str, days: int, *, data_dir: Path | None = None,
-                exchange: str | None = None, rules: str | Path | None = None) -> Path:
+def parity_path(dataset: Dataset, *, data_dir: Path | None = None, rules: str | Path | None = None) -> Path:
     """``data/<stem>__<rules>_parity.json``: the backtest and paper trade lists of ``python S5/parity.py``.
 
-    >>> parity_path("BTCUSDT", "1h", 365, data_dir=Path("data")).as_posix()
+    >>> parity_path(Dataset("BTCUSDT", "1h", 365), data_dir=Path("data")).as_posix()
     'data/btcusdt_1h_365d__rules_parity.json'
     """
     base = globals()["data_dir"](data_dir)
-    return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}{_rules_infix('signals', rules)}_parity.json"
+    return base / f"{as_dataset(dataset).stem}{_rules_infix('signals', rules)}_parity.json"
 
 
 #: Export formats of candle datasets and their file extension (Parquet is the chained format).
 EXPORT_EXTENSIONS: dict[str, str] = {"parquet": ".parquet", "csv": ".csv", "feather": ".feather", "sqlite": ".sqlite"}
 
 
-def export_path(symbol: str, interval: str, days: int, fmt: str, *, exchange: str | None = None,
-                gzip: bool = False, data_dir: Path | None = None) -> Path:
+def export_path(dataset: Dataset, fmt: str, *, gzip: bool = False, data_dir: Path | None = None) -> Path:
     """Path of a candle export beside the dataset: ``data/<stem>.csv[.gz]|.feather|.sqlite``.
 
-    >>> export_path("ETHUSDC", "1h", 365, "csv", gzip=True, data_dir=Path("data")).as_posix()
+    >>> export_path(Dataset("ETHUSDC", "1h", 365), "csv", gzip=True, data_dir=Path("data")).as_posix()
     'data/ethusdc_1h_365d.csv.gz'
     """
     if fmt not in EXPORT_EXTENSIONS:
@@ -223,7 +355,7 @@ def export_path(symbol: str, interval: str, days: int, fmt: str, *, exchange: st
         raise UserError(f"--gzip applies to --format csv only, not {fmt}", "drop --gzip or use --format csv")
     base = local_dir(data_dir) if fmt == "sqlite" else globals()["data_dir"](data_dir)
     ext = EXPORT_EXTENSIONS[fmt] + (".gz" if gzip else "")
-    return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}{ext}"
+    return base / f"{as_dataset(dataset).stem}{ext}"
 
 
 def lake_dir(*, data_dir: Path | None = None) -> Path:
@@ -246,17 +378,26 @@ def lake_path(exchange: str, market: str, symbol: str, interval: str, month: str
         interval_token(interval) / f"{month}.parquet"
 
 
-def report_path(symbol: str, interval: str, days: int, name: str, ext: str = "html", *,
-                exchange: str | None = None, reports: Path | None = None, rules: str | Path | None = None) -> Path:
-    """``reports/<stem>_<name>.<ext>``; a report of a rule-derived kind (:data:`RULE_KINDS`, and
-    ``parity``) carries the rules name: ``reports/ethusdc_1h_365d__rules_backtest.html``.
+def report_path(dataset: Dataset | str, *name_ext: str, exchange: str | None = None, reports: Path | None = None,
+                rules: str | Path | None = None) -> Path:
+    """``reports/<stem>_<name>.<ext>`` (``report_path(ds, name, ext="html")``; the loose form
+    ``report_path(symbol, interval, days, name, ext)`` is kept as for :func:`dataset_path`).
+    A report of a rule-derived kind (:data:`RULE_KINDS` and :data:`RESEARCH_KINDS`) carries
+    the rules name: ``reports/ethusdc_1h_365d__rules_backtest.html``.
 
-    >>> report_path("ETHUSDC", "1h", 365, "backtest", reports=Path("reports")).name
+    >>> report_path(Dataset("ETHUSDC", "1h", 365), "backtest", reports=Path("reports")).name
     'ethusdc_1h_365d__rules_backtest.html'
+    >>> report_path(Dataset("ETHUSDC", "1h", 365), "walkforward_folds", "parquet", rules="S4/rules_ta_only.yaml",
+    ...             reports=Path("reports")).name
+    'ethusdc_1h_365d__rules_ta_only_walkforward_folds.parquet'
     """
+    ds, rest = _loose(dataset, name_ext, exchange)
+    if not 1 <= len(rest) <= 2:
+        raise TypeError(f"report_path() takes a name and an optional extension, got {rest!r}")
+    name, ext = rest[0], (rest[1] if len(rest) > 1 else "html")
     base = Path(reports) if reports is not None else reports_dir()
-    infix = _rules_infix(name if name != "parity" else "signals", rules)
-    return base / f"{dataset_stem(symbol, interval, days, exchange=exchange)}{infix}_{name}.{ext}"
+    infix = _rules_infix(name if name not in RESEARCH_KINDS else "signals", rules)
+    return base / f"{ds.stem}{infix}_{name}.{ext}"
 
 
 def portfolio_path(name: str, kind: str, *, data_dir: Path | None = None, reports: Path | None = None) -> Path:
@@ -397,10 +538,43 @@ def exchange_info_path(*, data_dir: Path | None = None) -> Path:
     return local_dir(data_dir) / "exchange_info.json"
 
 
-def best_rules_path(symbol: str, interval: str, days: int, rules_path: str | Path, *,
-                    data_dir: Path | None = None) -> Path:
-    """S5's optimised rule file: ``data/<stem>_best_<rules stem>.yaml``."""
-    return globals()["data_dir"](data_dir) / f"{dataset_stem(symbol, interval, days)}_best_{Path(rules_path).stem}.yaml"
+def leverage_brackets_path(symbol: str, *, data_dir: Path | None = None) -> Path:
+    """S7's cache of ``symbol``'s USD-M ``GET /fapi/v1/leverageBracket`` answer (the liquidation rule's
+    maintenance margin): ``data/btcusdt_leverage_brackets.json``.
+
+    >>> leverage_brackets_path("btcusdt", data_dir=Path("data")).name
+    'btcusdt_leverage_brackets.json'
+    """
+    return local_dir(data_dir) / f"{normalize_symbol(symbol).lower()}_leverage_brackets.json"
+
+
+def best_rules_path(dataset: Dataset, rules: str | Path, *, data_dir: Path | None = None) -> Path:
+    """S5's optimised rule file: ``data/<stem>__<rules>_best.yaml``.
+
+    >>> best_rules_path(Dataset("ETHUSDC", "1h", 365), "S4/rules.yaml", data_dir=Path("data")).as_posix()
+    'data/ethusdc_1h_365d__rules_best.yaml'
+    """
+    return globals()["data_dir"](data_dir) / f"{as_dataset(dataset).stem}__{rules_token(rules)}_best.yaml"
+
+
+def legacy_research_path(path: Path) -> Path | None:
+    """The name an optimiser / walk-forward / look-ahead output had before outputs carried the
+    rules name the one way (``<stem>__<rules>_<kind>``): ``<stem>_optimize_<rules>.json``,
+    ``<stem>_best_<rules>.yaml``, ``<stem>_walkforward_<rules>[_folds|_equity].<ext>``,
+    ``<stem>_lookahead_<rules>.json``; None for any other name. Readers use it so runs written
+    before the rename are still found.
+
+    >>> legacy_research_path(Path("reports/btcusdt_1h_30d__rules_ta_only_walkforward_equity.parquet")).name
+    'btcusdt_1h_30d_walkforward_rules_ta_only_equity.parquet'
+    >>> legacy_research_path(Path("data/btcusdt_1h_30d__rules_best.yaml")).name
+    'btcusdt_1h_30d_best_rules.yaml'
+    """
+    m = re.fullmatch(r"(.+?)__([a-z0-9-]+(?:_[a-z0-9-]+)*?)_(optimize|best|walkforward|lookahead)"
+                     r"(_folds|_equity)?(\.[a-z]+)", Path(path).name)
+    if m is None:
+        return None
+    stem, rules, kind, part, ext = m.groups()
+    return Path(path).with_name(f"{stem}_{kind}_{rules}{part or ''}{ext}")
 
 
 def optuna_storage_url(*, data_dir: Path | None = None) -> str:
@@ -468,9 +642,13 @@ class DatasetName:
         return (f"DatasetName(symbol={self.symbol!r}, interval={self.interval!r}, days={self.days!r}, "
                 f"kind={self.kind!r}, exchange={self.exchange!r}{extra})")
 
+    @property
+    def dataset(self) -> Dataset:
+        """The market and window this file belongs to."""
+        return Dataset(self.symbol, self.interval, self.days, exchange=self.exchange)
+
     def path(self, kind: str | None = None) -> Path:
-        return dataset_path(self.symbol, self.interval, self.days, kind or self.kind, exchange=self.exchange,
-                            rules=self.rules)
+        return dataset_path(self.dataset, kind or self.kind, rules=self.rules)
 
     @property
     def label(self) -> str:
@@ -799,9 +977,8 @@ def regenerate_command(path: Path) -> str | None:
     name = as_path(path).name
     ds = parse_dataset_name(name)
     if ds is not None:
-        ex = f" --exchange {ds.exchange}" if ds.exchange else ""
         args = f"--symbol {ds.symbol} --interval {ds.interval} --days {ds.days}"
-        return {"candles": f"python S1/historical.py{ex} {args}",
+        return {"candles": f"python S1/historical.py {_venue_args(ds.exchange)}{args}",
                 "ta": f"python S2/indicators.py {args}",
                 "signals": f"python S4/decision.py {args} --rules {_rules_arg(ds.rules)}",
                 "ml": f"python S4/model.py {args}",
@@ -907,12 +1084,27 @@ def read_candles(path: Path, *, how_to_create: str | None = None) -> pd.DataFram
     return validate_candles(read_parquet(path), what=str(path))
 
 
-def history_command(symbol: str, interval: str, days: int) -> str:
-    """The exact S1 command that writes the candle file of a market and window."""
-    return f"python S1/historical.py --symbol {normalize_symbol(symbol)} --interval {interval} --days {int(days)}"
+def history_command(dataset: Dataset) -> str:
+    """The exact S1 command that writes the candle file of a dataset.
+
+    >>> history_command(Dataset("btc/usdt", "1h", 30))
+    'python S1/historical.py --symbol BTCUSDT --interval 1h --days 30'
+    """
+    ds = as_dataset(dataset)
+    return f"python S1/historical.py {_venue_args(ds.exchange)}{ds.args}"
 
 
-def indicators_command(symbol: str, interval: str, days: int) -> str:
-    """The exact S2 command that writes the ``_ta`` file of a market and window."""
-    return (f"python S2/indicators.py --symbol {normalize_symbol(symbol)} --interval {interval} "
-            f"--days {int(days)}")
+def _venue_args(token: str | None) -> str:
+    """``okx-swap-mark`` (a file-name prefix) -> ``--exchange okx --market swap --price mark ``."""
+    if not token:
+        return ""
+    exchange, *rest = token.split("-")
+    opts = [f"--exchange {exchange}"]
+    for part in rest:
+        opts.append(f"--price {part}" if part in ("mark", "index") else f"--market {part}")
+    return " ".join(opts) + " "
+
+
+def indicators_command(dataset: Dataset) -> str:
+    """The exact S2 command that writes the ``_ta`` file of a dataset."""
+    return f"python S2/indicators.py {as_dataset(dataset).args}"

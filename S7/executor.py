@@ -7,6 +7,8 @@ explicit flag and keys -- live.
     python S7/executor.py --symbol BTCUSDT --interval 1h --offline --replay-days 7     # no internet: simulated market
     python S7/executor.py ... --order-type limit --post-only --limit-offset-bps 5 --limit-timeout-candles 2 --limit-fallback market
     python S7/executor.py ... --live --i-understand-this-trades-real-money
+    python S7/executor.py --symbol BTCUSDT --interval 1h --rules S4/rules_long_short.yaml --market usdm --leverage 3
+    python S7/executor.py ... --market usdm --leverage 3 --dry-run [--replay-days 7]   # USD-M without keys
 
 On every closed candle (from the streamer's SQLite table, ``python S1/streamer.py``;
 or ``--source rest``; or a fast replay of recent candles with ``--replay-days``):
@@ -52,8 +54,10 @@ def build_parser() -> ArgumentParser:
                       help="REAL MONEY: needs --i-understand-this-trades-real-money and live keys")
     p.set_defaults(mode="testnet")
     p.add_argument("--market", choices=("spot", "usdm"), default="spot",
-                   help="spot (default); usdm: Binance USD-M perpetuals -- the live loop does not trade it yet "
-                        "(dry-run replay: python -m S7.paper_replay --market usdm)")
+                   help="spot (default); usdm: Binance USD-M perpetuals on the futures testnet "
+                        "(BINANCE_FUTURES_TESTNET_* in .env) or --dry-run: shorts, leverage, funding, liquidation")
+    p.add_argument("--leverage", type=float, default=None,
+                   help="usdm: leverage, isolated margin = notional / N (default 1)")
     p.add_argument("--i-understand-this-trades-real-money", dest="real_money", action="store_true",
                    help="required with --live")
     src = p.add_argument_group("candles")
@@ -130,7 +134,7 @@ def config_from_args(args):
                          user_stream=not args.no_user_stream)
 
 
-async def _amain(cfg, control: Path | None = None) -> int:
+async def _amain(cfg, control: Path | None = None, leverage: float | None = None) -> int:
     from S7.session import run_session, summary_lines
 
     stop = asyncio.Event()
@@ -147,27 +151,53 @@ async def _amain(cfg, control: Path | None = None) -> int:
             loop.add_signal_handler(sig, on_signal, sig.name)
         except (NotImplementedError, RuntimeError):  # Windows
             pass
-    res = await run_session(cfg, stop=stop, control=control)
-    for line in summary_lines(res):
+    if leverage is not None:                 # --market usdm (S7.futures_session)
+        from S7.futures_session import run_usdm_session, usdm_summary_lines
+
+        res = await run_usdm_session(cfg, leverage=leverage, stop=stop)
+        lines = usdm_summary_lines(res)
+    else:
+        lines = summary_lines(await run_session(cfg, stop=stop, control=control))
+    for line in lines:
         print(line, flush=True)
     return 0
 
 
+def _usdm_checks(args) -> float | None:
+    """``--leverage`` for ``--market usdm`` (None for spot); the USD-M option checks, one line each."""
+    from S1.errors import UserError
+
+    if args.market != "usdm":
+        if args.leverage is not None:
+            raise UserError("--leverage needs --market usdm", "spot trading has no leverage: add --market usdm")
+        return None
+    if args.control is not None:
+        raise UserError("--control (the S8 service) drives spot executors only", "drop --control with --market usdm")
+    return 1.0 if args.leverage is None else float(args.leverage)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.market == "usdm":
-        from S1.errors import UserError
-
-        raise UserError("the executor trades spot only: USD-M perpetuals run in the dry-run replay (no futures "
-                        "testnet client yet)", "python -m S7.paper_replay --market usdm --leverage N ... "
-                        "(see S7/README.md, USD-M perpetuals)")
+    leverage = _usdm_checks(args)
     from S1.offline import offline_mode, offline_requested
     from S1.settings import get_settings
     from S7.config import check_config
 
+    def checked(settings):
+        """Bad input: one line, before anything starts (USD-M: its own keys, S7.futures_session)."""
+        if leverage is None:
+            return check_config(config_from_args(args), settings)
+        from dataclasses import replace
+
+        from S7.futures_session import check_usdm
+
+        cfg = config_from_args(args)
+        check_usdm(cfg, settings, leverage)
+        return replace(check_config(replace(cfg, mode="dry-run"), settings), mode=cfg.mode)
+
     if not offline_requested(args.offline):
-        cfg = check_config(config_from_args(args), get_settings())  # bad input: one line, before anything starts
-        return asyncio.run(_amain(cfg, args.control))
+        cfg = checked(get_settings())
+        return asyncio.run(_amain(cfg, args.control, leverage))
     from S1.errors import UserError
 
     if args.mode == "live":
@@ -179,8 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.source = "rest"          # no streamer database offline: poll the local market's REST klines
     days = int(args.replay_days or 0) + 30
     with offline_mode(True, days=days):
-        cfg = check_config(config_from_args(args), get_settings())
-        return asyncio.run(_amain(cfg, args.control))
+        cfg = checked(get_settings())
+        return asyncio.run(_amain(cfg, args.control, leverage))
 
 
 if __name__ == "__main__":

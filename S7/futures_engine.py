@@ -17,8 +17,10 @@ proves the backtest and this engine trade the same, trade for trade).
   and take-profits are :func:`S4.decide.levels` by side, the trailing stop
   :func:`S4.decide.trail` after every candle that does not close the position.
 
-The executor's live loop still trades spot only (``S7/executor.py --market usdm`` is refused with
-one line): this module runs the dry-run replay (``python -m S7.paper_replay --market usdm``).
+The same engine runs the dry-run replay (``python -m S7.paper_replay --market usdm``) and the
+executor's USD-M sessions (:mod:`S7.futures_session`, ``python S7/executor.py --market usdm``: the
+dry-run on this account, the futures testnet on :class:`S7.futures_session.ExchangeAccount`, a
+subclass booking the exchange's fills through :meth:`FuturesAccount.book`).
 """
 
 from __future__ import annotations
@@ -63,6 +65,14 @@ class FuturesAccount:
     pending: list[Order] = field(default_factory=list)
     trades: list[dict[str, Any]] = field(default_factory=list)
     fills: list[dict[str, Any]] = field(default_factory=list)
+    slippage: float = 0.0                     #: dry-run MARKET fills: S5.costs.fill_price (against the side, tick)
+
+    def fill_price(self, price: float, side: str) -> float:
+        """The dry-run fill of a MARKET ``side`` order at ``price`` (the backtest's own function)."""
+        from S5.costs import fill_price, price_grid
+
+        tick, base = price_grid(self.filters)
+        return fill_price(price, buy=side == "BUY", slippage=self.slippage, tick=tick, base=base)
 
     def submit(self, order: Order) -> None:
         self.pending.append(order)
@@ -77,20 +87,28 @@ class FuturesAccount:
         """Fill the pending MARKET orders at ``price`` in the order they were sent."""
         done = []
         for o in self.pending:
-            fee = o.qty * price * self.fee_rate
-            self.fills.append({"side": o.side, "qty": o.qty, "price": price, "fee": fee, "time_ms": t_ms,
-                               "reason": o.reason})
-            if o.opens:
-                stop, tp = levels(price, o.size, self.filters, side=o.position_side)
-                self.position = Position(qty=o.qty, entry_price=price, stop=stop, take_profit=tp,
-                                         side=o.position_side, trail=o.trail)
-                self.balance -= fee
-                self.margin = o.qty * price / self.spec.leverage
-                self.funding, self.entry_fee, self.entry_ms, self.entry_reason = 0.0, fee, t_ms, o.reason
-            else:
-                done.append(self._close(price, t_ms, o.reason, fee))
+            px = self.fill_price(price, o.side)
+            tr = self.book(o, px, o.qty * px * self.fee_rate, t_ms)
+            if tr is not None:
+                done.append(tr)
         self.pending = []
         return done
+
+    def book(self, o: Order, price: float, fee: float, t_ms: int, **extra) -> dict[str, Any] | None:
+        """Book one filled order (at ``price``, paying ``fee``); returns the closed trade, if any.
+        The dry-run fills here at the next price; :class:`S7.futures_session.ExchangeAccount`
+        books the exchange's fills here (``extra``: the exchange's ids, kept in ``fills``)."""
+        self.fills.append({"side": o.side, "qty": o.qty, "price": price, "fee": fee, "time_ms": t_ms,
+                           "reason": o.reason, **extra})
+        if o.opens:
+            stop, tp = levels(price, o.size, self.filters, side=o.position_side)
+            self.position = Position(qty=o.qty, entry_price=price, stop=stop, take_profit=tp,
+                                     side=o.position_side, trail=o.trail)
+            self.balance -= fee
+            self.margin = o.qty * price / self.spec.leverage
+            self.funding, self.entry_fee, self.entry_ms, self.entry_reason = 0.0, fee, t_ms, o.reason
+            return None
+        return self._close(price, t_ms, o.reason, fee)
 
     def _close(self, price: float, t_ms: int, reason: str, fee: float) -> dict[str, Any]:
         p = self.position
@@ -153,6 +171,14 @@ class FuturesEngine:
     def on_price(self, price: float, t_ms: int) -> None:
         for tr in self.account.on_price(price, t_ms):
             self._closed(tr)
+
+    def closed(self, trades: list[dict[str, Any]], *, exit_open_ms: int | None = None) -> None:
+        """Trades the venue closed outside :meth:`on_price` (the exchange's fills; a position
+        the exchange liquidated or closed: ``exit_open_ms`` starts the cooldown there)."""
+        for tr in trades:
+            self._closed(tr)
+        if exit_open_ms is not None:
+            self.last_exit_ms = exit_open_ms
 
     def _closed(self, tr: dict[str, Any]) -> None:
         if self.kill_switch is not None:
@@ -225,17 +251,17 @@ class FuturesEngine:
         acc = self.account
         acc.pending = []
         if acc.position is not None:
-            fee = acc.position.qty * last_close * acc.fee_rate
-            acc._close(last_close, last_open_ms, "end", fee)
+            px = acc.fill_price(last_close, "BUY" if acc.position.side == "short" else "SELL")
+            acc._close(px, last_open_ms, "end", acc.position.qty * px * acc.fee_rate)
 
 
 def replay_usdm(frame: pd.DataFrame, *, rules, risk, interval: str, filters, spec: FuturesSpec, balance: float,
-                fee_rate: float, use_stops: bool, state_dir, features) -> dict[str, Any]:
+                fee_rate: float, use_stops: bool, state_dir, features, slippage: float = 0.0) -> dict[str, Any]:
     """The USD-M dry-run replay of ``frame`` (see :func:`S7.paper_replay.replay_frame`)."""
     from S6.killswitch import KillSwitch
 
     ks = KillSwitch(risk, path=state_dir / "kill_switch.json")
-    acc = FuturesAccount(balance=balance, fee_rate=fee_rate, spec=spec, filters=filters)
+    acc = FuturesAccount(balance=balance, fee_rate=fee_rate, spec=spec, filters=filters, slippage=slippage)
     eng = FuturesEngine(rules=rules, risk=risk, account=acc, interval=interval, features=features, kill_switch=ks,
                         use_stops=use_stops, filters=filters)
     opens = frame.index.as_unit("ms").asi8.astype(np.int64)

@@ -23,6 +23,8 @@ def test_short_round_trip_with_funding_by_hand():
         try:
             async with UsdmClient(url, ex.api_key, ex.api_secret) as c:
                 assert (await c.set_leverage("BTCUSDT", 5))["leverage"] == 5
+                assert await c.set_margin_type("BTCUSDT", "ISOLATED") is True
+                assert await c.set_margin_type("BTCUSDT", "ISOLATED") is False      # -4046: already isolated
                 o = await c.market_order("BTCUSDT", "SELL", "2", client_order_id="s1")
                 assert (o["status"], o["avgPrice"]) == ("FILLED", "100.0")
                 pos = await c.position("BTCUSDT")

@@ -43,10 +43,11 @@ def test_spot_engine_and_replay_refuse_short_rules(tmp_path):
                                  state_dir=tmp_path))
 
 
-def test_executor_refuses_usdm_in_one_line(settings_env, capsys):
+def test_executor_refuses_usdm_live_in_one_line(settings_env, capsys):
     from S1.cli import run
     from S7.executor import main
 
-    assert run(main, ["--symbol", "BTCUSDT", "--dry-run", "--market", "usdm"]) == 2
+    argv = ["--symbol", "BTCUSDT", "--market", "usdm", "--live", "--i-understand-this-trades-real-money"]
+    assert run(main, argv) == 2
     err = capsys.readouterr().err
-    assert "spot only" in err and "S7.paper_replay --market usdm" in err and err.count("\n") == 1
+    assert "not live" in err and err.count("\n") == 1

@@ -1,0 +1,707 @@
+"""USD-M perpetuals paper trading: one executor session on the Binance **futures testnet**
+(``BINANCE_FUTURES_TESTNET_*``) or in ``--dry-run`` -- what ``python S7/executor.py --market usdm
+--leverage N`` runs.
+
+The decision path is the backtest's: :class:`S7.futures_engine.FuturesEngine` (S4's
+:func:`~S4.decide.decide`, :func:`~S4.decide.size_entry` capped at ``equity x leverage``, stops,
+take-profits, trailing stops, the S6 kill-switch and its flattening). Only the venue differs:
+
+- ``dry-run``: :class:`S7.futures_engine.FuturesAccount` -- MARKET orders filled at the next price,
+  funding from ``data/<symbol>_funding.parquet`` when there is one, liquidation at the first
+  leverage bracket's maintenance margin (the accounting of :mod:`S5.futures`);
+- ``testnet``: :class:`ExchangeAccount` -- at start the margin type (``ISOLATED``) and the leverage
+  are set with the signed endpoints and the first leverage bracket is read
+  (:func:`first_bracket`); the orders decided on a closed candle go out at once as MARKET orders
+  with deterministic client ids (``reduceOnly`` on every exit), their fills (price, commission) are
+  read back and booked through :meth:`~S7.futures_engine.FuturesAccount.book`; before each decision
+  the funding payments (``GET /fapi/v1/income`` ``FUNDING_FEE``) are added to the open trade, the
+  exchange's position is checked (gone: the exchange liquidated or closed it -- booked from its
+  fills) and the wallet balance is re-read.
+
+Per closed candle one heartbeat line (:mod:`S7.heartbeat`) and the state (position, levels,
+trades, cursors) is written atomically to ``data/state/s7_usdm_<mode>_<symbol>_<interval>.json``;
+a restart picks it up and checks it against the exchange's position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from S1.errors import NetworkError, UserError
+from S4.decide import ENTER, EXIT, SKIP, Position
+from S5.futures import FIRST_BRACKET_MMR, FuturesSpec, first_bracket_mmr, liquidation_price
+from S7.futures_client import FuturesAuthError, FuturesError, UsdmClient, futures_filters
+from S7.futures_engine import FuturesAccount, FuturesEngine, Order
+
+log = logging.getLogger(__name__)
+
+FUTURES_TESTNET_KEYS_URL = "https://testnet.binancefuture.com"
+
+
+# ----------------------------------------------------------------- brackets
+@dataclass(frozen=True)
+class Bracket:
+    """The first leverage bracket: maintenance margin ``notional x mmr - cum`` up to ``cap``."""
+
+    mmr: float
+    cum: float
+    max_leverage: int | None
+    cap: float | None
+    origin: str
+
+
+def builtin_bracket(symbol: str) -> Bracket:
+    table = "S5.futures.FIRST_BRACKET_MMR" + ("" if symbol.upper() in FIRST_BRACKET_MMR else " default")
+    return Bracket(first_bracket_mmr(symbol), 0.0, None, None, f"built-in table ({table})")
+
+
+def _bracket_of(rows: list[dict], origin: str) -> Bracket:
+    b = rows[0]
+    return Bracket(float(b["maintMarginRatio"]), float(b.get("cum", 0.0)),
+                   int(b["initialLeverage"]) if b.get("initialLeverage") is not None else None,
+                   float(b["notionalCap"]) if b.get("notionalCap") is not None else None, origin)
+
+
+def cached_bracket(symbol: str) -> Bracket | None:
+    """The first bracket from the cache (``data/<symbol>_leverage_brackets.json``), if any."""
+    from S1.datasets import leverage_brackets_path
+
+    path = leverage_brackets_path(symbol)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return _bracket_of(data["brackets"], f"cached leverageBracket of {data.get('fetched_at', '?')} ({path})")
+    except (ValueError, KeyError, IndexError, TypeError, OSError) as exc:
+        log.warning("leverage bracket cache %s not usable (%s)", path, exc)
+        return None
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", flush=True)
+
+
+async def first_bracket(client: UsdmClient | None, symbol: str) -> Bracket:
+    """``symbol``'s first leverage bracket: ``GET /fapi/v1/leverageBracket`` when there is a
+    client (keys), cached under ``data/`` (:func:`S1.datasets.leverage_brackets_path`); else (or when
+    the call fails) the cache; else :data:`S5.futures.FIRST_BRACKET_MMR`, with one printed note."""
+    from S1.datasets import atomic_write_text, leverage_brackets_path
+
+    why = "no futures keys"
+    if client is not None:
+        try:
+            rows = await client.leverage_brackets(symbol)
+            path = leverage_brackets_path(symbol)
+            atomic_write_text(path, json.dumps({"symbol": symbol, "source": client.base_url,
+                                                "fetched_at": pd.Timestamp.now(tz="UTC").isoformat(),
+                                                "brackets": rows}, indent=1))
+            return _bracket_of(rows, f"GET /fapi/v1/leverageBracket at {client.base_url}")
+        except FuturesAuthError:
+            raise
+        except FuturesError as exc:
+            why = f"leverageBracket failed: {exc.msg or exc}"
+    cached = cached_bracket(symbol)
+    if cached is not None:
+        return cached
+    b = builtin_bracket(symbol)
+    _note(f"{why}: liquidation uses the {b.origin} maintenance margin rate {b.mmr:g} for {symbol}")
+    return b
+
+
+# ---------------------------------------------------------------- features
+class WindowFeatures:
+    """The indicators (S2's array kernels) and sentiment on the last ``window`` closed candles,
+    as the :class:`~S7.futures_engine.FuturesEngine` reads them (``arrays(open_ms)``)."""
+
+    def __init__(self, indicators, *, window: int, atr_period: int, sentiment=None):
+        self.indicators, self.window, self.atr_period, self.sentiment = indicators, window, atr_period, sentiment
+        self._t = np.empty(0, dtype=np.int64)
+        self._w = {c: np.empty(0) for c in ("high", "low", "close")}
+
+    def push(self, open_ms: int, row: dict[str, float]) -> None:
+        keep = self.window - 1
+        self._t = np.append(self._t[-keep:], np.int64(open_ms))
+        for c in self._w:
+            self._w[c] = np.append(self._w[c][-keep:], row[c])
+
+    def arrays(self, open_ms: np.ndarray) -> dict[str, np.ndarray]:
+        from S2.ta import atr as atr_kernel
+        from S2.ta import compute_indicators
+
+        n = len(open_ms)
+        if n == 0 or len(self._t) < n or not np.array_equal(self._t[-n:], np.asarray(open_ms, dtype=np.int64)):
+            raise RuntimeError("the feature window is out of step with the engine's candles")
+        w = self._w
+        ind = compute_indicators(w["high"], w["low"], w["close"], self.indicators) if len(self._t) > 1 else {}
+        col = f"atr{self.atr_period}"
+        if col not in ind and len(self._t) > self.atr_period:
+            ind[col] = atr_kernel(w["high"], w["low"], w["close"], self.atr_period)
+        out = {k: np.asarray(v, dtype=np.float64)[-n:] for k, v in ind.items()}
+        if self.sentiment is not None:
+            out.update(self.sentiment.arrays(np.asarray(open_ms, dtype=np.int64)))
+        return out
+
+
+class PushFeatures:
+    """Wraps precomputed features (e.g. :class:`S7.feeds.FrameFeed`) with a no-op ``push``."""
+
+    def __init__(self, feed):
+        self.feed = feed
+        self.columns = getattr(feed, "columns", [])
+
+    def push(self, open_ms: int, row: dict[str, float]) -> None:
+        pass
+
+    def arrays(self, open_ms):
+        return self.feed.arrays(open_ms)
+
+
+# ----------------------------------------------------------------- exchange
+def client_order_id(symbol: str, interval: str, candle_open_ms: int, side: str, strategy: str, opens: bool) -> str:
+    """Deterministic ``newClientOrderId`` of an order decided on a candle (``u7-`` + 28 hex)."""
+    raw = f"{symbol}|{interval}|{candle_open_ms}|{side}|{strategy}|{'open' if opens else 'close'}"
+    return "u7-" + hashlib.sha256(raw.encode()).hexdigest()[:28]
+
+
+def _qty_text(qty: float, filters) -> str:
+    step = getattr(filters, "market_step_size", None) or getattr(filters, "step_size", None)
+    d = Decimal(repr(float(qty)))
+    if step:
+        d = (d / step).to_integral_value(rounding="ROUND_HALF_EVEN") * step
+    text = format(d.normalize(), "f")
+    return text
+
+
+@dataclass
+class ExchangeAccount(FuturesAccount):
+    """The futures testnet as the engine's account (see the module docstring): the engine's
+    :meth:`submit` queues, :meth:`flush` sends, :meth:`sync` reads funding, the position and
+    the wallet back. Liquidation is the exchange's: :meth:`check_liquidation` never fires here."""
+
+    client: Any = None
+    symbol: str = ""
+    interval: str = ""
+    strategy: str = ""
+    order_log: Any = None
+    income_cursor_ms: int | None = None
+    seen_income: list = field(default_factory=list)
+    funding_total: float = 0.0
+    rejected: int = 0
+    notes: list = field(default_factory=list)
+
+    def check_liquidation(self, o, h, lo, t_ms):   # the exchange liquidates; sync() books it
+        return None
+
+    def _log(self, **kw) -> None:
+        if self.order_log is not None:
+            self.order_log.append(symbol=self.symbol, **kw)
+
+    async def sync(self, candle_open_ms: int) -> list[dict[str, Any]]:
+        """Funding, the exchange's position and the wallet before the decision on a candle;
+        returns the trades the exchange closed by itself (liquidation / outside the strategy)."""
+        rows = await self.client.funding_income(self.symbol, start_time=self.income_cursor_ms)
+        for r in rows:
+            tid = str(r.get("tranId", f"{r['time']}:{r['income']}"))
+            if tid in self.seen_income:
+                continue
+            self.seen_income = (self.seen_income + [tid])[-200:]
+            pay = -float(r["income"])
+            self.funding_total += pay
+            if self.position is not None:
+                self.funding += pay
+            self.income_cursor_ms = max(self.income_cursor_ms or 0, int(r["time"]))
+            self._log(side=None, type="FUNDING_FEE", quantity=None, price=None, client_id=None, exchange_id=None,
+                      status="FUNDING", reason="funding", event="funding", income=r["income"], tran_id=tid)
+        closed: list[dict[str, Any]] = []
+        ex = await self.client.position(self.symbol)
+        amt = float(ex["positionAmt"]) if ex else 0.0
+        if self.position is not None and abs(amt) < 1e-12:
+            closed.append(await self._closed_outside(candle_open_ms))
+        elif self.position is not None and not math.isclose(abs(amt), self.position.qty, rel_tol=1e-9):
+            note = (f"the exchange holds {amt:g} {self.symbol}, the strategy {self.position.qty:g}: "
+                    "tracking the exchange's quantity")
+            log.warning(note)
+            self.notes.append(note)
+            self.position = Position(qty=abs(amt), entry_price=self.position.entry_price, stop=self.position.stop,
+                                     take_profit=self.position.take_profit, side=self.position.side,
+                                     trail=self.position.trail)
+        self.balance = await self.client.usdt_balance()
+        return closed
+
+    async def _closed_outside(self, candle_open_ms: int) -> dict[str, Any]:
+        """The position is gone at the exchange: book it from the exchange's fills that are
+        not ours (``liquidation`` when at or beyond the liquidation price, else ``external``)."""
+        p = self.position
+        ours = {f.get("order_id") for f in self.fills}
+        start = min((f["exchange_time_ms"] for f in self.fills if f.get("exchange_time_ms")), default=None)
+        trades = [t for t in await self.client.user_trades(self.symbol, start_time=start)
+                  if t["orderId"] not in ours]
+        liq = liquidation_price(p.side, qty=p.qty, entry=p.entry_price, margin=self.margin,
+                                mmr=self.spec.maint_margin_rate, cum=self.spec.maint_amount)
+        if trades:
+            q = sum(float(t["qty"]) for t in trades)
+            px = sum(float(t["qty"]) * float(t["price"]) for t in trades) / q
+            fee = sum(float(t["commission"]) for t in trades)
+        else:
+            px, fee = liq, 0.0
+        beyond = (px <= liq * 1.001) if p.side == "long" else (px >= liq * 0.999)
+        reason = "liquidation" if beyond else "external"
+        note = f"the exchange closed the {p.side} position ({p.qty:g} @ {p.entry_price:g}) at {px:g}: {reason}"
+        log.warning(note)
+        self.notes.append(note)
+        self._log(side="SELL" if p.side == "long" else "BUY", type="MARKET", quantity=p.qty, price=px, client_id=None,
+                  exchange_id=None, status="FILL", reason=reason, event="reconcile")
+        return self._close(px, candle_open_ms, reason, fee)
+
+    async def flush(self, decided_open_ms: int, fill_ms: int) -> list[dict[str, Any]]:
+        """Send the queued orders (an exit before the opposite entry), book their fills."""
+        orders, self.pending = list(self.pending), []
+        done = []
+        for o in orders:
+            cid = client_order_id(self.symbol, self.interval, decided_open_ms, o.side, self.strategy, o.opens)
+            qty = _qty_text(o.qty, self.filters)
+            self._log(side=o.side, type="MARKET", quantity=qty, price=None, client_id=cid, exchange_id=None,
+                      status="INTENT", reason=o.reason, event="intent", reduce_only=not o.opens,
+                      candle=pd.Timestamp(decided_open_ms, unit="ms", tz="UTC").isoformat())
+            try:
+                order = await self.client.submit_market(self.symbol, o.side, qty, client_order_id=cid,
+                                                        reduce_only=not o.opens)
+                order = await self._final(order, cid)
+            except FuturesAuthError:
+                raise
+            except FuturesError as exc:
+                self.rejected += 1
+                log.warning("order %s %s %s refused: %s", cid, o.side, qty, exc)
+                self._log(side=o.side, type="MARKET", quantity=qty, price=None, client_id=cid, exchange_id=None,
+                          status="REJECTED", reason=o.reason, event="rejected", code=exc.code, error=exc.msg)
+                if o.opens:
+                    continue
+                break           # an exit that failed: no entry behind it (sync() re-reads the position)
+            fills = await self.client.user_trades(self.symbol, order_id=order["orderId"])
+            q = sum(float(f["qty"]) for f in fills) or float(order["executedQty"])
+            px = (sum(float(f["qty"]) * float(f["price"]) for f in fills) / q) if fills else float(order["avgPrice"])
+            fee = sum(float(f["commission"]) for f in fills) if fills else q * px * self.fee_rate
+            o.qty = q
+            tr = self.book(o, px, fee, fill_ms, client_id=cid, order_id=order["orderId"],
+                           exchange_time_ms=int(order.get("updateTime") or time.time() * 1000))
+            self._log(side=o.side, type="MARKET", quantity=qty, price=px, client_id=cid,
+                      exchange_id=order["orderId"], status="FILLED", reason=o.reason, event="fill",
+                      executed_qty=q, avg_price=px, commission=fee, commission_asset="USDT",
+                      reduce_only=not o.opens)
+            if tr is not None:
+                done.append(tr)
+        return done
+
+    async def _final(self, order: dict, cid: str, tries: int = 20) -> dict:
+        """The order once the exchange reports it done (an ACK answer says ``NEW``)."""
+        for i in range(tries):
+            if order.get("status") in ("FILLED", "EXPIRED", "CANCELED", "REJECTED") or \
+                    float(order.get("executedQty") or 0) > 0 and order.get("status") != "PARTIALLY_FILLED":
+                break
+            await asyncio.sleep(min(0.05 * 2 ** i, 1.0))
+            order = await self.client.query_order(self.symbol, cid) or order
+        if order.get("status") != "FILLED":
+            raise FuturesError(200, None, f"order {cid} ended {order.get('status')} (executed "
+                                          f"{order.get('executedQty')})")
+        return order
+
+
+# ----------------------------------------------------------------- state
+def _state(acc: FuturesAccount, eng: FuturesEngine, last_candle: int | None) -> dict[str, Any]:
+    p = acc.position
+    return {"position": None if p is None else {"side": p.side, "qty": p.qty, "entry_price": p.entry_price,
+                                                  "stop": p.stop, "take_profit": p.take_profit,
+                                                  "trail": list(p.trail) if p.trail else None,
+                                                  "trailing": bool(getattr(p, "trailing", False))},
+            "balance": acc.balance, "margin": acc.margin, "funding": acc.funding, "entry_fee": acc.entry_fee,
+            "entry_ms": acc.entry_ms, "entry_reason": acc.entry_reason, "trades": acc.trades,
+            "fills": acc.fills[-50:], "last_candle": last_candle, "last_exit_ms": eng.last_exit_ms,
+            "income_cursor_ms": getattr(acc, "income_cursor_ms", None),
+            "seen_income": getattr(acc, "seen_income", []), "funding_total": getattr(acc, "funding_total", 0.0)}
+
+
+def _restore(acc: FuturesAccount, eng: FuturesEngine, st: dict[str, Any]) -> int | None:
+    p = st.get("position")
+    if p is not None:
+        acc.position = Position(qty=float(p["qty"]), entry_price=float(p["entry_price"]), stop=p["stop"],
+                                take_profit=p["take_profit"], side=p["side"],
+                                trail=tuple(p["trail"]) if p.get("trail") else None,
+                                trailing=bool(p.get("trailing")))
+    acc.balance = float(st.get("balance", acc.balance))
+    acc.margin, acc.funding = float(st.get("margin", 0.0)), float(st.get("funding", 0.0))
+    acc.entry_fee, acc.entry_ms, acc.entry_reason = float(st.get("entry_fee", 0.0)), st.get("entry_ms"), \
+        st.get("entry_reason")
+    acc.trades, acc.fills = list(st.get("trades", [])), list(st.get("fills", []))
+    eng.last_exit_ms = st.get("last_exit_ms")
+    if isinstance(acc, ExchangeAccount):
+        acc.income_cursor_ms = st.get("income_cursor_ms")
+        acc.seen_income = list(st.get("seen_income", []))
+        acc.funding_total = float(st.get("funding_total", 0.0))
+    return st.get("last_candle")
+
+
+async def _adopt(acc: ExchangeAccount, client: UsdmClient, symbol: str) -> list[str]:
+    """Check the restored position against the exchange's; adopt what the exchange holds."""
+    lines = []
+    ex = await client.position(symbol)
+    amt = float(ex["positionAmt"]) if ex else 0.0
+    if acc.position is None and abs(amt) > 1e-12:
+        side = "long" if amt > 0 else "short"
+        acc.position = Position(qty=abs(amt), entry_price=float(ex["entryPrice"]), stop=None, take_profit=None,
+                                side=side)
+        acc.margin = float(ex.get("isolatedMargin") or 0.0) or abs(amt) * float(ex["entryPrice"]) / acc.spec.leverage
+        lines.append(f"the exchange holds a {side} position of {abs(amt):g} {symbol} @ {ex['entryPrice']} this "
+                     "session did not record: adopted, without stop-loss / take-profit")
+    elif acc.position is not None:
+        lines.append(f"position restored: {acc.position.side} {acc.position.qty:g} @ {acc.position.entry_price:g} "
+                     f"(the exchange: {amt:g})")
+    for line in lines:
+        log.warning(line)
+    return lines
+
+
+# ----------------------------------------------------------------- session
+@dataclass
+class UsdmResult:
+    summary: dict[str, Any]
+    state: Path
+    kill_switch: Path
+    order_log: Path
+    trades: list[dict[str, Any]]
+    stopped_by: str
+    candles: int
+    notes: list[str] = field(default_factory=list)
+
+
+def heartbeat_signal(act) -> str:
+    if act is None:
+        return "hold"
+    if act.kind == ENTER:
+        return f"enter {act.side} (rule {act.rule})"
+    if act.kind == EXIT:
+        text = f"exit ({act.reason})"
+        if act.reverses:
+            text += f", then enter {act.reverse.side} (rule {act.reverse.rule})"
+        return text
+    if act.kind == SKIP:
+        return f"skipped ({act.reason}: {act.detail})" if act.detail else f"skipped ({act.reason})"
+    return "hold"
+
+
+def check_usdm(cfg, settings, leverage: float) -> None:
+    """The USD-M checks on top of :func:`S7.config.check_config` (one line each)."""
+    if cfg.mode == "live":
+        raise UserError("--market usdm trades the futures testnet or a dry-run, not live",
+                        "use --testnet (default) or --dry-run with --market usdm")
+    if not (math.isfinite(leverage) and 1 <= leverage <= 125 and float(leverage).is_integer()):
+        raise UserError(f"--leverage must be a whole number from 1 to 125, got {leverage:g}", "e.g. --leverage 3")
+    if cfg.order_type != "market":
+        raise UserError("--market usdm sends MARKET orders only", "drop --order-type limit")
+    if cfg.mode == "testnet" and (settings.binance_futures_testnet_api_key is None
+                                  or settings.binance_futures_testnet_api_secret is None):
+        raise UserError("--market usdm --testnet needs BINANCE_FUTURES_TESTNET_API_KEY and "
+                        "BINANCE_FUTURES_TESTNET_API_SECRET",
+                        f"create futures testnet keys at {FUTURES_TESTNET_KEYS_URL} and put them in .env, or run "
+                        "with --dry-run (no keys needed)")
+
+
+def _auth_line(exc: FuturesError) -> UserError:
+    return UserError(f"the futures testnet refused our credentials ({exc.code}: {exc.msg})",
+                     "check BINANCE_FUTURES_TESTNET_API_KEY / BINANCE_FUTURES_TESTNET_API_SECRET in .env (futures "
+                     f"testnet keys come from {FUTURES_TESTNET_KEYS_URL}, not from the spot testnet)")
+
+
+def _row_columns(frame: pd.DataFrame) -> list[str]:
+    """The candle columns the engine's rows carry (what rules may read besides indicators)."""
+    from S7.engine import WINDOW_COLUMNS
+
+    return [c for c in WINDOW_COLUMNS if c in frame.columns]
+
+
+def _dry_run_funding(symbol: str):
+    from S1.datasets import funding_path, read_parquet
+
+    path = funding_path(symbol)
+    if path.exists():
+        return read_parquet(path), f"funding from {path}"
+    return None, f"no funding history ({path}; python S1/funding.py --symbol {symbol} --days N): no funding booked"
+
+
+async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: asyncio.Event | None = None,
+                           source=None, features=None, client: UsdmClient | None = None,
+                           heartbeat=print) -> UsdmResult:
+    """One USD-M session (module docstring). ``cfg``: an :class:`S7.config.SessionConfig`
+    (``mode`` ``dry-run`` or ``testnet``). Tests may pass their own ``source`` (candle events),
+    ``features`` (e.g. a :class:`S7.feeds.FrameFeed`) and ``client``."""
+    from dataclasses import replace
+
+    from S1.datasets import (
+        atomic_write_text,
+        executor_state_path,
+        orders_log_path,
+        realtime_db_path,
+        state_path,
+    )
+    from S1.intervals import interval_ms
+    from S1.settings import get_settings
+    from S5.hooks import check_market
+    from S6.killswitch import KillSwitch
+    from S7.config import check_config
+    from S7.order_log import OrderLog
+    from S7.session import default_window, dry_run_filters, load_strategy, risk_difference
+    from S7.sources import CandleEvent, DbSource, PriceEvent, ReplaySource, RestPollSource
+
+    settings = settings or get_settings()
+    check_usdm(cfg, settings, leverage)
+    mode = cfg.mode
+    cfg = replace(check_config(replace(cfg, mode="dry-run"), settings), mode=mode)
+    stop = stop or asyncio.Event()
+    rules, indicators, risk, sentiment, tag = load_strategy(cfg)
+    check_market(rules, "usdm")
+    risk_warning = risk_difference(cfg)
+    if risk_warning:
+        log.warning(risk_warning)
+    window = cfg.window or default_window(indicators, rules)
+    symbol, interval = cfg.symbol, cfg.interval
+    step = interval_ms(interval)
+    tagname = "usdm_" + cfg.state_tag
+    if cfg.replay:
+        shutil.rmtree(state_path("replay") / "usdm", ignore_errors=True)
+    state_file = Path(cfg.state) if cfg.state else executor_state_path(tagname, symbol, interval,
+                                                                        replay=cfg.replay).with_suffix(".json")
+    ks_path = Path(cfg.kill_switch_state) if cfg.kill_switch_state else (
+        state_path("replay") / "usdm" / f"kill_switch_{symbol.lower()}_{interval}.json" if cfg.replay
+        else state_path(f"kill_switch_usdm_{cfg.state_tag}.json"))
+    log_path = Path(cfg.order_log) if cfg.order_log else orders_log_path()
+
+    own_source = source is None
+    if source is None:
+        if cfg.replay:
+            source = ReplaySource(symbol, interval, cfg.replay_days, warmup=window, settings=settings)
+        elif cfg.source == "rest":
+            source = RestPollSource(symbol, interval, settings=settings, poll=max(cfg.poll, 1.0))
+        else:
+            source = DbSource(cfg.db or realtime_db_path(symbol, interval), symbol, interval, poll=cfg.poll)
+    notes: list[str] = []
+    own_client = False
+    secrets: tuple[str, ...] = ()
+    try:
+        history = await source.history(window)
+        if mode == "testnet":
+            if client is None:
+                client = UsdmClient.from_settings(settings, recv_window=cfg.recv_window_ms)
+                own_client = True
+            secrets = client.secrets
+            try:
+                await client.sync_time()
+                info = await client.symbol_info(symbol)
+                if info is None:
+                    raise UserError(f"{symbol} is not a USD-M contract on {client.base_url}",
+                                    "check the symbol (e.g. BTCUSDT)")
+                filters = futures_filters(info)
+                if await client.set_margin_type(symbol, "ISOLATED"):
+                    notes.append(f"margin type of {symbol} set to ISOLATED")
+                lev = await client.set_leverage(symbol, int(leverage))
+                notes.append(f"leverage of {symbol} set to {lev.get('leverage')}x "
+                             f"(max notional {lev.get('maxNotionalValue')})")
+                bracket = await first_bracket(client, symbol)
+                balance = await client.usdt_balance()
+            except FuturesAuthError as exc:
+                raise _auth_line(exc) from None
+            except FuturesError as exc:
+                if exc.code == -4048:
+                    raise UserError(f"{symbol} holds a position in cross margin: the session trades isolated "
+                                    "margin", "close it on the futures testnet first") from None
+                if exc.code == -4028:
+                    raise UserError(f"the exchange refused leverage {leverage:g} for {symbol} ({exc.msg})",
+                                    "use a lower --leverage") from None
+                raise NetworkError(f"cannot set up {symbol} on {client.name} ({exc.msg or exc})",
+                                   "check the connection and BINANCE_FUTURES_TESTNET_API_URL in .env") from None
+            origin = f"USD-M exchangeInfo at {client.base_url}"
+        else:
+            price = float(history["close"].iloc[-1]) if len(history) else None
+            filters, origin = await dry_run_filters(symbol, settings, file=cfg.exchange_info, price=price)
+            bracket = await first_bracket(None, symbol)
+            balance = cfg.balance
+        if bracket.max_leverage is not None and leverage > bracket.max_leverage:
+            raise UserError(f"--leverage {leverage:g} is above {symbol}'s first bracket ({bracket.max_leverage}x)",
+                            f"use --leverage {bracket.max_leverage} or less")
+        notes.append(f"maintenance margin {bracket.mmr:g} (cum {bracket.cum:g}) from {bracket.origin}")
+        fr = None
+        if mode == "dry-run":
+            fr, text = _dry_run_funding(symbol)
+            notes.append(text)
+        base = FuturesSpec.for_symbol(symbol, leverage=leverage, funding=fr, maint_margin_rate=bracket.mmr)
+        spec = FuturesSpec(base.leverage, base.maint_margin_rate, bracket.cum, base.funding_times, base.funding_rates,
+                           base.funding_marks, True)
+        simulated = bool(settings.simulated_market or (mode == "dry-run" and settings.is_local))
+        order_log = OrderLog(log_path, mode=f"usdm {mode}" + (" replay" if cfg.replay else ""), extra_secrets=secrets,
+                             simulated=simulated)
+        lines_before = order_log.lines
+        if mode == "testnet":
+            acc: FuturesAccount = ExchangeAccount(balance=balance, fee_rate=cfg.fee_rate, spec=spec, filters=filters,
+                                                  client=client, symbol=symbol, interval=interval, strategy=tag,
+                                                  order_log=order_log)
+        else:
+            acc = FuturesAccount(balance=balance, fee_rate=cfg.fee_rate, spec=spec, filters=filters)
+        ks = KillSwitch(risk, path=ks_path)
+        if features is None:
+            features = WindowFeatures(indicators, window=window, atr_period=risk.stops.atr_period,
+                                      sentiment=sentiment)
+            for t, r in zip(history.index.as_unit("ms").asi8, history[["high", "low", "close"]].to_numpy()):
+                features.push(int(t), {"high": r[0], "low": r[1], "close": r[2]})
+        elif not hasattr(features, "push"):
+            features = PushFeatures(features)
+        eng = FuturesEngine(rules=rules, risk=risk, account=acc, interval=interval, features=features,
+                            kill_switch=ks, use_stops=cfg.use_stops, flatten_on_trip=cfg.flatten_on_trip,
+                            filters=filters)
+        seed_rows = history.iloc[-eng._keep:]
+        eng._t = [int(t) for t in seed_rows.index.as_unit("ms").asi8]
+        eng._rows = [{c: float(v) for c, v in r.items()} for r in seed_rows[_row_columns(seed_rows)]
+                     .to_dict("records")]
+        last_candle = None
+        if state_file.exists() and not cfg.replay:
+            last_candle = _restore(acc, eng, json.loads(state_file.read_text(encoding="utf-8")))
+            notes.append(f"state restored from {state_file}")
+        if isinstance(acc, ExchangeAccount):
+            try:
+                notes += await _adopt(acc, client, symbol)
+            except FuturesAuthError as exc:
+                raise _auth_line(exc) from None
+        start_equity = acc.equity(float(history["close"].iloc[-1])) if len(history) else acc.balance
+        for n in notes:
+            log.info("usdm: %s", n)
+        log.info("usdm %s %s %s: leverage %gx isolated, filters from %s, candles: %s", mode, symbol, interval,
+                 leverage, origin, source.description)
+
+        loop = asyncio.get_running_loop()
+        why = ["end of data"]
+        timer = None
+        if cfg.duration is not None:
+            def _timeout():
+                why[0] = f"--duration {cfg.duration:g}s"
+                stop.set()
+            timer = loop.call_later(cfg.duration, _timeout)
+        max_age = None if cfg.replay or cfg.max_candle_age_s == 0 else \
+            int((cfg.max_candle_age_s or step / 1000) * 1000)
+        candles = 0
+        last_price = float(history["close"].iloc[-1]) if len(history) else None
+        try:
+            async for ev in source.events(stop):
+                if isinstance(ev, PriceEvent):
+                    last_price = ev.price
+                    if mode == "dry-run":
+                        eng.on_price(ev.price, ev.t_ms)
+                elif isinstance(ev, CandleEvent):
+                    c = ev.candle
+                    ot = ev.open_ms
+                    if last_candle is not None and ot <= last_candle:
+                        continue
+                    row = {k: float(c[k].iloc[-1]) for k in _row_columns(c)}
+                    features.push(ot, row)
+                    candles += 1
+                    close_ms = ot + step
+                    now = int(time.time() * 1000) if ev.now_ms is None else int(ev.now_ms)
+                    if max_age is not None and now - close_ms > max_age:
+                        eng._t = (eng._t + [ot])[-eng._keep:]
+                        eng._rows = (eng._rows + [row])[-eng._keep:]
+                        heartbeat(f"{pd.Timestamp(ot, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} {symbol} {interval} "
+                                  f"close {row['close']:,.2f} | signal: stale (closed {(now - close_ms) / 1000:.0f}s "
+                                  "ago: window only)")
+                        last_candle = ot
+                        continue
+                    try:
+                        if isinstance(acc, ExchangeAccount):
+                            gone = await acc.sync(ot)
+                            if gone:
+                                eng.closed(gone, exit_open_ms=ot)
+                        act = eng.on_candle(ot, row)
+                        if isinstance(acc, ExchangeAccount):
+                            eng.closed(await acc.flush(ot, ot + step))
+                    except FuturesAuthError as exc:
+                        raise _auth_line(exc) from None
+                    except FuturesError as exc:
+                        log.warning("candle %s: the futures testnet did not answer (%s): nothing decided",
+                                    pd.Timestamp(ot, unit="ms", tz="UTC"), exc)
+                        act = None
+                    last_candle = ot
+                    last_price = row["close"]
+                    atomic_write_text(state_file, json.dumps(_state(acc, eng, last_candle), default=float))
+                    p = acc.position
+                    signed = 0.0 if p is None else (p.qty if p.side == "long" else -p.qty)
+                    from S7.heartbeat import heartbeat_text
+
+                    heartbeat(heartbeat_text(ot, symbol, interval, row["close"], heartbeat_signal(act), signed,
+                                             acc.equity(row["close"]), "USDT"))
+                if stop.is_set():
+                    break
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if stop.is_set() and why[0] == "end of data":
+            why[0] = "stop signal"
+        p = acc.position
+        summary = {"mode": mode, "market": "usdm", "symbol": symbol, "interval": interval, "leverage": leverage,
+                   "maint_margin_rate": spec.maint_margin_rate, "bracket_origin": bracket.origin,
+                   "trades": len(acc.trades), "fills": len(acc.fills),
+                   "fees": sum(f["fee"] for f in acc.fills),
+                   "funding": sum(t["funding"] for t in acc.trades) + (acc.funding if p is not None else 0.0),
+                   "realized": sum(t["pnl"] for t in acc.trades),
+                   "position": None if p is None else {"side": p.side, "qty": p.qty, "entry_price": p.entry_price,
+                                                       "stop": p.stop, "take_profit": p.take_profit},
+                   "start_equity": start_equity,
+                   "equity": acc.equity(last_price) if last_price is not None else acc.balance,
+                   "kill_switch": {"tripped": not ks.allows_entries(), "reason": ks.state.reason,
+                                   "detail": ks.state.detail},
+                   "rejected": getattr(acc, "rejected", 0), "risk_warning": risk_warning,
+                   "order_log_lines": order_log.lines - lines_before, "simulated": simulated}
+        notes += getattr(acc, "notes", [])
+        return UsdmResult(summary, state_file, ks_path, log_path, list(acc.trades), why[0], candles, notes)
+    finally:
+        if own_source:
+            await source.close()
+        if own_client and client is not None:
+            await client.close()
+
+
+def usdm_summary_lines(res: UsdmResult) -> list[str]:
+    s = res.summary
+    label = " (simulated market)" if s["simulated"] else ""
+    lines = []
+    if s["risk_warning"]:
+        lines.append(f"WARNING: {s['risk_warning']}")
+    lines.append(f"S7 USD-M {s['mode']} {s['symbol']} {s['interval']} {s['leverage']:g}x isolated{label}: "
+                 f"{res.candles} closed candle(s) ({res.stopped_by})")
+    longs = sum(t["side"] == "long" for t in res.trades)
+    lines.append(f"  trades      {len(res.trades)} closed ({longs} long, {len(res.trades) - longs} short), "
+                 f"{s['fills']} fills, fees {s['fees']:,.4f} USDT, {s['rejected']} refused")
+    lines.append(f"  funding     {s['funding']:+,.4f} USDT paid (negative: received)")
+    p = s["position"]
+    lines.append("  position    flat" if p is None else
+                 f"  position    {p['side']} {p['qty']:g} @ {p['entry_price']:,.2f} (stop {p['stop']}, "
+                 f"take-profit {p['take_profit']})")
+    lines.append(f"  pnl         realised {s['realized']:+,.2f}; equity {s['start_equity']:,.2f} -> {s['equity']:,.2f}")
+    lines.append(f"  liquidation maintenance margin {s['maint_margin_rate']:g} from {s['bracket_origin']}")
+    ks = s["kill_switch"]
+    lines.append("  kill-switch " + (f"TRIPPED ({ks['reason']}: {ks['detail']})" if ks["tripped"] else "ok")
+                 + f" ({res.kill_switch})")
+    lines.append(f"  order log   {res.order_log} (+{s['order_log_lines']} events)")
+    lines.append(f"  state       {res.state}")
+    return lines
+
+
+__all__ = ["Bracket", "ExchangeAccount", "UsdmResult", "WindowFeatures", "builtin_bracket", "cached_bracket",
+           "check_usdm", "client_order_id", "first_bracket", "run_usdm_session", "usdm_summary_lines"]

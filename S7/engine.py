@@ -160,13 +160,21 @@ class Engine(OrderSender):
         feat = set(features.columns) if features is not None else set()
         available = set(WINDOW_COLUMNS) | set(self.indicators.columns()) | set(
             sentiment.columns if sentiment is not None else ()) | feat
+        #: higher-timeframe columns (rsi14_4h ...) the rules read and no feed brings: computed from the
+        #: window with S2's functions (S7.feeds.InformativeFeed)
+        from S2.informative import split_informative
+        from S7.feeds import InformativeFeed
+
+        htf = [c for c in self._required if c not in available and split_informative(c) is not None]
+        self.informative = InformativeFeed(htf, base_interval=config.interval) if htf else None
+        available |= set(htf)
         missing = [c for c in self._required if c not in available]
         if missing:
             raise UserError(f"the rules read {missing}, which the executor does not compute",
                             f"it has the candle columns, the indicators {self.indicators.columns()} and the "
                             "sentiment (when the rules read it); add the lengths to S2/config.yaml")
         self._min_rows = max(warmup_rows(self.indicators).values()) + 1
-        self._own_indicators = not (set(self._required) | {self._atr_col}) <= (feat | set(WINDOW_COLUMNS))
+        self._own_indicators = not (set(self._required) - set(htf) | {self._atr_col}) <= (feat | set(WINDOW_COLUMNS))
         if not self._own_indicators:
             self._min_rows = 1          # every column comes with the candles: nothing to warm up
         #: S4's decision policy: the rules' cooldown, the stops, flattening on a kill-switch trip
@@ -484,6 +492,8 @@ class Engine(OrderSender):
         ind = compute_indicators(w["high"], w["low"], w["close"], self.indicators) if self._own_indicators else {}
         if self.features is not None:
             ind.update(self.features.arrays(self._t))
+        if self.informative is not None:
+            ind.update(self.informative.arrays(self._t, w))
         arrays: dict[str, np.ndarray] = {}
         sent = self.sentiment.arrays(self._t) if self.sentiment is not None else {}
         for c in self._required:

@@ -102,7 +102,10 @@ def load_strategy(cfg: SessionConfig):
         indicators = load_config(cfg.indicators_config)
     else:
         indicators = load_config() if DEFAULT_CONFIG_PATH.exists() else IndicatorConfig()
-    columns = [*CANDLE_COLUMNS, *indicators.columns(), *SENTIMENT_COLUMNS, "ml_proba"]
+    from S7.feeds import informative_columns_of
+
+    columns = [*CANDLE_COLUMNS, *indicators.columns(), *SENTIMENT_COLUMNS, "ml_proba",
+               *informative_columns_of(cfg.rules)]     # rsi14_4h ...: computed live (S7.feeds.InformativeFeed)
     rules = load_rules(cfg.rules, columns=columns)
     if rules.uses_ml:
         raise UserError(f"{cfg.rules} reads ml_proba, which the executor cannot score live yet",
@@ -120,11 +123,14 @@ def load_strategy(cfg: SessionConfig):
     return rules, indicators, risk, sentiment, tag
 
 
-def default_window(indicators, rules) -> int:
+def default_window(indicators, rules, interval: str | None = None) -> int:
     from S2.ta import warmup_rows
 
+    from S7.feeds import informative_window
+
     longest = max(warmup_rows(indicators).values())
-    return max(300, 3 * longest + rules.lookback() + 10)
+    htf = informative_window(rules.required_columns(), interval) if interval else 0
+    return max(300, 3 * longest + rules.lookback() + 10, htf + rules.lookback())
 
 
 # ------------------------------------------------------------------ filters/venue
@@ -192,7 +198,7 @@ async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, s
     risk_warning = risk_difference(cfg)
     if risk_warning:
         log.warning(risk_warning)
-    window = cfg.window or default_window(indicators, rules)
+    window = cfg.window or default_window(indicators, rules, cfg.interval)
     symbol, interval = cfg.symbol, cfg.interval
     tagname = cfg.state_tag
     sdir = state_path("replay") if cfg.replay else state_path("")

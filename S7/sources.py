@@ -164,8 +164,13 @@ class RestPollSource(_RestMixin):
             await api.check_symbol(self.symbol)
             now = await api.server_time()
             self._offset_ms = now - int(time.time() * 1000)
-            rows = await api.klines(self.symbol, self.interval, limit=min(1000, n + 1))
+            if n + 1 <= 1000:
+                rows = await api.klines(self.symbol, self.interval, limit=n + 1)
+            else:                       # a long warm-up (informative columns): exact pages
+                rows = await api.klines_range(self.symbol, self.interval, floor_ms(now, self.interval) - n * self._ms,
+                                              now + self._ms)
         df = self._closed(rows, now)
+        df = df.iloc[-n:] if n > 0 else df
         if len(df):
             self.last_open_ms = int(_open_ms(df)[-1])
         return df

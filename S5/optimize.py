@@ -14,7 +14,8 @@ stored (default ``sqlite:///data/optuna.db``) and resumes where it stopped.
 Walk-forward (rolling or anchored re-optimisation, each fold tested on unseen bars):
 
     python S5/optimize.py --symbol ETHUSDC --interval 1h --days 365 --rules S4/rules.yaml \\
-        --walk-forward 6 --wf-test 30d [--wf-train 90d] [--wf-mode anchored] [--wf-gap 24] --trials 100
+        --walk-forward 6 --wf-test 30d [--wf-train 90d] [--wf-mode anchored] [--wf-gap 24] --trials 100 \\
+        [--workers 3 | --scheduler tcp://host:8786]      # folds in 3 local processes / on a Dask cluster
 
 writes ``reports/ethusdc_1h_365d_walkforward_<rules>.html|.json``, ``..._folds.parquet``
 and ``..._equity.parquet`` (see S5/walkforward_files.py). See S5/README.md.
@@ -64,7 +65,11 @@ def build_parser() -> ArgumentParser:
     dist = p.add_argument_group("several workers (one study, see S5/README.md)")
     dist.add_argument("--workers", type=int, default=1, metavar="N",
                       help="N local worker processes on the study (1); the same command on another machine with "
-                           "the same --storage (PostgreSQL) and --study joins it. --trials stays the study's total")
+                           "the same --storage (PostgreSQL) and --study joins it. --trials stays the study's total. "
+                           "With --walk-forward: the folds run in N local processes")
+    dist.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                      help="with --walk-forward: run the folds on a Dask cluster, e.g. tcp://10.0.0.5:8786 (workers "
+                           "need this repo and the data; pass a PostgreSQL --storage to keep the fold studies)")
     dist.add_argument("--sampler", default="tpe", choices=["tpe", "random"],
                       help="tpe (default) or random: each trial's params depend only on --seed and its number, so "
                            "any number of workers evaluates the same trials")
@@ -120,6 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from S5.trial_loop import wait_workers
 
     wf = _walk_forward_config(args)
+    if wf is not None:
+        from S1.fanout import check_scheduler
+
+        check_scheduler(args.scheduler, args.workers)
+    elif args.scheduler is not None:
+        from S1.errors import UserError
+
+        raise UserError("--scheduler spreads walk-forward folds; a single study spreads with --workers",
+                        "add --walk-forward N, or use --workers N (and the same command on other machines)")
     costs = costs_from_args(args)
     ta_path = dataset_path(args.symbol, args.interval, args.days, "ta")
     if ta_path.exists():  # else the loader names the S2 command
@@ -211,9 +225,6 @@ def _start_workers(args, argv, n_trials: int) -> list:
         raise UserError(f"--workers must be from 1 to 64, got {args.workers}", "e.g. --workers 2")
     if args.workers == 1 or args.worker_only or args.report_only:
         return []
-    if args.walk_forward is not None:
-        raise UserError("--workers is not supported with --walk-forward yet",
-                        "run the walk-forward with --workers 1, or start the same command on several machines")
     base = list(sys.argv[1:] if argv is None else argv)
     for opt in ("--workers", "--trials", "--add-trials", "--storage", "--study", "--study-name"):
         base = without_option(base, opt)
@@ -250,7 +261,8 @@ def _walk_forward(args, config, wf) -> int:
     from S5.walkforward_files import FOLD_METRICS, walkforward_files
 
     run = walkforward_files(args.symbol, args.interval, args.days, args.rules, config=config, wf=wf,
-                            storage=args.storage, study_name=args.study_name, report=not args.no_report)
+                            storage=args.storage, study_name=args.study_name, report=not args.no_report,
+                            workers=args.workers, scheduler=args.scheduler)
     res = run.result
     console = Console()
     label = " [SIMULATED market data]" if run.simulated else ""

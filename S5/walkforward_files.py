@@ -221,10 +221,13 @@ def walkforward_paths(symbol: str, interval: str, days: int, rules_path: str | P
 def walkforward_files(symbol: str, interval: str, days: int, rules_path: str | Path, *,
                       config: OptimizeConfig = OptimizeConfig(), wf: WalkForwardConfig = WalkForwardConfig(),
                       storage: str | None = None, study_name: str | None = None, progress: bool = True,
-                      report: bool = True, memory: bool = False) -> WalkForwardRun:
+                      report: bool = True, memory: bool = False, workers: int = 1,
+                      scheduler: str | None = None) -> WalkForwardRun:
     """Read the inputs (:func:`S4.signals.load_rule_inputs`), check the fold plan,
     run :func:`S5.walkforward_search.walk_forward`, then write the JSON, the two Parquet
-    files and (``report``) the HTML. ``memory=True`` keeps the studies in memory."""
+    files and (``report``) the HTML. ``memory=True`` keeps the studies in memory.
+    ``workers`` / ``scheduler``: the folds' searches fan out (local processes / a Dask
+    cluster); the files are written here, once, after every fold is back."""
     from S1.datasets import atomic_write_text, dataset_stem, normalize_symbol, write_parquet
     from S4.rules import load_rules
     from S4.signals import load_rule_inputs
@@ -246,7 +249,8 @@ def walkforward_files(symbol: str, interval: str, days: int, rules_path: str | P
               "first": frame.index[0].isoformat() if len(frame) else None,
               "last": frame.index[-1].isoformat() if len(frame) else None, "rows": len(frame)}
     res = walk_forward(frame, inputs.rules, interval=interval, config=config, wf=wf, storage=storage,
-                       study_name=study_name, market=market, progress=progress)
+                       study_name=study_name, market=market, progress=progress, workers=workers,
+                       scheduler=scheduler)
     paths = walkforward_paths(symbol, interval, days, rules_path)
     latest_command = (f"python S4/decision.py --symbol {normalize_symbol(symbol)} --interval {interval} --days "
                       f"{int(days)} --rules {Path(rules_path).as_posix()} "

@@ -459,7 +459,7 @@ def _nanmean(a: np.ndarray) -> float | None:
 def walk_forward(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeConfig = OptimizeConfig(),
                  wf: WalkForwardConfig = WalkForwardConfig(), storage: str | None = None,
                  study_name: str | None = None, market: dict[str, Any] | None = None,
-                 progress: bool = True) -> WalkForwardResult:
+                 progress: bool = True, workers: int = 1, scheduler: str | None = None) -> WalkForwardResult:
     """Optimise on each fold's train window, test the chosen params on its test window.
 
     ``frame``: the ``_ta`` frame with any sentiment / ML columns the rules read joined
@@ -468,6 +468,12 @@ def walk_forward(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeC
     not used: ``wf`` cuts the bars). ``storage`` / ``study_name``: as for
     :func:`S5.optimizer.optimize`; the fold studies are ``<study_name>_fold<k>of<n>``
     (``storage=None``: in memory).
+
+    ``workers`` / ``scheduler``: the folds' searches (independent studies, seeded ``seed + k``)
+    run in N local processes or on a Dask cluster (:func:`S1.fanout.fan_out`); the backtests of
+    the chosen params, the stitching and the tables are then done here, in fold order, so the
+    result equals the sequential run's (tested). Workers on other machines need a shared
+    ``storage`` (PostgreSQL) for the fold studies to be resumable from here.
 
     >>> from S1.offline import simulate_candles
     >>> from S2.ta import add_indicators
@@ -480,8 +486,10 @@ def walk_forward(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeC
     >>> len(res.folds), res.stitched.equity.index[0] == ta.index[res.plan.folds[0].test_start]
     (3, True)
     """
-    from S4.evaluate import evaluate_arrays, prepare_arrays
+    from S1.fanout import check_scheduler, fan_out
+    from S4.evaluate import prepare_arrays
 
+    check_scheduler(scheduler, workers)
     space = rules.param_space()
     if not space:
         raise UserError("the rule file has no searchable params (no low/high or choices)",
@@ -489,48 +497,99 @@ def walk_forward(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeC
     plan = wf.plan(frame.index, interval)
     data = _Data(frame, prepare_arrays(frame, rules), None, interval)  # type: ignore[arg-type]
     n_folds = len(plan.folds)
+    jobs = [_FoldJob(data, rules, config, f, plan.fold_dict(f), wf.as_dict(), n_folds, storage,
+                     f"{study_name}_fold{f.k + 1}of{n_folds}" if study_name else None, market or {})
+            for f in plan.folds]
     folds: list[FoldResult] = []
+    if scheduler is not None or (workers > 1 and n_folds > 1):
+        if storage is not None:
+            from S5.trial_loop import open_storage
+
+            open_storage(storage, heartbeat=config.heartbeat)  # the schema exists before the workers race to it
+        searched = fan_out(_search_fold, jobs, scheduler=scheduler, workers=workers)
+        for job, found in zip(jobs, searched, strict=True):
+            folds.append(_finish_fold(job, found))
+        return _result(plan, config, wf, folds, rules, space)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_folds, desc="walk-forward folds", unit="fold")
     try:
-        for f in plan.folds:
-            name = f"{study_name}_fold{f.k + 1}of{n_folds}" if study_name else None
-            window = {"walk_forward": wf.as_dict(), "fold": plan.fold_dict(f)}
-            fp = fingerprint(rules, objective=config.objective, split=_Window(window), config=config,
-                             market=market or {})
-            from dataclasses import replace as _replace
-
-            study = _study(storage, name, fp, _replace(config, seed=config.seed + f.k),
-                           description={"objective": config.objective, "split": window, "market": market or {},
-                                        "search_space": space})
-            try:
-                best, counts = search(data, rules, study, config, f.train_start, f.train_end, progress=False,
-                                      storage=storage)
-            except UserError as exc:
-                t = f.times(frame.index)
-                raise UserError(f"fold {f.k + 1}/{n_folds} (train {t['train_from']:%Y-%m-%d %H:%M}.."
-                                f"{t['train_to']:%Y-%m-%d %H:%M}): {exc.problem}", exc.fix) from None
-            best_rules = rules.with_params(**{k: v for k, v in best.params.items() if k in space})
-            best_params = {k: best_rules.param(k) for k in space}  # checked values (no 0.30000000000000004)
-            train_past = {k: v[:f.train_end] for k, v in data.arrays.items()}
-            test_past = {k: v[:f.test_end] for k, v in data.arrays.items()}  # nothing after the test window
-            ins = _segment_backtest(data, best_rules, config, f.train_start, f.train_end,
-                                    signals=evaluate_arrays(train_past, best_rules, f.train_end))
-            oos = _segment_backtest(data, best_rules, config, f.test_start, f.test_end,
-                                    signals=evaluate_arrays(test_past, best_rules, f.test_end))
-            d_sig = evaluate_arrays(test_past, rules, f.test_end)
-            d_ins = _segment_backtest(data, rules, config, f.train_start, f.train_end, signals=d_sig)
-            d_oos = _segment_backtest(data, rules, config, f.test_start, f.test_end, signals=d_sig)
-            folds.append(FoldResult(f, best_params, float(best.value), counts, ins, oos, d_ins, d_oos, name))
+        for job in jobs:
+            fr = _finish_fold(job, _search_fold(job))
+            folds.append(fr)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix_str(f"oos {config.objective} {_num(oos.metrics.get(config.objective)):.3g}")
+                bar.set_postfix_str(f"oos {config.objective} {_num(fr.out_of_sample.metrics.get(config.objective)):.3g}")
     finally:
         if bar is not None:
             bar.close()
+    return _result(plan, config, wf, folds, rules, space)
+
+
+@dataclass(frozen=True)
+class _FoldJob:
+    """One fold's search, as sent to a worker process or a Dask worker (pickled)."""
+
+    data: _Data
+    rules: Any
+    config: OptimizeConfig
+    fold: Fold
+    window: dict[str, Any]
+    wf: dict[str, Any]
+    n_folds: int
+    storage: str | None
+    name: str | None
+    market: dict[str, Any]
+
+
+def _search_fold(job: _FoldJob) -> tuple[str, Any, Any, Any]:
+    """The Optuna search of one fold on its train window: ``("ok", params, value, counts)``, or
+    ``("error", problem, fix, None)`` for a :class:`UserError` (raised again, with the fold, by the caller)."""
+    from dataclasses import replace
+
+    config, f, space = job.config, job.fold, job.rules.param_space()
+    window = {"walk_forward": job.wf, "fold": job.window}
+    fp = fingerprint(job.rules, objective=config.objective, split=_Window(window), config=config, market=job.market)
+    try:
+        study = _study(job.storage, job.name, fp, replace(config, seed=config.seed + f.k),
+                       description={"objective": config.objective, "split": window, "market": job.market,
+                                    "search_space": space})
+        best, counts = search(job.data, job.rules, study, config, f.train_start, f.train_end, progress=False,
+                              storage=job.storage)
+    except UserError as exc:
+        return "error", exc.problem, exc.fix, None
+    return "ok", dict(best.params), float(best.value), dict(counts)
+
+
+def _finish_fold(job: _FoldJob, found: tuple[str, Any, Any, Any]) -> FoldResult:
+    """The four backtests of a searched fold (chosen params and defaults, train and test windows)."""
+    from S4.evaluate import evaluate_arrays
+
+    data, rules, config, f = job.data, job.rules, job.config, job.fold
+    status, a, b, counts = found
+    if status != "ok":
+        t = f.times(data.frame.index)
+        raise UserError(f"fold {f.k + 1}/{job.n_folds} (train {t['train_from']:%Y-%m-%d %H:%M}.."
+                        f"{t['train_to']:%Y-%m-%d %H:%M}): {a}", b)
+    space = rules.param_space()
+    best_rules = rules.with_params(**{k: v for k, v in a.items() if k in space})
+    best_params = {k: best_rules.param(k) for k in space}  # checked values (no 0.30000000000000004)
+    train_past = {k: v[:f.train_end] for k, v in data.arrays.items()}
+    test_past = {k: v[:f.test_end] for k, v in data.arrays.items()}  # nothing after the test window
+    ins = _segment_backtest(data, best_rules, config, f.train_start, f.train_end,
+                            signals=evaluate_arrays(train_past, best_rules, f.train_end))
+    oos = _segment_backtest(data, best_rules, config, f.test_start, f.test_end,
+                            signals=evaluate_arrays(test_past, best_rules, f.test_end))
+    d_sig = evaluate_arrays(test_past, rules, f.test_end)
+    d_ins = _segment_backtest(data, rules, config, f.train_start, f.train_end, signals=d_sig)
+    d_oos = _segment_backtest(data, rules, config, f.test_start, f.test_end, signals=d_sig)
+    return FoldResult(f, best_params, float(b), counts, ins, oos, d_ins, d_oos, job.name)
+
+
+def _result(plan: Plan, config: OptimizeConfig, wf: WalkForwardConfig, folds: list[FoldResult], rules,
+            space) -> WalkForwardResult:
     stitched = stitch([fr.out_of_sample for fr in folds], init_cash=config.init_cash)
     d_stitched = stitch([fr.default_out_of_sample for fr in folds], init_cash=config.init_cash)
     stability = param_stability([fr.best_params for fr in folds], space)

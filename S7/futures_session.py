@@ -176,6 +176,12 @@ def client_order_id(symbol: str, interval: str, candle_open_ms: int, side: str, 
     return "u7-" + hashlib.sha256(raw.encode()).hexdigest()[:28]
 
 
+def _vwap(fills: list[dict]) -> tuple[float, float]:
+    """Total quantity and average price of the exchange's fills (decimal strings, exact)."""
+    q = sum(Decimal(str(f["qty"])) for f in fills)
+    return float(q), float(sum(Decimal(str(f["qty"])) * Decimal(str(f["price"])) for f in fills) / q)
+
+
 def _qty_text(qty: float, filters) -> str:
     step = getattr(filters, "market_step_size", None) or getattr(filters, "step_size", None)
     d = Decimal(repr(float(qty)))
@@ -252,8 +258,7 @@ class ExchangeAccount(FuturesAccount):
         liq = liquidation_price(p.side, qty=p.qty, entry=p.entry_price, margin=self.margin,
                                 mmr=self.spec.maint_margin_rate, cum=self.spec.maint_amount)
         if trades:
-            q = sum(float(t["qty"]) for t in trades)
-            px = sum(float(t["qty"]) * float(t["price"]) for t in trades) / q
+            _, px = _vwap(trades)
             fee = sum(float(t["commission"]) for t in trades)
         else:
             px, fee = liq, 0.0
@@ -291,8 +296,7 @@ class ExchangeAccount(FuturesAccount):
                     continue
                 break           # an exit that failed: no entry behind it (sync() re-reads the position)
             fills = await self.client.user_trades(self.symbol, order_id=order["orderId"])
-            q = sum(float(f["qty"]) for f in fills) or float(order["executedQty"])
-            px = (sum(float(f["qty"]) * float(f["price"]) for f in fills) / q) if fills else float(order["avgPrice"])
+            q, px = _vwap(fills) if fills else (float(order["executedQty"]), float(order["avgPrice"]))
             fee = sum(float(f["commission"]) for f in fills) if fills else q * px * self.fee_rate
             o.qty = q
             tr = self.book(o, px, fee, fill_ms, client_id=cid, order_id=order["orderId"],
@@ -499,8 +503,7 @@ async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: a
     own_client = False
     secrets: tuple[str, ...] = ()
     try:
-        history = await source.history(window)
-        if mode == "testnet":
+        if mode == "testnet":       # the exchange first: a bad key is one line before any candle is read
             if client is None:
                 client = UsdmClient.from_settings(settings, recv_window=cfg.recv_window_ms)
                 own_client = True
@@ -531,7 +534,8 @@ async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: a
                 raise NetworkError(f"cannot set up {symbol} on {client.name} ({exc.msg or exc})",
                                    "check the connection and BINANCE_FUTURES_TESTNET_API_URL in .env") from None
             origin = f"USD-M exchangeInfo at {client.base_url}"
-        else:
+        history = await source.history(window)
+        if mode != "testnet":
             price = float(history["close"].iloc[-1]) if len(history) else None
             filters, origin = await dry_run_filters(symbol, settings, file=cfg.exchange_info, price=price)
             bracket = await first_bracket(None, symbol)

@@ -50,6 +50,7 @@ bench: setup
 	$(BIN)/python bench/bench_optimize_workers.py
 	$(BIN)/python bench/bench_portfolio.py
 	$(BIN)/python bench/bench_shorts.py
+	$(BIN)/python bench/bench_risk.py
 	$(BIN)/python bench/bench_bus.py
 	$(BIN)/python bench/bench_service.py --markets 20 --duration 60
 

@@ -1,5 +1,7 @@
 """What a fill costs and which quantities the exchange accepts: fee models, BNB discount,
-lot-size / min-notional rules and the :class:`Costs` every backtest takes.
+lot-size / min-notional rules, the :class:`Costs` every backtest takes, the one default
+slippage (:data:`DEFAULT_SLIPPAGE`) and the one fill price after slippage and the tick
+(:func:`fill_price`, used by the backtest and by S7's simulator alike).
 
 The one home of these concepts: :mod:`S5.engine` (vectorbt), :mod:`S5.hooks` (S6 sizing),
 :mod:`S5.exchange` (command-line options, exchangeInfo lookup) and S7 all import them from here.
@@ -14,8 +16,13 @@ from typing import Any
 import numpy as np
 
 from S1.errors import UserError
+from S1.options import DEFAULT_FEE, DEFAULT_SLIPPAGE_BPS
 
 FEE_MODELS = ("taker", "maker", "mixed")
+#: The one default slippage per side as the fraction the engine takes (5 bp = 0.0005): S1/options.py's
+#: ``DEFAULT_SLIPPAGE_BPS`` (the ``--slippage-bps`` default of every script: backtest, optimiser, parity,
+#: the S7 executor's dry run and its replays).
+DEFAULT_SLIPPAGE = round(DEFAULT_SLIPPAGE_BPS / 1e4, 12)
 #: Binance spot: paying the commission in BNB takes 25 % off.
 BNB_DISCOUNT = 0.25
 
@@ -31,7 +38,8 @@ class LotRules:
     ``step`` / ``min_qty`` / ``max_qty``: ``LOT_SIZE``; ``market_*``: ``MARKET_LOT_SIZE``
     (0 on most spot symbols = same as LOT_SIZE); ``min_notional``: ``MIN_NOTIONAL`` or
     ``NOTIONAL`` (``min_notional_market``: whether it applies to MARKET orders);
-    ``tick``: ``PRICE_FILTER.tickSize`` (reported; the backtest sets no prices).
+    ``tick`` / ``min_price``: ``PRICE_FILTER.tickSize`` / ``minPrice`` (the grid a slipped
+    fill price is moved onto, see :func:`fill_price`).
     """
 
     symbol: str
@@ -45,6 +53,7 @@ class LotRules:
     min_notional_market: bool = True
     tick: float = math.nan
     source: str = ""
+    min_price: float = 0.0
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.step) and self.step > 0):
@@ -65,7 +74,7 @@ class LotRules:
                    max_qty=_f(f.max_qty, math.inf), market_step=_f(f.market_step_size, 0.0),
                    market_min_qty=_f(f.market_min_qty, 0.0), market_max_qty=_f(f.market_max_qty, math.inf),
                    min_notional=_f(f.min_notional, 0.0), min_notional_market=bool(f.min_notional_market),
-                   tick=_f(f.tick_size, math.nan), source=source)
+                   tick=_f(f.tick_size, math.nan), source=source, min_price=_f(f.min_price, 0.0))
 
     def entry_limits(self, *, market: bool) -> tuple[float, float, float, float]:
         """``(step, min_qty, max_qty, min_notional)`` an entry must meet.
@@ -88,6 +97,71 @@ class LotRules:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(self).items()}
+
+
+def price_grid(filters) -> tuple[float | None, float]:
+    """``(tick, base)`` of the PRICE_FILTER grid of an S6 ``SymbolFilters`` or a :class:`LotRules`
+    (``(None, 0.0)``: no grid known -- prices are not rounded)."""
+    if filters is None:
+        return None, 0.0
+    if isinstance(filters, LotRules):
+        tick, base = filters.tick, filters.min_price
+    else:
+        tick, base = getattr(filters, "tick_size", None), getattr(filters, "min_price", None)
+    tick = None if tick is None else float(tick)
+    if tick is None or not (math.isfinite(tick) and tick > 0):
+        return None, 0.0
+    return tick, float(base or 0.0)
+
+
+def _decimals(x: float) -> int:
+    from decimal import Decimal
+
+    return max(0, -Decimal(repr(float(x))).normalize().as_tuple().exponent)
+
+
+def fill_price(price, *, buy, slippage: float, tick: float | None = None, base: float = 0.0):
+    """The price of a MARKET fill: ``price`` moved ``slippage`` (a fraction) against the trader
+    -- a buy pays ``price x (1 + slippage)``, a sell gets ``price x (1 - slippage)`` -- and,
+    when the symbol's tick is known, onto the PRICE_FILTER grid ``base + k x tick`` in the same
+    direction (a buy rounds **up**, a sell **down**: never better than the slipped price).
+    Without slippage the price is returned as it is (a traded price is on the grid already).
+
+    The one definition of a slipped fill: S5's backtests (:mod:`S5.hooks`, :mod:`S5.engine`,
+    :mod:`S5.portfolio_backtest`) and S7's simulator (:mod:`S7.matching`, the USD-M dry run)
+    all call it, so paper trading fills at the backtest's prices exactly. ``price`` and ``buy``
+    are numbers or NumPy arrays (broadcast); the result is a float or an array of floats, each
+    the float nearest to its decimal grid value (``repr`` gives that decimal).
+
+    >>> fill_price(16600.5, buy=True, slippage=0.0005, tick=0.01)     # 16608.80025 -> up
+    16608.81
+    >>> fill_price(16600.5, buy=False, slippage=0.0005, tick=0.01)    # 16592.19975 -> down
+    16592.19
+    >>> fill_price(100.0, buy=True, slippage=0.0005, tick=0.01)       # 100.05 is on the grid
+    100.05
+    >>> fill_price(16600.5, buy=True, slippage=0.0005)                # no tick known
+    16608.80025
+    >>> fill_price(np.array([100.0, 100.0]), buy=np.array([True, False]), slippage=0.001, tick=0.25).tolist()
+    [100.25, 99.75]
+    """
+    p = np.asarray(price, dtype=np.float64)
+    b = np.asarray(buy, dtype=bool)
+    scalar = p.ndim == 0 and b.ndim == 0
+    if not slippage:
+        out = np.broadcast_to(p, np.broadcast_shapes(p.shape, b.shape)).astype(np.float64)
+        return float(out) if scalar else out
+    out = p * np.where(b, 1.0 + slippage, 1.0 - slippage)
+    if tick is not None and math.isfinite(tick) and tick > 0:
+        # in integer units of the tick's last decimal: exact grid arithmetic, one final division
+        d = min(_decimals(tick), 12)
+        scale = 10.0 ** d
+        t_u, b_u = round(tick * scale), round(float(base or 0.0) * scale)
+        k = (out * scale - b_u) / t_u
+        near = np.rint(k)
+        on_grid = np.abs(k - near) <= np.maximum(1e-6, 1e-12 * np.abs(k))   # float noise of an exact grid value
+        k = np.where(on_grid, near, np.where(b, np.ceil(k), np.floor(k)))
+        out = (b_u + k * t_u) / scale
+    return float(out) if scalar else out
 
 
 def fee_rates(fees: float, maker_fee: float | None, bnb_discount: bool) -> tuple[float, float]:
@@ -119,8 +193,8 @@ class Costs:
     S1.errors.UserError: fees 0.5 is out of range -- use a fraction per side from 0 to 0.05, e.g. --fee 0.001 (0.1 %)
     """
 
-    fees: float = 0.001
-    slippage: float = 0.0005
+    fees: float = DEFAULT_FEE
+    slippage: float = DEFAULT_SLIPPAGE
     maker_fee: float | None = None
     fee_model: str = "taker"
     bnb_discount: bool = False
@@ -174,6 +248,16 @@ class Costs:
         if self.fee_model == "taker" or self.maker_rate == self.taker_rate:
             return self.taker_rate
         return self.maker_rate if self.fee_model == "maker" else None
+
+    @property
+    def tick_grid(self) -> tuple[float | None, float]:
+        """``(tick, base)`` slipped fills are rounded to (``lot``'s PRICE_FILTER; None: not rounded)."""
+        return price_grid(self.lot)
+
+    def fill(self, price, *, buy, grid: tuple[float | None, float] | None = None):
+        """:func:`fill_price` with this run's slippage, on ``grid`` (default :attr:`tick_grid`)."""
+        tick, base = self.tick_grid if grid is None else grid
+        return fill_price(price, buy=buy, slippage=self.slippage, tick=tick, base=base)
 
     @property
     def is_plain(self) -> bool:

@@ -162,7 +162,8 @@ def _as_2d_param(a, n: int, m: int, name: str, *, default: float) -> np.ndarray:
 
 def simulate(bars: Bars, entries, exits, *, costs: Costs = Costs(), init_cash: float = 10_000.0,
              size=1.0, sl_stop=None, tp_stop=None, close_at_end: bool = True,
-             with_index: bool = True, market_exits=None, size_type: str = "percent") -> Simulation:
+             with_index: bool = True, market_exits=None, size_type: str = "percent",
+             grid: tuple[float | None, float] | None = None) -> Simulation:
     """Run the portfolio for decided ``entries``/``exits`` (bool, ``(n,)`` or ``(n, m)``).
 
     ``size``: fraction of cash spent per entry, fees included (scalar, per bar or per
@@ -179,6 +180,11 @@ def simulate(bars: Bars, entries, exits, *, costs: Costs = Costs(), init_cash: f
     again), entries below ``min_qty`` / the minimum notional at their fill price are
     refused (``min_size``), ``max_size`` caps them; ``Simulation.order_stats`` counts
     skipped and rounded orders. The order records handed back are in units again.
+
+    Slipped fills at an open (and the end-of-test close) sit on the symbol's tick grid as S7
+    fills them (:func:`S5.costs.fill_price`: buys round up, sells down) when a grid is known:
+    ``grid=(tick, base)``, else ``costs.lot``'s PRICE_FILTER. Stop fills inside a bar (vectorbt's
+    stop-market, the risk-hooks path) are slipped but not moved onto the grid.
     """
     if not isinstance(bars, Bars):
         raise UserError(f"bars must be an S5.engine.Bars, got {type(bars).__name__}",
@@ -239,17 +245,31 @@ def simulate(bars: Bars, entries, exits, *, costs: Costs = Costs(), init_cash: f
     lot_kw: dict[str, Any] = {}
     step = 1.0
     limits = None
+    tick, base = costs.tick_grid if grid is None else grid
+    price_arg: np.ndarray = price
+    slip_arg: Any = costs.slippage
+    buy_px = price * (1.0 + costs.slippage)
+    if tick is not None and costs.slippage > 0:   # slipped fills on the tick grid, as S7 fills (one function)
+        buy_px = costs.fill(price, buy=True, grid=(tick, base))
+        sell_px = costs.fill(price, buy=False, grid=(tick, base))
+        price_arg = np.where(E & ~X, buy_px[:, None], sell_px[:, None])
+        slip_arg = 0.0
+        if use_stops:   # the rest-of-bar rows: vectorbt's stop-market fills keep their own slippage
+            price_arg[1:2 * n:2] = price[1:2 * n:2, None]
+            slip_arg = np.zeros((rows, 1))
+            slip_arg[1:2 * n:2] = costs.slippage
     if costs.lot is not None:
         limits = costs.lot.entry_limits(market=costs.fee_model == "taker")
         step, min_q, max_q, min_not = limits
         # minimum lots of an entry at each open: minQty, and MIN_NOTIONAL at the entry's fill price
-        fill_px = price * (1.0 + costs.slippage)
+        fill_px = buy_px
         min_lots = np.maximum(1.0, np.maximum(min_q, min_not / fill_px) / step)
         lot_kw = dict(size_granularity=1.0, max_size=max_q / step,
                       min_size=np.ascontiguousarray(np.where(E & ~X, min_lots[:, None], 0.0)))
 
     v = vbt()
-    col2 = lambda a: np.ascontiguousarray(a[:, None] * step if step != 1.0 else a[:, None])
+    col2 = lambda a: np.ascontiguousarray((a if a.ndim == 2 else a[:, None]) * step if step != 1.0 else  # noqa: E731
+                                          (a if a.ndim == 2 else a[:, None]))
     close_arg: Any = col2(close_v)
     freq = bars.freq
     if with_index and m == 1:
@@ -258,9 +278,9 @@ def simulate(bars: Bars, entries, exits, *, costs: Costs = Costs(), init_cash: f
         freq = pd.Timedelta(pd.tseries.frequencies.to_offset("31D" if bars.interval == "1M" else freq)) / 2
     max_orders = int(2 * E.sum() + 2 * m + 8)
     pf = v.Portfolio.from_signals(
-        close_arg, E, X, price=col2(price), open=col2(open_v), high=col2(high_v), low=col2(low_v),
+        close_arg, E, X, price=col2(price_arg), open=col2(open_v), high=col2(high_v), low=col2(low_v),
         size=S / step if size_type == "amount" and step != 1.0 else S, size_type=size_type, direction="longonly", accumulate=False,
-        fees=fees_arg, slippage=costs.slippage, init_cash=float(init_cash),
+        fees=fees_arg, slippage=slip_arg, init_cash=float(init_cash),
         sl_stop=SL, tp_stop=TP, use_stops=use_stops, stop_entry_price="fillprice",
         stop_exit_price="stopmarket", upon_stop_exit="close", upon_long_conflict="exit",
         max_orders=max_orders, freq=freq, **lot_kw)
@@ -291,7 +311,7 @@ def simulate(bars: Bars, entries, exits, *, costs: Costs = Costs(), init_cash: f
     trades["exit_row_kind"] = kind
     stats = None
     if limits is not None:
-        stats = _order_stats(orders, E, X, S, fees_arg, held, equity, fill_rows, o * (1.0 + costs.slippage), k,
+        stats = _order_stats(orders, E, X, S, fees_arg, held, equity, fill_rows, buy_px[fill_rows], k,
                              float(init_cash), limits)
     return Simulation(equity, held, trades, open_counts, pf, k, float(init_cash), close_at_end, stats)
 
@@ -557,6 +577,7 @@ def run_decided(frame: pd.DataFrame, *, rules, interval: str, risk, costs: Costs
     """
     from dataclasses import replace
 
+    from S5.costs import price_grid
     from S5.hooks import decided_path, load_risk
 
     cfg = load_risk(risk)
@@ -567,7 +588,8 @@ def run_decided(frame: pd.DataFrame, *, rules, interval: str, risk, costs: Costs
     if market == "spot":
         run_costs = replace(costs, lot=None) if costs.lot is not None and filters is not None else costs
         sim = simulate(bars, path.entries, path.exits, costs=run_costs, init_cash=init_cash, size=path.amounts,
-                       size_type="amount", market_exits=path.market_exits)
+                       size_type="amount", market_exits=path.market_exits,
+                       grid=price_grid(filters) if filters is not None else None)
     else:
         sim = path_simulation(path, bars, init_cash)
     run_params = {"interval": interval, "fees": costs.fees, "slippage": costs.slippage,

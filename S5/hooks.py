@@ -247,7 +247,8 @@ def decided_path(frame: pd.DataFrame, rules, *, risk, interval: str, costs=None,
     module docstring). ``risk``: an S6 RiskConfig (or path); ``filters``: S6
     SymbolFilters (quantities rounded, small entries refused, as S7 does); ``costs``:
     S5 Costs (entries pay ``costs.entry_rate``, signal exits the maker / single rate and
-    risk exits the taker rate; fills at ``open x (1 +/- slippage)``, against the side).
+    risk exits the taker rate; fills at ``open x (1 +/- slippage)``, against the side, moved onto
+    the tick grid of ``filters`` (else ``costs.lot``) as S7 fills: :func:`S5.costs.fill_price`).
 
     Execution: a decision at bar t's close fills at bar t+1's open; an entry that would
     fill on the last bar is not taken (as in :func:`S5.engine.simulate`) and a position
@@ -262,7 +263,7 @@ def decided_path(frame: pd.DataFrame, rules, *, risk, interval: str, costs=None,
     """
     from S1.intervals import interval_ms
     from S4.decide import ENTER, EXIT, Bar, Policy, Position, decide, levels, size_entry, trail, trail_spec
-    from S5.costs import Costs
+    from S5.costs import Costs, price_grid
     from S5.futures import MARKETS, FuturesSpec, funding_payment, liquidation_price, side_sign
 
     if market not in MARKETS:
@@ -288,7 +289,6 @@ def decided_path(frame: pd.DataFrame, rules, *, risk, interval: str, costs=None,
     policy = Policy.from_rules(rules, use_stops=use_stops, flatten_on_trip=flatten)
     trailing = getattr(rules, "trailing_stop", None)
     ks = MemoryKillSwitch(cfg) if _kill_switch_enabled(cfg.kill_switch) else None
-    slip = costs.slippage
     fee_in = costs.entry_rate
     single = costs.single_rate
     entries, exits, market_x = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
@@ -302,8 +302,10 @@ def decided_path(frame: pd.DataFrame, rules, *, risk, interval: str, costs=None,
         code = codes[k][i]
         return names[k][code] if code >= 0 else None
 
-    def fill_price(px: float, buying: bool) -> float:
-        return px * (1.0 + slip) if buying else px * (1.0 - slip)
+    grid = price_grid(filters) if filters is not None else costs.tick_grid
+
+    def fill_price(px: float, buying: bool) -> float:   # S5.costs.fill_price: slippage, then the tick (as S7)
+        return costs.fill(px, buy=buying, grid=grid)
 
     def open_position(i_bar: int, act, decided_at: int) -> None:
         nonlocal cash, pos, open_trade

@@ -131,11 +131,12 @@ def _exchange_info(filters) -> dict[str, Any]:
 
 
 def paper_command(work: Path, *, symbol: str, interval: str, use_stops: bool, balance: float, fee: float,
-                  futures=None) -> list[str]:
+                  futures=None, slippage: float = 0.0) -> list[str]:
     cmd = [sys.executable, "-m", "S7.paper_replay", "--frame", str(work / "frame.parquet"), "--symbol", symbol,
            "--interval", interval, "--rules", str(work / "rules.yaml"), "--risk", str(work / "risk.yaml"),
            "--exchange-info", str(work / "exchange_info.json"), "--out", str(work / "paper.json"),
            "--cash", repr(float(balance)), "--fee", repr(float(fee)), "--fee-asset", "quote",
+           "--slippage-bps", repr(float(slippage) * 1e4),
            "--state-dir", str(work / "state")]
     if futures is not None:
         cmd += ["--market", "usdm", "--leverage", repr(float(futures.leverage)),
@@ -148,7 +149,8 @@ def paper_command(work: Path, *, symbol: str, interval: str, use_stops: bool, ba
 
 
 def run_paper(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk, filters, use_stops: bool,
-              init_cash: float, fee: float, timeout: float = 1800.0, futures=None) -> dict[str, Any]:
+              init_cash: float, fee: float, timeout: float = 1800.0, futures=None, slippage: float = 0.0
+              ) -> dict[str, Any]:
     """The S7 side in its own process (``python -m S7.paper_replay``); returns its JSON."""
     from S1.datasets import write_parquet
 
@@ -164,7 +166,7 @@ def run_paper(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk, f
                               index=pd.DatetimeIndex(futures.funding_times, tz="UTC", name="funding_time"))
             write_parquet(fr, work / "funding.parquet", metadata={"kind": "parity"})
         cmd = paper_command(work, symbol=symbol, interval=interval, use_stops=use_stops, balance=init_cash, fee=fee,
-                            futures=futures)
+                            futures=futures, slippage=slippage)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0:
@@ -176,7 +178,7 @@ def run_paper(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk, f
 
 def run_parity(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk=None, use_stops: bool = True,
                filters, fee: float = 0.001, init_cash: float = 10_000.0, rtol: float = RTOL,
-               market: str = "spot", futures=None) -> ParityResult:
+               market: str = "spot", futures=None, slippage: float | None = None) -> ParityResult:
     """Backtest ``frame`` (candles + the columns ``rules`` read) and replay it through S7,
     then compare (see the module docstring). ``risk``: an S6 RiskConfig, or None for all
     in without stops. ``filters``: S6 SymbolFilters (with their exchangeInfo entry).
@@ -194,16 +196,18 @@ def run_parity(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk=N
                         "pass the S4 signals frame")
     cfg = risk if risk is not None else all_in_risk()
     stops = bool(use_stops and risk is not None)
-    res = run_decided(frame, rules=rules, interval=interval, risk=cfg, costs=Costs(fees=fee, slippage=0.0),
+    slippage = 0.0 if slippage is None else float(slippage)
+    res = run_decided(frame, rules=rules, interval=interval, risk=cfg, costs=Costs(fees=fee, slippage=slippage),
                       init_cash=init_cash, filters=filters, use_stops=stops, market=market, futures=futures)
     backtest = backtest_trades(res)
     paper_out = run_paper(frame, rules, symbol=symbol, interval=interval, risk=cfg, filters=filters, use_stops=stops,
-                          init_cash=init_cash, fee=fee, futures=futures if market == "usdm" else None)
+                          init_cash=init_cash, fee=fee, futures=futures if market == "usdm" else None,
+                          slippage=slippage)
     paper = paper_out["trades"]
     settings = {"symbol": symbol, "interval": interval, "bars": len(frame), "start": _iso(frame.index[0]),
                 "end": _iso(frame.index[-1]), "rules_yaml": rules.to_yaml(),
                 "risk": "none (all in, no stops, no kill-switch)" if risk is None else cfg.model_dump(mode="json"),
-                "stops": stops, "fee": fee, "fee_asset": "quote", "slippage": 0.0, "init_cash": init_cash,
+                "stops": stops, "fee": fee, "fee_asset": "quote", "slippage": slippage, "init_cash": init_cash,
                 "filters": {"tick_size": str(filters.tick_size), "step_size": str(filters.step_size),
                             "min_qty": str(filters.min_qty), "min_notional": str(filters.min_notional)},
                 "rtol": rtol, "backtest_skips": res.params.get("decisions", {}).get("skipped", {}),
@@ -223,7 +227,7 @@ def parity_files(symbol: str, interval: str, days: int, rules_path: str | Path, 
     """``python S5/parity.py``: build the S4 signals frame of ``rules_path`` from the S2 /
     S3 / S4 files (nothing written), run :func:`run_parity` and write
     ``data/<stem>_parity.json``. ``risk``: default S6/risk.yaml, ``"none"``: all in."""
-    from S1.datasets import atomic_write_text, normalize_symbol, parity_path
+    from S1.datasets import Dataset, atomic_write_text, normalize_symbol, parity_path
     from S4.signals import build_signals
     from S5.backtest_files import resolve_filters, risk_choice
 
@@ -250,7 +254,7 @@ def parity_files(symbol: str, interval: str, days: int, rules_path: str | Path, 
     if write:
         from S5.metrics import to_jsonable
 
-        path = parity_path(sym, interval, days, rules=rules_path)
+        path = parity_path(Dataset(sym, interval, days), rules=rules_path)
         atomic_write_text(path, json.dumps(to_jsonable(out.as_dict()), indent=1, allow_nan=False))
         out.path = path
     return out

@@ -222,7 +222,11 @@ def run_portfolio(inputs: list[SymbolInputs], *, risk, interval: str, max_open: 
     step_td = pd.Timedelta(milliseconds=interval_ms(interval))
     flatten = cfg.kill_switch.flatten_on_trip if flatten_on_trip is None else flatten_on_trip
     ks = MemoryKillSwitch(cfg) if _kill_switch_enabled(cfg.kill_switch) else None
-    slip, fee_in, single = costs.slippage, costs.entry_rate, costs.single_rate
+    fee_in, single = costs.entry_rate, costs.single_rate
+    from S5.costs import price_grid
+
+    grids = [price_grid(s.filters) if s.filters is not None else costs.tick_grid for s in inputs]
+    fill_at = lambda k, px, buy: costs.fill(px, buy=buy, grid=grids[k])   # noqa: E731  (S5.costs.fill_price, as S7)
     exit_rate = (lambda risk_exit: single if single is not None else
                  (costs.taker_rate if risk_exit else costs.maker_rate))
     end_rate = single if single is not None else costs.taker_rate
@@ -281,7 +285,7 @@ def run_portfolio(inputs: list[SymbolInputs], *, risk, interval: str, max_open: 
             if pe is not None and pe[0].kind == EXIT:
                 act, j, _ = pe
                 pending[k] = None
-                pnl = exit_now(k, i, inputs[k].open[i] * (1.0 - slip), exit_rate(act.exit_kind != "signal"),
+                pnl = exit_now(k, i, fill_at(k, inputs[k].open[i], False), exit_rate(act.exit_kind != "signal"),
                                act.reason, t)
                 last_exit[k] = j
                 if ks is not None:
@@ -294,7 +298,7 @@ def run_portfolio(inputs: list[SymbolInputs], *, risk, interval: str, max_open: 
                 n_pending_entries -= 1
                 reserved -= reserve
                 s = inputs[k]
-                fill = s.open[i] * (1.0 + slip)
+                fill = fill_at(k, s.open[i], True)
                 qty = act.size.qty
                 if qty * fill * (1.0 + fee_in) > cash:          # a gap beyond the fee buffer: what the cash buys
                     qty = cash / (fill * (1.0 + fee_in))
@@ -371,7 +375,7 @@ def run_portfolio(inputs: list[SymbolInputs], *, risk, interval: str, max_open: 
         # 4. a symbol's data ends: close its position at that close
         for k, i in present:
             if i == lens[k] - 1 and pos[k] is not None:
-                exit_now(k, i, inputs[k].close[i] * (1.0 - slip), end_rate, "end", t)
+                exit_now(k, i, fill_at(k, inputs[k].close[i], False), end_rate, "end", t)
         eq = cash + sum(pos[k]["qty"] * last_close[k] for k in held)
         for k in held:
             values[u, k] = pos[k]["qty"] * last_close[k]

@@ -306,11 +306,16 @@ class MatchingBook:
             return out
 
     def _slipped(self, f: SymbolFilters, side: str, price: Decimal) -> Decimal:
-        """A MARKET fill price ``slippage_bps`` worse than ``price``, on the tick grid."""
+        """A MARKET fill price ``slippage_bps`` worse than ``price``, on the tick grid (BUY up,
+        SELL down): :func:`S5.costs.fill_price`, the one the backtest fills at."""
         if not self.slippage:
             return price
-        p = price * (1 + self.slippage) if side == "BUY" else price * (1 - self.slippage)
-        return f.round_price(p, direction="up" if side == "BUY" else "down") if f.tick_size else p
+        from S5.costs import fill_price, price_grid
+
+        tick, base = price_grid(f)
+        p = Decimal(repr(fill_price(float(price), buy=side == "BUY", slippage=float(self.slippage), tick=tick,
+                                    base=base)))
+        return p.quantize(f.tick_size) if tick is not None and f.tick_size.as_tuple().exponent < 0 else p
 
     def _marketable(self, order: dict, price: Decimal | None) -> bool:
         if price is None or order["type"] not in ("LIMIT", "LIMIT_MAKER"):

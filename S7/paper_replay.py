@@ -117,7 +117,7 @@ async def replay_frame(frame: pd.DataFrame, *, symbol: str, interval: str, rules
             feats.append(atr_col)
         return replay_usdm(frame, rules=rules, risk=risk, interval=interval, filters=filters,
                            spec=futures or FuturesSpec(), balance=balance, fee_rate=fee_rate, use_stops=use_stops,
-                           state_dir=state_dir, features=FrameFeed(frame, feats))
+                           state_dir=state_dir, features=FrameFeed(frame, feats), slippage=slippage_bps / 1e4)
     from S6.killswitch import KillSwitch
     from S7.engine import Engine, EngineConfig
     from S7.feeds import FrameFeed
@@ -154,7 +154,12 @@ async def replay_frame(frame: pd.DataFrame, *, symbol: str, interval: str, rules
         for i in range(len(frame)):
             await engine.on_price(float(o[i]), int(opens[i]))
             await engine.on_candle(frame.iloc[i:i + 1], int(closes[i]) + 1)
-        trades = paper_trades(store, symbol, last_close=float(frame["close"].iloc[-1]), last_open_ms=int(opens[-1]))
+        # the position still open is closed at the last close as the backtest does: a MARKET sell, slipped
+        from S5.costs import fill_price, price_grid
+
+        tick, base = price_grid(filters)
+        last = fill_price(float(frame["close"].iloc[-1]), buy=False, slippage=slippage_bps / 1e4, tick=tick, base=base)
+        trades = paper_trades(store, symbol, last_close=last, last_open_ms=int(opens[-1]))
         return {"trades": trades, "orders": dict(Counter(r["status"] for r in store.orders(symbol))),
                 "candles": len(frame), "decisions": dict(Counter(d.action for d in engine.decisions))}
     finally:
@@ -182,7 +187,7 @@ def build_parser() -> ArgumentParser:
     from S1.options import add_cash_option, add_fee_options
 
     add_cash_option(p)
-    add_fee_options(p, slippage=False)
+    add_fee_options(p, slippage_bps=0.0)
     p.add_argument("--fee-asset", choices=("quote", "received"), default="quote")
     p.add_argument("--state-dir", type=Path, default=None, help="state folder (default: a temporary one)")
     p.add_argument("--market", choices=("spot", "usdm"), default="spot",
@@ -220,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(replay_frame(frame, symbol=args.symbol.upper(), interval=args.interval, rules=rules,
                                         risk=risk, filters=filters, state_dir=state_dir,
                                         use_stops=not args.no_stops, balance=args.cash, fee_rate=args.fee,
-                                        fee_asset=args.fee_asset, market=args.market, futures=futures))
+                                        fee_asset=args.fee_asset, slippage_bps=args.slippage_bps,
+                                        market=args.market, futures=futures))
 
     if args.state_dir is not None:
         out = go(args.state_dir)

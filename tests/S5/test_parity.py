@@ -316,14 +316,14 @@ def test_command_usdm_long_short(market_files, capsys):
 
 def test_command_writes_both_lists_and_fails_on_a_difference(market_files, capsys, monkeypatch):
     from S1.cli import run
-    from S1.datasets import parity_path
+    from S1.datasets import Dataset, parity_path
     from S5 import parity_check
     from S5.parity import main
 
     argv = ["--symbol", SYMBOL, "--interval", "1h", "--days", "60", "--rules", "S4/rules_ta_only.yaml"]
     assert run(main, argv) == 0
     out = capsys.readouterr().out
-    path = parity_path(SYMBOL, "1h", 60, rules="S4/rules_ta_only.yaml")
+    path = parity_path(Dataset(SYMBOL, "1h", 60), rules="S4/rules_ta_only.yaml")
     assert path.name == "btcusdt_1h_60d__rules_ta_only_parity.json" and path.exists()
     doc = json.loads(path.read_text())
     n = len(doc["backtest"])
@@ -369,7 +369,7 @@ def test_backtest_default_risk_is_paper_trading_and_none_is_loud(settings_env, c
     """S5/backtest.py trades with S6/risk.yaml by default, decided as S7 does; --risk none
     prints one loud line and records it in the JSON."""
     from S1.cli import run
-    from S1.datasets import dataset_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, write_parquet
     from S1.local.simulated import simulate_candles
     from S4.rules import load_rules
     from S4.signals import signals_frame
@@ -377,19 +377,82 @@ def test_backtest_default_risk_is_paper_trading_and_none_is_loud(settings_env, c
 
     rules = load_rules(REPO / "S4" / "rules_ta_only.yaml")
     frame = signals_frame(_features(simulate_candles(SYMBOL, "1h", "2023-01-01", "2023-02-01")), rules)
-    write_parquet(frame, dataset_path(SYMBOL, "1h", 31, "signals"),
+    write_parquet(frame, dataset_path(Dataset(SYMBOL, "1h", 31), "signals"),
                   metadata={"simulated": True, "signals": {"rules_yaml": rules.to_yaml(), "params": rules.params}})
     base = ["--symbol", SYMBOL, "--interval", "1h", "--days", "31", "--no-report"]
     assert run(main, base) == 0
     out = capsys.readouterr().out
     assert "WARNING" not in out
-    doc = json.loads(dataset_path(SYMBOL, "1h", 31, "backtest").read_text())
+    doc = json.loads(dataset_path(Dataset(SYMBOL, "1h", 31), "backtest").read_text())
     assert doc["params"]["decision"].startswith("S4.decide") and doc["params"]["risk"]["sizing"]["method"] == "atr"
     assert doc["params"]["risk_file"] == "S6/risk.yaml" and doc["params"]["risk_warning"] is None
     assert run(main, [*base, "--risk", "none"]) == 0
     out = capsys.readouterr().out
     assert sum("WARNING: RISK OFF" in line for line in out.splitlines()) == 1
-    doc = json.loads(dataset_path(SYMBOL, "1h", 31, "backtest").read_text())
+    doc = json.loads(dataset_path(Dataset(SYMBOL, "1h", 31), "backtest").read_text())
     assert doc["params"]["risk_warning"].startswith("RISK OFF") and "decision" not in doc["params"]
     assert run(main, [*base, "--no-stops"]) == 0
     assert "WARNING: STOPS OFF" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------ with slippage
+@pytest.mark.parametrize("stops", [True, False], ids=["stops", "no-stops"])
+@pytest.mark.parametrize("data", ["sim", "real"])
+def test_parity_with_slippage_on_the_tick_grid(request, data, stops):
+    """5 bp of slippage: S7's simulator moves a MARKET fill 5 bp against the trader and onto
+    the tick grid (BUY up, SELL down); the backtest fills the same way (one shared function,
+    S5.costs.fill_price), so both sides still agree trade for trade, and every fill price
+    sits on the tick grid."""
+    from decimal import Decimal
+
+    from S4.rules import load_rules
+    from S5.parity_check import run_parity
+
+    frame = request.getfixturevalue(f"{data}_frame")
+    filters = request.getfixturevalue("real_filters") if data == "real" else _generic_filters(frame)
+    rules = load_rules(REPO / "S4" / "rules_ta_only.yaml")
+    res = run_parity(frame, rules, symbol=SYMBOL, interval="1h", risk=_risk(), use_stops=stops, filters=filters,
+                     slippage=0.0005)
+    _check(res, rules_name="rules_ta_only.yaml, 5 bp")
+    assert len(res.backtest) > 3 and res.settings["slippage"] == 0.0005
+    tick = filters.tick_size
+    opens = frame["open"]
+    for t in res.backtest:
+        for px in (t["entry_price"], t["exit_price"]):
+            assert (Decimal(repr(px)) - filters.min_price) % tick == 0, px
+        # against the trader: a buy pays at least 5 bp over the open, never a tick more
+        o = float(opens.loc[pd.Timestamp(t["entry_time"])])
+        assert o * 1.0005 <= t["entry_price"] < o * 1.0005 + float(tick) + 1e-9
+        if t["exit_reason"] != "end":
+            o = float(opens.loc[pd.Timestamp(t["exit_time"])])
+            assert o * 0.9995 - float(tick) - 1e-9 < t["exit_price"] <= o * 0.9995
+
+
+def test_parity_with_slippage_end_of_test_and_usdm(sim_frame):
+    """5 bp: a position still open at the last candle is closed at the slipped last close on both
+    sides (exit reason ``end``), and the USD-M dry run (longs and shorts) slips as the backtest does."""
+    from S4.rules import load_rules
+    from S5.futures import FuturesSpec
+    from S5.parity_check import run_parity
+
+    filters = _generic_filters(sim_frame)
+    rules = load_rules(REPO / "S4" / "rules_ta_only.yaml")
+    full = run_parity(sim_frame, rules, symbol=SYMBOL, interval="1h", risk=_risk(), filters=filters,
+                      slippage=0.0005)
+    _check(full, rules_name="5 bp")
+    long_one = max(full.backtest, key=lambda t: pd.Timestamp(t["exit_time"]) - pd.Timestamp(t["entry_time"]))
+    cut = sim_frame.loc[:pd.Timestamp(long_one["entry_time"]) + pd.Timedelta(hours=1)]
+    res = run_parity(cut, rules, symbol=SYMBOL, interval="1h", risk=_risk(), filters=filters, slippage=0.0005)
+    _check(res, rules_name="5 bp, open at the end")
+    last = res.backtest[-1]
+    assert last["exit_reason"] == "end"
+    assert last["exit_price"] == pytest.approx(float(cut["close"].iloc[-1]) * 0.9995, abs=float(filters.tick_size))
+    assert last["exit_price"] <= float(cut["close"].iloc[-1]) * 0.9995
+    spec = FuturesSpec.for_symbol(SYMBOL, leverage=2)
+    res = run_parity(sim_frame, load_rules(REPO / "S4" / "rules_long_short.yaml"), symbol=SYMBOL, interval="1h",
+                     risk=_risk(), filters=filters, market="usdm", futures=spec, slippage=0.0005)
+    _check(res, rules_name="usdm 5 bp")
+    assert {t["side"] for t in res.backtest} == {"long", "short"}
+    short = next(t for t in res.backtest if t["side"] == "short")
+    o = float(sim_frame["open"].loc[pd.Timestamp(short["entry_time"])])
+    assert short["entry_price"] <= o * 0.9995                     # a short sells: slipped down

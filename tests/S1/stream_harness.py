@@ -111,6 +111,66 @@ def db_rows(db: Path) -> list[tuple]:
         con.close()
 
 
+@contextmanager
+def ctrl_c_when(cond, *, timeout: float = 120.0, poll: float = 0.02):
+    """While the block runs an in-process streamer CLI (``streamer_cli``), press its Ctrl-C -- SIGINT to
+    this process -- once ``cond()`` holds, so the run ends on an event, not after a wall-clock
+    ``--duration`` (pass a generous one as the bound). ``cond()`` raising (the database not created yet)
+    counts as not yet. Yields an Event set when the signal was sent."""
+    import os
+    import signal
+    import threading
+
+    done, sent, lock = threading.Event(), threading.Event(), threading.Lock()
+
+    def watch():
+        deadline = time.monotonic() + timeout
+        while not done.is_set() and time.monotonic() < deadline:
+            try:
+                ok = bool(cond())
+            except Exception:
+                ok = False
+            if ok:
+                with lock:
+                    if not done.is_set():
+                        os.kill(os.getpid(), signal.SIGINT)
+                        sent.set()
+                return
+            done.wait(poll)
+
+    watcher = threading.Thread(target=watch, name="ctrl-c-when", daemon=True)
+    watcher.start()
+    try:
+        yield sent
+    finally:
+        with lock:
+            done.set()
+        watcher.join()
+
+
+def capture(monkeypatch, cls) -> list:
+    """Every ``cls`` built from now on (the streamer a CLI builds), so a condition can read its stats."""
+    made: list = []
+    init = cls.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(cls, "__init__", spy)
+    return made
+
+
+def closed_rows(db: Path, symbol: str, interval: str = "1m") -> int:
+    """Closed candles of ``symbol`` in a streamer database (read-only; raises while it does not exist)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT count(*) FROM kline WHERE symbol = ? AND interval = ? AND is_closed = 1",
+                           (symbol, interval)).fetchone()[0]
+    finally:
+        con.close()
+
+
 def streamer_cli(argv, capsys) -> tuple[int, str, str]:
     """``python S1/streamer.py ARGV`` in-process: (exit code, stdout, stderr)."""
     from S1 import streamer

@@ -28,7 +28,8 @@ from S1.local.simulated import simulate_candles
 from S1.rest_client import run
 from S1.settings import get_settings
 from S1.stream_store import read_klines
-from tests.S1.stream_harness import db_rows, fast, local_market, point_at, published, replay, streamer_cli
+from tests.S1.stream_harness import (closed_rows, ctrl_c_when, db_rows, fast, local_market, point_at, published, replay,
+                                     streamer_cli)
 
 pytest.importorskip("ccxt.pro")
 
@@ -142,10 +143,12 @@ def test_cli_exchange_flag(settings_env, monkeypatch, tmp_path, capsys):
                       interval="1m") as (ex, st, clock):
         point_at(monkeypatch, ex, st, retries=0)
         clock.resume()
-        code, out, err = streamer_cli(["--client", "ccxt", "--symbol", "BTC/USDT", "--duration", "1.5",
-                                       "--backfill-minutes", "20"], capsys)
-        assert code == 0, err
         db = settings_env.data_dir / "btcusdt_1m_realtime.db"  # Binance spot: the python-binance file name
+        # ends on the event (the 20 backfilled candles in the table) with Ctrl-C; --duration is the bound
+        with ctrl_c_when(lambda: closed_rows(db, "BTCUSDT") >= 20):
+            code, out, err = streamer_cli(["--client", "ccxt", "--symbol", "BTC/USDT", "--duration", "300",
+                                           "--backfill-minutes", "20"], capsys)
+        assert code == 0, err
         assert out.startswith(f"{db}: ") and len(read_klines(db, "BTCUSDT", "1m")) >= 20
         cases = [(["--client", "ccxt", "--symbol", "BTC/USDX"], r"unknown symbol 'BTC/USDX' on binance"),
                  (["--exchange", "okkx"], r"unknown exchange 'okkx' -- did you mean okx"),

@@ -29,7 +29,8 @@ from S1.local.simulated import simulate_candles
 from S1.rest_client import run
 from S1.settings import Settings, get_settings
 from S1.stream_store import read_klines
-from tests.S1.stream_harness import db_rows, fast, local_futures_market, published, replay, streamer_cli
+from tests.S1.stream_harness import (capture, closed_rows, ctrl_c_when, db_rows, fast, local_futures_market,
+                                     published, replay, streamer_cli)
 
 pytest.importorskip("ccxt.pro")
 
@@ -181,10 +182,14 @@ def test_cli_market_swap_writes_binance_swap_file(settings_env, monkeypatch, cap
         server.add_candles("ETHUSDT", "1m", simulate_candles("ETHUSDT", "1m", "2024-04-30 22:00", "2024-05-01"))
         _point(monkeypatch, server, fst.ws_url, retries=0)
         clock.resume()
-        code, out, err = streamer_cli(["--exchange", "binance", "--market", "swap", "--symbol", "BTC/USDT",
-                                       "--duration", "1.5", "--backfill-minutes", "20"], capsys)
-        assert code == 0, err
         db = settings_env.data_dir / "binance-swap_btcusdt_1m_realtime.db"
+        made = capture(monkeypatch, CcxtStreamer)
+        # ends on the events (20 candles in the table, one of them closed by the stream) with Ctrl-C;
+        # --duration is only the bound
+        with ctrl_c_when(lambda: made[-1].stats.closed_stream >= 1 and closed_rows(db, "BTCUSDT") >= 20):
+            code, out, err = streamer_cli(["--exchange", "binance", "--market", "swap", "--symbol", "BTC/USDT",
+                                           "--duration", "300", "--backfill-minutes", "20"], capsys)
+        assert code == 0, err
         assert out.startswith(f"{db}: ") and not (settings_env.data_dir / "btcusdt_1m_realtime.db").exists()
         got = read_klines(db, "BTCUSDT", "1m")
         assert len(got) >= 20 and got.index.is_unique

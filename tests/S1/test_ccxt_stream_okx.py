@@ -29,7 +29,7 @@ from S1.local.stream import ReplayClock
 from S1.rest_client import run
 from S1.settings import get_settings
 from S1.stream_store import read_klines
-from tests.S1.stream_harness import db_rows, fast, replay, streamer_cli
+from tests.S1.stream_harness import closed_rows, ctrl_c_when, db_rows, fast, replay, streamer_cli
 
 pytest.importorskip("ccxt.pro")
 
@@ -202,20 +202,24 @@ def test_cli_exchange_okx_two_symbols_and_trades(settings_env, monkeypatch, caps
     with okx_market(frames, start=to_ms("2024-05-01"), end=None, wall_per_candle=0.05) as (okx, st, clock):
         point_at(monkeypatch, okx, st, retries=0)
         clock.resume()
-        code, out, err = streamer_cli(["--exchange", "okx", "--symbols", "BTC/USDT,ETH/USDT", "--duration", "1.5",
-                                       "--backfill-minutes", "20"], capsys)
-        assert code == 0, err
         db = settings_env.data_dir / "okx_btcusdt_1m_realtime.db"
+        # each run ends on its event (candles in the table) with Ctrl-C; --duration is only the bound
+        with ctrl_c_when(lambda: min(closed_rows(db, s) for s in ("BTCUSDT", "ETHUSDT")) >= 20):
+            code, out, err = streamer_cli(["--exchange", "okx", "--symbols", "BTC/USDT,ETH/USDT", "--duration",
+                                           "300", "--backfill-minutes", "20"], capsys)
+        assert code == 0, err
         assert out.startswith(f"{db}: ")
         for inst_id, df in frames.items():
             got = read_klines(db, inst_id.replace("-", ""), "1m")
             assert len(got) >= 20
             pd.testing.assert_frame_equal(got, okx_published(df.loc[got.index]), check_exact=True, check_freq=False)
             assert got.index.equals(df.loc[got.index[0]:got.index[-1]].index), "no gap"
-        code, out, err = streamer_cli(["--exchange", "okx", "--symbol", "BTC/USDT", "--stream", "trades",
-                                       "--aggregate", "1m", "--duration", "1.5", "--backfill-minutes", "10"], capsys)
-        assert code == 0, err
         tdb = settings_env.data_dir / "okx_btcusdt_1m_trades_realtime.db"
+        with ctrl_c_when(lambda: closed_rows(tdb, "BTCUSDT") >= 10):
+            code, out, err = streamer_cli(["--exchange", "okx", "--symbol", "BTC/USDT", "--stream", "trades",
+                                           "--aggregate", "1m", "--duration", "300", "--backfill-minutes", "10"],
+                                          capsys)
+        assert code == 0, err
         got = read_klines(tdb, "BTCUSDT", "1m")
         want = frames["BTC-USDT"].loc[got.index]
         assert len(got) >= 10

@@ -20,6 +20,7 @@ from S1.errors import UserError
 from S1.local.exchange import LocalBinance
 from S1.local.stream import LocalStream, ReplayClock
 from S1.settings import get_settings
+from tests.S1.stream_harness import ctrl_c_when
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
@@ -163,15 +164,18 @@ def test_cli_records_books(market, tmp_path, capsys):
 
     ex, st = market()
     db = tmp_path / "cli.db"
-    assert main(["--symbols", "BTCUSDT,ETHUSDT", "--streams", "depth,bookTicker,ticker", "--book-every", "update",
-                 "--duration", "1.5", "--db", str(db)]) == 0
+    # each run ends on its event (a book in the file) with Ctrl-C; --duration is only the bound
+    with ctrl_c_when(lambda: len(read_books(db, "BTCUSDT")) > 0):
+        assert main(["--symbols", "BTCUSDT,ETHUSDT", "--streams", "depth,bookTicker,ticker", "--book-every",
+                     "update", "--duration", "300", "--db", str(db)]) == 0
     assert "books recorded" in capsys.readouterr().out
     assert assert_books_true(db, st, "BTCUSDT") > 0
     pytest.importorskip("ccxt.pro")
     ex.rows_for("ETHUSDT", "1m")
     db2 = tmp_path / "ccxt.db"
-    assert main(["--client", "ccxt", "--symbols", "ETH/USDT", "--streams", "orderbook,ticker", "--book-every",
-                 "update", "--duration", "1.5", "--db", str(db2)]) == 0
+    with ctrl_c_when(lambda: len(read_books(db2, "ETHUSDT")) > 0):
+        assert main(["--client", "ccxt", "--symbols", "ETH/USDT", "--streams", "orderbook,ticker", "--book-every",
+                     "update", "--duration", "300", "--db", str(db2)]) == 0
     assert "books recorded" in capsys.readouterr().out
     assert len(read_books(db2, "ETHUSDT")) > 0
 

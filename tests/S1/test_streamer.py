@@ -37,7 +37,8 @@ from S1.stream_store import read_klines
 REPO = Path(__file__).resolve().parents[2]
 
 
-from tests.S1.stream_harness import db_rows, fast, local_market, point_at, published, replay, streamer_cli
+from tests.S1.stream_harness import (closed_rows, ctrl_c_when, db_rows, fast, local_market, point_at, published, replay,
+                                     streamer_cli)
 
 
 # ----------------------------------------------------------------- the acceptance test
@@ -288,11 +289,19 @@ def test_cli_runs_for_a_duration_and_writes_stats(settings_env, monkeypatch, tmp
         point_at(monkeypatch, ex, st)
         clock.resume()
         stats = tmp_path / "stats.json"
-        code, out, err = _cli(["--symbol", "ethusdc", "--duration", "1.5", "--status-every", "0.5",
-                               "--backfill-minutes", "15", "--stats-json", str(stats)], capsys)
+        db = settings_env.data_dir / "ethusdc_1m_realtime.db"  # the default name
+        # the run ends on an event -- 15 backfilled + 20 streamed candles in the table -- with Ctrl-C;
+        # --duration is only the bound (how many candles a fixed time gives depends on the machine's load)
+        with ctrl_c_when(lambda: closed_rows(db, "ETHUSDC") >= 15 + 20) as pressed:
+            code, out, err = _cli(["--symbol", "ethusdc", "--duration", "300", "--status-every", "0.5",
+                                   "--backfill-minutes", "15", "--stats-json", str(stats)], capsys)
+        assert pressed.is_set(), err
+        # --duration ends a run by itself (what it streamed in that time is not checked)
+        code2, out2, err2 = _cli(["--symbol", "ethusdc", "--duration", "0.5", "--db", str(tmp_path / "d.db")],
+                                 capsys)
+    assert code2 == 0 and "duration reached" in out2, err2
     assert code == 0, err
-    db = settings_env.data_dir / "ethusdc_1m_realtime.db"  # the default name
-    assert out.startswith(f"{db}: ") and "duration reached" in out
+    assert out.startswith(f"{db}: ") and "(Ctrl-C)" in out, out
     figures = json.loads(stats.read_text())
     got = read_klines(db, "ETHUSDC", "1m")
     assert figures["closed_rows_in_db"] == len(got) >= 15 + 20

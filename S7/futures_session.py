@@ -207,6 +207,7 @@ class ExchangeAccount(FuturesAccount):
     funding_total: float = 0.0
     rejected: int = 0
     notes: list = field(default_factory=list)
+    booked_trades: list = field(default_factory=list)    #: the exchange's trade ids booked outside our orders
 
     def check_liquidation(self, o, h, lo, t_ms):   # the exchange liquidates; sync() books it
         return None
@@ -252,9 +253,11 @@ class ExchangeAccount(FuturesAccount):
         not ours (``liquidation`` when at or beyond the liquidation price, else ``external``)."""
         p = self.position
         ours = {f.get("order_id") for f in self.fills}
-        start = min((f["exchange_time_ms"] for f in self.fills if f.get("exchange_time_ms")), default=None)
+        start = next((f["exchange_time_ms"] for f in reversed(self.fills)
+                      if f.get("exchange_time_ms") and str(f.get("reason", "")).startswith("entry:")), None)
         trades = [t for t in await self.client.user_trades(self.symbol, start_time=start)
-                  if t["orderId"] not in ours]
+                  if t["orderId"] not in ours and str(t["id"]) not in self.booked_trades]
+        self.booked_trades = (self.booked_trades + [str(t["id"]) for t in trades])[-500:]
         liq = liquidation_price(p.side, qty=p.qty, entry=p.entry_price, margin=self.margin,
                                 mmr=self.spec.maint_margin_rate, cum=self.spec.maint_amount)
         if trades:
@@ -334,7 +337,8 @@ def _state(acc: FuturesAccount, eng: FuturesEngine, last_candle: int | None) -> 
             "entry_ms": acc.entry_ms, "entry_reason": acc.entry_reason, "trades": acc.trades,
             "fills": acc.fills[-50:], "last_candle": last_candle, "last_exit_ms": eng.last_exit_ms,
             "income_cursor_ms": getattr(acc, "income_cursor_ms", None),
-            "seen_income": getattr(acc, "seen_income", []), "funding_total": getattr(acc, "funding_total", 0.0)}
+            "seen_income": getattr(acc, "seen_income", []), "funding_total": getattr(acc, "funding_total", 0.0),
+            "booked_trades": getattr(acc, "booked_trades", [])}
 
 
 def _restore(acc: FuturesAccount, eng: FuturesEngine, st: dict[str, Any]) -> int | None:
@@ -354,6 +358,7 @@ def _restore(acc: FuturesAccount, eng: FuturesEngine, st: dict[str, Any]) -> int
         acc.income_cursor_ms = st.get("income_cursor_ms")
         acc.seen_income = list(st.get("seen_income", []))
         acc.funding_total = float(st.get("funding_total", 0.0))
+        acc.booked_trades = list(st.get("booked_trades", []))
     return st.get("last_candle")
 
 
@@ -560,7 +565,8 @@ async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: a
                                                   client=client, symbol=symbol, interval=interval, strategy=tag,
                                                   order_log=order_log)
         else:
-            acc = FuturesAccount(balance=balance, fee_rate=cfg.fee_rate, spec=spec, filters=filters)
+            acc = FuturesAccount(balance=balance, fee_rate=cfg.fee_rate, spec=spec, filters=filters,
+                                 slippage=cfg.slippage_bps / 1e4)
         ks = KillSwitch(risk, path=ks_path)
         if features is None:
             features = WindowFeatures(indicators, window=window, atr_period=risk.stops.atr_period,

@@ -28,9 +28,10 @@ of the query string + body (-1022), ``timestamp`` within ``recvWindow`` (-1021).
 the market: :meth:`LocalUSDM.set_price` and :meth:`LocalUSDM.settle_funding` (``qty x mark x rate``:
 longs pay a positive rate, shorts receive it). Faults (:class:`S1.local.faults.Fault` via
 :meth:`LocalUSDM.inject`): ``error`` (5xx before the handler), ``error_after_accept`` (the request
-is carried out, the answer is a 5xx), ``429``/``418`` with ``Retry-After``. Liquidation is not
-simulated here (see :class:`S7.futures_engine.FuturesAccount`): a test closes a position outside the
-strategy with :meth:`LocalUSDM.force_close`.
+is carried out, the answer is a 5xx), ``429``/``418`` with ``Retry-After``. The test runs the
+liquidation engine candle by candle (:meth:`LocalUSDM.liquidate`: the first bracket's maintenance
+margin, the rule of :mod:`S5.futures`) and closes a position outside the strategy with
+:meth:`LocalUSDM.force_close`.
 
 No recorded ``leverageBracket`` payload exists in ``../shared``: its shape is the one documented
 for ``GET /fapi/v1/leverageBracket`` (numbers as JSON numbers; with ``symbol`` one object).
@@ -195,6 +196,30 @@ class LocalUSDM:
             self.balance -= pay
             self._book_income(sym, "FUNDING_FEE", -pay, at_ms)
 
+    def liquidate(self, symbol: str, *, open_: float, high: float, low: float) -> bool:
+        """The liquidation engine over one candle of ``symbol`` (the rule of :mod:`S5.futures`):
+        an isolated position whose margin balance reaches the first bracket's maintenance margin
+        -- long: ``low <= liquidation price``, short: ``high >=`` it -- is closed at that price (at
+        the open when the candle opened beyond it) and its whole margin is lost: the fill's
+        commission is the margin balance left (the insurance fund's share). True if it happened."""
+        pos = self.positions.get(symbol)
+        if pos is None or pos.amt == 0:
+            return False
+        side = "long" if pos.amt > 0 else "short"
+        b = self.first_bracket(symbol)
+        liq = liquidation_price(side, qty=abs(pos.amt), entry=pos.entry, margin=pos.margin,
+                                mmr=float(b["maintMarginRatio"]), cum=float(b.get("cum", 0.0)))
+        if not ((low <= liq) if side == "long" else (high >= liq)):
+            return False
+        px = min(open_, liq) if side == "long" else max(open_, liq)
+        left = pos.margin + (1 if side == "long" else -1) * abs(pos.amt) * (px - pos.entry)
+        keep = self.price
+        self.price = px
+        self._fill(symbol, "SELL" if side == "long" else "BUY", abs(pos.amt), f"autoclose-{int(time.time() * 1000)}",
+                   True, fee=left)
+        self.price = keep
+        return True
+
     def force_close(self, symbol: str) -> None:
         """Close ``symbol``'s position at the current price outside the strategy (an
         auto-close / a manual close on the website), as a fill with client id ``autoclose-…``."""
@@ -317,10 +342,11 @@ class LocalUSDM:
             return web.json_response(entry(sym))
         return web.json_response([entry(s) for s in (list(self.symbols) or ["BTCUSDT", "ETHUSDT"])])
 
-    def _fill(self, sym: str, side: str, qty: float, cid: str, reduce_only: bool, resp_type: str = "RESULT") -> dict:
+    def _fill(self, sym: str, side: str, qty: float, cid: str, reduce_only: bool, *, fee: float | None = None) -> dict:
         pos = self.positions.setdefault(sym, _Position())
         signed = qty if side == "BUY" else -qty
-        px, fee = self.price, qty * self.price * self.fee_rate
+        px = self.price
+        fee = qty * px * self.fee_rate if fee is None else fee
         now = int(time.time() * 1000)
         self.balance -= fee
         realized = 0.0

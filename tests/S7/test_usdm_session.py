@@ -25,7 +25,7 @@ HOUR = 3_600_000
 class DrivenSource:
     """Candles of ``frame`` for the session, driving the local exchange as the market would:
     before candle i is handed over, the funding times inside it are settled (mark: the file's,
-    else candle i's open) and the exchange's price is set to the next candle's open -- where the
+    else candle i's open), the exchange's liquidation engine runs over it and the exchange's price is set to the next candle's open -- where the
     orders sent on candle i's close fill, as in the backtest. The last candle only feeds the
     next open: ``len(frame) - 1`` candles are decided."""
 
@@ -54,6 +54,8 @@ class DrivenSource:
                     self.ex.settle_funding(float(self.funding["funding_rate"].iloc[k]),
                                            mark=float(f["open"].iloc[i]) if not np.isfinite(mark) else float(mark),
                                            at_ms=int(ft[k]))
+            self.ex.liquidate("BTCUSDT", open_=float(f["open"].iloc[i]), high=float(f["high"].iloc[i]),
+                              low=float(f["low"].iloc[i]))
             self.ex.set_price(float(f["open"].iloc[i + 1]))
             if self.on_candle is not None:
                 self.on_candle(i, self.ex)
@@ -239,10 +241,12 @@ def _sim_frame():
     return add_indicators(simulate_candles("BTCUSDT", "1h", "2023-01-01", "2023-02-10"))
 
 
-@pytest.mark.parametrize("rules_name", ["busy", "rules_long_short.yaml"])
-def test_testnet_session_trades_the_backtest(usdm_env, tmp_path, rules_name):
+@pytest.mark.parametrize("rules_name,leverage", [("busy", 3), ("rules_long_short.yaml", 3), ("busy", 60)],
+                         ids=["busy", "long_short", "liquidations"])
+def test_testnet_session_trades_the_backtest(usdm_env, tmp_path, rules_name, leverage):
     """The S5 USD-M backtest and the testnet session on the local exchange over the same candles
-    and funding: the same trades (side, times, prices, quantities, exit reasons, funding)."""
+    and funding: the same trades (side, times, prices, quantities, exit reasons, funding) -- at 60x
+    without stops, positions liquidated by the exchange are booked as the backtest books them."""
     from S4.rules import load_rules
     from S5.costs import Costs
     from S5.engine import run_decided
@@ -263,13 +267,20 @@ def test_testnet_session_trades_the_backtest(usdm_env, tmp_path, rules_name):
         path = REPO / "S4" / rules_name
     rules = load_rules(path)
     risk = RiskConfig.load(REPO / "S6" / "risk.yaml")
+    hot = leverage > 10
+    if hot:
+        risk = risk.replace(stops={"stop_loss_pct": 0.5})
+    risk_file = tmp_path / "risk.yaml"
+    from S5.parity_check import _risk_yaml
+
+    risk_file.write_text(_risk_yaml(risk))
     filters = futures_filters(futures_listing("BTCUSDT"))
     ft = pd.date_range(frame.index[0].ceil("8h"), frame.index[-1], freq="8h", tz="UTC", name="funding_time")
     rng = np.random.default_rng(5)
     funding = pd.DataFrame({"funding_rate": rng.normal(0.0001, 0.0003, len(ft)), "mark_price": np.nan}, index=ft)
-    spec = FuturesSpec.for_symbol("BTCUSDT", leverage=3, funding=funding, maint_margin_rate=0.004)
+    spec = FuturesSpec.for_symbol("BTCUSDT", leverage=leverage, funding=funding, maint_margin_rate=0.004)
     bt = run_decided(frame, rules=rules, interval="1h", risk=risk, costs=Costs(fees=0.0004, slippage=0.0),
-                     init_cash=10_000.0, filters=filters, use_stops=True, market="usdm", futures=spec)
+                     init_cash=10_000.0, filters=filters, use_stops=not hot, market="usdm", futures=spec)
     backtest = backtest_trades(bt)
     last_open = frame.index[-1].isoformat()
     closed = [t for t in backtest if t["exit_reason"] != "end"]
@@ -277,20 +288,24 @@ def test_testnet_session_trades_the_backtest(usdm_env, tmp_path, rules_name):
 
     ex.mmr = 0.004
     feats = [c for c in rules.required_columns() if c in frame.columns] + ["atr14"]
-    res, lines = _run(_cfg(tmp_path, path), DrivenSource(frame, ex, funding), FrameFeed(frame, feats), leverage=3)
+    res, lines = _run(_cfg(tmp_path, path, use_stops=not hot, risk=risk_file), DrivenSource(frame, ex, funding),
+                      FrameFeed(frame, feats), leverage=leverage)
     iso = lambda ms: pd.Timestamp(int(ms), unit="ms", tz="UTC").isoformat()  # noqa: E731
     paper = [{"side": t["side"], "entry_time": iso(t["entry_ms"]), "exit_time": iso(t["exit_ms"]),
               "entry_price": t["entry_price"], "exit_price": t["exit_price"], "qty": t["qty"],
               "exit_reason": t["exit_reason"], "funding": t["funding"]} for t in res.trades]
     assert all(t["exit_time"] <= last_open for t in paper)
     strip = lambda ts: [{k: v for k, v in t.items() if k != "funding"} for t in ts]  # noqa: E731
-    assert compare_trades(strip(closed), strip(paper), rtol=1e-9) == []
+    diff = compare_trades(strip(closed), strip(paper), rtol=1e-9)
+    assert diff == [], diff[:6]
     # funding: the exchange books each payment rounded to 8 decimals (as Binance's income history shows it)
     assert [t["funding"] for t in paper] == pytest.approx([t["funding"] for t in closed], abs=1e-7)
     assert any(t["funding"] != 0 for t in paper)
+    assert ("liquidation" in {t["exit_reason"] for t in paper}) is hot
     orders = [q for m, p, q in ex.requests if m == "POST" and p == "/fapi/v1/order"]
     exits = [q for q in orders if q.get("reduceOnly") == "true"]
-    assert len(exits) == len(paper) and len(orders) - len(exits) in (len(paper), len(paper) + 1)
+    liquidated = sum(t["exit_reason"] == "liquidation" for t in paper)
+    assert len(exits) == len(paper) - liquidated and len(orders) - len(exits) in (len(paper), len(paper) + 1)
     if backtest[-1]["exit_reason"] == "end" and backtest[-1]["entry_time"] < last_open:
         end = backtest[-1]
         assert res.summary["position"]["side"] == end["side"]

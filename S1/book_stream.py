@@ -24,7 +24,6 @@ From a notebook::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,12 +41,7 @@ from S1.orderbook import APPLIED, GAP, REFETCH, SYNCED, BookError, LocalBook, pa
 from S1.rest_client import BinanceRest
 from S1.settings import Settings, get_settings
 from S1.stream_config import MAX_STREAMS, _Attempt, backoff
-from S1.stream_connection import WsSessions, run_until_stopped, run_with_signals
-
-try:  # orjson comes with ccxt; plain json otherwise
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover
-    _loads = json.loads
+from S1.stream_connection import WsSessions, parse_message, run_until_stopped, run_with_signals, until_stopped
 
 log = logging.getLogger("S1.streamer")
 
@@ -255,14 +249,8 @@ class BookStreamer(WsSessions):
             async with BinanceRest(self.settings) as api:
                 self.api = api
                 check = asyncio.gather(*(api.check_symbol(s) for s in cfg.symbols))
-                stopped = asyncio.create_task(self._stop_event.wait())
-                await asyncio.wait([check, stopped], return_when=asyncio.FIRST_COMPLETED)
-                if not check.done():
-                    check.cancel()
-                    await asyncio.gather(check, return_exceptions=True)
+                if not await until_stopped(check, stop_event=self._stop_event):
                     return self._summary(time.monotonic() - t0)
-                stopped.cancel()
-                check.result()
                 self.store = self._open_store()  # after the symbol check: no empty file for a typo
                 log.info("recording %s (%s) of %s into %s", ", ".join(cfg.streams),
                          f"top {cfg.depth} every {cfg.book_every:g}s" if cfg.book_every else f"top {cfg.depth} "
@@ -305,13 +293,10 @@ class BookStreamer(WsSessions):
     def _handle(self, raw) -> bool:
         recv_ms = int(time.time() * 1000)
         self.stats.messages += 1
-        try:
-            msg = _loads(raw)
-            data = msg.get("data", msg)
-            e = data.get("e")
-        except (ValueError, AttributeError, TypeError):
-            log.debug("ignored a message that is not a JSON event: %.80r", raw)
+        if (parsed := parse_message(raw)) is None:
             return False
+        msg, data = parsed
+        e = data.get("e")
         try:
             if e == "depthUpdate":
                 self._on_depth(data, recv_ms)

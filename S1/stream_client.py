@@ -55,7 +55,6 @@ Use it from a notebook::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -69,16 +68,11 @@ from S1.intervals import floor_ms, ms_to_ts, next_open_ms
 from S1.rest_client import BinanceRest
 from S1.settings import Settings, get_settings
 from S1.stream_config import STREAMS, TRADE_STREAMS, StreamConfig, _Attempt, backoff
-from S1.stream_connection import WsSessions, run_until_stopped, run_with_signals
+from S1.stream_connection import WsSessions, parse_message, run_until_stopped, run_with_signals, until_stopped
 from S1.stream_stats import StreamStats, StreamSummary
 from S1.stream_store import KlineStore, rows_from_klines
 from S1.stream_writer import BatchWriter
 from S1.trade_aggregation import MinuteAggregator, parse_trade
-
-try:  # orjson comes with ccxt; plain json otherwise
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover
-    _loads = json.loads
 
 log = logging.getLogger("S1.streamer")
 
@@ -157,15 +151,8 @@ class KlineStreamer(WsSessions):
                 self.api = api
                 # start-up (symbol check, watermarks) can take a while on a bad network:
                 # Ctrl-C / SIGTERM interrupts it too
-                startup = asyncio.create_task(self._startup())
-                stopped = asyncio.create_task(self._stop_event.wait())
-                await asyncio.wait([startup, stopped], return_when=asyncio.FIRST_COMPLETED)
-                if not startup.done():
-                    startup.cancel()
-                    await asyncio.gather(startup, return_exceptions=True)
+                if not await until_stopped(self._startup(), stop_event=self._stop_event):
                     return self._summary(time.monotonic() - t0)
-                stopped.cancel()
-                startup.result()
                 self._backfill_needed.set()
                 named = [("writer", self.writer.run()), ("connection", self._connection_loop()),
                          ("backfill", self._backfill_loop()), ("status", self._status_loop())]
@@ -315,13 +302,10 @@ class KlineStreamer(WsSessions):
         """Process one message; True when the server announced its shutdown."""
         recv = time.monotonic()
         self.stats.messages += 1
-        try:
-            msg = _loads(raw)
-            data = msg.get("data", msg)
-            e = data.get("e")
-        except (ValueError, AttributeError, TypeError):
-            log.debug("ignored a message that is not a JSON event: %.80r", raw)
+        if (parsed := parse_message(raw)) is None:
             return False
+        msg, data = parsed
+        e = data.get("e")
         event_ms = data.get("E")
         if event_ms is not None:
             self._last_event = (event_ms, recv)

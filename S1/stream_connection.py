@@ -13,6 +13,7 @@ logged.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -26,7 +27,33 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from S1.errors import NetworkError, UserError
 from S1.stream_config import _Attempt, backoff
 
+try:  # orjson comes with ccxt; plain json otherwise
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    _loads = json.loads
+
 log = logging.getLogger("S1.streamer")
+
+
+def parse_message(raw) -> tuple[dict, dict] | None:
+    """``(message, event)`` of one WebSocket message -- the event is ``message["data"]`` on a
+    combined stream, the message itself otherwise -- or None (logged at debug level) when it
+    is not a JSON object.
+
+    >>> parse_message('{"stream": "btcusdt@kline_1m", "data": {"e": "kline"}}')[1]
+    {'e': 'kline'}
+    >>> parse_message("not json") is None
+    True
+    """
+    try:
+        msg = _loads(raw)
+    except ValueError:
+        msg = None
+    data = msg.get("data", msg) if isinstance(msg, dict) else None
+    if not isinstance(data, dict):
+        log.debug("ignored a message that is not a JSON event: %.80r", raw)
+        return None
+    return msg, data
 
 
 class _ConnectFailed(Exception):
@@ -126,6 +153,35 @@ class WsSessions:
             log.warning("connection lost after %.1fs (%s); reconnecting", lived, reason)
             return lived
         raise _ConnectFailed(f"connection ended before any data ({reason})")
+
+
+async def until_stopped(aw, *, stop_event: asyncio.Event) -> bool:
+    """Await ``aw`` (a coroutine or task: a start-up step such as the symbol check) unless
+    ``stop_event`` is set first. True: ``aw`` finished (its exception, if any, is raised here);
+    False: the stop came first, ``aw`` was cancelled and awaited. Ctrl-C / SIGTERM thereby
+    interrupt a slow start-up on a bad network too.
+
+    >>> async def demo():
+    ...     stop = asyncio.Event()
+    ...     done = await until_stopped(asyncio.sleep(0, "ok"), stop_event=stop)
+    ...     stop.set()
+    ...     return done, await until_stopped(asyncio.Event().wait(), stop_event=stop)
+    >>> asyncio.run(demo())
+    (True, False)
+    """
+    work = asyncio.ensure_future(aw)
+    stopped = asyncio.create_task(stop_event.wait())
+    try:
+        await asyncio.wait([work, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not work.done():
+            work.cancel()
+        await asyncio.gather(work, stopped, return_exceptions=True)
+    if work.cancelled():
+        return False
+    work.result()
+    return True
 
 
 async def run_until_stopped(named, *, stop_event: asyncio.Event, duration: float | None,

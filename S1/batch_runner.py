@@ -52,8 +52,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from S1.datasets import (
+    Dataset,
     dataset_path,
-    dataset_stem,
     normalize_symbol,
     read_candles,
     read_metadata,
@@ -363,11 +363,15 @@ class Task:
             return f"lake:{self.exchange}/{self.market}/{self.name}_{self.days}d"
         if self.kind == "stream":
             return f"stream:{self.job.name}"
-        return dataset_stem(self.symbol, self.interval, self.days, exchange=self.venue_token)
+        return self.dataset.stem
+
+    @property
+    def dataset(self) -> Dataset:
+        return Dataset(self.symbol, self.interval, self.days, exchange=self.venue_token)
 
     @property
     def path(self) -> Path:
-        return dataset_path(self.symbol, self.interval, self.days, exchange=self.venue_token)
+        return dataset_path(self.dataset)
 
 
 @dataclass
@@ -596,12 +600,12 @@ def derive_dataset(symbol: str, source: str, target: str, days: int, *, exchange
     check_interval(target)
     if not can_derive(source, target):
         raise UserError(f"cannot derive {target} from {source}", "derive only whole multiples (1m -> 5m, 1h -> 4h)")
-    src = dataset_path(symbol, source, days, exchange=exchange)
+    src = dataset_path(Dataset(symbol, source, days, exchange=exchange))
     df = read_candles(src)
     meta = read_metadata(src)
     cov = (meta["coverage_start_ms"], meta["coverage_end_ms"]) if "coverage_start_ms" in meta else None
     out = resample_candles(df, source, target, coverage=cov)
-    path = dataset_path(symbol, target, days, exchange=exchange)
+    path = dataset_path(Dataset(symbol, target, days, exchange=exchange))
     write_parquet(out, path, metadata={**meta, "interval": target, "derived_from": source,
                                        "sources": meta.get("sources", []) + [f"derived from {source}"]})
     return path

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from S1.datasets import (
+    Dataset,
     candles_from_arrays,
     dataset_path,
     normalize_symbol,
@@ -255,18 +256,21 @@ class FxSummary:
                 f"{self.gaps:,} gaps (weekends, holidays: no ticks, no candle)")
 
 
-def update_fx_dataset(symbol: str, interval: str, days: int, *, end=None, side: str = "bid", out: Path | None = None,
+def update_fx_dataset(dataset: Dataset, *, end=None, side: str = "bid", out: Path | None = None,
                       settings: Settings | None = None) -> FxSummary:
-    """Download (or extend) ``data/<symbol>_<interval>_<days>d.parquet`` from Dukascopy's tick files
-    over ``[end - days, end)`` (``end`` default: now; only whole candles)."""
-    sym, interval, side = _check(symbol, interval, side)
-    if isinstance(days, bool) or not isinstance(days, (int, np.integer)) or not 1 <= int(days) <= 36_500:
+    """Download (or extend) ``data/<symbol>_<interval>_<days>d.parquet`` (``dataset``) from Dukascopy's
+    tick files over ``[end - days, end)`` (``end`` default: now; only whole candles)."""
+    sym, interval, side = _check(dataset.symbol, dataset.interval, side)
+    days = dataset.days
+    if days > 36_500:
         raise UserError(f"--days must be a whole number from 1 to 36500, got {days!r}", "e.g. --days 365")
     settings = settings or get_settings()
     step = INTERVAL_MS[interval]
     end_ms = (to_ms(end) if end is not None else int(time.time() * 1000)) // step * step
     start_ms = -(-(end_ms - int(days) * DAY_MS) // step) * step
-    path = Path(out) if out is not None else dataset_path(sym, interval, int(days))
+    from S1.storage import as_path  # --out s3://bucket/key.parquet: one PUT to the object store
+
+    path = as_path(out) if out is not None else dataset_path(dataset)
     meta_old: dict = {}
     old = None
     if path.exists():

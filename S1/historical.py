@@ -34,7 +34,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--interval", default="1h", help="1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M")
     p.add_argument("--days", type=int, default=365, help="window length in days (default 365)")
     p.add_argument("--end", default=None, help="window end, ISO UTC date/datetime (default: now)")
-    p.add_argument("--out", type=Path, default=None, help="output file (default data/<symbol>_<interval>_<days>d.parquet)")
+    from S1.storage import as_path
+
+    p.add_argument("--out", type=as_path, default=None,
+                   help="output file (default data/<symbol>_<interval>_<days>d.parquet); s3://bucket/key.parquet "
+                        "writes the object (one PUT) with the S3_* settings")
     p.add_argument("--source", choices=(*SOURCES, "dukascopy"), default="auto",
                    help="auto: public archive for whole past months/days, REST for the rest (Binance spot); "
                         "dukascopy: FX candles from Dukascopy's hourly tick files (S1/dukascopy.py)")
@@ -100,12 +104,13 @@ def main(argv=None) -> int:
 
 
 def _dukascopy(args) -> int:
+    from S1.datasets import Dataset
     from S1.dukascopy import update_fx_dataset
 
     if args.plan or args.archive_dir is not None or args.exchange != "binance" or args.market != "spot":
         raise UserError("--source dukascopy takes --symbol --interval --days [--end --side --out --format]",
                         "drop --plan / --archive-dir / --exchange / --market")
-    fx = update_fx_dataset(args.symbol, args.interval, args.days, end=args.end, side=args.side, out=args.out)
+    fx = update_fx_dataset(Dataset.from_args(args, exchange=False), end=args.end, side=args.side, out=args.out)
     print(fx.line())
     if args.format != "parquet":
         from S1.formats import export_dataset

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from S1.archive import ArchiveClient, plan_archive
 from S1.datasets import (
+    Dataset,
     candles_from_arrays,
     candles_to_rows,
     dataset_path,
@@ -379,7 +380,9 @@ def update_dataset(*, symbol: str, interval: str, days: int, end=None, out: Path
         return _update_ccxt(venue, symbol=symbol, interval=interval, days=days, end=end, out=out, source=source,
                             archive_dir=archive_dir, plan=plan, settings=settings, progress=progress, t0=t0)
     symbol = normalize_symbol(symbol)
-    path = Path(out) if out is not None else dataset_path(symbol, interval, days)
+    from S1.storage import as_path  # --out s3://bucket/key.parquet: the object store, not a folder 's3:'
+
+    path = as_path(out) if out is not None else dataset_path(Dataset(symbol, interval, days))
     existing, have = _existing(path, symbol, interval)     # a damaged file is reported before any request
     if plan:
         end_ms = to_ms(end) if end is not None else int(time.time() * 1000)
@@ -478,7 +481,9 @@ def _update_ccxt(venue, *, symbol: str, interval: str, days: int, end, out: Path
         try:
             async with CcxtHistory(venue, symbol, interval, settings=settings, progress=bar.update) as h:
                 fsym = h.file_symbol
-                path = Path(out) if out is not None else dataset_path(fsym, interval, days, exchange=venue.token)
+                from S1.storage import as_path
+
+                path = as_path(out) if out is not None else dataset_path(Dataset(fsym, interval, days, exchange=venue.token))
                 if plan:
                     end_ms = end_given if end_given is not None else int(time.time() * 1000)
                 else:   # closure is judged by the exchange's clock, also for a given --end

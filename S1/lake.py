@@ -608,7 +608,7 @@ def make_demo_lake(data_dir: Path, *, symbols: tuple[str, ...] = ("BTCUSDT", "ET
     Every file is labelled simulated. Returns the paths written."""
     import numpy as np
 
-    from S1.datasets import dataset_path, realtime_db_path, sentiment_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, realtime_db_path, sentiment_path, write_parquet
     from S1.intervals import to_ms
     from S1.offline import simulate_candles
     from S1.stream_store import KlineStore, rows_from_klines
@@ -633,9 +633,9 @@ def make_demo_lake(data_dir: Path, *, symbols: tuple[str, ...] = ("BTCUSDT", "ET
             df = df.drop(hole)
             gaps = [f"{hole[0]:%Y-%m-%d %H:%M} .. {hole[-1]:%Y-%m-%d %H:%M} (3)"]
         frames[sym] = df
-        written.append(write_parquet(df, dataset_path(sym, "1h", days, data_dir=data_dir), metadata=meta(sym, gaps=gaps)))
+        written.append(write_parquet(df, dataset_path(Dataset(sym, "1h", days), data_dir=data_dir), metadata=meta(sym, gaps=gaps)))
     okx = simulate_candles("BTCUSDTOKX", "1h", start, end_ts)
-    written.append(write_parquet(okx, dataset_path("BTCUSDT", "1h", days, data_dir=data_dir, exchange="okx"),
+    written.append(write_parquet(okx, dataset_path(Dataset("BTCUSDT", "1h", days, exchange="okx"), data_dir=data_dir),
                                  metadata=meta("BTCUSDT", "okx")))
     # signals: SMA 12/48 crossings on the first symbol (the S4 layout: inputs + entry/exit/signal/rule)
     sig = frames[symbols[0]].copy()
@@ -646,7 +646,7 @@ def make_demo_lake(data_dir: Path, *, symbols: tuple[str, ...] = ("BTCUSDT", "ET
     sig["entry"], sig["exit"] = cross > 0, cross < 0
     sig["signal"] = np.where(sig["entry"], 1, np.where(sig["exit"], -1, 0)).astype(np.int64)
     sig["rule"] = np.where(sig["entry"], "sma_cross_up", np.where(sig["exit"], "sma_cross_down", ""))
-    written.append(write_parquet(sig, dataset_path(symbols[0], "1h", days, "signals", data_dir=data_dir),
+    written.append(write_parquet(sig, dataset_path(Dataset(symbols[0], "1h", days), "signals", data_dir=data_dir),
                                  metadata={**meta(symbols[0]), "rules": "demo: SMA 12/48 crossings"}))
     # sentiment: an hourly score in [-1, 1] (the S3 layout)
     rng = np.random.default_rng(7)

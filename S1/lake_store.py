@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from S1.datasets import (
+    Dataset,
     candles_from_arrays,
     candles_to_rows,
     empty_candles,
@@ -435,15 +436,14 @@ def describe(data_dir: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def lake_candles(symbol: str, interval: str, days: int, *, lake: str | None = "binance/spot",
+def lake_candles(dataset: Dataset, *, lake: str | None = "binance/spot",
                  data_dir: Path | None = None) -> tuple[pd.DataFrame, dict]:
     """The last ``days`` days of one market's ``interval`` candles in the lake (ending at the newest
     candle there) and the metadata a dataset file would carry -- what ``--from-lake`` gives the sprint
     scripts instead of ``data/<stem>.parquet``. ``lake``: ``EXCHANGE/MARKET`` (default binance/spot)."""
     exchange, _, market = (lake or "binance/spot").partition("/")
     exchange, market = check_market(exchange, market or "spot")
-    if not isinstance(days, int) or days <= 0:
-        raise UserError(f"--days must be a positive whole number, got {days!r}", "e.g. --days 365")
+    symbol, interval, days = dataset.symbol, dataset.interval, dataset.days
     df = read_lake(symbol, interval, exchange=exchange, market=market, data_dir=data_dir)
     if not len(df):
         raise UserError(f"the lake has no {interval} candles of {exchange}/{market}/{lake_symbol(symbol)}",

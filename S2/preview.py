@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
-from S1.datasets import dataset_path, normalize_symbol, report_path
+from S1.datasets import Dataset, dataset_path, normalize_symbol, report_path
 
 
 def build_parser() -> ArgumentParser:
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         matplotlib.use("Agg")
     ta = load_ta(args.symbol, args.interval, args.days)
     window = plots.select_window(ta, start=args.start, end=args.end, rows=args.rows)
-    simulated = is_simulated(dataset_path(args.symbol, args.interval, args.days, "ta"))
+    simulated = is_simulated(dataset_path(Dataset.from_args(args), "ta"))
     title = (f"{normalize_symbol(args.symbol)} {args.interval} -- {len(window):,} candles "
              f"{window.index[0]:%Y-%m-%d %H:%M} .. {window.index[-1]:%Y-%m-%d %H:%M} UTC"
              + (" -- SIMULATED market data" if simulated else ""))
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         fig = plt.figure(figsize=(13, 9), layout="constrained")
     fig = plots.preview_figure(window, title=title, fig=fig)
-    out = plots.save_png(fig, report_path(args.symbol, args.interval, args.days, "preview", "png"))
+    out = plots.save_png(fig, report_path(Dataset.from_args(args), "preview", "png"))
     print(f"saved {out}")
     if show:
         plt.show()

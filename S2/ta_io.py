@@ -9,7 +9,7 @@ DatasetName(symbol='ETHUSDC', interval='1h', days=365, kind='ta', exchange=None)
 '1M'
 >>> parse_dataset_name("notes.parquet") is None
 True
->>> indicators_command("ethusdc", "1h", 365)
+>>> indicators_command(Dataset("ethusdc", "1h", 365))
 'python S2/indicators.py --symbol ETHUSDC --interval 1h --days 365'
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import talib
 
-from S1.datasets import (  # noqa: F401
+from S1.datasets import (  Dataset, # noqa: F401
     CANDLE_COLUMNS,
     FLOAT_COLUMNS,
     KINDS,
@@ -49,8 +49,8 @@ _UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 
 def load_candles(symbol: str, interval: str, days: int) -> pd.DataFrame:
     """The validated S1 candle file; a missing one names the S1 command that makes it."""
-    path = dataset_path(symbol, interval, days)
-    return read_candles(path, how_to_create=history_command(symbol, interval, days))
+    path = dataset_path(Dataset(symbol, interval, days))
+    return read_candles(path, how_to_create=history_command(Dataset(symbol, interval, days)))
 
 
 def read_ta(path: Path, *, how_to_create: str | None = None) -> pd.DataFrame:
@@ -71,8 +71,8 @@ def read_ta(path: Path, *, how_to_create: str | None = None) -> pd.DataFrame:
 
 def load_ta(symbol: str, interval: str, days: int) -> pd.DataFrame:
     """The ``_ta`` file of a market and window (see :func:`read_ta`)."""
-    return read_ta(dataset_path(symbol, interval, days, "ta"),
-                   how_to_create=indicators_command(symbol, interval, days))
+    return read_ta(dataset_path(Dataset(symbol, interval, days), "ta"),
+                   how_to_create=indicators_command(Dataset(symbol, interval, days)))
 
 
 # --------------------------------------------------------------------------- listing
@@ -160,14 +160,14 @@ def make_ta_file(symbol: str, interval: str, days: int, *, config: IndicatorConf
 
     config = config or IndicatorConfig()
     informative = parse_intervals(list(informative))
-    src = dataset_path(symbol, interval, days)
-    out_path = dataset_path(symbol, interval, days, "ta")
+    src = dataset_path(Dataset(symbol, interval, days))
+    out_path = dataset_path(Dataset(symbol, interval, days), "ta")
     if from_lake:   # the last `days` of the 1m lake's candles (S1.lake_store) instead of the S1 file
         from S1.lake_store import lake_candles
 
-        candles, lake_meta = lake_candles(symbol, interval, days, lake=from_lake)
+        candles, lake_meta = lake_candles(Dataset(symbol, interval, days), lake=from_lake)
     else:
-        candles = read_candles(src, how_to_create=history_command(symbol, interval, days))
+        candles = read_candles(src, how_to_create=history_command(Dataset(symbol, interval, days)))
     ta = add_indicators(candles, config=config, what=str(src))
     if informative:
         ta = add_informative(ta, informative, config=config, base_interval=interval)

@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import pandas as pd
 
-    from S1.datasets import report_path
+    from S1.datasets import Dataset, report_path
     from S4.rules import parse_assignments
     from S4.signals import build_signals
 
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         title = f"{args.symbol.upper()} {args.interval} {args.days}d -- {Path(args.rules).name}" + label
         png = save_png(signals_chart(res.frame, title=title, rules=res.rules),
-                       report_path(args.symbol, args.interval, args.days, "signals", "png", rules=args.rules))
+                       report_path(Dataset.from_args(args), "signals", "png", rules=args.rules))
         print(f"chart: {png}")
     return 0
 

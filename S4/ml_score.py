@@ -300,7 +300,7 @@ def train_ml(symbol: str, interval: str, days: int, *, plan: WalkForward | None 
     write ``dataset_path(..., "ml")`` atomically (and a per-fold PNG under reports/)."""
     import sklearn
 
-    from S1.datasets import dataset_path, read_metadata, report_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, read_metadata, report_path, write_parquet
     from S4.signals import read_ta_file
 
     plan = plan or WalkForward()
@@ -324,13 +324,13 @@ def train_ml(symbol: str, interval: str, days: int, *, plan: WalkForward | None 
             "created_at": pd.Timestamp.now(tz="UTC").isoformat()}
     run = ModelRun(None, res, plan, simulated, meta)
     if write:
-        run.path = write_parquet(ml_frame(ta, res), dataset_path(symbol, interval, days, "ml"), metadata=meta)
+        run.path = write_parquet(ml_frame(ta, res), dataset_path(Dataset(symbol, interval, days), "ml"), metadata=meta)
         if plot:
             from S4.plots import fold_chart, save_png
 
             run.plot = save_png(fold_chart(res.folds, title=f"{symbol.upper()} {interval} {days}d: walk-forward "
                                            f"ML (horizon {plan.horizon})" + (" [simulated]" if simulated else "")),
-                                report_path(symbol, interval, days, "ml_folds", "png"))
+                                report_path(Dataset(symbol, interval, days), "ml_folds", "png"))
     return run
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from S1.datasets import (
+    Dataset,
     dataset_path,
     indicators_command,
     normalize_symbol,
@@ -213,14 +214,14 @@ class SignalsResult:
 
 
 def read_ta_file(symbol: str, interval: str, days: int) -> tuple[pd.DataFrame, Path]:
-    path = dataset_path(symbol, interval, days, "ta")
+    path = dataset_path(Dataset(symbol, interval, days), "ta")
     if not path.exists():
         raise UserError(f"{path} does not exist",
-                        f"create it first with: {indicators_command(symbol, interval, days)}")
+                        f"create it first with: {indicators_command(Dataset(symbol, interval, days))}")
     df = read_parquet(path)
     if not isinstance(df.index, pd.DatetimeIndex) or "close" not in df.columns:
         raise UserError(f"{path} is not an indicator file (no open_time index or close column)",
-                        f"re-create it with: {indicators_command(symbol, interval, days)}")
+                        f"re-create it with: {indicators_command(Dataset(symbol, interval, days))}")
     return df, path
 
 
@@ -399,7 +400,7 @@ def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Pat
     missing = [c for c in rules.required_columns() if c not in allowed]
     if missing:
         raise UserError(f"{ta_path.name} lacks the column(s) {missing} that the rules read",
-                        f"re-create it with the lengths you need, e.g. {indicators_command(symbol, interval, days)} "
+                        f"re-create it with the lengths you need, e.g. {indicators_command(Dataset(symbol, interval, days))} "
                         f"--sma 50,200; it has: {', '.join(map(str, ta.columns))}")
     meta_ta = read_metadata(ta_path)
     simulated = bool(meta_ta.get("simulated", False))
@@ -425,7 +426,7 @@ def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Pat
         sources["sentiment_scope"] = choice.used if choice.used != "asset" else f"asset:{choice.asset}"
     ml_cols = [c for c in need if c in ML_COLUMNS and c not in ta.columns]
     if ml_cols:
-        mp = dataset_path(symbol, interval, days, "ml")
+        mp = dataset_path(Dataset(symbol, interval, days), "ml")
         if not mp.exists():
             raise UserError(f"the rules read ml_proba but {mp} does not exist",
                             f"create it first with: {model_command(symbol, interval, days)}")
@@ -474,7 +475,7 @@ def build_signals(symbol: str, interval: str, days: int, rules_path: Path | str 
     }
     path = None
     if write:
-        path = write_parquet(frame, dataset_path(symbol, interval, days, "signals", rules=rules_path),
+        path = write_parquet(frame, dataset_path(Dataset(symbol, interval, days), "signals", rules=rules_path),
                              metadata=meta)
     return SignalsResult(path, frame, rules, simulated, sources, coverage, meta)
 

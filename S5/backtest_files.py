@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from S1.datasets import (
+    Dataset,
     atomic_write_text,
     dataset_path,
     existing_dataset_path,
@@ -58,7 +59,7 @@ def load_signals(symbol: str, interval: str, days: int, *,
                  rules: str | Path | None = None) -> tuple[pd.DataFrame, Path, dict[str, Any]]:
     """The ``_signals`` frame of ``rules`` (default S4/rules.yaml; a file of the older name
     without the rules name is read with a note), its path and metadata; a missing file names the S4 command."""
-    path = existing_dataset_path(symbol, interval, days, "signals", rules=rules)
+    path = existing_dataset_path(Dataset(symbol, interval, days), "signals", rules=rules)
     if not path.exists():
         raise UserError(f"{path} does not exist",
                         f"create it first with: {signals_command(symbol, interval, days, rules)}")
@@ -242,9 +243,9 @@ def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Cost
     run = BacktestRun(result, simulated, summary, warning=warning)
     if not write:
         return run
-    paths = {"equity": dataset_path(symbol, interval, days, "equity", rules=rules_file),
-             "trades": dataset_path(symbol, interval, days, "trades", rules=rules_file),
-             "json": dataset_path(symbol, interval, days, "backtest", rules=rules_file)}
+    paths = {"equity": dataset_path(Dataset(symbol, interval, days), "equity", rules=rules_file),
+             "trades": dataset_path(Dataset(symbol, interval, days), "trades", rules=rules_file),
+             "json": dataset_path(Dataset(symbol, interval, days), "backtest", rules=rules_file)}
     html_text = None
     if report:
         from S5.report import backtest_html
@@ -252,7 +253,7 @@ def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Cost
         title = (f"{normalize_symbol(symbol)} {interval} {int(days)}d backtest -- "
                  f"{Path(str(rules_file or DEFAULT_RULES)).name}")
         html_text = backtest_html(result, title=title, simulated=simulated)
-        paths["html"] = report_path(symbol, interval, days, "backtest", "html", rules=rules_file)
+        paths["html"] = report_path(Dataset(symbol, interval, days), "backtest", "html", rules=rules_file)
     file_meta = {"simulated": simulated, "kind": "backtest", "source_file": spath.name,
                  "params": to_jsonable(result.params)}
     write_parquet(equity_frame(result), paths["equity"], metadata=file_meta)

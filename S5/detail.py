@@ -46,9 +46,9 @@ class Detail:
     @classmethod
     def load(cls, symbol: str, interval: str, days: int, detail_interval: str = "1m") -> Detail:
         """``data/<symbol>_<detail>_<days>d.parquet`` (S1/historical.py); a clear line when missing."""
-        from S1.datasets import dataset_path, normalize_symbol, read_parquet
+        from S1.datasets import Dataset, dataset_path, normalize_symbol, read_parquet
 
-        path = dataset_path(symbol, detail_interval, days)
+        path = dataset_path(Dataset(symbol, detail_interval, days))
         if not path.exists():
             raise UserError(f"no {detail_interval} candles for --detail ({path})",
                             f"download them: python S1/historical.py --symbol {normalize_symbol(symbol)} "

@@ -237,6 +237,7 @@ def lookahead_files(symbol: str, interval: str, days: int, rules_path: str, *, c
     from pathlib import Path
 
     from S1.datasets import (
+        Dataset,
         atomic_write_text,
         dataset_path,
         history_command,
@@ -249,11 +250,11 @@ def lookahead_files(symbol: str, interval: str, days: int, rules_path: str, *, c
     from S4.rules import load_rules
     from S4.signals import find_sentiment_file, model_command
 
-    candles = read_candles(dataset_path(symbol, interval, days),
-                           how_to_create=history_command(symbol, interval, days))
+    candles = read_candles(dataset_path(Dataset(symbol, interval, days)),
+                           how_to_create=history_command(Dataset(symbol, interval, days)))
     rules = load_rules(rules_path)
     config = load_config()
-    ta_path = dataset_path(symbol, interval, days, "ta")
+    ta_path = dataset_path(Dataset(symbol, interval, days), "ta")
     if ta_path.exists():
         cfg = read_metadata(ta_path).get("indicators", {}).get("config")
         if cfg:
@@ -263,7 +264,7 @@ def lookahead_files(symbol: str, interval: str, days: int, rules_path: str, *, c
         sentiment = read_parquet(find_sentiment_file(interval, candles.index[0] if len(candles) else None,
                                                      symbol=symbol))
     if rules.uses_ml:
-        mp = dataset_path(symbol, interval, days, "ml")
+        mp = dataset_path(Dataset(symbol, interval, days), "ml")
         if recompute_ml:
             from S4.ml_score import WalkForward, ml_frame, ml_scores
 
@@ -282,7 +283,7 @@ def lookahead_files(symbol: str, interval: str, days: int, rules_path: str, *, c
     if write:
         doc = {"symbol": symbol.upper(), "interval": interval, "days": int(days), "rules": str(rules_path),
                "indicator_config": config.to_dict(), **report.to_dict()}
-        run.path = report_path(symbol, interval, days, f"lookahead_{Path(rules_path).stem}", "json")
+        run.path = report_path(Dataset(symbol, interval, days), f"lookahead_{Path(rules_path).stem}", "json")
         atomic_write_text(run.path, json.dumps(doc, indent=2, allow_nan=False, default=str))
     return run
 

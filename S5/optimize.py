@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from S1.datasets import dataset_path
+    from S1.datasets import Dataset, dataset_path
     from S5.exchange import costs_from_args, peek_market, with_filters
     from S5.hooks import load_risk
     from S5.metrics import format_metric
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--scheduler spreads walk-forward folds; a single study spreads with --workers",
                         "add --walk-forward N, or use --workers N (and the same command on other machines)")
     costs = costs_from_args(args)
-    ta_path = dataset_path(args.symbol, args.interval, args.days, "ta")
+    ta_path = dataset_path(Dataset.from_args(args), "ta")
     if ta_path.exists():  # else the loader names the S2 command
         simulated, last_close = peek_market(ta_path)
         costs = with_filters(costs, args.symbol, mode=args.exchange_filters, file=args.exchange_info,

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from S1.datasets import best_rules_path, optuna_storage_url
+from S1.datasets import Dataset, best_rules_path, optuna_storage_url
 from S1.errors import UserError
 from S5.engine import BacktestResult, Costs, run_backtest
 from S5.metrics import to_jsonable
@@ -411,9 +411,9 @@ def optimize(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeConfi
 
 def default_study_name(symbol: str, interval: str, days: int, rules_path: str | Path, objective: str) -> str:
     """``<symbol>_<interval>_<days>d_<rules>_<objective>``, the study ``python S5/optimize.py`` uses by default."""
-    from S1.datasets import dataset_stem
+    from S1.datasets import Dataset, dataset_stem
 
-    return f"{dataset_stem(symbol, interval, days)}_{Path(rules_path).stem}_{objective}"
+    return f"{dataset_stem(Dataset(symbol, interval, days))}_{Path(rules_path).stem}_{objective}"
 
 
 def finished_trials(storage: str, study_name: str) -> int:
@@ -564,7 +564,7 @@ def optimize_files(symbol: str, interval: str, days: int, rules_path: str | Path
     """The job behind ``python S5/optimize.py``: search, then write the best rules YAML,
     the HTML report and a JSON summary. ``search_only`` (an extra worker): add trials to
     the study and write nothing; ``report_only``: add no trial, report the study as it is."""
-    from S1.datasets import atomic_write_text, normalize_symbol, report_path
+    from S1.datasets import Dataset, atomic_write_text, normalize_symbol, report_path
     from S4.rules import load_rules
     from S4.signals import load_rule_inputs
 
@@ -591,15 +591,15 @@ def optimize_files(symbol: str, interval: str, days: int, rules_path: str | Path
               f"{res.split.end_time:%Y-%m-%d}\n# study {study_name!r} in {redact_url(storage)}\n"
               f"# use it: python S4/decision.py --symbol {normalize_symbol(symbol)} --interval {interval} "
               f"--days {int(days)} --rules <this file>\n")
-    paths = {"rules": best_rules_path(symbol, interval, days, rules_path),
-             "json": report_path(symbol, interval, days, f"optimize_{Path(rules_path).stem}", "json")}
+    paths = {"rules": best_rules_path(Dataset(symbol, interval, days), rules_path),
+             "json": report_path(Dataset(symbol, interval, days), f"optimize_{Path(rules_path).stem}", "json")}
     summary = {"symbol": normalize_symbol(symbol), "interval": interval, "days": int(days),
                "rules": str(rules_path), "simulated": simulated, "sources": sources,
                "storage": redact_url(storage), **res.summary(),
                "in_sample_objective_check": ins.get(config.objective)}
     html_text = None
     if report:
-        paths["html"] = report_path(symbol, interval, days, f"optimize_{Path(rules_path).stem}", "html")
+        paths["html"] = report_path(Dataset(symbol, interval, days), f"optimize_{Path(rules_path).stem}", "html")
         html_text = optimization_html(res, title=f"{normalize_symbol(symbol)} {interval} {int(days)}d: optimising "
                                       f"{Path(rules_path).name} ({config.objective})", simulated=simulated)
     atomic_write_text(paths["rules"], header + res.best_rules.to_yaml())

@@ -209,13 +209,13 @@ class WalkForwardRun:
 
 
 def walkforward_paths(symbol: str, interval: str, days: int, rules_path: str | Path) -> dict[str, Path]:
-    from S1.datasets import report_path
+    from S1.datasets import Dataset, report_path
 
     name = f"walkforward_{Path(rules_path).stem}"
-    return {"json": report_path(symbol, interval, days, name, "json"),
-            "folds": report_path(symbol, interval, days, f"{name}_folds", "parquet"),
-            "equity": report_path(symbol, interval, days, f"{name}_equity", "parquet"),
-            "html": report_path(symbol, interval, days, name, "html")}
+    return {"json": report_path(Dataset(symbol, interval, days), name, "json"),
+            "folds": report_path(Dataset(symbol, interval, days), f"{name}_folds", "parquet"),
+            "equity": report_path(Dataset(symbol, interval, days), f"{name}_equity", "parquet"),
+            "html": report_path(Dataset(symbol, interval, days), name, "html")}
 
 
 def walkforward_files(symbol: str, interval: str, days: int, rules_path: str | Path, *,
@@ -228,7 +228,7 @@ def walkforward_files(symbol: str, interval: str, days: int, rules_path: str | P
     files and (``report``) the HTML. ``memory=True`` keeps the studies in memory.
     ``workers`` / ``scheduler``: the folds' searches fan out (local processes / a Dask
     cluster); the files are written here, once, after every fold is back."""
-    from S1.datasets import atomic_write_text, dataset_stem, normalize_symbol, write_parquet
+    from S1.datasets import Dataset, atomic_write_text, dataset_stem, normalize_symbol, write_parquet
     from S4.rules import load_rules
     from S4.signals import load_rule_inputs
 
@@ -243,7 +243,7 @@ def walkforward_files(symbol: str, interval: str, days: int, rules_path: str | P
                         "give params ranges, e.g. rsi_buy: {value: 30, low: 20, high: 40}")
     storage = None if memory else (storage or default_storage())
     if study_name is None:
-        study_name = (f"{dataset_stem(symbol, interval, days)}_{Path(rules_path).stem}_{config.objective}_wf"
+        study_name = (f"{dataset_stem(Dataset(symbol, interval, days))}_{Path(rules_path).stem}_{config.objective}_wf"
                       f"{len(plan.folds)}{plan.mode[0]}_{plan.train_bars}_{plan.test_bars}_{plan.gap}")
     market = {"symbol": normalize_symbol(symbol), "interval": interval, "days": int(days),
               "first": frame.index[0].isoformat() if len(frame) else None,

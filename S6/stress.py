@@ -45,7 +45,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from S1.datasets import dataset_path, history_command, read_candles, read_metadata, report_path
+    from S1.datasets import Dataset, dataset_path, history_command, read_candles, read_metadata, report_path
     from S1.settings import get_settings
     from S6.config import RiskConfig
     from S6.stress_analysis import load_backtest, run_stress
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         raise UserError(f"--paths must be within 100..200000, got {args.paths}", "e.g. --paths 5000")
     bt = load_backtest(args.symbol, args.interval, args.days, initial_equity=args.initial_equity, rules=args.rules)
-    cpath = dataset_path(args.symbol, args.interval, args.days)
+    cpath = dataset_path(Dataset.from_args(args))
     candles = None
     simulated = bool(get_settings().simulated_market)
     if cpath.exists():
@@ -65,15 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         simulated = simulated or bool(read_metadata(cpath).get("simulated", False))
     else:
         log.warning("no candle file %s: worst-move replay skipped (create it with: %s)", cpath,
-                    history_command(args.symbol, args.interval, args.days))
+                    history_command(Dataset.from_args(args)))
     result = run_stress(bt, candles, config=cfg, paths=args.paths, seed=args.seed, ruin_level=args.ruin,
                         top=args.top, progress=True, simulated=simulated)
     result.summary["rules_file"] = Path(str(args.rules)).name     # titles name the rules file
-    outputs = [write_json(result, dataset_path(args.symbol, args.interval, args.days, kind="stress", rules=args.rules))]
+    outputs = [write_json(result, dataset_path(Dataset.from_args(args), kind="stress", rules=args.rules))]
     if not args.no_html:
-        outputs.append(write_html(result, report_path(args.symbol, args.interval, args.days, "stress", "html", rules=args.rules)))
+        outputs.append(write_html(result, report_path(Dataset.from_args(args), "stress", "html", rules=args.rules)))
     if not args.no_png:
-        outputs.append(write_png(result, report_path(args.symbol, args.interval, args.days, "stress", "png", rules=args.rules)))
+        outputs.append(write_png(result, report_path(Dataset.from_args(args), "stress", "png", rules=args.rules)))
 
     s = result.summary
     h = s["historical"]

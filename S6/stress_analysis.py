@@ -132,15 +132,15 @@ def load_backtest(symbol: str, interval: str, days: int, *, initial_equity: floa
     """Read the S5 files of a market and window. A missing trades file is a
     :class:`UserError` naming the S5 command that creates it; a missing equity file
     falls back to ``initial_equity`` (default 10,000) with a warning."""
-    from S1.datasets import existing_dataset_path, read_parquet
+    from S1.datasets import Dataset, existing_dataset_path, read_parquet
 
-    tpath = existing_dataset_path(symbol, interval, days, "trades", data_dir=data_dir, rules=rules)
+    tpath = existing_dataset_path(Dataset(symbol, interval, days), "trades", data_dir=data_dir, rules=rules)
     if not tpath.exists():
         raise UserError(f"no backtest trades at {tpath}", f"create them first with: {s5_command(symbol, interval, days)}")
     trades = validate_trades(read_parquet(tpath), what=str(tpath))
     if trades.empty:
         raise UserError(f"{tpath} holds no trades", "nothing to stress: change the strategy or the window")
-    epath = existing_dataset_path(symbol, interval, days, "equity", data_dir=data_dir, rules=rules, note=False)
+    epath = existing_dataset_path(Dataset(symbol, interval, days), "equity", data_dir=data_dir, rules=rules, note=False)
     equity = load_equity(epath) if epath.exists() else None
     if initial_equity is None:
         if equity is not None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from S1.datasets import KINDS, dataset_path, parse_dataset_name, read_parquet, report_path
+from S1.datasets import Dataset, KINDS, dataset_path, parse_dataset_name, read_parquet, report_path
 from S1.datasets import data_dir as _data_dir
 from S7.dashboard_files import SIMULATED_LABEL, read_columns
 
@@ -35,6 +35,10 @@ class BacktestRef:
     simulated: bool
     #: the rules token in the file name (``rules_ta_only``); "" for a file named before that convention
     rules: str | None = None
+
+    @property
+    def dataset(self) -> Dataset:
+        return Dataset(self.symbol, self.interval, self.days, exchange=self.exchange)
 
     @property
     def label(self) -> str:
@@ -74,8 +78,8 @@ def backtest_runs(*, data_dir: Path | None = None) -> list[BacktestRef]:
     for p in base.glob(f"*{suffix}"):
         # the JSON shares its stem with the Parquet datasets: parsed by S1, checked by the round trip
         parsed = parse_dataset_name(p.name)
-        if parsed is None or parsed.kind != "backtest" or dataset_path(parsed.symbol, parsed.interval, parsed.days, "backtest",
-                                          exchange=parsed.exchange, data_dir=base, rules=parsed.rules) != p:
+        if (parsed is None or parsed.kind != "backtest"
+                or dataset_path(parsed.dataset, "backtest", data_dir=base, rules=parsed.rules) != p):
             continue
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
@@ -94,8 +98,7 @@ def load_backtest(ref: BacktestRef) -> Backtest:
     summary = json.loads(ref.json_path.read_text(encoding="utf-8"))
 
     def path(kind: str) -> Path:
-        return dataset_path(ref.symbol, ref.interval, ref.days, kind, exchange=ref.exchange,
-                            data_dir=ref.json_path.parent, rules=ref.rules)
+        return dataset_path(ref.dataset, kind, data_dir=ref.json_path.parent, rules=ref.rules)
 
     missing: list[str] = []
     equity = trades = bh = None
@@ -119,8 +122,7 @@ def load_backtest(ref: BacktestRef) -> Backtest:
             if len(px):
                 bh = (float(init) * px["close"] / float(px["open"].iloc[0])).rename("buy_and_hold")
             break
-    html = report_path(ref.symbol, ref.interval, ref.days, "backtest", "html", exchange=ref.exchange,
-                       rules=ref.rules)
+    html = report_path(ref.dataset, "backtest", "html", rules=ref.rules)
     return Backtest(ref, summary, dict(summary.get("metrics") or {}), equity, trades, bh,
                     html if html.is_file() else None, missing)
 

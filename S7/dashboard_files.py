@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from S1.datasets import (
+    Dataset,
     KINDS,
     history_command,
     indicators_command,
@@ -89,8 +90,8 @@ def commands(symbol: str = DEFAULT_MARKET[0], interval: str = DEFAULT_MARKET[1],
     return {
         "all": "make demo",
         "offline": "make demo ARGS=--offline",
-        "history": history_command(s, interval, d),
-        "indicators": indicators_command(s, interval, d),
+        "history": history_command(Dataset(s, interval, d)),
+        "indicators": indicators_command(Dataset(s, interval, d)),
         "sentiment": sentiment_command(interval, since),
         "signals": signals_command(s, interval, d),
         "backtest": backtest_command(s, interval, d),
@@ -156,13 +157,19 @@ def _gap_text(gaps: list) -> str:
 @lru_cache(maxsize=512)
 def _parquet_summary(path: str, mtime_ns: int, size: int, interval: str | None) -> dict[str, Any]:
     """Rows, first/last time, gaps and the simulated flag of one Parquet file (cached per version)."""
-    p = Path(path)
+    from S1.storage import as_path, is_remote
+
+    p = as_path(path)   # DATA_DIR=s3://...: the object, its footer read through one handle
     out: dict[str, Any] = {"rows": None, "first": pd.NaT, "last": pd.NaT, "gaps": None, "missing": None,
                            "simulated": None, "gap_ranges": "", "note": ""}
     try:
-        pf = pq.ParquetFile(p)
-        out["rows"] = int(pf.metadata.num_rows)
-        names = set(pf.schema_arrow.names)
+        if is_remote(p):
+            with p.open("rb") as fh:
+                meta = pq.ParquetFile(fh).metadata
+                out["rows"], names = int(meta.num_rows), set(meta.schema.to_arrow_schema().names)
+        else:
+            pf = pq.ParquetFile(p)
+            out["rows"], names = int(pf.metadata.num_rows), set(pf.schema_arrow.names)
         out["simulated"] = simulated_flag(p)
         times = None
         for col in ("open_time", "published_at"):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
-from S1.datasets import dataset_path, normalize_symbol, orders_log_path, report_path, sentiment_path
+from S1.datasets import Dataset, dataset_path, normalize_symbol, orders_log_path, report_path, sentiment_path
 from S1.errors import UserError
 from S1.offline import local_market
 from S1.options import add_offline_option
@@ -55,15 +55,15 @@ def build_steps(symbol: str, interval: str, days: int, *, rules: str, sources: s
     py = sys.executable
     common = ["--symbol", symbol, "--interval", interval, "--days", str(days)]
     return [
-        Step("S1 history", [py, "S1/historical.py", *common], [dataset_path(symbol, interval, days)]),
-        Step("S2 indicators", [py, "S2/indicators.py", *common], [dataset_path(symbol, interval, days, "ta")]),
+        Step("S1 history", [py, "S1/historical.py", *common], [dataset_path(Dataset(symbol, interval, days))]),
+        Step("S2 indicators", [py, "S2/indicators.py", *common], [dataset_path(Dataset(symbol, interval, days), "ta")]),
         Step("S3 sentiment", [py, "S3/sentiment.py", "--since", since, "--interval", interval,
                               "--sources", sources], [sentiment_path(interval)]),
         Step("S4 signals", [py, "S4/decision.py", *common, "--rules", rules],
-             [dataset_path(symbol, interval, days, "signals", rules=rules)]),
+             [dataset_path(Dataset(symbol, interval, days), "signals", rules=rules)]),
         Step("S5 backtest", [py, "S5/backtest.py", *common, "--rules", rules],
-             [report_path(symbol, interval, days, "backtest", "html", rules=rules),
-              dataset_path(symbol, interval, days, "backtest", rules=rules)]),
+             [report_path(Dataset(symbol, interval, days), "backtest", "html", rules=rules),
+              dataset_path(Dataset(symbol, interval, days), "backtest", rules=rules)]),
         Step("S7 dry-run", [py, "S7/executor.py", "--symbol", symbol, "--interval", interval, "--rules", rules,
                             "--dry-run", "--replay-days", "60", "--duration", str(dry_run_seconds)],
              []),

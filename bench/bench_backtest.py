@@ -59,12 +59,12 @@ def setup(tmp: Path) -> dict:
     from S1.settings import get_settings
 
     get_settings.cache_clear()
-    from S1.datasets import dataset_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, write_parquet
     from S1.offline import simulate_candles
 
     candles = simulate_candles(SYMBOL, INTERVAL, "2023-01-01", "2024-01-01")
     meta = {"simulated": True}
-    write_parquet(candles, dataset_path(SYMBOL, INTERVAL, DAYS), metadata=meta)
+    write_parquet(candles, dataset_path(Dataset(SYMBOL, INTERVAL, DAYS)), metadata=meta)
     try:
         from S2.ta import add_indicators
 
@@ -77,7 +77,7 @@ def setup(tmp: Path) -> dict:
         ta = candles.assign(rsi14=talib.RSI(c, 14), atr14=talib.ATR(candles["high"].to_numpy(),
                                                                      candles["low"].to_numpy(), c, 14))
         how_ta = "TA-Lib directly"
-    write_parquet(ta, dataset_path(SYMBOL, INTERVAL, DAYS, "ta"), metadata=meta)
+    write_parquet(ta, dataset_path(Dataset(SYMBOL, INTERVAL, DAYS), "ta"), metadata=meta)
     try:
         from S4.rules import load_rules
         from S4.signals import signals_frame
@@ -89,7 +89,7 @@ def setup(tmp: Path) -> dict:
         rsi = ta["rsi14"].to_numpy()
         sig = ta.assign(entry=(rsi > 30) & (np.r_[np.nan, rsi[:-1]] <= 30), exit=rsi > 70)
         rules, how_sig = None, "fallback RSI 30/70"
-    write_parquet(sig, dataset_path(SYMBOL, INTERVAL, DAYS, "signals"), metadata=meta)
+    write_parquet(sig, dataset_path(Dataset(SYMBOL, INTERVAL, DAYS), "signals"), metadata=meta)
     return {"candles": candles, "ta": ta, "signals": sig, "rules": rules, "how": f"{how_ta}; {how_sig}"}
 
 

@@ -59,12 +59,12 @@ def floor_once(src: Path, dst: Path) -> None:
 def _one(kind: str, days: int, src: Path, dst: Path) -> None:
     """Child process of the cold runs: imports and settings first (as the CLI does
     before it starts working), then time one run."""
-    from S1.datasets import dataset_path
+    from S1.datasets import Dataset, dataset_path
     from S1.settings import get_settings
     from S2.ta_io import make_ta_file
 
     get_settings()
-    dataset_path("BTCUSDT", "1m", days)
+    dataset_path(Dataset("BTCUSDT", "1m", days))
 
     t = time.perf_counter()
     if kind == "s2":
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-s2-") as tmp:
         os.environ["DATA_DIR"] = str(Path(tmp) / "data")
         os.environ["REPORTS_DIR"] = str(Path(tmp) / "reports")
-        from S1.datasets import dataset_path, read_parquet, write_parquet
+        from S1.datasets import Dataset, dataset_path, read_parquet, write_parquet
         from S1.offline import simulate_candles
         from S1.settings import get_settings
         from S2.ta_io import make_ta_file
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         start = np.datetime64("2023-01-01")
         candles = simulate_candles("BTCUSDT", "1m", str(start), str(start + np.timedelta64(args.days, "D")))
-        src = write_parquet(candles, dataset_path("BTCUSDT", "1m", args.days), metadata={"simulated": True})
+        src = write_parquet(candles, dataset_path(Dataset("BTCUSDT", "1m", args.days)), metadata={"simulated": True})
         print(f"setup: {len(candles):,} simulated 1m candles -> {src.name} "
               f"({src.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s")
         floor_dst = Path(tmp) / "floor.parquet"

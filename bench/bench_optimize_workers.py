@@ -29,7 +29,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--days", type=int, default=365)
     args = ap.parse_args()
-    from S1.datasets import dataset_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, write_parquet
     from S1.offline import simulate_candles
     from S2.ta import add_indicators
     from tests.real_servers import start_postgres
@@ -42,7 +42,7 @@ def main() -> int:
     end = "2024-01-01"
     start = str((__import__("pandas").Timestamp(end) - __import__("pandas").Timedelta(days=args.days)).date())
     ta = add_indicators(simulate_candles("BTCUSDT", "1h", start, end))
-    write_parquet(ta, dataset_path("BTCUSDT", "1h", args.days, "ta"), metadata={"simulated": True})
+    write_parquet(ta, dataset_path(Dataset("BTCUSDT", "1h", args.days), "ta"), metadata={"simulated": True})
 
     pg, why = start_postgres(tmp / "pg")
     storages = {"sqlite": f"sqlite:///{tmp / 'bench.db'}"}

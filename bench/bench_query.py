@@ -68,12 +68,12 @@ SQL_DATE_TRUNC = SQL.replace("utc_day(open_time)", "date_trunc('day', open_time)
 
 
 def generate(data_dir: Path, symbols: list[str], start: str, end: str, days: int) -> int:
-    from S1.datasets import dataset_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, write_parquet
     from S1.offline import simulate_candles
 
     rows = 0
     for i, sym in enumerate(symbols, 1):
-        path = dataset_path(sym, "1m", days, data_dir=data_dir)
+        path = dataset_path(Dataset(sym, "1m", days), data_dir=data_dir)
         if not path.exists():
             t0 = time.perf_counter()
             df = simulate_candles(sym, "1m", start, end)
@@ -181,11 +181,11 @@ def bench_sqlite(data_dir: Path, symbols: list[str], end: pd.Timestamp, days: in
 
 
 def run_pandas(data_dir: Path, symbols: list[str], days: int) -> pd.DataFrame:
-    from S1.datasets import dataset_path
+    from S1.datasets import Dataset, dataset_path
 
     out = []
     for sym in symbols:
-        df = pd.read_parquet(dataset_path(sym, "1m", days, data_dir=data_dir),
+        df = pd.read_parquet(dataset_path(Dataset(sym, "1m", days), data_dir=data_dir),
                              columns=["open_time", "open", "high", "low", "close", "volume"])
         if "open_time" in df.columns:
             df = df.set_index("open_time")

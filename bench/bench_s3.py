@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         os.environ.setdefault("S3_REGION", "us-east-1")
     os.environ["S3_ENDPOINT_URL"] = args.endpoint
     from S1 import storage
-    from S1.datasets import dataset_path, read_candles, write_parquet
+    from S1.datasets import Dataset, dataset_path, read_candles, write_parquet
     from S1.lake_store import read_lake, write_partition
     from S1.offline import simulate_candles
     from S1.settings import get_settings
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
           f"{' (moto, this process)' if server else ''}; best of {args.repeat}")
     rows = []
     for where, base in (("local", local), ("s3", remote)):
-        path = dataset_path("BTCUSDT", "1m", 366, data_dir=base)
+        path = dataset_path(Dataset("BTCUSDT", "1m", 366), data_dir=base)
         w = _best(lambda: write_parquet(df, path), args.repeat)
         r = _best(lambda: read_candles(path), args.repeat)
         size = path.stat().st_size

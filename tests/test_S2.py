@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from S1.datasets import dataset_path, read_parquet, write_parquet
+from S1.datasets import Dataset, dataset_path, read_parquet, write_parquet
 from S2.ta import IndicatorConfig, warmup_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,12 +38,12 @@ def test_s2_smoke(settings_env):
     from S1.local.simulated import simulate_candles
 
     candles = simulate_candles("ETHUSDC", "1h", "2024-01-01", "2024-02-01")
-    write_parquet(candles, dataset_path("ETHUSDC", "1h", 31), metadata={"simulated": True})
+    write_parquet(candles, dataset_path(Dataset("ETHUSDC", "1h", 31)), metadata={"simulated": True})
     env = {**os.environ, "DATA_DIR": str(settings_env.data_dir)}
     proc = subprocess.run([sys.executable, "S2/indicators.py", "--symbol", "ETHUSDC", "--interval", "1h",
                            "--days", "31"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    check_ta_file(dataset_path("ETHUSDC", "1h", 31, "ta"))
+    check_ta_file(dataset_path(Dataset("ETHUSDC", "1h", 31), "ta"))
 
 
 @pytest.mark.slow
@@ -60,7 +60,7 @@ def test_users_own_ta_file(settings_env):
             proc = subprocess.run([sys.executable, *step], cwd=REPO, env=env, capture_output=True, text=True,
                                   timeout=600)
             assert proc.returncode == 0, (step, proc.stderr[-2000:])
-    path = dataset_path("ETHUSDC", "1h", 365, "ta")
+    path = dataset_path(Dataset("ETHUSDC", "1h", 365), "ta")
     assert path.parent == settings_env.data_dir or settings_env.data_dir in path.parents
     check_ta_file(path)
     assert len(read_parquet(path)) >= 365 * 24 - 24

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from S1.cli import run
-from S1.datasets import dataset_path, sentiment_path, write_parquet
+from S1.datasets import Dataset, dataset_path, sentiment_path, write_parquet
 from S4 import decision
 from tests.S4.helpers import make_sentiment, write_market
 
@@ -17,7 +17,7 @@ def test_signals_file_exists_with_entry_exit_and_signal_in_minus1_0_1(settings_e
     code = run(decision.main, ["--symbol", "BTCUSDT", "--interval", "1h", "--days", "150",
                                "--rules", str(decision.DEFAULT_RULES), "--no-plot"])
     assert code == 0
-    path = dataset_path("BTCUSDT", "1h", 150, "signals")
+    path = dataset_path(Dataset("BTCUSDT", "1h", 150), "signals")
     assert path.exists()
     df = pd.read_parquet(path)
     for col in ("entry", "exit", "signal"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from S1.datasets import dataset_path, read_parquet, report_path, write_parquet
+from S1.datasets import Dataset, dataset_path, read_parquet, report_path, write_parquet
 
 REPO = Path(__file__).resolve().parents[1]
 TRADE_COLUMNS = ["entry_time", "exit_time", "side", "size", "entry_price", "exit_price", "fees", "pnl", "return"]
@@ -26,14 +26,14 @@ RULES = "S4/rules_ta_only.yaml"
 
 
 def check_backtest_outputs(symbol: str, interval: str, days: int, rules: str = RULES) -> dict:
-    trades = read_parquet(dataset_path(symbol, interval, days, "trades", rules=rules))
+    trades = read_parquet(dataset_path(Dataset(symbol, interval, days), "trades", rules=rules))
     assert list(trades.columns) == TRADE_COLUMNS
-    equity = read_parquet(dataset_path(symbol, interval, days, "equity", rules=rules))
+    equity = read_parquet(dataset_path(Dataset(symbol, interval, days), "equity", rules=rules))
     assert list(equity.columns) == ["equity"] and str(equity.index.tz) == "UTC"
-    doc = json.loads(dataset_path(symbol, interval, days, "backtest", rules=rules).read_text())
+    doc = json.loads(dataset_path(Dataset(symbol, interval, days), "backtest", rules=rules).read_text())
     assert doc["metrics"]["n_trades"] == len(trades)
     assert abs(doc["metrics"]["final_equity"] - float(equity["equity"].iloc[-1])) < 1e-6
-    assert report_path(symbol, interval, days, "backtest", "html", rules=rules).exists()
+    assert report_path(Dataset(symbol, interval, days), "backtest", "html", rules=rules).exists()
     return doc
 
 
@@ -41,7 +41,7 @@ def test_s5_smoke(settings_env):
     from S1.local.simulated import simulate_candles
 
     candles = simulate_candles("ETHUSDC", "1h", "2024-01-01", "2024-03-01")
-    write_parquet(candles, dataset_path("ETHUSDC", "1h", 60), metadata={"simulated": True})
+    write_parquet(candles, dataset_path(Dataset("ETHUSDC", "1h", 60)), metadata={"simulated": True})
     env = {**os.environ, "DATA_DIR": str(settings_env.data_dir), "REPORTS_DIR": str(settings_env.reports_dir)}
     base = ["--symbol", "ETHUSDC", "--interval", "1h", "--days", "60"]
     proc = _run(["S5/backtest.py", *base], env)
@@ -74,6 +74,6 @@ def test_users_own_backtest(settings_env):
             proc = _run(step, env)
             assert proc.returncode == 0, (step, proc.stderr[-2000:])
     doc = check_backtest_outputs("ETHUSDC", "1h", 365)
-    trades = dataset_path("ETHUSDC", "1h", 365, "trades", rules=RULES)
+    trades = dataset_path(Dataset("ETHUSDC", "1h", 365), "trades", rules=RULES)
     assert settings_env.data_dir in trades.parents
     assert doc["metrics"]["n_trades"] == len(read_parquet(trades))

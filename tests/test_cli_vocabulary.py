@@ -139,34 +139,34 @@ def test_order_type_values_are_one_vocabulary(monkeypatch):
 
 # ----------------------------------------------------------------- rules names in outputs
 def test_rule_derived_names_carry_the_rules_and_parse_back(tmp_path):
-    from S1.datasets import RULE_KINDS, dataset_path, parse_dataset_name, report_path
+    from S1.datasets import Dataset, RULE_KINDS, dataset_path, parse_dataset_name, report_path
 
     for kind in sorted(RULE_KINDS):
-        a = dataset_path("BTCUSDT", "1h", 365, kind, rules="S4/rules.yaml", data_dir=tmp_path)
-        b = dataset_path("BTCUSDT", "1h", 365, kind, rules="S4/rules_ta_only.yaml", data_dir=tmp_path)
+        a = dataset_path(Dataset("BTCUSDT", "1h", 365), kind, rules="S4/rules.yaml", data_dir=tmp_path)
+        b = dataset_path(Dataset("BTCUSDT", "1h", 365), kind, rules="S4/rules_ta_only.yaml", data_dir=tmp_path)
         assert a != b and "__rules_" in a.name and "__rules_ta_only_" in b.name
-    parsed = parse_dataset_name(dataset_path("ETHUSDC", "4h", 90, "trades", rules="S4/rules_ta_only.yaml",
+    parsed = parse_dataset_name(dataset_path(Dataset("ETHUSDC", "4h", 90), "trades", rules="S4/rules_ta_only.yaml",
                                              data_dir=tmp_path))
     assert (parsed.symbol, parsed.interval, parsed.days, parsed.kind, parsed.rules) == \
         ("ETHUSDC", "4h", 90, "trades", "rules_ta_only")
     assert parsed.path("equity").name == "ethusdc_4h_90d__rules_ta_only_equity.parquet"
     assert parse_dataset_name("ethusdc_4h_90d__rules_ta.parquet") is None      # ta is not rule-derived
-    assert report_path("BTCUSDT", "1h", 30, "backtest", "png", rules="x/My Rules.yml",
+    assert report_path(Dataset("BTCUSDT", "1h", 30), "backtest", "png", rules="x/My Rules.yml",
                        reports=tmp_path).name == "btcusdt_1h_30d__my_rules_backtest.png"
-    assert report_path("BTCUSDT", "1h", 30, "ml_folds", "png", reports=tmp_path).name == "btcusdt_1h_30d_ml_folds.png"
+    assert report_path(Dataset("BTCUSDT", "1h", 30), "ml_folds", "png", reports=tmp_path).name == "btcusdt_1h_30d_ml_folds.png"
 
 
 def test_files_of_the_older_convention_are_still_read(tmp_path, capsys):
-    from S1.datasets import LEGACY, dataset_path, existing_dataset_path
+    from S1.datasets import Dataset, LEGACY, dataset_path, existing_dataset_path
 
-    legacy = dataset_path("BTCUSDT", "1h", 30, "signals", rules=LEGACY, data_dir=tmp_path)
+    legacy = dataset_path(Dataset("BTCUSDT", "1h", 30), "signals", rules=LEGACY, data_dir=tmp_path)
     assert legacy.name == "btcusdt_1h_30d_signals.parquet"
     legacy.write_bytes(b"x")
-    got = existing_dataset_path("BTCUSDT", "1h", 30, "signals", data_dir=tmp_path)
+    got = existing_dataset_path(Dataset("BTCUSDT", "1h", 30), "signals", data_dir=tmp_path)
     assert got == legacy and "written before outputs carried the rules name" in capsys.readouterr().err
-    new = dataset_path("BTCUSDT", "1h", 30, "signals", data_dir=tmp_path)
+    new = dataset_path(Dataset("BTCUSDT", "1h", 30), "signals", data_dir=tmp_path)
     new.write_bytes(b"y")
-    assert existing_dataset_path("BTCUSDT", "1h", 30, "signals", data_dir=tmp_path) == new
+    assert existing_dataset_path(Dataset("BTCUSDT", "1h", 30), "signals", data_dir=tmp_path) == new
     # another rules file never falls back to the default rules' file
-    other = existing_dataset_path("BTCUSDT", "1h", 30, "signals", rules="S4/rules_ta_only.yaml", data_dir=tmp_path)
+    other = existing_dataset_path(Dataset("BTCUSDT", "1h", 30), "signals", rules="S4/rules_ta_only.yaml", data_dir=tmp_path)
     assert other.name == "btcusdt_1h_30d__rules_ta_only_signals.parquet" and not other.exists()

@@ -6,7 +6,7 @@ import pytest
 
 from S1.batch import main
 from S1.batch_runner import expand, load_config
-from S1.datasets import dataset_path, read_candles, read_metadata
+from S1.datasets import Dataset, dataset_path, read_candles, read_metadata
 from S1.errors import UserError
 
 
@@ -29,12 +29,12 @@ def test_runs_every_dataset_continues_on_error_and_derives(exchange, config, cap
     assert code == 1  # NOPEUSDT failed ...
     assert "btcusdt_1h_20d" in out and "nopeusdt_1h_20d" in out and "FAILED" in out and "unknown symbol" in out
     # ... but BTCUSDT went through, with derived intervals matching the source
-    h = read_candles(dataset_path("BTCUSDT", "1h", 20))
-    d = read_candles(dataset_path("BTCUSDT", "1d", 20))
-    assert read_metadata(dataset_path("BTCUSDT", "1d", 20))["derived_from"] == "1h"
+    h = read_candles(dataset_path(Dataset("BTCUSDT", "1h", 20)))
+    d = read_candles(dataset_path(Dataset("BTCUSDT", "1d", 20)))
+    assert read_metadata(dataset_path(Dataset("BTCUSDT", "1d", 20)))["derived_from"] == "1h"
     day = d.index[0].strftime("%Y-%m-%d")
     assert d.loc[day, "high"] == h.loc[day, "high"].max() and d.loc[day, "close"] == h.loc[day, "close"].iloc[-1]
-    assert len(read_candles(dataset_path("BTCUSDT", "4h", 20))) == 20 * 6
+    assert len(read_candles(dataset_path(Dataset("BTCUSDT", "4h", 20)))) == 20 * 6
 
 
 def test_filter_and_plan_download_nothing(exchange, config, capsys):

@@ -9,7 +9,7 @@ import pytest
 
 from S1.batch import main
 from S1.batch_runner import expand, load_config, load_instruments
-from S1.datasets import dataset_path, lake_path, read_candles
+from S1.datasets import Dataset, dataset_path, lake_path, read_candles
 from S1.errors import UserError
 from S1.intervals import to_ms
 
@@ -134,13 +134,13 @@ tasks:
   - {name: btc, source: rest, end: "2023-05-01", symbols: [BTCUSDT], intervals: [1h], days: [20], derive: [4h]}
 """)
     assert main(["--config", str(cfg)]) == 0
-    four = dataset_path("BTCUSDT", "4h", 20)
+    four = dataset_path(Dataset("BTCUSDT", "4h", 20))
     assert len(read_candles(four)) == 20 * 6
     four.unlink()
     exchange.requests.clear()
     assert main(["--config", str(cfg), "--derive-only", "--derive", "1d"]) == 0
     assert exchange.requests == []
-    assert len(read_candles(four)) == 20 * 6 and len(read_candles(dataset_path("BTCUSDT", "1d", 20))) == 20
+    assert len(read_candles(four)) == 20 * 6 and len(read_candles(dataset_path(Dataset("BTCUSDT", "1d", 20)))) == 20
     # nothing on disk for a task: --derive-only reports it, still without a request
     cfg2 = _yaml(tmp_path, "tasks:\n  - {name: eth, symbols: [ETHUSDC], intervals: [1h], days: [5]}\n", "b2.yaml")
     assert main(["--config", str(cfg2), "--derive-only", "--derive", "4h"]) == 1

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from S1.cli import run
-from S1.datasets import dataset_path, read_candles, read_metadata
+from S1.datasets import Dataset, dataset_path, read_candles, read_metadata
 from S1.dukascopy import download_fx, hour_path, parse_bi5, update_fx_dataset
 from S1.errors import NetworkError
 from S1.intervals import to_ms
@@ -147,14 +147,14 @@ def test_candles_equal_an_independent_implementation(duka, interval, rule):
 # ------------------------------------------------------------------ file, faults
 def test_file_is_incremental_and_labelled(duka):
     duka.add_ticks("EURUSD", random_ticks(), decimals=5)
-    s = update_fx_dataset("EURUSD", "1h", 3, end="2024-01-08 12:00")
-    assert s.path == dataset_path("EURUSD", "1h", 3)
+    s = update_fx_dataset(Dataset("EURUSD", "1h", 3), end="2024-01-08 12:00")
+    assert s.path == dataset_path(Dataset("EURUSD", "1h", 3))
     meta = read_metadata(s.path)
     assert meta["exchange"] == "dukascopy" and meta["price"] == "bid" and meta["point_decimals"] == 5
     assert meta["source_url"] == duka.datafeed_url and meta["gaps"] == s.gaps >= 1
     n = len(duka.requests)
     assert n == 72
-    again = update_fx_dataset("EURUSD", "1h", 3, end="2024-01-09 12:00")
+    again = update_fx_dataset(Dataset("EURUSD", "1h", 3), end="2024-01-09 12:00")
     assert len(duka.requests) - n == 24, "only the new day's hours are fetched"
     full = download_fx("EURUSD", "1h", "2024-01-06 12:00", "2024-01-09 12:00")
     pd.testing.assert_frame_equal(read_candles(again.path), full, check_freq=False)
@@ -163,16 +163,16 @@ def test_file_is_incremental_and_labelled(duka):
 
 def test_a_corrupt_file_fails_cleanly_and_a_transient_one_is_retried(duka):
     duka.add_ticks("EURUSD", random_ticks(), decimals=5)
-    update_fx_dataset("EURUSD", "1h", 1, end="2024-01-05")
+    update_fx_dataset(Dataset("EURUSD", "1h", 1), end="2024-01-05")
     duka.inject("corrupt", path="2024/00/05/03h", count=1)
     duka.inject("status", status=503, path="2024/00/05/04h", count=2)
-    ok = update_fx_dataset("EURUSD", "1h", 1, end="2024-01-06")
+    ok = update_fx_dataset(Dataset("EURUSD", "1h", 1), end="2024-01-06")
     assert ok.new_rows > 0
     assert [r.status for r in duka.requests if "00/05/04h" in r.path] == [503, 503, 200]
     duka.put_file("EURUSD", to_ms("2024-01-06 03:00"), b"\x5d\x00\x00\x80\x00 definitely not lzma")
     before = ok.path.read_bytes()
     with pytest.raises(NetworkError, match="corrupt file"):
-        update_fx_dataset("EURUSD", "1h", 1, end="2024-01-07")
+        update_fx_dataset(Dataset("EURUSD", "1h", 1), end="2024-01-07")
     assert ok.path.read_bytes() == before, "nothing written on failure"
     assert len([r for r in duka.requests if "00/06/03h" in r.path]) == 3  # 1 + HTTP_MAX_RETRIES
 
@@ -197,5 +197,5 @@ def test_cli_writes_the_file(duka, capsys):
                       "--end", "2024-01-09", "--side", "mid", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "mid prices" in out and "gaps" in out
-    df = read_candles(dataset_path("EURUSD", "1h", 4))
-    assert read_metadata(dataset_path("EURUSD", "1h", 4))["price"] == "mid" and len(df) > 40
+    df = read_candles(dataset_path(Dataset("EURUSD", "1h", 4)))
+    assert read_metadata(dataset_path(Dataset("EURUSD", "1h", 4)))["price"] == "mid" and len(df) > 40

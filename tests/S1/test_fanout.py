@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from S1.batch import main
-from S1.datasets import dataset_path, read_candles, read_metadata
+from S1.datasets import Dataset, dataset_path, read_candles, read_metadata
 from S1.errors import UserError
 from S1.fanout import check_scheduler, fan_out
 
@@ -29,7 +29,7 @@ jobs:
 def _snapshot(data_dir) -> dict:
     out = {}
     for sym, iv, days in DATASETS:
-        path = dataset_path(sym, iv, days)
+        path = dataset_path(Dataset(sym, iv, days))
         assert path.parent == data_dir
         meta = {k: v for k, v in read_metadata(path).items() if k not in ("updated_at", "written_at")}
         out[(sym, iv, days)] = (read_candles(path), meta)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.datasets import export_path, read_candles, write_parquet
+from S1.datasets import Dataset, export_path, read_candles, write_parquet
 from S1.errors import UserError
 from S1.formats import (
     export_candles,
@@ -124,13 +124,13 @@ def test_export_dataset_takes_the_market_from_the_file(btc_1h, tmp_path):
     src = write_parquet(btc_1h, data / "okx-swap_btcusdt_1h_30d.parquet",
                         metadata={"symbol": "BTCUSDT", "interval": "1h", "exchange": "okx", "market": "swap"})
     out = export_dataset(src, "sqlite")
-    assert out == export_path("BTCUSDT", "1h", 30, "sqlite", exchange="okx-swap", data_dir=data)
+    assert out == export_path(Dataset("BTCUSDT", "1h", 30, exchange="okx-swap"), "sqlite", data_dir=data)
     pd.testing.assert_frame_equal(read_sqlite(out, exchange="okx-swap"), btc_1h, check_freq=False)
     assert export_dataset(src, "csv", gzip=True).name == "okx-swap_btcusdt_1h_30d.csv.gz"
     with pytest.raises(UserError, match="--gzip applies to --format csv only"):
         export_dataset(src, "feather", gzip=True)
     with pytest.raises(UserError, match="unknown --format"):
-        export_path("BTCUSDT", "1h", 30, "xlsx")
+        export_path(Dataset("BTCUSDT", "1h", 30), "xlsx")
 
 
 def test_read_errors_are_one_clear_line(tmp_path):

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from S1.datasets import (
+    Dataset,
     dataset_path,
     read_candles,
     read_metadata,
@@ -75,17 +76,17 @@ def test_dataset_names():
     from pathlib import Path
 
     d = Path("/d")
-    assert dataset_path("ETHUSDC", "1h", 365, data_dir=d) == d / "ethusdc_1h_365d.parquet"
-    assert dataset_path("eth/usdc", "1h", 365, "ta", data_dir=d).name == "ethusdc_1h_365d_ta.parquet"
-    assert dataset_path("BTCUSDT", "1M", 30, data_dir=d).name == "btcusdt_1mo_30d.parquet"
-    assert dataset_path("BTCUSDT", "1h", 30, exchange="okx", data_dir=d).name == "okx_btcusdt_1h_30d.parquet"
-    assert dataset_path("BTCUSDT", "1h", 30, "backtest", data_dir=d).suffix == ".json"
-    assert report_path("ETHUSDC", "1h", 365, "backtest", reports=d).name == "ethusdc_1h_365d__rules_backtest.html"
+    assert dataset_path(Dataset("ETHUSDC", "1h", 365), data_dir=d) == d / "ethusdc_1h_365d.parquet"
+    assert dataset_path(Dataset("eth/usdc", "1h", 365), "ta", data_dir=d).name == "ethusdc_1h_365d_ta.parquet"
+    assert dataset_path(Dataset("BTCUSDT", "1M", 30), data_dir=d).name == "btcusdt_1mo_30d.parquet"
+    assert dataset_path(Dataset("BTCUSDT", "1h", 30, exchange="okx"), data_dir=d).name == "okx_btcusdt_1h_30d.parquet"
+    assert dataset_path(Dataset("BTCUSDT", "1h", 30), "backtest", data_dir=d).suffix == ".json"
+    assert report_path(Dataset("ETHUSDC", "1h", 365), "backtest", reports=d).name == "ethusdc_1h_365d__rules_backtest.html"
     assert realtime_db_path(["BTCUSDT", "ETHUSDC"], "1m", data_dir=d).name == "btcusdt_1m_realtime.db"
     with pytest.raises(UserError):
-        dataset_path("BTCUSDT", "1h", 0)
+        dataset_path(Dataset("BTCUSDT", "1h", 0))
     with pytest.raises(UserError):
-        dataset_path("BTC USDT", "1h", 10)
+        dataset_path(Dataset("BTC USDT", "1h", 10))
 
 
 def test_parquet_roundtrip_is_exact_and_atomic(tmp_path, btc_1h, monkeypatch):
@@ -106,10 +107,10 @@ def test_parquet_roundtrip_is_exact_and_atomic(tmp_path, btc_1h, monkeypatch):
 
 
 def test_missing_candle_file_names_the_command(tmp_path):
-    from S1.datasets import history_command
+    from S1.datasets import Dataset, history_command
 
     with pytest.raises(UserError, match="python S1/historical.py --symbol ETHUSDC --interval 1h --days 365"):
-        read_candles(tmp_path / "nope.parquet", how_to_create=history_command("ethusdc", "1h", 365))
+        read_candles(tmp_path / "nope.parquet", how_to_create=history_command(Dataset("ethusdc", "1h", 365)))
 
 
 def test_validate_candles_rejects_bad_frames(btc_1h):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from S1.datasets import (
+    Dataset,
     UnwritableError,
     check_writable,
     dataset_path,
@@ -158,7 +159,7 @@ def test_the_atomic_writer_names_an_unwritable_folder(tmp_path, btc_1h):
 def test_scripts_on_a_read_only_data_dir_name_the_folder(tmp_path, btc_1h, script, args):
     data = tmp_path / "data"
     data.mkdir()
-    write_parquet(btc_1h.iloc[:300], dataset_path("BTCUSDT", "1h", 30, data_dir=data),
+    write_parquet(btc_1h.iloc[:300], dataset_path(Dataset("BTCUSDT", "1h", 30), data_dir=data),
                   metadata={"symbol": "BTCUSDT", "interval": "1h"})
     with read_only(data):
         line = _one_line(_cli(script, args, data, tmp_path))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from S1.datasets import dataset_path, read_parquet, write_parquet
+from S1.datasets import Dataset, dataset_path, read_parquet, write_parquet
 from S1.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def _one_line(r: subprocess.CompletedProcess) -> str:
 @pytest.fixture
 def lake(tmp_path, btc_1h):
     data = tmp_path / "data"
-    path = dataset_path("BTCUSDT", "1h", 30, data_dir=data)
+    path = dataset_path(Dataset("BTCUSDT", "1h", 30), data_dir=data)
     write_parquet(btc_1h.iloc[:100], path, metadata={"symbol": "BTCUSDT", "interval": "1h"})
     return data, path
 

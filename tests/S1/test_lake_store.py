@@ -136,14 +136,14 @@ def test_sql_over_the_lake(sim):
 
 
 def test_s2_indicators_from_the_lake(sim, capsys):
-    from S1.datasets import dataset_path, read_parquet
+    from S1.datasets import Dataset, dataset_path, read_parquet
     from S2.indicators import main as indicators
 
     update_lake(symbol="BTCUSDT", days=5, end=NOW)
     derive_lake(targets=["1h"])
-    assert not dataset_path("BTCUSDT", "1h", 3).exists()
+    assert not dataset_path(Dataset("BTCUSDT", "1h", 3)).exists()
     assert indicators(["--symbol", "BTCUSDT", "--interval", "1h", "--days", "3", "--from-lake"]) == 0
-    ta_path = dataset_path("BTCUSDT", "1h", 3, "ta")
+    ta_path = dataset_path(Dataset("BTCUSDT", "1h", 3), "ta")
     ta = read_parquet(ta_path)
     lake = read_lake("BTCUSDT", "1h")
     assert len(ta) == 72 and ta.index[-1] == lake.index[-1] and (ta["close"] == lake["close"].iloc[-72:]).all()
@@ -151,7 +151,7 @@ def test_s2_indicators_from_the_lake(sim, capsys):
     assert meta["simulated"] is True and meta["from_lake"].endswith("BTCUSDT") and "rsi14" in ta.columns
     # 15m is not derived on disk: read_lake derives it in memory from the 1m partitions
     assert indicators(["--symbol", "BTCUSDT", "--interval", "15m", "--days", "2", "--from-lake"]) == 0
-    assert len(read_parquet(dataset_path("BTCUSDT", "15m", 2, "ta"))) == 2 * 96
+    assert len(read_parquet(dataset_path(Dataset("BTCUSDT", "15m", 2), "ta"))) == 2 * 96
     with pytest.raises(UserError, match="no binance/swap/BTCUSDT candles"):
         indicators(["--symbol", "BTCUSDT", "--interval", "1h", "--days", "3", "--from-lake", "binance/swap"])
 

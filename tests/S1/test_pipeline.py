@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from S1.datasets import dataset_path, read_metadata, report_path, sentiment_path
+from S1.datasets import Dataset, dataset_path, read_metadata, report_path, sentiment_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,12 +31,12 @@ def test_main_job_falls_back_to_the_simulated_market(settings_env, tmp_path):
     for step in ("S1 history", "S2 indicators", "S3 sentiment", "S4 signals", "S5 backtest", "S7 dry-run"):
         assert f"==> {step}" in r.stdout
     for kind in ("candles", "ta", "signals"):
-        path = dataset_path("BTCUSDT", "1h", 60, kind)
+        path = dataset_path(Dataset("BTCUSDT", "1h", 60), kind)
         assert path.exists() and read_metadata(path)["simulated"] is True, kind
     assert read_metadata(sentiment_path("1h"))["simulated"] is True
-    backtest = json.loads(dataset_path("BTCUSDT", "1h", 60, "backtest").read_text())
+    backtest = json.loads(dataset_path(Dataset("BTCUSDT", "1h", 60), "backtest").read_text())
     assert backtest["simulated"] is True
-    html = report_path("BTCUSDT", "1h", 60, "backtest", "html").read_text()
+    html = report_path(Dataset("BTCUSDT", "1h", 60), "backtest", "html").read_text()
     assert "SIMULATED" in html.upper()[:5000]
     assert "Outputs (SIMULATED market" in r.stdout
     assert "S7 dry-run BTCUSDT 1h (simulated market): replayed" in r.stdout

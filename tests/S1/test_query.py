@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from S1 import lake as lake_mod
-from S1.datasets import dataset_path, read_candles, read_parquet, write_parquet
+from S1.datasets import Dataset, dataset_path, read_candles, read_parquet, write_parquet
 from S1.errors import UserError
 from S1.history import find_gaps
 from S1.lake import (
@@ -78,7 +78,7 @@ def test_candles_view_unions_markets_and_dedupes_overlapping_windows(lake, tmp_p
     full = read_candles(d / "btcusdt_1h_30d.parquet")
     short = full.iloc[-100:].copy()
     short["close"] += 1000.0  # a shorter window of the same market: the 30-day file wins
-    write_parquet(short, dataset_path("BTCUSDT", "1h", 5, data_dir=d))
+    write_parquet(short, dataset_path(Dataset("BTCUSDT", "1h", 5), data_dir=d))
     df = query("SELECT * FROM candles ORDER BY open_time", data_dir=d)
     assert len(df) == len(full) and df["open_time"].is_unique and (df["days"] == 30).all()
     np.testing.assert_array_equal(df["close"].to_numpy(), full["close"].to_numpy())

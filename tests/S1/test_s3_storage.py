@@ -133,6 +133,7 @@ def test_unreachable_endpoint_is_one_clear_error(s3_data, monkeypatch, tmp_path)
 
 def test_local_state_stays_local(s3_data, tmp_path):
     from S1.datasets import (
+        Dataset,
         dataset_path,
         executor_state_path,
         lake_path,
@@ -147,7 +148,7 @@ def test_local_state_stays_local(s3_data, tmp_path):
     assert state_path("x") == local / "state" / "x"
     assert executor_state_path("t", "BTCUSDT", "1m").parent == local / "state"
     assert optuna_storage_url() == f"sqlite:///{(local / 'optuna.db').as_posix()}"
-    assert str(dataset_path("BTCUSDT", "1h", 30)) == f"{s3_data}/btcusdt_1h_30d.parquet"
+    assert str(dataset_path(Dataset("BTCUSDT", "1h", 30))) == f"{s3_data}/btcusdt_1h_30d.parquet"
     assert str(lake_path("binance", "spot", "BTCUSDT", "1m", "2024-01")).startswith(str(s3_data) + "/lake/")
     s = get_settings()
     assert KEYS["S3_SECRET_ACCESS_KEY"] not in repr(s)
@@ -178,7 +179,7 @@ def test_local_data_dir_does_not_import_fsspec(tmp_path):
 def test_every_sprint_dataset_round_trips(s3_data, exchange, btc_1h, tmp_path, capsys):
     """S1 -> S2 -> S4 -> S5 (backtest, optimise) -> S6 stress with DATA_DIR on S3: each step reads
     the previous one's object and writes its own; only the SQLite study stays local."""
-    from S1.datasets import dataset_path, read_candles, read_metadata, read_parquet, validate_candles
+    from S1.datasets import Dataset, dataset_path, read_candles, read_metadata, read_parquet, validate_candles
     from S1.historical import main as history
     from S2.indicators import main as indicators
     from S4.decision import main as decision
@@ -186,10 +187,10 @@ def test_every_sprint_dataset_round_trips(s3_data, exchange, btc_1h, tmp_path, c
 
     args = ["--symbol", "BTCUSDT", "--interval", "1h", "--days", "30"]
     assert history(args) == 0, capsys.readouterr()
-    candles = read_candles(dataset_path("BTCUSDT", "1h", 30))
+    candles = read_candles(dataset_path(Dataset("BTCUSDT", "1h", 30)))
     assert len(candles) >= 24 * 29
     pd.testing.assert_frame_equal(candles, validate_candles(btc_1h).loc[candles.index], check_freq=False)
-    assert read_metadata(dataset_path("BTCUSDT", "1h", 30))["symbol"] == "BTCUSDT"
+    assert read_metadata(dataset_path(Dataset("BTCUSDT", "1h", 30)))["symbol"] == "BTCUSDT"
     assert indicators(args) == 0, capsys.readouterr()
     from S2.ta_io import load_ta
 
@@ -200,31 +201,31 @@ def test_every_sprint_dataset_round_trips(s3_data, exchange, btc_1h, tmp_path, c
 
     write_parquet(make_sentiment(candles.index), sentiment_path("1h"))     # S3's series, read by S4's rules
     assert decision([*args, "--rules", str(REPO / "S4" / "rules.yaml"), "--no-plot"]) == 0, capsys.readouterr()
-    sig = read_parquet(dataset_path("BTCUSDT", "1h", 30, "signals"))
+    sig = read_parquet(dataset_path(Dataset("BTCUSDT", "1h", 30), "signals"))
     assert len(sig) == len(candles) and {"entry", "exit"} <= set(sig.columns)
     assert backtest([*args, "--risk", str(REPO / "S6" / "risk.yaml")]) == 0, capsys.readouterr()
     names = [k.rsplit("/", 1)[-1] for k in _keys(s3_data)]
     for kind in ("candles", "ta", "signals", "equity", "trades", "backtest"):
-        assert dataset_path("BTCUSDT", "1h", 30, kind).name in names, (kind, names)
-    equity = read_parquet(dataset_path("BTCUSDT", "1h", 30, "equity"))
+        assert dataset_path(Dataset("BTCUSDT", "1h", 30), kind).name in names, (kind, names)
+    equity = read_parquet(dataset_path(Dataset("BTCUSDT", "1h", 30), "equity"))
     assert len(equity) > 0
     import json
 
-    summary = json.loads(dataset_path("BTCUSDT", "1h", 30, "backtest").read_text())
+    summary = json.loads(dataset_path(Dataset("BTCUSDT", "1h", 30), "backtest").read_text())
     assert isinstance(summary, dict) and summary
     from S6.stress import main as stress
 
     assert stress([*args, "--paths", "200", "--seed", "1"]) == 0, capsys.readouterr()
-    assert json.loads(dataset_path("BTCUSDT", "1h", 30, "stress").read_text())
+    assert json.loads(dataset_path(Dataset("BTCUSDT", "1h", 30), "stress").read_text())
     from S5.optimize import main as optimize
 
     assert optimize([*args, "--rules", str(REPO / "S4" / "rules_ta_only.yaml"), "--trials", "4",
                      "--min-trades", "1"]) == 0, capsys.readouterr()
     import yaml
 
-    from S1.datasets import best_rules_path
+    from S1.datasets import Dataset, best_rules_path
 
-    best = best_rules_path("BTCUSDT", "1h", 30, "rules_ta_only.yaml")
+    best = best_rules_path(Dataset("BTCUSDT", "1h", 30), "rules_ta_only.yaml")
     assert str(best).startswith(str(s3_data)) and isinstance(yaml.safe_load(best.read_text()), dict)
     assert (tmp_path / "local" / "optuna.db").is_file()        # the study's SQLite stays on this machine
     assert not [k for k in _keys(s3_data) if k.endswith((".db", ".sqlite"))]
@@ -259,12 +260,12 @@ def test_funding_history_grows_on_s3(s3_data, monkeypatch):
 
 def test_exports_on_s3(s3_data, tmp_path):
     """CSV (plain and gzip) and Feather exports beside the dataset in the bucket; SQLite locally."""
-    from S1.datasets import dataset_path, validate_candles, write_parquet
+    from S1.datasets import Dataset, dataset_path, validate_candles, write_parquet
     from S1.formats import export_dataset, read_export
     from S1.offline import simulate_candles
 
     df = validate_candles(simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-04"))
-    src = write_parquet(df, dataset_path("BTCUSDT", "1h", 3),
+    src = write_parquet(df, dataset_path(Dataset("BTCUSDT", "1h", 3)),
                         metadata={"symbol": "BTCUSDT", "interval": "1h", "exchange": "binance"})
     for fmt, gz in (("csv", False), ("csv", True), ("feather", False)):
         out = export_dataset(src, fmt, gzip=gz)
@@ -302,7 +303,7 @@ def test_lake_round_trip_matches_local(s3_data, tmp_path):
 
 # ------------------------------------------------------------------------------ DuckDB
 def test_duckdb_reads_what_the_toolkit_wrote(s3_data, capsys):
-    from S1.datasets import dataset_path, sentiment_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, sentiment_path, write_parquet
     from S1.errors import UserError
     from S1.lake import connect, query, scan
     from S1.lake_store import write_partition
@@ -310,7 +311,7 @@ def test_duckdb_reads_what_the_toolkit_wrote(s3_data, capsys):
     from S1.query import main as query_main
 
     h = simulate_candles("ETHUSDT", "1h", "2024-01-01", "2024-01-11")
-    write_parquet(h, dataset_path("ETHUSDT", "1h", 10), metadata={"symbol": "ETHUSDT", "simulated": True})
+    write_parquet(h, dataset_path(Dataset("ETHUSDT", "1h", 10)), metadata={"symbol": "ETHUSDT", "simulated": True})
     write_parquet(pd.DataFrame({"sentiment_score": [0.1, -0.2]},
                                index=pd.DatetimeIndex(h.index[:2], name="open_time")), sentiment_path("1h"))
     m = simulate_candles("BTCUSDT", "1m", "2024-03-01", "2024-03-02")
@@ -338,7 +339,7 @@ def test_duckdb_reads_what_the_toolkit_wrote(s3_data, capsys):
     with pytest.raises(UserError, match="results are written to this machine only"):
         query_main(["SELECT 1", "--out", f"{s3_data}/r.parquet"])
     with pytest.raises(UserError, match="would replace"):
-        query_main([f"COPY (SELECT 1) TO '{dataset_path('ETHUSDT', '1h', 10)}' (FORMAT parquet)"])
+        query_main([f"COPY (SELECT 1) TO '{dataset_path(Dataset('ETHUSDT', '1h', 10))}' (FORMAT parquet)"])
 
 
 # ----------------------------------------------------------------- a killed writer
@@ -398,10 +399,10 @@ class HoldingProxy:
 
 
 def test_killed_writer_leaves_the_previous_object(s3_data, s3_server, tmp_path):
-    from S1.datasets import dataset_path, read_candles, validate_candles, write_parquet
+    from S1.datasets import Dataset, dataset_path, read_candles, validate_candles, write_parquet
     from S1.offline import simulate_candles
 
-    path = dataset_path("BTCUSDT", "1m", 60)
+    path = dataset_path(Dataset("BTCUSDT", "1m", 60))
     old = simulate_candles("BTCUSDT", "1m", "2024-01-01", "2024-01-02")
     write_parquet(old, path)
     before = _keys(s3_data)

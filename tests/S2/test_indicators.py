@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from S1.cli import run
-from S1.datasets import dataset_path, read_metadata, read_parquet, write_parquet
+from S1.datasets import Dataset, dataset_path, read_metadata, read_parquet, write_parquet
 from S1.local.simulated import simulate_candles
 from S2 import indicators
 
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def eth(settings_env):
     df = simulate_candles("ETHUSDC", "1h", "2024-01-01", "2024-01-11")
-    write_parquet(df, dataset_path("ETHUSDC", "1h", 10), metadata={"simulated": True})
+    write_parquet(df, dataset_path(Dataset("ETHUSDC", "1h", 10)), metadata={"simulated": True})
     return df
 
 
@@ -34,7 +34,7 @@ def _env(settings_env) -> dict:
 
 @pytest.mark.parametrize("how", [["S2/indicators.py"], ["-m", "S2.indicators"]])
 def test_script_and_module_both_work(eth, settings_env, how):
-    out = dataset_path("ETHUSDC", "1h", 10, "ta")
+    out = dataset_path(Dataset("ETHUSDC", "1h", 10), "ta")
     proc = subprocess.run([sys.executable, *how, "--symbol", "ethusdc", "--interval", "1h", "--days", "10"],
                           cwd=REPO, env=_env(settings_env), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -47,11 +47,11 @@ def test_flags_override_yaml(eth, tmp_path, capsys):
     cfg.write_text("sma: [10, 30]\nrsi: [9]\nbbands: {length: 14, std: 1.5}\n")
     assert run(indicators.main, ["--symbol", "ETHUSDC", "--interval", "1h", "--days", "10", "--config", str(cfg),
                                  "--rsi", "5,21", "--macd", "6,13,4", "--atr", "7"]) == 0
-    df = read_parquet(dataset_path("ETHUSDC", "1h", 10, "ta"))
+    df = read_parquet(dataset_path(Dataset("ETHUSDC", "1h", 10), "ta"))
     want = ["sma10", "sma30", "ema21", "rsi5", "rsi21", "MACD_6_13_4", "MACDh_6_13_4", "MACDs_6_13_4",
             "BBL_14_1.5", "BBM_14_1.5", "BBU_14_1.5", "BBB_14_1.5", "BBP_14_1.5", "atr7", "natr7"]
     assert df.columns.tolist()[-len(want):] == want and "rsi9" not in df
-    meta = read_metadata(dataset_path("ETHUSDC", "1h", 10, "ta"))
+    meta = read_metadata(dataset_path(Dataset("ETHUSDC", "1h", 10), "ta"))
     assert meta["indicators"]["config"]["rsi"] == [5, 21] and meta["simulated"] is True
 
 
@@ -81,9 +81,9 @@ def test_unsorted_source_is_rejected(settings_env, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = dataset_path("BTCUSDT", "1h", 10)
+    path = dataset_path(Dataset("BTCUSDT", "1h", 10))
     path.parent.mkdir(parents=True)
     pq.write_table(pa.Table.from_pandas(df.iloc[::-1], preserve_index=True), path)
     rc = run(indicators.main, ["--symbol", "BTCUSDT", "--interval", "1h", "--days", "10"])
     assert rc == 2 and "open times are not increasing" in capsys.readouterr().err
-    assert not dataset_path("BTCUSDT", "1h", 10, "ta").exists()
+    assert not dataset_path(Dataset("BTCUSDT", "1h", 10), "ta").exists()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from S1.cli import run
-from S1.datasets import dataset_path, read_metadata, read_parquet, write_parquet
+from S1.datasets import Dataset, dataset_path, read_metadata, read_parquet, write_parquet
 from S1.errors import UserError
 from S1.local.simulated import simulate_candles
 from S2.informative import (
@@ -266,7 +266,7 @@ def test_lookahead_check_cli_on_rules_mtf(settings_env, capsys):
     from S5.lookahead_check import main
 
     candles = simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-02-15")
-    write_parquet(candles, dataset_path("BTCUSDT", "1h", 45), metadata={"simulated": True})
+    write_parquet(candles, dataset_path(Dataset("BTCUSDT", "1h", 45)), metadata={"simulated": True})
     args = ["--symbol", "BTCUSDT", "--interval", "1h", "--days", "45", "--rules", "S4/rules_mtf.yaml", "--cuts", "10"]
     assert run(main, args) == 0
     out = capsys.readouterr().out
@@ -278,11 +278,11 @@ def test_cli_writes_informative_columns(settings_env, capsys):
     from S2.indicators import main
 
     candles = simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-03-01")
-    write_parquet(candles, dataset_path("BTCUSDT", "1h", 60), metadata={"simulated": True})
+    write_parquet(candles, dataset_path(Dataset("BTCUSDT", "1h", 60)), metadata={"simulated": True})
     assert run(main, ["--symbol", "BTCUSDT", "--interval", "1h", "--days", "60", "--informative", "4h", "1d"]) == 0
     out = capsys.readouterr().out
     assert "+ 4h:" in out and "+ 1d:" in out
-    path = dataset_path("BTCUSDT", "1h", 60, "ta")
+    path = dataset_path(Dataset("BTCUSDT", "1h", 60), "ta")
     ta = read_parquet(path)
     want = add_informative(add_indicators(candles), ["4h", "1d"])
     for c in ("rsi14_4h", "sma50_1d", "close_4h", "volume_1d", "BBP_20_2.0_4h"):
@@ -304,7 +304,7 @@ def test_s4_fills_informative_columns_a_ta_file_lacks(settings_env):
     from S4.signals import build_signals, load_rule_inputs
 
     candles = simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-04-01")
-    write_parquet(candles, dataset_path("BTCUSDT", "1h", 90), metadata={"simulated": True})
+    write_parquet(candles, dataset_path(Dataset("BTCUSDT", "1h", 90)), metadata={"simulated": True})
     make_ta_file("BTCUSDT", "1h", 90)
     plain = load_rule_inputs("BTCUSDT", "1h", 90, "S4/rules_mtf.yaml").frame
     make_ta_file("BTCUSDT", "1h", 90, informative=["4h"])

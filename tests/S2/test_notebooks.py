@@ -11,7 +11,7 @@ import re
 import nbformat
 import pytest
 
-from S1.datasets import dataset_path, write_parquet
+from S1.datasets import Dataset, dataset_path, write_parquet
 from S1.local.simulated import simulate_candles
 from S2.ta import add_indicators
 from tests.notebook_runner import NOTEBOOKS, execute, outputs, pngs, text_of
@@ -36,7 +36,7 @@ def test_notebooks_only_import_sprint_modules():
 
 
 def test_price_volume_notebook_runs_with_a_date_range(settings_env, candles):
-    write_parquet(candles, dataset_path("ETHUSDC", "1h", 30), metadata={"simulated": True})
+    write_parquet(candles, dataset_path(Dataset("ETHUSDC", "1h", 30)), metadata={"simulated": True})
     nb = execute("visualize_price_volume.ipynb", DATASET="ethusdc_1h_30d.parquet", START="2024-01-10",
                  END="2024-01-12")
     text = text_of(nb)
@@ -53,19 +53,19 @@ def test_price_volume_notebook_runs_with_a_date_range(settings_env, candles):
 
 
 def test_indicators_notebook_computes_in_memory_without_a_ta_file(settings_env, candles):
-    write_parquet(candles, dataset_path("ETHUSDC", "1h", 30), metadata={"simulated": True})
+    write_parquet(candles, dataset_path(Dataset("ETHUSDC", "1h", 30)), metadata={"simulated": True})
     nb = execute("S2_indicators.ipynb", ROWS=200)
     text = text_of(nb)
     assert "ethusdc_1h_30d_ta.parquet does not exist: computed the indicators" in text
     assert "simulated market data" in text and "720 candles" in text
     assert "no streamer database at" in text
     assert pngs(nb) >= 1
-    assert not dataset_path("ETHUSDC", "1h", 30, "ta").exists()  # the notebook writes nothing
+    assert not dataset_path(Dataset("ETHUSDC", "1h", 30), "ta").exists()  # the notebook writes nothing
 
 
 def test_indicators_notebook_reads_the_ta_file(settings_env, candles):
     ta = add_indicators(candles)
-    write_parquet(ta, dataset_path("ETHUSDC", "1h", 30, "ta"), metadata={"simulated": False})
+    write_parquet(ta, dataset_path(Dataset("ETHUSDC", "1h", 30), "ta"), metadata={"simulated": False})
     nb = execute("S2_indicators.ipynb", SYMBOL="ETHUSDC", INTERVAL="1h", DAYS=30, ROWS=100)
     text = text_of(nb)
     assert "read ethusdc_1h_30d_ta.parquet" in text and "NOTE: simulated" not in text

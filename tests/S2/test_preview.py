@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from S1.cli import run  # noqa: E402
-from S1.datasets import dataset_path, report_path, write_parquet  # noqa: E402
+from S1.datasets import Dataset, dataset_path, report_path, write_parquet  # noqa: E402
 from S1.errors import UserError  # noqa: E402
 from S1.local.simulated import simulate_candles  # noqa: E402
 from S2 import plots, preview  # noqa: E402
@@ -34,7 +34,7 @@ def ta_frame():
 
 @pytest.fixture
 def ta_file(settings_env, ta_frame):
-    return write_parquet(ta_frame, dataset_path("ETHUSDC", "1h", 20, "ta"), metadata={"simulated": True})
+    return write_parquet(ta_frame, dataset_path(Dataset("ETHUSDC", "1h", 20), "ta"), metadata={"simulated": True})
 
 
 def _png_ok(path: Path, min_colors: int = 20) -> np.ndarray:
@@ -120,7 +120,7 @@ def test_cli_saves_png_under_reports_without_display(ta_file, settings_env, monk
     shown = []
     monkeypatch.setattr("matplotlib.pyplot.show", lambda *a, **k: shown.append(1))
     assert run(preview.main, ["--symbol", "ethusdc", "--interval", "1h", "--days", "20", "--rows", "200"]) == 0
-    out = report_path("ETHUSDC", "1h", 20, "preview", "png")
+    out = report_path(Dataset("ETHUSDC", "1h", 20), "preview", "png")
     assert out == settings_env.reports_dir / "ethusdc_1h_20d_preview.png"
     assert f"saved {out}" in capsys.readouterr().out and not shown
     _png_ok(out)
@@ -141,7 +141,7 @@ def test_cli_missing_file_names_the_s2_command(settings_env, capsys):
     err = capsys.readouterr().err
     assert err.strip().endswith("create it first with: python S2/indicators.py --symbol ETHUSDC --interval 1h "
                                 "--days 365") and err.count("\n") == 1
-    assert not report_path("ETHUSDC", "1h", 365, "preview", "png").exists()
+    assert not report_path(Dataset("ETHUSDC", "1h", 365), "preview", "png").exists()
 
 
 def test_script_runs_headless(ta_file, settings_env):
@@ -151,7 +151,7 @@ def test_script_runs_headless(ta_file, settings_env):
                            "20", "--start", "2024-01-10"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
-    _png_ok(report_path("ETHUSDC", "1h", 20, "preview", "png"))
+    _png_ok(report_path(Dataset("ETHUSDC", "1h", 20), "preview", "png"))
 
 
 def test_module_doctests():

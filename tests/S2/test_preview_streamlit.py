@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from S1.datasets import dataset_path, write_parquet
+from S1.datasets import Dataset, dataset_path, write_parquet
 from S1.errors import UserError
 from S1.local.simulated import simulate_candles
 from S2.charts import indicator_chart
@@ -34,10 +34,10 @@ def frames():
 @pytest.fixture
 def data(settings_env, frames):
     eth, eth_ta, btc = frames
-    write_parquet(eth, dataset_path("ETHUSDC", "1h", 60), metadata={"simulated": True})
-    write_parquet(eth_ta, dataset_path("ETHUSDC", "1h", 60, "ta"),
+    write_parquet(eth, dataset_path(Dataset("ETHUSDC", "1h", 60)), metadata={"simulated": True})
+    write_parquet(eth_ta, dataset_path(Dataset("ETHUSDC", "1h", 60), "ta"),
                   metadata={"simulated": True, "indicators": {"config": IndicatorConfig().to_dict()}})
-    write_parquet(btc, dataset_path("BTCUSDT", "4h", 60), metadata={"simulated": False})
+    write_parquet(btc, dataset_path(Dataset("BTCUSDT", "4h", 60)), metadata={"simulated": False})
     return frames
 
 
@@ -154,7 +154,7 @@ def test_other_lengths_recompute(data, monkeypatch):
 def test_ta_file_without_metadata_and_other_lengths(settings_env, frames, monkeypatch):
     eth, _, _ = frames
     ta = add_indicators(eth, config=IndicatorConfig(rsi=7, atr=10, sma=(20, 100)))
-    write_parquet(ta, dataset_path("ETHUSDC", "1h", 60, "ta"))  # no toolkit metadata at all
+    write_parquet(ta, dataset_path(Dataset("ETHUSDC", "1h", 60), "ta"))  # no toolkit metadata at all
     at = app(monkeypatch, *ETH_ARGS)
     no_errors(at)
     assert {"RSI 7", "NATR 10 %", "SMA 20", "SMA 100"} <= set(traces(at))

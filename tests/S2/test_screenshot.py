@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from S1.cli import run
-from S1.datasets import dataset_path, write_parquet
+from S1.datasets import Dataset, dataset_path, write_parquet
 from S1.errors import UserError
 from S1.local.simulated import simulate_candles
 from S2 import screenshot as shot
@@ -28,7 +28,7 @@ chromium = pytest.mark.skipif(not Path(shot.CHROMIUM).is_file() and not os.envir
 @pytest.fixture
 def eth_ta(settings_env):
     ta = add_indicators(simulate_candles("ETHUSDC", "1h", "2024-01-01", "2024-01-31"))
-    write_parquet(ta, dataset_path("ETHUSDC", "1h", 30, "ta"), metadata={"simulated": True})
+    write_parquet(ta, dataset_path(Dataset("ETHUSDC", "1h", 30), "ta"), metadata={"simulated": True})
     return ta
 
 
@@ -49,7 +49,7 @@ def _gone(url: str) -> bool:
 @chromium
 def test_preview_app_in_real_browser(eth_ta, settings_env, monkeypatch, tmp_path):
     # a second dataset sorts first: the title proves the app got its arguments
-    write_parquet(simulate_candles("BTCUSDT", "4h", "2024-01-01", "2024-02-01"), dataset_path("BTCUSDT", "4h", 31))
+    write_parquet(simulate_candles("BTCUSDT", "4h", "2024-01-01", "2024-02-01"), dataset_path(Dataset("BTCUSDT", "4h", 31)))
     res = shot.screenshot(APP, tmp_path / "app.png", width=1200, height=900, env=_env(settings_env),
                           full_page=True, app_args=["--symbol", "ETHUSDC", "--interval", "1h", "--days", "30"])
     assert res.state["title"] == "ETHUSDC 1h 30d — indicators"

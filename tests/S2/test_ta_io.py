@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.datasets import dataset_path, read_candles, read_metadata, read_parquet, write_parquet
+from S1.datasets import Dataset, dataset_path, read_candles, read_metadata, read_parquet, write_parquet
 from S1.errors import UserError
 from S1.local.simulated import simulate_candles
 from S2 import ta_io
@@ -21,14 +21,14 @@ from S2.ta_io import DatasetName, list_datasets, load_ta, make_ta_file, parse_da
 def eth_file(settings_env):
     df = simulate_candles("ETHUSDC", "1h", "2024-01-01", "2024-01-15")
     meta = {"symbol": "ETHUSDC", "interval": "1h", "days": 14, "simulated": True, "gaps": ["x"]}
-    path = write_parquet(df, dataset_path("ETHUSDC", "1h", 14), metadata=meta)
+    path = write_parquet(df, dataset_path(Dataset("ETHUSDC", "1h", 14)), metadata=meta)
     return path, df
 
 
 def test_make_ta_file_writes_every_column_and_keeps_metadata(eth_file):
     src, df = eth_file
     res = make_ta_file("ethusdc", "1h", 14, config=IndicatorConfig(sma=(20, 50)))
-    assert res.path == dataset_path("ETHUSDC", "1h", 14, "ta") and res.path.name == "ethusdc_1h_14d_ta.parquet"
+    assert res.path == dataset_path(Dataset("ETHUSDC", "1h", 14), "ta") and res.path.name == "ethusdc_1h_14d_ta.parquet"
     out = read_parquet(res.path)
     pd.testing.assert_frame_equal(out[df.columns.tolist()], df)
     expected = add_indicators(df, config=IndicatorConfig(sma=(20, 50)))
@@ -43,7 +43,7 @@ def test_make_ta_file_writes_every_column_and_keeps_metadata(eth_file):
 
 def test_not_simulated_flag_is_carried_too(settings_env):
     df = simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-05")
-    write_parquet(df, dataset_path("BTCUSDT", "1h", 4), metadata={"simulated": False, "exchange": "binance"})
+    write_parquet(df, dataset_path(Dataset("BTCUSDT", "1h", 4)), metadata={"simulated": False, "exchange": "binance"})
     res = make_ta_file("BTCUSDT", "1h", 4)
     assert read_metadata(res.path)["simulated"] is False and not res.simulated
 
@@ -52,7 +52,7 @@ def test_missing_source_names_the_s1_command(settings_env):
     with pytest.raises(UserError, match=r"create it first with: python S1/historical.py --symbol ETHUSDC "
                                         r"--interval 1h --days 365$"):
         make_ta_file("ethusdc", "1h", 365)
-    assert not dataset_path("ETHUSDC", "1h", 365, "ta").exists()
+    assert not dataset_path(Dataset("ETHUSDC", "1h", 365), "ta").exists()
 
 
 def test_bad_source_leaves_previous_output_intact(eth_file):
@@ -126,9 +126,9 @@ def test_list_datasets(settings_env):
     assert list_datasets().empty  # the data dir does not even exist yet
     df = simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-03")
     for sym in ("BTCUSDT", "ETHUSDC"):
-        write_parquet(df, dataset_path(sym, "1h", 2))
+        write_parquet(df, dataset_path(Dataset(sym, "1h", 2)))
     write_parquet(add_indicators(df, config=IndicatorConfig(sma=5, macd=(3, 6, 2), bbands=(5, 2), ema=3)),
-                  dataset_path("BTCUSDT", "1h", 2, "ta"))
+                  dataset_path(Dataset("BTCUSDT", "1h", 2), "ta"))
     (settings_env.data_dir / "notes.parquet").write_bytes(b"")
     listing = list_datasets()
     assert sorted(listing["name"]) == ["btcusdt_1h_2d.parquet", "btcusdt_1h_2d_ta.parquet", "ethusdc_1h_2d.parquet"]

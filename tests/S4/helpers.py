@@ -48,13 +48,13 @@ def hourly(values: dict, start: str = "2024-01-01") -> pd.DataFrame:
 def write_market(data_dir: Path, candles: pd.DataFrame, *, symbol: str = "BTCUSDT", interval: str = "1h",
                  days: int = 150, simulated: bool = False) -> Path:
     """Write an S1 candle file and the S2 _ta file for it into ``data_dir``."""
-    from S1.datasets import dataset_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, write_parquet
     from S2.ta import add_indicators
 
     meta = {"simulated": simulated, "symbol": symbol, "interval": interval}
-    write_parquet(candles, dataset_path(symbol, interval, days, data_dir=data_dir), metadata=meta)
+    write_parquet(candles, dataset_path(Dataset(symbol, interval, days), data_dir=data_dir), metadata=meta)
     ta = add_indicators(candles)
-    return write_parquet(ta, dataset_path(symbol, interval, days, "ta", data_dir=data_dir), metadata=meta)
+    return write_parquet(ta, dataset_path(Dataset(symbol, interval, days), "ta", data_dir=data_dir), metadata=meta)
 
 
 # ------------------------------------------------------------------ reference interpreter

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from S1.cli import run
-from S1.datasets import dataset_path, read_parquet, sentiment_path, write_parquet
+from S1.datasets import Dataset, dataset_path, read_parquet, sentiment_path, write_parquet
 from S4 import decision
 from tests.S4.helpers import RULE_FILES, make_sentiment, write_market
 
@@ -36,7 +36,7 @@ def test_decision_command_writes_signals_and_chart(form, settings_env, btc_1h):
     out = proc.stdout
     assert f"btcusdt_1h_150d__rules_signals.parquet: {len(btc_1h):,} rows" in out and "(simulated market data)" in out
     assert "rsi_buy=35" in out and "sentiment_score known on 99.3% of the bars" in out
-    df = read_parquet(dataset_path("BTCUSDT", "1h", 150, "signals"))
+    df = read_parquet(dataset_path(Dataset("BTCUSDT", "1h", 150), "signals"))
     assert {"entry", "exit", "signal", "rule", "sentiment_score", "rsi14"} <= set(df.columns)
     assert (settings_env.reports_dir / "btcusdt_1h_150d__rules_signals.png").stat().st_size > 10_000
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.datasets import dataset_path, read_metadata, read_parquet
+from S1.datasets import Dataset, dataset_path, read_metadata, read_parquet
 from S1.errors import UserError
 from S2.ta import add_indicators
 from S4.ml_score import WalkForward, make_features, make_labels, ml_scores, train_ml, walk_forward
@@ -173,10 +173,10 @@ def test_fold_table_baseline_is_the_training_majority_class(btc_1h):
 def test_train_ml_writes_the_ml_file_with_metadata(settings_env, btc_1h):
     write_market(settings_env.data_dir, btc_1h, simulated=True)
     run = train_ml("BTCUSDT", "1h", 150, plan=PLAN, model_params=FAST, progress=False)
-    path = dataset_path("BTCUSDT", "1h", 150, "ml")
+    path = dataset_path(Dataset("BTCUSDT", "1h", 150), "ml")
     assert run.path == path
     df = read_parquet(path)
-    ta = read_parquet(dataset_path("BTCUSDT", "1h", 150, "ta"))
+    ta = read_parquet(dataset_path(Dataset("BTCUSDT", "1h", 150), "ta"))
     assert df.index.equals(ta.index) and df.index.name == "open_time"
     assert list(df.columns) == ["ml_proba", "ml_fold"]
     first = PLAN.train_bars + PLAN.horizon

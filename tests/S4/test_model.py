@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from S1.cli import run
-from S1.datasets import dataset_path, read_parquet
+from S1.datasets import Dataset, dataset_path, read_parquet
 from S4 import model
 from tests.S4.helpers import write_market
 
@@ -28,7 +28,7 @@ def test_model_command(settings_env, btc_1h):
     assert len([ln for ln in lines if ln.strip()[:1].isdigit()]) == 5  # test blocks start at 803 + k * 700 < 3623
     assert "out of sample, all folds: AUC" in proc.stdout and "vs baseline" in proc.stdout
     assert "simulated" not in proc.stdout
-    df = read_parquet(dataset_path("BTCUSDT", "1h", 150, "ml"))
+    df = read_parquet(dataset_path(Dataset("BTCUSDT", "1h", 150), "ml"))
     assert df["ml_proba"].iloc[:803].isna().all() and df["ml_proba"].iloc[803:].notna().all()
     assert (settings_env.reports_dir / "btcusdt_1h_150d_ml_folds.png").exists()
 

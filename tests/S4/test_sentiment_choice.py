@@ -108,9 +108,9 @@ def test_decision_cli_sentiment_flag(market, btc_1h, capsys):
     assert "sentiment: sentiment_btc_1h.parquet (asset, --sentiment auto" in capsys.readouterr().out
     assert main([*args, "--sentiment", "market"]) == 0
     assert "sentiment: sentiment_1h.parquet (market, --sentiment market" in capsys.readouterr().out
-    from S1.datasets import dataset_path
+    from S1.datasets import Dataset, dataset_path
 
-    meta = read_metadata(dataset_path("BTCUSDT", "1h", 150, "signals"))["signals"]
+    meta = read_metadata(dataset_path(Dataset("BTCUSDT", "1h", 150), "signals"))["signals"]
     assert meta["sentiment"]["used"] == "market" and meta["sources"]["sentiment_scope"] == "market"
     own = sentiment_path("1h", asset="BTC")
     assert main([*args, "--sentiment", str(own)]) == 0

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.datasets import dataset_path, read_metadata, read_parquet, sentiment_path, write_parquet
+from S1.datasets import Dataset, dataset_path, read_metadata, read_parquet, sentiment_path, write_parquet
 from S1.errors import UserError
 from S4.rules import load_rules, parse_rules
 from S4.signals import asof_positions, build_signals, join_ml, join_sentiment, signals_frame
@@ -112,10 +112,10 @@ def test_build_signals_writes_the_inputs_plus_signals(settings_env, btc_1h, btc_
     write_market(data, btc_1h, simulated=True)
     write_parquet(btc_sentiment, sentiment_path("1h"), metadata={"kind": "sentiment"})
     res = build_signals("BTCUSDT", "1h", 150, RULE_FILES[0])
-    path = dataset_path("BTCUSDT", "1h", 150, "signals")
+    path = dataset_path(Dataset("BTCUSDT", "1h", 150), "signals")
     assert res.path == path and path.exists()
     df = read_parquet(path)
-    ta = read_parquet(dataset_path("BTCUSDT", "1h", 150, "ta"))
+    ta = read_parquet(dataset_path(Dataset("BTCUSDT", "1h", 150), "ta"))
     assert df.index.equals(ta.index) and str(df.index.tz) == "UTC" and df.index.name == "open_time"
     pd.testing.assert_frame_equal(df[ta.columns], ta)
     assert df["entry"].dtype == bool and df["exit"].dtype == bool and set(df["signal"].unique()) <= {-1, 0, 1}
@@ -134,9 +134,9 @@ def test_build_signals_writes_the_inputs_plus_signals(settings_env, btc_1h, btc_
 def test_build_signals_real_flag_params_and_ml(settings_env, btc_1h):
     data = settings_env.data_dir
     write_market(data, btc_1h, simulated=False)
-    ta = read_parquet(dataset_path("BTCUSDT", "1h", 150, "ta"))
+    ta = read_parquet(dataset_path(Dataset("BTCUSDT", "1h", 150), "ta"))
     proba = pd.DataFrame({"ml_proba": np.linspace(0.3, 0.8, len(ta))}, index=ta.index)
-    write_parquet(proba, dataset_path("BTCUSDT", "1h", 150, "ml"), metadata={"simulated": False})
+    write_parquet(proba, dataset_path(Dataset("BTCUSDT", "1h", 150), "ml"), metadata={"simulated": False})
     res = build_signals("BTCUSDT", "1h", 150, RULE_FILES[1], params={"proba_buy": 0.6})
     assert res.simulated is False and read_metadata(res.path)["simulated"] is False
     assert res.rules.params["proba_buy"] == 0.6
@@ -191,7 +191,7 @@ def test_load_rule_inputs_is_what_build_signals_evaluates(settings_env, btc_1h, 
 
     write_market(settings_env.data_dir, btc_1h, simulated=False)
     write_parquet(btc_sentiment, sentiment_path("1h"), metadata={"simulated": True})
-    ta = read_parquet(dataset_path("BTCUSDT", "1h", 150, "ta"))
+    ta = read_parquet(dataset_path(Dataset("BTCUSDT", "1h", 150), "ta"))
     inputs = load_rule_inputs("BTCUSDT", "1h", 150, str(RULE_FILES[0]))   # a path works too
     frame, simulated, sources = inputs                                       # unpacks as a 3-tuple
     need = [c for c in inputs.rules.required_columns() if c in ("sentiment_score", "n_items", "evidence")]

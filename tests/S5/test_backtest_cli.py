@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from S1.cli import run
-from S1.datasets import dataset_path, read_metadata, read_parquet, report_path, write_parquet
+from S1.datasets import Dataset, dataset_path, read_metadata, read_parquet, report_path, write_parquet
 from S5.engine import TRADE_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def signals_file(settings_env, sim_signals):
-    path = dataset_path("ETHUSDC", "1h", 90, "signals")
+    path = dataset_path(Dataset("ETHUSDC", "1h", 90), "signals")
     write_parquet(sim_signals, path, metadata={"simulated": True, "signals": {"rules_file": "S4/rules_ta_only.yaml",
                                                                              "params": {"rsi_buy": 40}}})
     return path
@@ -53,10 +53,10 @@ def test_full_run_writes_every_output(settings_env, signals_file, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "SIMULATED" in out and "sharpe" in out
-    eq_path = dataset_path("ETHUSDC", "1h", 90, "equity")
-    tr_path = dataset_path("ETHUSDC", "1h", 90, "trades")
-    js_path = dataset_path("ETHUSDC", "1h", 90, "backtest")
-    html_path = report_path("ETHUSDC", "1h", 90, "backtest", "html")
+    eq_path = dataset_path(Dataset("ETHUSDC", "1h", 90), "equity")
+    tr_path = dataset_path(Dataset("ETHUSDC", "1h", 90), "trades")
+    js_path = dataset_path(Dataset("ETHUSDC", "1h", 90), "backtest")
+    html_path = report_path(Dataset("ETHUSDC", "1h", 90), "backtest", "html")
     for p in (eq_path, tr_path, js_path, html_path):
         assert p.exists(), p
     eq = read_parquet(eq_path)
@@ -100,7 +100,7 @@ def test_failed_run_keeps_previous_files(settings_env, signals_file):
     from S5.backtest_files import backtest_files
 
     backtest_files("ETHUSDC", "1h", 90, report=False)
-    before = dataset_path("ETHUSDC", "1h", 90, "backtest").read_bytes()
+    before = dataset_path(Dataset("ETHUSDC", "1h", 90), "backtest").read_bytes()
     bad = read_parquet(signals_file)
     bad = bad.drop(columns=["exit"])
     write_parquet(bad, signals_file, metadata={"simulated": True})
@@ -108,7 +108,7 @@ def test_failed_run_keeps_previous_files(settings_env, signals_file):
 
     with pytest.raises(UserError, match="not a signals file"):
         backtest_files("ETHUSDC", "1h", 90, report=False)
-    assert dataset_path("ETHUSDC", "1h", 90, "backtest").read_bytes() == before
+    assert dataset_path(Dataset("ETHUSDC", "1h", 90), "backtest").read_bytes() == before
 
 
 def test_module_form_runs(settings_env, signals_file):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from S1.cli import run
-from S1.datasets import dataset_path, read_parquet, report_path, write_parquet
+from S1.datasets import Dataset, dataset_path, read_parquet, report_path, write_parquet
 
 RULES = "S4/rules_ta_only.yaml"
 
@@ -23,9 +23,9 @@ def runs_on_disk(settings_env, sim_signals, sim_ta):
 
     meta = {"simulated": True, "signals": {"rules_file": RULES, "params": {"rsi_buy": 40}}}
     for sym in ("ETHUSDC", "BTCUSDT"):
-        write_parquet(sim_signals, dataset_path(sym, "1h", 90, "signals"), metadata=meta)
+        write_parquet(sim_signals, dataset_path(Dataset(sym, "1h", 90), "signals"), metadata=meta)
         backtest_files(sym, "1h", 90)
-    write_parquet(sim_ta, dataset_path("ETHUSDC", "1h", 90, "ta"), metadata={"simulated": True})
+    write_parquet(sim_ta, dataset_path(Dataset("ETHUSDC", "1h", 90), "ta"), metadata={"simulated": True})
     assert run(optimize, ["--symbol", "ETHUSDC", "--interval", "1h", "--days", "90", "--rules", RULES,
                           "--trials", "4", "--min-trades", "2"]) == 0
     return settings_env
@@ -38,8 +38,8 @@ def test_catalog_metrics_are_the_files_metrics(runs_on_disk):
     by = {(r.kind, r.symbol, r.sample): r for r in cat.runs}
     assert set(by) == {("backtest", "ETHUSDC", "full"), ("backtest", "BTCUSDT", "full"),
                        ("optimize", "ETHUSDC", "in-sample"), ("optimize", "ETHUSDC", "out-of-sample")}
-    bt = json.loads(dataset_path("ETHUSDC", "1h", 90, "backtest").read_text())
-    opt = json.loads(report_path("ETHUSDC", "1h", 90, "optimize_rules_ta_only", "json").read_text())
+    bt = json.loads(dataset_path(Dataset("ETHUSDC", "1h", 90), "backtest").read_text())
+    opt = json.loads(report_path(Dataset("ETHUSDC", "1h", 90), "optimize_rules_ta_only", "json").read_text())
     for run_, metrics in ((by["backtest", "ETHUSDC", "full"], bt["metrics"]),
                           (by["optimize", "ETHUSDC", "in-sample"], opt["in_sample"]),
                           (by["optimize", "ETHUSDC", "out-of-sample"], opt["out_of_sample"])):
@@ -56,7 +56,7 @@ def test_catalog_metrics_are_the_files_metrics(runs_on_disk):
 def test_rules_name_comes_from_the_json_not_the_file_name(runs_on_disk):
     from S5.run_catalog import load_catalog
 
-    src = dataset_path("ETHUSDC", "1h", 90, "backtest")
+    src = dataset_path(Dataset("ETHUSDC", "1h", 90), "backtest")
     doc = json.loads(src.read_text())
     doc["params"]["rules_file"] = "my/rules_momentum.yaml"
     (src.parent / "ethusdc_1h_90d__rules_momentum_backtest.json").write_text(json.dumps(doc))
@@ -182,13 +182,13 @@ def test_walk_forward_run_is_its_stitched_out_of_sample(settings_env, sim_ta):
     from S5.optimize import main as optimize
     from S5.run_catalog import load_catalog
 
-    write_parquet(sim_ta, dataset_path("ETHUSDC", "1h", 90, "ta"), metadata={"simulated": True})
+    write_parquet(sim_ta, dataset_path(Dataset("ETHUSDC", "1h", 90), "ta"), metadata={"simulated": True})
     assert run(optimize, ["--symbol", "ETHUSDC", "--interval", "1h", "--days", "90", "--rules", RULES,
                           "--trials", "3", "--min-trades", "1", "--walk-forward", "2", "--wf-test", "300"]) == 0
-    doc = json.loads(report_path("ETHUSDC", "1h", 90, "walkforward_rules_ta_only", "json").read_text())
+    doc = json.loads(report_path(Dataset("ETHUSDC", "1h", 90), "walkforward_rules_ta_only", "json").read_text())
     [r] = load_catalog().runs
     assert (r.kind, r.sample, r.rules) == ("walk_forward", "out-of-sample (stitched)", RULES)
     assert r.row()["sharpe"] == pytest.approx(doc["stitched_out_of_sample"]["sharpe"])
     assert r.window == f"{doc['folds'][0]['test'][0][:10]}..{doc['folds'][-1]['test'][1][:10]}"
-    eq = read_parquet(report_path("ETHUSDC", "1h", 90, "walkforward_rules_ta_only_equity", "parquet"))["equity"]
+    eq = read_parquet(report_path(Dataset("ETHUSDC", "1h", 90), "walkforward_rules_ta_only_equity", "parquet"))["equity"]
     assert r.equity().iloc[-1] == pytest.approx(eq.iloc[-1])

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from S1.cli import run
-from S1.datasets import dataset_path, report_path, write_parquet
+from S1.datasets import Dataset, dataset_path, report_path, write_parquet
 from S1.errors import UserError
 from S5.engine import Bars, Costs, run_backtest, simulate
 from S5.exchange import LotRules, describe_costs, resolve_lot_rules
@@ -183,7 +183,7 @@ def test_costs_are_checked_and_described():
 # ------------------------------------------------------------------------ CLI + optimiser
 @pytest.fixture
 def signals_file(settings_env, sim_signals):
-    path = dataset_path("ETHUSDC", "1h", 90, "signals")
+    path = dataset_path(Dataset("ETHUSDC", "1h", 90), "signals")
     write_parquet(sim_signals, path, metadata={"simulated": True})
     return path
 
@@ -207,12 +207,12 @@ def test_cli_filters_and_fee_model_reach_json_and_html(signals_file, sim_signals
                       "--risk", "S6/risk.yaml"]) == 0
     out = capsys.readouterr().out
     assert "entries skipped" in out
-    doc = json.loads(dataset_path("ETHUSDC", "1h", 90, "backtest").read_text())
+    doc = json.loads(dataset_path(Dataset("ETHUSDC", "1h", 90), "backtest").read_text())
     p, m = doc["params"], doc["metrics"]
     assert p["fee_model"] == "mixed" and p["maker_fee"] == 0.0002 and p["taker_fee"] == 0.001
     assert p["exchange_filters"]["step"] == 0.01 and p["exchange_filters"]["min_notional"] == 9000.0
     assert m["entries_skipped"] == m["entries_skipped_min_qty"] + m["entries_skipped_min_notional"] > 0
-    html = report_path("ETHUSDC", "1h", 90, "backtest", "html").read_text()
+    html = report_path(Dataset("ETHUSDC", "1h", 90), "backtest", "html").read_text()
     assert "entries rounded" in html and "Exchange filters:" in html
     # the library run with the same costs gives the same numbers
     lot = resolve_lot_rules("ETHUSDC", file=file)
@@ -224,10 +224,10 @@ def test_cli_filters_and_fee_model_reach_json_and_html(signals_file, sim_signals
     assert lib.metrics["entries_skipped"] == m["entries_skipped"]
     # off: no filter figures; auto on simulated data: S7's generic filters
     assert _backtest([*base, "--exchange-filters", "off", "--no-report"]) == 0
-    doc = json.loads(dataset_path("ETHUSDC", "1h", 90, "backtest").read_text())
+    doc = json.loads(dataset_path(Dataset("ETHUSDC", "1h", 90), "backtest").read_text())
     assert "entries_skipped" not in doc["metrics"] and "exchange_filters" not in doc["params"]
     assert _backtest([*base, "--no-report"]) == 0
-    doc = json.loads(dataset_path("ETHUSDC", "1h", 90, "backtest").read_text())
+    doc = json.loads(dataset_path(Dataset("ETHUSDC", "1h", 90), "backtest").read_text())
     assert "simulated market" in doc["params"]["exchange_filters"]["source"]
     capsys.readouterr()
     assert _backtest([*base, "--exchange-filters", "off", "--exchange-info", str(file)]) == 2

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from S1.cli import run
-from S1.datasets import dataset_path, sentiment_path, write_parquet
+from S1.datasets import Dataset, dataset_path, sentiment_path, write_parquet
 from S1.errors import UserError
 from S4.rules import load_rules, parse_rules
 from S5.lookahead import add_default_indicators, choose_cuts, lookahead_check
@@ -119,7 +119,7 @@ def _main(argv):
 def test_cli(settings_env, candles, capsys):
     assert _main(["--symbol", "ETHUSDC", "--interval", "1h", "--days", "45", "--rules", "S4/rules_ta_only.yaml"]) == 2
     assert "python S1/historical.py --symbol ETHUSDC --interval 1h --days 45" in capsys.readouterr().err
-    write_parquet(candles, dataset_path("ETHUSDC", "1h", 45), metadata={"simulated": True})
+    write_parquet(candles, dataset_path(Dataset("ETHUSDC", "1h", 45)), metadata={"simulated": True})
     assert _main(["--symbol", "ETHUSDC", "--interval", "1h", "--days", "45", "--rules", "S4/rules_ta_only.yaml",
                   "--cuts", "12"]) == 0
     out = capsys.readouterr().out

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from S1.datasets import dataset_path, write_parquet
+from S1.datasets import Dataset, dataset_path, write_parquet
 from S1.local.simulated import simulate_candles
 from S2.ta import add_indicators, load_config
 from S4.rules import load_rules
@@ -142,8 +142,8 @@ def test_simulated_market_when_the_data_directory_is_empty(settings_env):
 
 def test_reads_the_ta_file_through_s4s_loader(settings_env):
     candles = simulate_candles("BTCUSDT", "1h", "2024-03-01", "2024-04-30")  # 60 days
-    write_parquet(candles, dataset_path("BTCUSDT", "1h", 60), metadata={"simulated": False})
-    write_parquet(add_indicators(candles, config=load_config()), dataset_path("BTCUSDT", "1h", 60, "ta"),
+    write_parquet(candles, dataset_path(Dataset("BTCUSDT", "1h", 60)), metadata={"simulated": False})
+    write_parquet(add_indicators(candles, config=load_config()), dataset_path(Dataset("BTCUSDT", "1h", 60), "ta"),
                   metadata={"simulated": False})
     before = sorted(p.name for p in settings_env.data_dir.iterdir())
     nb = execute(NAME, TRIALS=10, WF_TRIALS=5, MIN_TRADES=3, LOOKAHEAD_CUTS=4)  # SYMBOL None: the newest dataset

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from S1.cli import run
-from S1.datasets import dataset_path, write_parquet
+from S1.datasets import Dataset, dataset_path, write_parquet
 from S1.errors import UserError
 from S4.rules import load_rules
 from S5.optimizer import OptimizeConfig, Split, optimize, redact_url
@@ -93,7 +93,7 @@ def _main(argv):
 
 
 def test_cli_writes_rules_report_and_json(settings_env, sim_ta, capsys):
-    write_parquet(sim_ta, dataset_path("ETHUSDC", "1h", 90, "ta"), metadata={"simulated": True})
+    write_parquet(sim_ta, dataset_path(Dataset("ETHUSDC", "1h", 90), "ta"), metadata={"simulated": True})
     code = _main(["--symbol", "ETHUSDC", "--interval", "1h", "--days", "90", "--rules", RULES, "--trials", "8",
                   "--min-trades", "5", "--objective", "sortino"])
     out = capsys.readouterr().out

@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from S1.datasets import dataset_path, write_parquet
+from S1.datasets import Dataset, dataset_path, write_parquet
 from tests.real_servers import start_postgres, wait_for
 
 RULES = "S4/rules_ta_only.yaml"
@@ -36,7 +36,7 @@ def postgres(tmp_path_factory):
 
 @pytest.fixture
 def market(settings_env, sim_ta):
-    write_parquet(sim_ta, dataset_path("ETHUSDC", "1h", 90, "ta"), metadata={"simulated": True})
+    write_parquet(sim_ta, dataset_path(Dataset("ETHUSDC", "1h", 90), "ta"), metadata={"simulated": True})
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO)
     return env

@@ -201,10 +201,10 @@ def test_bad_arguments_are_user_errors(sim_frames):
 # ------------------------------------------------------------------ files, CLI, fan-out
 @pytest.fixture
 def ta_files(settings_env, sim_frames):
-    from S1.datasets import dataset_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, write_parquet
 
     for s, f in sim_frames.items():
-        write_parquet(f, dataset_path(s, "1h", 90, "ta"), metadata={"simulated": True})
+        write_parquet(f, dataset_path(Dataset(s, "1h", 90), "ta"), metadata={"simulated": True})
     return list(sim_frames)
 
 

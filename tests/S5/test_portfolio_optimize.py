@@ -41,11 +41,11 @@ def test_portfolio_search_uses_only_the_training_bars(frames):
 def test_optimize_cli_with_symbols(settings_env, frames, capsys):
     import json
 
-    from S1.datasets import data_dir, dataset_path, write_parquet
+    from S1.datasets import Dataset, data_dir, dataset_path, write_parquet
     from S5.optimize import main
 
     for s, f in frames.items():
-        write_parquet(f, dataset_path(s, "1h", 60, "ta"), metadata={"simulated": True})
+        write_parquet(f, dataset_path(Dataset(s, "1h", 60), "ta"), metadata={"simulated": True})
     assert main(["--symbols", "ETHUSDT,BNBUSDT", "--max-open", "1", "--interval", "1h", "--days", "60",
                  "--rules", "S4/rules_ta_only.yaml", "--trials", "3", "--min-trades", "1",
                  "--objective", "total_return"]) == 0
@@ -62,11 +62,11 @@ def test_portfolio_walk_forward_cli(settings_env, frames, capsys):
     """Each fold's test window starts flat with the previous window's final equity; the JSON has every fold."""
     import json
 
-    from S1.datasets import dataset_path, portfolio_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, portfolio_path, write_parquet
     from S5.optimize import main
 
     for s, f in frames.items():
-        write_parquet(f, dataset_path(s, "1h", 60, "ta"), metadata={"simulated": True})
+        write_parquet(f, dataset_path(Dataset(s, "1h", 60), "ta"), metadata={"simulated": True})
     assert main(["--symbols", "ETHUSDT,BNBUSDT", "--max-open", "2", "--interval", "1h", "--days", "60",
                  "--rules", "S4/rules_ta_only.yaml", "--trials", "2", "--min-trades", "1",
                  "--walk-forward", "2", "--objective", "total_return"]) == 0

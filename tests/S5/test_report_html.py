@@ -10,7 +10,7 @@ import re
 import pandas as pd
 import pytest
 
-from S1.datasets import dataset_path, read_parquet, write_parquet
+from S1.datasets import Dataset, dataset_path, read_parquet, write_parquet
 
 RULES = "S4/rules_ta_only.yaml"
 
@@ -20,7 +20,7 @@ def backtest_run(settings_env, sim_signals):
     from S5.backtest_files import backtest_files
 
     meta = {"simulated": True, "signals": {"rules_file": RULES, "params": {"rsi_buy": 40}}}
-    write_parquet(sim_signals, dataset_path("ETHUSDC", "1h", 90, "signals"), metadata=meta)
+    write_parquet(sim_signals, dataset_path(Dataset("ETHUSDC", "1h", 90), "signals"), metadata=meta)
     return backtest_files("ETHUSDC", "1h", 90)
 
 
@@ -31,7 +31,7 @@ def _rows(page: str) -> list[list[str]]:
 
 def test_trades_table_equals_the_trades_file(backtest_run):
     page = backtest_run.paths["html"].read_text()
-    trades = read_parquet(dataset_path("ETHUSDC", "1h", 90, "trades")).sort_values("entry_time", kind="stable")
+    trades = read_parquet(dataset_path(Dataset("ETHUSDC", "1h", 90), "trades")).sort_values("entry_time", kind="stable")
     rows = _rows(page)
     assert len(rows) == len(trades) > 0
     assert f"Trades ({len(trades)})" in page

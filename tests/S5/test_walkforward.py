@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from S1.cli import run
-from S1.datasets import dataset_path, read_parquet, report_path, write_parquet
+from S1.datasets import Dataset, dataset_path, read_parquet, report_path, write_parquet
 from S1.errors import UserError
 from S4.rules import load_rules, parse_rules
 from S5.engine import run_backtest
@@ -256,7 +256,7 @@ BASE = ["--symbol", "BTCUSDT", "--interval", "1h", "--days", "100", "--rules", R
 
 @pytest.fixture
 def market(settings_env, wf_ta):
-    write_parquet(wf_ta, dataset_path("BTCUSDT", "1h", 100, "ta"), metadata={"simulated": True})
+    write_parquet(wf_ta, dataset_path(Dataset("BTCUSDT", "1h", 100), "ta"), metadata={"simulated": True})
     return settings_env
 
 
@@ -292,7 +292,7 @@ def test_cli_writes_report_json_and_parquet(market, capsys):
     out = capsys.readouterr().out
     assert "stitched out-of-sample" in out and "SIMULATED" in out and "3 anchored folds" in out
     name = "walkforward_rules_ta_only"
-    doc = json.loads(report_path("BTCUSDT", "1h", 100, name, "json").read_text())
+    doc = json.loads(report_path(Dataset("BTCUSDT", "1h", 100), name, "json").read_text())
     assert doc["kind"] == "walk_forward" and doc["simulated"] is True and doc["seed"] == 3
     assert doc["plan"]["mode"] == "anchored" and doc["plan"]["gap_bars"] == 2 and doc["plan"]["test_bars"] == 200
     assert [f["fold"] for f in doc["folds"]] == [1, 2, 3]
@@ -307,22 +307,22 @@ def test_cli_writes_report_json_and_parquet(market, capsys):
     from S4.rules import parse_assignments
 
     assert parse_assignments([cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]) == doc["latest_params"]
-    folds = read_parquet(report_path("BTCUSDT", "1h", 100, f"{name}_folds", "parquet"))
+    folds = read_parquet(report_path(Dataset("BTCUSDT", "1h", 100), f"{name}_folds", "parquet"))
     assert folds.index.tolist() == [1, 2, 3]
     assert folds["oos_total_return"].tolist() == pytest.approx([f["out_of_sample"]["total_return"]
                                                                 for f in doc["folds"]])
     assert {f"param_{k}" for k in doc["latest_params"]} <= set(folds.columns)
-    eq = read_parquet(report_path("BTCUSDT", "1h", 100, f"{name}_equity", "parquet"))
+    eq = read_parquet(report_path(Dataset("BTCUSDT", "1h", 100), f"{name}_equity", "parquet"))
     assert list(eq.columns) == ["equity", "fold", "defaults_equity", "buy_and_hold"] and len(eq) == 600
     assert str(eq.index.tz) == "UTC" and eq.index[0] == pd.Timestamp(doc["folds"][0]["test"][0])
     assert eq["equity"].iloc[-1] == pytest.approx(doc["stitched_out_of_sample"]["final_equity"])
-    page = report_path("BTCUSDT", "1h", 100, name, "html").read_text()
+    page = report_path(Dataset("BTCUSDT", "1h", 100), name, "html").read_text()
     for part in ("SIMULATED", "Stitched out-of-sample", "Parameter stability", "In-sample vs out-of-sample"):
         assert part in page
     assert page.count("<script src='plotly.min.js'") == 1      # plotly.js once per reports folder
     # the same command resumes the stored fold studies: same result, nothing new
     assert _main([*argv, "--no-report"]) == 0
-    again = json.loads(report_path("BTCUSDT", "1h", 100, name, "json").read_text())
+    again = json.loads(report_path(Dataset("BTCUSDT", "1h", 100), name, "json").read_text())
     assert [f["best_params"] for f in again["folds"]] == [f["best_params"] for f in doc["folds"]]
     assert [f["trials"] for f in again["folds"]] == [f["trials"] for f in doc["folds"]]
 

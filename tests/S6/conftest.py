@@ -117,13 +117,13 @@ def simple_backtest(candles: pd.DataFrame, *, every: int = 24, hold: int = 12, f
 @pytest.fixture
 def sim_backtest(settings_env):
     """Candles, trades and equity files for BTCUSDT 1h 90d under the isolated DATA_DIR."""
-    from S1.datasets import dataset_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, write_parquet
     from S1.local.simulated import simulate_candles
 
     candles = simulate_candles("BTCUSDT", "1h", "2023-01-01", "2023-04-01")
     trades, equity = simple_backtest(candles)
-    write_parquet(candles, dataset_path("BTCUSDT", "1h", 90))
-    write_parquet(trades, dataset_path("BTCUSDT", "1h", 90, kind="trades"))
-    write_parquet(equity.to_frame(), dataset_path("BTCUSDT", "1h", 90, kind="equity"))
+    write_parquet(candles, dataset_path(Dataset("BTCUSDT", "1h", 90)))
+    write_parquet(trades, dataset_path(Dataset("BTCUSDT", "1h", 90), kind="trades"))
+    write_parquet(equity.to_frame(), dataset_path(Dataset("BTCUSDT", "1h", 90), kind="equity"))
     return {"candles": candles, "trades": trades, "equity": equity, "symbol": "BTCUSDT", "interval": "1h",
             "days": 90, "settings": settings_env}

@@ -72,7 +72,7 @@ def test_size_input_errors_are_one_line(settings_env, capsys):
 
 
 def test_kelly_from_backtest(sim_backtest, tmp_path, capsys):
-    from S1.datasets import dataset_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, write_parquet
     from S1.local.exchange import simulated_symbol_info
     from S6.sizing import kelly_fraction, kelly_stats
 
@@ -88,7 +88,7 @@ def test_kelly_from_backtest(sim_backtest, tmp_path, capsys):
     assert o["size"] == 0 and "no edge" in o["note"] and o["filters"] is None
     # mirror the trades: now the backtest has an edge and Kelly sizes from its statistics
     flipped = trades.assign(**{"return": -trades["return"], "pnl": -trades["pnl"]})
-    write_parquet(flipped, dataset_path("BTCUSDT", "1h", 90, kind="trades"))
+    write_parquet(flipped, dataset_path(Dataset("BTCUSDT", "1h", 90), kind="trades"))
     assert main(args) == 0
     o = json.loads(capsys.readouterr().out)
     p, b, n = kelly_stats(flipped["return"])

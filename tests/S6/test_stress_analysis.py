@@ -189,28 +189,28 @@ def test_run_stress_reproducible_and_sane(sim_backtest):
 
 
 def test_stress_cli_writes_offline_reports(sim_backtest, capsys):
-    from S1.datasets import dataset_path, report_path
+    from S1.datasets import Dataset, dataset_path, report_path
     from S6.stress import main
 
     assert main(["--symbol", "BTCUSDT", "--interval", "1h", "--days", "90", "--paths", "300", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "bootstrap" in out and "worst 24h move" in out
-    summary = json.loads(dataset_path("BTCUSDT", "1h", 90, kind="stress").read_text(),
+    summary = json.loads(dataset_path(Dataset("BTCUSDT", "1h", 90), kind="stress").read_text(),
                          parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     assert summary["paths"] == 300 and summary["seed"] == 1
-    html = report_path("BTCUSDT", "1h", 90, "stress", "html").read_text()
+    html = report_path(Dataset("BTCUSDT", "1h", 90), "stress", "html").read_text()
     # plotly.js once per reports folder (beside the page): the report opens offline
     assert "<script src='plotly.min.js'" in html and "Plotly.newPlot" in html
-    assert (report_path("BTCUSDT", "1h", 90, "stress", "html").parent / "plotly.min.js").exists()
-    assert report_path("BTCUSDT", "1h", 90, "stress", "png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (report_path(Dataset("BTCUSDT", "1h", 90), "stress", "html").parent / "plotly.min.js").exists()
+    assert report_path(Dataset("BTCUSDT", "1h", 90), "stress", "png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_stress_without_candles_still_reports(sim_backtest, capsys):
-    from S1.datasets import dataset_path
+    from S1.datasets import Dataset, dataset_path
     from S6.stress import main
 
-    dataset_path("BTCUSDT", "1h", 90).unlink()
+    dataset_path(Dataset("BTCUSDT", "1h", 90)).unlink()
     assert main(["--symbol", "BTCUSDT", "--interval", "1h", "--days", "90", "--paths", "200", "--no-html", "--no-png"]) == 0
-    summary = json.loads(dataset_path("BTCUSDT", "1h", 90, kind="stress").read_text())
+    summary = json.loads(dataset_path(Dataset("BTCUSDT", "1h", 90), kind="stress").read_text())
     assert summary["worst_moves"] == {} and summary["shock"] is None
     assert any("no candle file" in n for n in summary["notes"])

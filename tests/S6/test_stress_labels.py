@@ -10,16 +10,16 @@ from PIL import Image
 
 
 def _run(sim_backtest, *, candles_sim=False, trades_sim=False):
-    from S1.datasets import dataset_path, read_parquet, report_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, read_parquet, report_path, write_parquet
     from S6.stress import main
 
     for kind, flag in ((None, candles_sim), ("trades", trades_sim), ("equity", trades_sim)):
-        p = dataset_path("BTCUSDT", "1h", 90, **({"kind": kind} if kind else {}))
+        p = dataset_path(Dataset("BTCUSDT", "1h", 90), **({"kind": kind} if kind else {}))
         write_parquet(read_parquet(p), p, metadata={"simulated": flag})
     assert main(["--symbol", "BTCUSDT", "--interval", "1h", "--days", "90", "--paths", "200", "--seed", "1"]) == 0
-    doc = json.loads(dataset_path("BTCUSDT", "1h", 90, kind="stress").read_text())
-    page = report_path("BTCUSDT", "1h", 90, "stress", "html").read_text()
-    png = Image.open(report_path("BTCUSDT", "1h", 90, "stress", "png"))
+    doc = json.loads(dataset_path(Dataset("BTCUSDT", "1h", 90), kind="stress").read_text())
+    page = report_path(Dataset("BTCUSDT", "1h", 90), "stress", "html").read_text()
+    png = Image.open(report_path(Dataset("BTCUSDT", "1h", 90), "stress", "png"))
     return doc, page, png.text
 
 
@@ -42,13 +42,13 @@ def test_real_inputs_are_not_labelled(sim_backtest, capsys):
 def test_stop_honoured_bars_are_not_hidden(sim_backtest):
     """Both bar series of the worst-moves panel sit side by side (own offset), so the
     shorter 'stop honoured' bar is never drawn under the 'gapped' one."""
-    from S1.datasets import dataset_path, read_candles
+    from S1.datasets import Dataset, dataset_path, read_candles
     from S6.config import RiskConfig
     from S6.stress_analysis import load_backtest, run_stress
     from S6.stress_report import build_figure
 
     bt = load_backtest("BTCUSDT", "1h", 90)
-    res = run_stress(bt, read_candles(dataset_path("BTCUSDT", "1h", 90)), config=RiskConfig(), paths=200, seed=1)
+    res = run_stress(bt, read_candles(dataset_path(Dataset("BTCUSDT", "1h", 90))), config=RiskConfig(), paths=200, seed=1)
     bars = [t for t in build_figure(res).data if t.type == "bar"]
     stop = [b for b in bars if "stop honoured" in b.name]
     gap = [b for b in bars if "gapped" in b.name]

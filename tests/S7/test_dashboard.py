@@ -60,7 +60,7 @@ def _stream_rows(symbol: str, interval: str, frame: pd.DataFrame) -> list[tuple]
 def build_data(tmp: Path) -> dict:
     """Write one small output of every sprint under ``tmp/data`` and ``tmp/reports``
     with the sprints' own writers; returns what was written, for the assertions."""
-    from S1.datasets import dataset_path, orders_log_path, sentiment_path, state_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, orders_log_path, sentiment_path, state_path, write_parquet
     from S1.local.simulated import simulate_candles
     from S1.stream_store import KlineStore
     from S2.ta import IndicatorConfig, add_indicators
@@ -366,7 +366,7 @@ def test_a_rerun_shows_what_changed_on_disk(full, monkeypatch, settings_env):
 
 
 def test_a_real_candle_file_is_not_labelled_simulated(settings_env, monkeypatch):
-    from S1.datasets import dataset_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, write_parquet
     from S1.local.simulated import simulate_candles
 
     write_parquet(simulate_candles("BTCUSDT", "4h", "2024-01-01", "2024-03-01"), dataset_path(*BTC4),
@@ -449,11 +449,11 @@ def test_a_session_that_never_traded_is_not_no_state(settings_env, monkeypatch):
 
 
 def test_unreadable_files_are_shown_not_raised(settings_env, monkeypatch):
-    from S1.datasets import dataset_path, orders_log_path, state_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, orders_log_path, state_path, write_parquet
     from S1.local.simulated import simulate_candles
 
-    write_parquet(simulate_candles("BTCUSDT", "1d", "2024-01-01", "2024-02-01"), dataset_path("BTCUSDT", "1d", 31))
-    dataset_path("SOLUSDT", "1h", 30).write_bytes(b"not parquet at all")
+    write_parquet(simulate_candles("BTCUSDT", "1d", "2024-01-01", "2024-02-01"), dataset_path(Dataset("BTCUSDT", "1d", 31)))
+    dataset_path(Dataset("SOLUSDT", "1h", 30)).write_bytes(b"not parquet at all")
     ks = state_path("kill_switch_testnet.json")
     ks.parent.mkdir(parents=True)
     ks.write_text("{broken")

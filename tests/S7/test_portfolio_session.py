@@ -74,12 +74,12 @@ def test_replay_equals_the_portfolio_backtest(frames, tmp_path, max_open):
 def test_portfolio_executor_dry_run_cli(settings_env, frames, capsys):
     import json
 
-    from S1.datasets import dataset_path, portfolio_path, write_parquet
+    from S1.datasets import Dataset, dataset_path, portfolio_path, write_parquet
     from S1.errors import UserError
     from S7.portfolio_executor import main
 
     for s, f in frames.items():
-        write_parquet(f, dataset_path(s, "1h", 40, "ta"), metadata={"simulated": True})
+        write_parquet(f, dataset_path(Dataset(s, "1h", 40), "ta"), metadata={"simulated": True})
     argv = ["--symbols", ",".join(SYMBOLS), "--interval", "1h", "--days", "40", "--rules", "S4/rules_ta_only.yaml",
             "--max-open", "1", "--replay-days", "10", "--name", "trio"]
     with pytest.raises(UserError, match="dry-run"):

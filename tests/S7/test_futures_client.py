@@ -5,6 +5,7 @@ balance by hand."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -73,3 +74,66 @@ def test_keys_and_url_come_from_the_settings(settings_env, monkeypatch):
     c = UsdmClient.from_settings()
     assert c.base_url == "https://testnet.binancefuture.com"          # the real futures testnet by default
     assert "'s'" not in repr(get_settings().binance_futures_testnet_api_secret)   # redacted
+
+
+def test_leverage_bracket_payload_and_first_bracket_fallbacks(settings_env, capsys):
+    """``GET /fapi/v1/leverageBracket`` in Binance's documented shape (no recorded payload in
+    ../shared: one object with ``symbol`` sent, a list without; numbers as JSON numbers); the
+    session's first bracket: from the exchange (cached under data/), else the cache, else the
+    built-in table with one printed note."""
+    from S1.datasets import leverage_brackets_path
+    from S7.futures_client import FuturesUnavailable
+    from S7.futures_session import first_bracket
+
+    async def go():
+        ex = LocalUSDM(mmr=0.0065, symbols={"ETHUSDT": {"symbol": "ETHUSDT", "filters": []}})
+        url = await ex.start()
+        try:
+            async with UsdmClient(url, ex.api_key, ex.api_secret) as c:
+                one = await c._signed("GET", "/fapi/v1/leverageBracket", {"symbol": "ETHUSDT"})
+                assert set(one) == {"symbol", "brackets"} and one["symbol"] == "ETHUSDT"
+                b = one["brackets"][0]
+                assert set(b) == {"bracket", "initialLeverage", "notionalCap", "notionalFloor", "maintMarginRatio",
+                                  "cum"}
+                assert isinstance(b["initialLeverage"], int) and isinstance(b["maintMarginRatio"], float)
+                assert (b["bracket"], b["notionalFloor"], b["maintMarginRatio"]) == (1, 0, 0.0065)
+                every = await c._signed("GET", "/fapi/v1/leverageBracket", {})
+                assert isinstance(every, list) and [e["symbol"] for e in every] == ["ETHUSDT"]
+                with pytest.raises(FuturesError) as err:
+                    await c.leverage_brackets("XRPUSDT")
+                assert err.value.code == -1121
+                with pytest.raises(FuturesError) as err:                          # above the first bracket
+                    await c.set_leverage("ETHUSDT", 126)
+                assert err.value.code == -4028
+                assert not leverage_brackets_path("ETHUSDT").exists()
+                got = await first_bracket(c, "ETHUSDT")
+                assert (got.mmr, got.cum, got.max_leverage) == (0.0065, 0.0, 125) and "leverageBracket" in got.origin
+                assert json.loads(leverage_brackets_path("ETHUSDT").read_text())["brackets"][0]["maintMarginRatio"] \
+                    == 0.0065
+                ex.inject("error", path="/fapi/v1/leverageBracket", method="GET")      # unreachable: the cache
+                got = await first_bracket(c, "ETHUSDT")
+                assert got.mmr == 0.0065 and got.origin.startswith("cached leverageBracket")
+                assert "note:" not in capsys.readouterr().out
+                leverage_brackets_path("ETHUSDT").unlink()
+                ex.inject("error", path="/fapi/v1/leverageBracket", method="GET")      # no cache: the table
+                got = await first_bracket(c, "ETHUSDT")
+                assert (got.mmr, got.origin) == (0.005, "built-in table (S5.futures.FIRST_BRACKET_MMR)")
+                out = capsys.readouterr().out
+                assert out.count("note:") == 1 and "0.005 for ETHUSDT" in out
+        finally:
+            await ex.close()
+
+    run(go())
+
+
+def test_a_list_answer_with_symbol_sent_is_accepted():
+    class Fake(UsdmClient):
+        async def _signed(self, method, path, params, **kw):
+            return [{"symbol": "BTCUSDT", "brackets": [
+                {"bracket": 2, "initialLeverage": 100, "notionalCap": 600000, "notionalFloor": 50000,
+                 "maintMarginRatio": 0.005, "cum": 50.0},
+                {"bracket": 1, "initialLeverage": 125, "notionalCap": 50000, "notionalFloor": 0,
+                 "maintMarginRatio": 0.004, "cum": 0.0}]}]
+
+    rows = run(Fake("http://127.0.0.1:9", "k", "s").leverage_brackets("BTCUSDT"))
+    assert [r["bracket"] for r in rows] == [1, 2]

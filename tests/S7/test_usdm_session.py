@@ -311,3 +311,32 @@ def test_testnet_session_trades_the_backtest(usdm_env, tmp_path, rules_name, lev
         assert res.summary["position"]["side"] == end["side"]
         assert res.summary["position"]["qty"] == pytest.approx(end["qty"], rel=1e-9)
     assert len(lines) == len(frame) - 1
+
+
+def test_dry_run_replay_through_the_command_line(settings_env, tmp_path, capsys):
+    """``--market usdm --dry-run`` (here offline, a replay of the simulated market): one heartbeat
+    per closed candle, the summary, the built-in bracket with one note -- the cached one when a
+    testnet session has stored it."""
+    from S1.cli import run
+    from S1.datasets import atomic_write_text, leverage_brackets_path
+    from S7.executor import main
+
+    rules = tmp_path / "busy.yaml"
+    rules.write_text("entry: {name: up, col: rsi14, op: crosses_above, value: 55}\n"
+                     "short_entry: {name: down, col: rsi14, op: crosses_below, value: 45}\n")
+    argv = ["--symbol", "BTCUSDT", "--interval", "1h", "--rules", str(rules), "--market", "usdm", "--leverage", "3",
+            "--offline", "--replay-days", "2"]
+    assert run(main, argv) == 0
+    out = capsys.readouterr().out
+    beats = [x for x in out.splitlines() if " BTCUSDT 1h close " in x]
+    assert len(beats) == 48 and any("signal: enter" in x for x in beats)
+    assert "S7 USD-M dry-run BTCUSDT 1h 3x isolated (simulated market): 48 closed candle(s)" in out
+    assert out.count("note:") == 1 and "built-in table" in out
+    atomic_write_text(leverage_brackets_path("BTCUSDT"), json.dumps({"symbol": "BTCUSDT", "fetched_at": "then",
+                      "brackets": [{"bracket": 1, "initialLeverage": 50, "notionalCap": 5000, "notionalFloor": 0,
+                                    "maintMarginRatio": 0.0123, "cum": 0}]}))
+    assert run(main, argv) == 0
+    out = capsys.readouterr().out
+    assert "note:" not in out and "maintenance margin 0.0123 from cached leverageBracket of then" in out
+    assert run(main, argv[:-5] + ["--leverage", "60", "--offline", "--replay-days", "2"]) == 2   # above its bracket
+    assert "above BTCUSDT's first bracket (50x)" in capsys.readouterr().err

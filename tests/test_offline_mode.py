@@ -58,16 +58,42 @@ def test_historical_offline_writes_simulated_candles(tmp_path, how):
     assert len(read_parquet(path)) >= 24 * 4
 
 
+def _kline_rows(db: Path) -> int:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute("select count(*) from kline").fetchone()[0]
+    finally:
+        con.close()
+
+
 def test_streamer_offline_streams_the_simulated_market(tmp_path):
-    proc = _run(["S1/streamer.py", "--symbol", "BTCUSDT", "--offline", "--offline-candle-seconds", "0.5",
-                 "--duration", "4"], _env(tmp_path))
-    assert proc.returncode == 0, proc.stderr
-    assert "SIMULATED" in proc.stdout
+    import signal
+    import time
+
     db = tmp_path / "data" / "btcusdt_1m_realtime.db"
-    with sqlite3.connect(db) as con:
-        tables = [r[0] for r in con.execute("select name from sqlite_master where type='table'")]
-        n = sum(con.execute(f"select count(*) from {t}").fetchone()[0] for t in tables if "kline" in t)
-    assert n > 0
+    # the run ends on the event (rows in the table) with Ctrl-C; --duration is only a generous bound
+    proc = subprocess.Popen([sys.executable, "S1/streamer.py", "--symbol", "BTCUSDT", "--offline",
+                             "--offline-candle-seconds", "0.5", "--duration", "300"], cwd=REPO, env=_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if _kline_rows(db) > 0:
+                    break
+            except sqlite3.Error:     # not created yet
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "SIMULATED" in out
+    assert _kline_rows(db) > 0
 
 
 def test_sentiment_offline_reads_the_local_feed_and_labels_its_output(tmp_path):

@@ -42,7 +42,8 @@ def market():
     ex = LocalBinance(now_ms=clock.now_ms)
     ex.add_candles("BTCUSDT", "1m", simulate_candles("BTCUSDT", "1m", "2024-02-29 23:00", "2024-03-01 02:00"))
     ex.add_candles("BTCUSDT", "1h", simulate_candles("BTCUSDT", "1h", "2024-02-29", "2024-03-02"))
-    st = LocalStream(ex, clock, updates_per_candle=3, ping_interval=0.05, pong_timeout=0.3)
+    # pong_timeout: a generous 2 s, so a loaded machine's late pong never cuts the well-behaved client off
+    st = LocalStream(ex, clock, updates_per_candle=3, ping_interval=0.05, pong_timeout=2.0)
     with ex:
         yield ex, st, clock
 

@@ -111,7 +111,7 @@ def test_news_and_sentiment_from_local_feeds(settings_env, monkeypatch, news_ser
     good = news_server.add_feed("coindesk", body)
     bad = news_server.add_feed("broken", "oops", status=500, content_type="text/html")
     monkeypatch.setenv("NEWS_FEEDS", f"{good},{bad}")
-    monkeypatch.setenv("HTTP_TIMEOUT", "2")
+    monkeypatch.setenv("HTTP_TIMEOUT", "30")  # generous: no test here waits on a timeout
     get_settings.cache_clear()
     cfg = Path(settings_env.data_dir).parent / "fast.yaml"
     cfg.write_text("http: {max_attempts: 2, backoff_initial: 0.01, backoff_max: 0.02}\n")

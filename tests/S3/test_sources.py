@@ -39,7 +39,7 @@ ATOM = """<?xml version="1.0" encoding="utf-8"?>
 def news_env(settings_env, monkeypatch, news_server):
     monkeypatch.setenv("CRYPTOPANIC_URL", news_server.url + "/cryptopanic")
     monkeypatch.setenv("X_API_URL", news_server.url + "/x")
-    monkeypatch.setenv("HTTP_TIMEOUT", "2")
+    monkeypatch.setenv("HTTP_TIMEOUT", "30")  # generous: no test here waits on a timeout
     get_settings.cache_clear()
     return news_server
 
@@ -113,14 +113,14 @@ def test_retry_after_is_honoured_and_capped(news_env, fast_config):
     url = news_env.add_feed("limited", RSS)
     news_env.inject("429", path="/feeds/limited", retry_after=1)
     t0 = time.monotonic()
-    resp = http_get(url, config=fast_config.http, timeout=2)
+    resp = http_get(url, config=fast_config.http, timeout=30)
     assert resp.status == 200 and time.monotonic() - t0 >= 0.95
     times = [r["t"] for r in news_env.requests_to("/feeds/limited")]
     assert times[1] - times[0] >= 0.95
     news_env.inject("429", path="/feeds/limited", retry_after=600)  # longer than max_retry_after: give up now
     n = len(news_env.requests_to("/feeds/limited"))
     with pytest.raises(FetchError, match="wait 600s"):
-        http_get(url, config=fast_config.http, timeout=2)
+        http_get(url, config=fast_config.http, timeout=30)
     # given up at once: the one 429, no retry, nothing waited out
     assert [r["fault"] for r in news_env.requests_to("/feeds/limited")[n:]] == ["429"]
     assert retry_after_seconds({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=1445412470.0) == 10.0

@@ -54,9 +54,10 @@ def test_signed_requests_round_trip(texchange):
 
 
 def test_wrong_secret_and_wrong_key_are_auth_failures_without_the_secret(texchange):
+    # timeout=10: generous, so a slow answer on a loaded machine is never mistaken for the refusal under test
     async def go():
         bad = BinanceTradingClient(base_url=texchange.server.api_url, api_key=texchange.key,
-                                   api_secret="another-" + CANARY_SECRET, timeout=1)
+                                   api_secret="another-" + CANARY_SECRET, timeout=10)
         async with bad:
             with pytest.raises(AuthFailed) as e:
                 await bad.account()
@@ -65,7 +66,7 @@ def test_wrong_secret_and_wrong_key_are_auth_failures_without_the_secret(texchan
             with pytest.raises(AuthFailed):
                 await _buy(bad, "s7-x")                # submit_order lets auth failures through
         wrong = BinanceTradingClient(base_url=texchange.server.api_url, api_key="nope",
-                                     api_secret=CANARY_SECRET, timeout=1)
+                                     api_secret=CANARY_SECRET, timeout=10)
         async with wrong:
             with pytest.raises(AuthFailed) as e:
                 await wrong.open_orders(symbol=SYM)

@@ -13,10 +13,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.parse
 from decimal import Decimal
@@ -25,75 +23,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-TOKEN = "test-token-" + "x" * 24
-KEY, SECRET = "s8-test-key-000000000001", "s8-canary-SECRET-5e1d0c9b"
-ACTIVE = "entry: {col: rsi14, op: crosses_above, value: 50}\nexit: {col: rsi14, op: crosses_below, value: 50}\n"
+from tests.S8.conftest import ACTIVE, KEY, SECRET, TOKEN, free_port, wait_for
+
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(fn, timeout: float = 120.0, every: float = 0.5, what: str = "condition"):
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (httpx.HTTPError, OSError, KeyError, ValueError) as exc:
-            last = exc
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-def service_env(tmp: Path, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BINANCE_", "OPENAI_", "ALERT_WEBHOOK", "CONTROL_API", "CRYPTOPANIC", "X_BEARER"))}
-    (tmp / "empty.env").write_text("")
-    env.update(DATA_DIR=str(tmp / "data"), REPORTS_DIR=str(tmp / "reports"), TOOLKIT_ENV_FILE=str(tmp / "empty.env"),
-               HTTP_MAX_RETRIES="2", HTTP_TIMEOUT="5", BINANCE_TESTNET_API_KEY=KEY, BINANCE_TESTNET_API_SECRET=SECRET)
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-class Svc:
-    def __init__(self, proc, port, tmp, rules, log, hook):
-        self.proc, self.port, self.tmp, self.rules, self.log, self.hook = proc, port, tmp, rules, log, hook
-        self.url = f"http://127.0.0.1:{port}"
-        self.auth = {"Authorization": f"Bearer {TOKEN}"}
-
-    def get(self, path, **kw):
-        return httpx.get(self.url + path, headers=self.auth, timeout=30, **kw)
-
-    def post(self, path, **kw):
-        return httpx.post(self.url + path, headers=self.auth, timeout=120, **kw)
-
-    def status(self) -> dict:
-        r = self.get("/status")
-        r.raise_for_status()
-        return r.json()
-
-    def metrics(self) -> dict[str, float]:
-        out = {}
-        for line in httpx.get(self.url + "/metrics", timeout=30).text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
-
-    def worker(self, name) -> dict:
-        return next(w for w in self.status()["workers"] if w["name"] == name)
-
-    def market(self, symbol) -> dict:
-        return next(m for m in self.status()["markets"] if m["market"] == symbol)
 
 
 def signed_get(base: str, path: str, **params):
@@ -106,7 +40,7 @@ def signed_get(base: str, path: str, **params):
 
 
 @pytest.fixture(scope="module")
-def svc(tmp_path_factory):
+def svc(tmp_path_factory, start_service):
     from tests.S7.helpers import Receiver
 
     tmp = tmp_path_factory.mktemp("s8")
@@ -117,24 +51,11 @@ def svc(tmp_path_factory):
                    + "supervision: {heartbeat_timeout: 20, startup_grace: 120, backoff_initial: 0.5, "
                      "backoff_max: 2, backoff_jitter: 0.2}\n")
     hook = Receiver().start()
-    port = free_port()
-    log = open(tmp / "service.log", "w")
-    env = service_env(tmp, CONTROL_API_TOKEN=TOKEN, CONTROL_API_PORT=port, ALERT_WEBHOOK_URL=hook.url)
-    proc = subprocess.Popen([sys.executable, "S8/service.py", "--config", str(cfg), "--offline",
-                             "--offline-candle-seconds", "1"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    s = Svc(proc, port, tmp, rules, tmp / "service.log", hook)
     try:
-        wait_for(lambda: proc.poll() is None and s.get("/status").status_code == 200, 90, what="the control API")
-        yield s
+        with start_service(tmp, cfg, "--offline", "--offline-candle-seconds", "1", rules=rules, hook=hook,
+                           ALERT_WEBHOOK_URL=hook.url) as s:
+            yield s
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
         hook.stop()
 
 

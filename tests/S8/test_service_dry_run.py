@@ -5,20 +5,17 @@ account file and the restarted executor is flat and blocked; ``POST /stop`` exit
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 from decimal import Decimal
 
 import pytest
 
-from tests.S8.test_service import ACTIVE, REPO, TOKEN, Svc, free_port, service_env, wait_for
+from tests.S8.conftest import ACTIVE, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def dry(tmp_path):
+def dry(tmp_path, start_service):
     from S1.offline import fast_market, stream_url
 
     market = fast_market(["BTCUSDT"], candle_seconds=1)
@@ -28,24 +25,11 @@ def dry(tmp_path):
     cfg = tmp_path / "service.yaml"
     cfg.write_text(f"markets:\n  - {{symbol: BTCUSDT, rules: {rules}, mode: dry-run, args: [--no-stops]}}\n"
                    "supervision: {startup_grace: 120, backoff_initial: 0.5, backoff_max: 2}\n")
-    port = free_port()
-    env = service_env(tmp_path, CONTROL_API_TOKEN=TOKEN, CONTROL_API_PORT=port, BINANCE_API_URL=market.api_url,
-                      BINANCE_WS_URL=stream_url(market))
-    log = open(tmp_path / "service.log", "w")
-    proc = subprocess.Popen([sys.executable, "S8/service.py", "--config", str(cfg)], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    s = Svc(proc, port, tmp_path, rules, tmp_path / "service.log", None)
     try:
-        wait_for(lambda: proc.poll() is None and s.get("/status").status_code == 200, 90, what="the control API")
-        yield s
+        with start_service(tmp_path, cfg, rules=rules, BINANCE_API_URL=market.api_url,
+                           BINANCE_WS_URL=stream_url(market)) as s:
+            yield s
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
         market.stop()
 
 

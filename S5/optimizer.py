@@ -310,6 +310,30 @@ def objective_value(metrics: dict[str, Any], objective: str) -> float:
     return float(v) if v is not None else float("nan")
 
 
+def trial_score(metrics: dict[str, Any], config) -> float:
+    """A trial's value: ``config.objective`` of its training ``metrics``. The trial is
+    pruned (``optuna.TrialPruned`` with the reason) when it made fewer than
+    ``config.min_trades`` trades or the objective is undefined (e.g. Sharpe of a flat
+    curve). The one scoring rule of the single-market and portfolio searches.
+
+    >>> trial_score({"n_trades": 40, "sharpe": 1.5}, OptimizeConfig(min_trades=20))
+    1.5
+    >>> trial_score({"n_trades": 3, "sharpe": 1.5}, OptimizeConfig(min_trades=20))
+    Traceback (most recent call last):
+    ...
+    optuna.exceptions.TrialPruned: 3 trades < min 20
+    """
+    import optuna
+
+    n = int(metrics["n_trades"])
+    if n < config.min_trades:
+        raise optuna.TrialPruned(f"{n} trades < min {config.min_trades}")
+    value = objective_value(metrics, config.objective)
+    if not np.isfinite(value):
+        raise optuna.TrialPruned(f"{config.objective} is undefined")
+    return value
+
+
 def search(data: _Data, rules, study, config: OptimizeConfig, lo: int, hi: int, *, progress: bool = True,
            storage: str | None = None, report_only: bool = False, search_only: bool = False):
     """Run ``study`` to ``config.n_trials`` finished trials on the bars ``[lo, hi)``:
@@ -333,12 +357,7 @@ def search(data: _Data, rules, study, config: OptimizeConfig, lo: int, hi: int, 
         m = res.metrics
         trial.set_user_attr("train", to_jsonable({k: m.get(k) for k in (
             "n_trades", "total_return", "sharpe", "sortino", "calmar", "max_drawdown")}))
-        if int(m["n_trades"]) < config.min_trades:
-            raise optuna.TrialPruned(f"{int(m['n_trades'])} trades < min {config.min_trades}")
-        value = objective_value(m, config.objective)
-        if not np.isfinite(value):
-            raise optuna.TrialPruned(f"{config.objective} is undefined")
-        return value
+        return trial_score(m, config)
 
     if not report_only:
         run_trials(study, objective, config.n_trials, lock=trial_lock(storage, study.study_name),

@@ -72,29 +72,20 @@ def _search(objective, config, *, storage=None, study_name=None, progress=False,
 
 
 def _objective_fn(run, config):
-    import optuna
-
-    from S5.optimizer import objective_value
+    from S5.optimizer import trial_score
 
     def objective(trial) -> float:
-        res = run(trial)
-        m = res.metrics
+        m = run(trial).metrics
         trial.set_user_attr("train", {"n_trades": int(m["n_trades"]), "total_return": float(m["total_return"])})
-        if int(m["n_trades"]) < config.min_trades:
-            raise optuna.TrialPruned(f"{int(m['n_trades'])} trades < min {config.min_trades}")
-        value = objective_value(m, config.objective)
-        if not np.isfinite(value):
-            raise optuna.TrialPruned(f"{config.objective} is undefined")
-        return value
+        return trial_score(m, config)
 
     return objective
 
 
-def optimize_portfolio(frames: dict[str, pd.DataFrame], rules, *, interval: str, max_open: int, config,
-                       rank_lookback: int = 24, filters: dict | None = None, storage: str | None = None,
-                       study_name: str | None = None, progress: bool = False) -> PortfolioOptimizeResult:
-    """Search ``rules.param_space()`` with the portfolio objective (see the module docstring).
-    ``frames``: each symbol's rule-input frame (:func:`S4.signals.load_rule_inputs`)."""
+def _search_setup(frames: dict[str, pd.DataFrame], rules, config, filters: dict | None):
+    """What both portfolio searches start from: the rules' search space (none is a
+    :class:`UserError`), the risk file (``config.risk``, else the backtest's default),
+    the exchange filters per symbol and the union of the symbols' bar times (ns)."""
     from S5.hooks import load_risk
 
     space = rules.param_space()
@@ -106,8 +97,16 @@ def optimize_portfolio(frames: dict[str, pd.DataFrame], rules, *, interval: str,
         from S5.backtest_files import DEFAULT_RISK
 
         risk = load_risk(DEFAULT_RISK)
-    filters = filters or {}
     union = np.unique(np.concatenate([f.index.as_unit("ns").asi8 for f in frames.values()]))
+    return space, risk, filters or {}, union
+
+
+def optimize_portfolio(frames: dict[str, pd.DataFrame], rules, *, interval: str, max_open: int, config,
+                       rank_lookback: int = 24, filters: dict | None = None, storage: str | None = None,
+                       study_name: str | None = None, progress: bool = False) -> PortfolioOptimizeResult:
+    """Search ``rules.param_space()`` with the portfolio objective (see the module docstring).
+    ``frames``: each symbol's rule-input frame (:func:`S4.signals.load_rule_inputs`)."""
+    space, risk, filters, union = _search_setup(frames, rules, config, filters)
     split_ns = int(union[min(len(union) - 1, max(1, int(len(union) * config.train_frac)))])
     train_frames = {s: f.loc[f.index.as_unit("ns").asi8 < split_ns] for s, f in frames.items()}
 
@@ -150,19 +149,8 @@ def walk_forward_portfolio(frames: dict[str, pd.DataFrame], rules, *, interval: 
     compound, as :func:`S5.walkforward_search.stitch` chains them)."""
     from S5 import metrics as M
     from S5.bars import bars_per_year
-    from S5.hooks import load_risk
 
-    space = rules.param_space()
-    if not space:
-        raise UserError("the rule file has no searchable params (no low/high or choices)",
-                        "give params ranges, e.g. rsi_buy: {value: 30, low: 20, high: 40}")
-    risk = load_risk(config.risk)
-    if risk is None:
-        from S5.backtest_files import DEFAULT_RISK
-
-        risk = load_risk(DEFAULT_RISK)
-    filters = filters or {}
-    union = np.unique(np.concatenate([f.index.as_unit("ns").asi8 for f in frames.values()]))
+    space, risk, filters, union = _search_setup(frames, rules, config, filters)
     index = pd.DatetimeIndex(union, tz="UTC")
     plan = wf.plan(index, interval)
     ns = {s: f.index.as_unit("ns").asi8 for s, f in frames.items()}

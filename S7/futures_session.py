@@ -43,7 +43,7 @@ import pandas as pd
 from S1.errors import NetworkError, UserError
 from S4.decide import ENTER, EXIT, SKIP, Position
 from S5.futures import FIRST_BRACKET_MMR, FuturesSpec, first_bracket_mmr, liquidation_price
-from S7.futures_client import FuturesAuthError, FuturesError, UsdmClient, futures_filters
+from S7.futures_client import FuturesAuthError, FuturesError, FuturesUnavailable, UsdmClient, futures_filters
 from S7.futures_engine import FuturesAccount, FuturesEngine, Order
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,7 @@ class ExchangeAccount(FuturesAccount):
     rejected: int = 0
     notes: list = field(default_factory=list)
     booked_trades: list = field(default_factory=list)    #: the exchange's trade ids booked outside our orders
+    unknown: list = field(default_factory=list)          #: (order, client id, fill ms) whose answer was lost
 
     def check_liquidation(self, o, h, lo, t_ms):   # the exchange liquidates; sync() books it
         return None
@@ -218,7 +219,9 @@ class ExchangeAccount(FuturesAccount):
 
     async def sync(self, candle_open_ms: int) -> list[dict[str, Any]]:
         """Funding, the exchange's position and the wallet before the decision on a candle;
-        returns the trades the exchange closed by itself (liquidation / outside the strategy)."""
+        returns the trades closed meanwhile (an order whose answer was lost, a liquidation, a
+        close outside the strategy)."""
+        resolved = await self.resolve_unknown()
         rows = await self.client.funding_income(self.symbol, start_time=self.income_cursor_ms)
         for r in rows:
             tid = str(r.get("tranId", f"{r['time']}:{r['income']}"))
@@ -232,10 +235,12 @@ class ExchangeAccount(FuturesAccount):
             self.income_cursor_ms = max(self.income_cursor_ms or 0, int(r["time"]))
             self._log(side=None, type="FUNDING_FEE", quantity=None, price=None, client_id=None, exchange_id=None,
                       status="FUNDING", reason="funding", event="funding", income=r["income"], tran_id=tid)
-        closed: list[dict[str, Any]] = []
+        closed: list[dict[str, Any]] = list(resolved)
         ex = await self.client.position(self.symbol)
         amt = float(ex["positionAmt"]) if ex else 0.0
-        if self.position is not None and abs(amt) < 1e-12:
+        if self.position is None and abs(amt) > 1e-12:
+            self.notes += await _adopt(self, self.client, self.symbol, ex)
+        elif self.position is not None and abs(amt) < 1e-12:
             closed.append(await self._closed_outside(candle_open_ms))
         elif self.position is not None and not math.isclose(abs(amt), self.position.qty, rel_tol=1e-9):
             note = (f"the exchange holds {amt:g} {self.symbol}, the strategy {self.position.qty:g}: "
@@ -290,6 +295,13 @@ class ExchangeAccount(FuturesAccount):
                 order = await self._final(order, cid)
             except FuturesAuthError:
                 raise
+            except FuturesUnavailable as exc:      # the outcome is unknown: resolved by client id in sync()
+                self.unknown.append((o, cid, fill_ms))
+                log.warning("order %s %s %s: no answer (%s); looked up by its client id before anything else",
+                            cid, o.side, qty, exc)
+                self._log(side=o.side, type="MARKET", quantity=qty, price=None, client_id=cid, exchange_id=None,
+                          status="UNKNOWN", reason=o.reason, event="lookup", error=exc.msg)
+                break
             except FuturesError as exc:
                 self.rejected += 1
                 log.warning("order %s %s %s refused: %s", cid, o.side, qty, exc)
@@ -298,19 +310,41 @@ class ExchangeAccount(FuturesAccount):
                 if o.opens:
                     continue
                 break           # an exit that failed: no entry behind it (sync() re-reads the position)
-            fills = await self.client.user_trades(self.symbol, order_id=order["orderId"])
-            q, px = _vwap(fills) if fills else (float(order["executedQty"]), float(order["avgPrice"]))
-            fee = sum(float(f["commission"]) for f in fills) if fills else q * px * self.fee_rate
-            o.qty = q
-            tr = self.book(o, px, fee, fill_ms, client_id=cid, order_id=order["orderId"],
-                           exchange_time_ms=int(order.get("updateTime") or time.time() * 1000))
-            self._log(side=o.side, type="MARKET", quantity=qty, price=px, client_id=cid,
-                      exchange_id=order["orderId"], status="FILLED", reason=o.reason, event="fill",
-                      executed_qty=q, avg_price=px, commission=fee, commission_asset="USDT",
-                      reduce_only=not o.opens)
+            tr = await self._book_order(o, order, cid, fill_ms)
             if tr is not None:
                 done.append(tr)
         return done
+
+    async def _book_order(self, o: Order, order: dict, cid: str, fill_ms: int) -> dict[str, Any] | None:
+        """Book a FILLED order from its fills (price, commission)."""
+        fills = await self.client.user_trades(self.symbol, order_id=order["orderId"])
+        q, px = _vwap(fills) if fills else (float(order["executedQty"]), float(order["avgPrice"]))
+        fee = sum(float(f["commission"]) for f in fills) if fills else q * px * self.fee_rate
+        o.qty = q
+        tr = self.book(o, px, fee, fill_ms, client_id=cid, order_id=order["orderId"],
+                       exchange_time_ms=int(order.get("updateTime") or time.time() * 1000))
+        self._log(side=o.side, type="MARKET", quantity=q, price=px, client_id=cid, exchange_id=order["orderId"],
+                  status="FILLED", reason=o.reason, event="fill", executed_qty=q, avg_price=px, commission=fee,
+                  commission_asset="USDT", reduce_only=not o.opens)
+        return tr
+
+    async def resolve_unknown(self) -> list[dict[str, Any]]:
+        """Look up the orders whose answer was lost: filled -> booked (as if answered), never
+        arrived -> abandoned (its signal is stale: not re-sent). Raises while still unreachable."""
+        closed = []
+        while self.unknown:
+            o, cid, fill_ms = self.unknown[0]
+            order = await self.client.query_order(self.symbol, cid)
+            self.unknown.pop(0)
+            if order is not None and order.get("status") == "FILLED":
+                tr = await self._book_order(o, order, cid, fill_ms)
+                if tr is not None:
+                    closed.append(tr)
+            else:
+                log.warning("order %s never reached the exchange: abandoned (not re-sent)", cid)
+                self._log(side=o.side, type="MARKET", quantity=o.qty, price=None, client_id=cid, exchange_id=None,
+                          status="ABANDONED", reason=o.reason, event="lookup")
+        return closed
 
     async def _final(self, order: dict, cid: str, tries: int = 20) -> dict:
         """The order once the exchange reports it done (an ACK answer says ``NEW``)."""
@@ -362,10 +396,10 @@ def _restore(acc: FuturesAccount, eng: FuturesEngine, st: dict[str, Any]) -> int
     return st.get("last_candle")
 
 
-async def _adopt(acc: ExchangeAccount, client: UsdmClient, symbol: str) -> list[str]:
+async def _adopt(acc: ExchangeAccount, client: UsdmClient, symbol: str, ex: dict | None = None) -> list[str]:
     """Check the restored position against the exchange's; adopt what the exchange holds."""
     lines = []
-    ex = await client.position(symbol)
+    ex = ex if ex is not None else await client.position(symbol)
     amt = float(ex["positionAmt"]) if ex else 0.0
     if acc.position is None and abs(amt) > 1e-12:
         side = "long" if amt > 0 else "short"

@@ -175,6 +175,32 @@ def test_long_and_short_with_reduce_only_leverage_and_funding(usdm_env, tmp_path
     assert sum(e["status"] == "FILLED" for e in events) == 4 and sum(e["status"] == "FUNDING" for e in events) == 2
 
 
+def test_an_exit_whose_answer_and_lookup_are_lost_is_resolved_not_resent(usdm_env, tmp_path):
+    """The exit is carried out but its answer is lost and so is the lookup: the candle ends with
+    the order UNKNOWN; the next candle looks it up by client id first and books it as answered
+    (same trade, same times) -- one POST per order, nothing re-sent."""
+    from S7.feeds import FrameFeed
+
+    ex = usdm_env
+    frame = _frame([100, 100, 100, 112, 113, 111, 104, 100, 100, 100])
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "risk.yaml").write_text(RISK)
+    ex.inject("error_after_accept", after=1)                                  # the 2nd order: the exit
+    ex.inject("error", path="/fapi/v1/order", method="GET", count=1)          # ... and its lookup
+    res, lines = _run(_cfg(tmp_path, tmp_path / "rules.yaml", use_stops=False, risk=tmp_path / "risk.yaml"),
+                      DrivenSource(frame, ex), FrameFeed(frame, ["atr14"]), leverage=3)
+    orders = [q for m, p, q in ex.requests if m == "POST" and p == "/fapi/v1/order"]
+    assert [(q["side"], q.get("reduceOnly")) for q in orders] == [("BUY", None), ("SELL", "true")]
+    (tr,) = res.trades
+    t = frame.index
+    assert (tr["entry_ms"], tr["exit_ms"], tr["exit_price"], tr["exit_reason"]) == \
+        (t[4].value // 10**6, t[7].value // 10**6, 104.0, "signal:down")
+    events = [json.loads(x) for x in (tmp_path / "orders.jsonl").read_text().splitlines()]
+    assert [e["status"] for e in events if e["client_id"] == orders[1]["newClientOrderId"]] == \
+        ["INTENT", "UNKNOWN", "FILLED"]
+    assert res.summary["position"] is None and ex.balance == pytest.approx(10_000 + tr["pnl"])
+
+
 def test_restart_keeps_the_position_and_an_outside_close_is_booked(usdm_env, tmp_path):
     from S7.feeds import FrameFeed
 

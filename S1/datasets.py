@@ -29,7 +29,7 @@ The research outputs of a rule file follow the same rule (:data:`RESEARCH_KINDS`
 ``reports/<stem>__<rules>_optimize.json|.html``, ``data/<stem>__<rules>_best.yaml``,
 ``reports/<stem>__<rules>_walkforward.json|.html|_folds.parquet|_equity.parquet`` and
 ``reports/<stem>__<rules>_lookahead.json`` (readers still find the older
-``<stem>_<kind>_<rules>`` names: :func:`legacy_research_path`).
+``<stem>_<kind>_<rules>`` names: :func:`renamed_research_path`).
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ def dataset_stem(dataset: Dataset) -> str:
 #: Kinds derived from a rule file: their names carry the rules name (``<stem>__<rules>_<kind>``).
 RULE_KINDS = frozenset({"signals", "equity", "trades", "backtest", "stress"})
 #: Research outputs of a rule file (reports, and the optimiser's ``best`` rule file): always named
-#: ``<stem>__<rules>_<kind>`` too (older names: :func:`legacy_research_path`).
+#: ``<stem>__<rules>_<kind>`` too (older names: :func:`renamed_research_path`).
 RESEARCH_KINDS = frozenset({"parity", "optimize", "walkforward", "walkforward_folds", "walkforward_equity",
                             "lookahead", "best"})
 #: The default rule file of every command that takes ``--rules``.
@@ -557,24 +557,30 @@ def best_rules_path(dataset: Dataset, rules: str | Path, *, data_dir: Path | Non
     return globals()["data_dir"](data_dir) / f"{as_dataset(dataset).stem}__{rules_token(rules)}_best.yaml"
 
 
-def legacy_research_path(path: Path) -> Path | None:
-    """The name an optimiser / walk-forward / look-ahead output had before outputs carried the
-    rules name the one way (``<stem>__<rules>_<kind>``): ``<stem>_optimize_<rules>.json``,
-    ``<stem>_best_<rules>.yaml``, ``<stem>_walkforward_<rules>[_folds|_equity].<ext>``,
-    ``<stem>_lookahead_<rules>.json``; None for any other name. Readers use it so runs written
-    before the rename are still found.
+_LEGACY_RESEARCH = re.compile(
+    r"(?P<stem>(?:[a-z0-9-]+_)?[a-z0-9]{2,30}_[0-9]+[a-z]+_[0-9]+d)_(?P<kind>optimize|best|walkforward|lookahead)"
+    r"_(?P<rules>[a-z0-9-]+(?:_[a-z0-9-]+)*?)(?P<part>_folds|_equity)?(?P<ext>\.(?:json|html|yaml|parquet))")
 
-    >>> legacy_research_path(Path("reports/btcusdt_1h_30d__rules_ta_only_walkforward_equity.parquet")).name
-    'btcusdt_1h_30d_walkforward_rules_ta_only_equity.parquet'
-    >>> legacy_research_path(Path("data/btcusdt_1h_30d__rules_best.yaml")).name
-    'btcusdt_1h_30d_best_rules.yaml'
+
+def renamed_research_path(path: str | Path) -> Path | None:
+    """For an optimiser / walk-forward / look-ahead output named the way it was before every
+    rule-derived output carried the rules name the one way -- ``<stem>_optimize_<rules>.json``,
+    ``<stem>_best_<rules>.yaml``, ``<stem>_walkforward_<rules>[_folds|_equity].<ext>``,
+    ``<stem>_lookahead_<rules>.json`` -- the path it has now (``<stem>__<rules>_<kind>...``);
+    None for any other name. Readers use it to still find (and name) runs written before.
+
+    >>> renamed_research_path(Path("reports/btcusdt_1h_30d_walkforward_rules_ta_only_equity.parquet")).name
+    'btcusdt_1h_30d__rules_ta_only_walkforward_equity.parquet'
+    >>> renamed_research_path("data/okx_btcusdt_4h_30d_best_rules.yaml").name
+    'okx_btcusdt_4h_30d__rules_best.yaml'
+    >>> renamed_research_path("reports/btcusdt_1h_30d__rules_optimize.json") is None    # already the new name
+    True
     """
-    m = re.fullmatch(r"(.+?)__([a-z0-9-]+(?:_[a-z0-9-]+)*?)_(optimize|best|walkforward|lookahead)"
-                     r"(_folds|_equity)?(\.[a-z]+)", Path(path).name)
-    if m is None:
+    path = Path(path)
+    m = _LEGACY_RESEARCH.fullmatch(path.name)
+    if m is None or "__" in path.name:
         return None
-    stem, rules, kind, part, ext = m.groups()
-    return Path(path).with_name(f"{stem}_{kind}_{rules}{part or ''}{ext}")
+    return path.with_name(f"{m['stem']}__{m['rules']}_{m['kind']}{m['part'] or ''}{m['ext']}")
 
 
 def optuna_storage_url(*, data_dir: Path | None = None) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
+from S1.datasets import Dataset
 from S2.ta import DEFAULT_CONFIG_PATH, load_config
 from S2.ta_io import make_ta_file
 
@@ -49,9 +50,10 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    ds = Dataset.from_args(args)
     config = load_config(args.config, sma=args.sma, ema=args.ema, rsi=args.rsi, macd=args.macd,
                          bbands=args.bb, atr=args.atr)
-    res = make_ta_file(args.symbol, args.interval, args.days, config=config, informative=args.informative,
+    res = make_ta_file(ds, config=config, informative=args.informative,
                        from_lake=args.from_lake)
     label = " (simulated market data)" if res.simulated else ""
     print(f"wrote {res.path}: {res.rows:,} rows, {len(res.columns)} indicator columns "

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
-from S1.datasets import Dataset, dataset_path, normalize_symbol, report_path
+from S1.datasets import Dataset, dataset_path, report_path
 
 
 def build_parser() -> ArgumentParser:
@@ -31,6 +31,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    ds = Dataset.from_args(args)
     from S2 import plots
     from S2.ta_io import is_simulated, load_ta
 
@@ -39,10 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
-    ta = load_ta(args.symbol, args.interval, args.days)
+    ta = load_ta(ds)
     window = plots.select_window(ta, start=args.start, end=args.end, rows=args.rows)
-    simulated = is_simulated(dataset_path(Dataset.from_args(args), "ta"))
-    title = (f"{normalize_symbol(args.symbol)} {args.interval} -- {len(window):,} candles "
+    simulated = is_simulated(dataset_path(ds, "ta"))
+    title = (f"{ds.symbol} {ds.interval} -- {len(window):,} candles "
              f"{window.index[0]:%Y-%m-%d %H:%M} .. {window.index[-1]:%Y-%m-%d %H:%M} UTC"
              + (" -- SIMULATED market data" if simulated else ""))
     fig = None
@@ -51,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         fig = plt.figure(figsize=(13, 9), layout="constrained")
     fig = plots.preview_figure(window, title=title, fig=fig)
-    out = plots.save_png(fig, report_path(Dataset.from_args(args), "preview", "png"))
+    out = plots.save_png(fig, report_path(ds, "preview", "png"))
     print(f"saved {out}")
     if show:
         plt.show()

@@ -47,10 +47,10 @@ from S2.ta import IndicatorConfig, add_indicators, warmup_rows
 _UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 
 
-def load_candles(symbol: str, interval: str, days: int) -> pd.DataFrame:
+def load_candles(dataset: Dataset) -> pd.DataFrame:
     """The validated S1 candle file; a missing one names the S1 command that makes it."""
-    path = dataset_path(Dataset(symbol, interval, days))
-    return read_candles(path, how_to_create=history_command(Dataset(symbol, interval, days)))
+    path = dataset_path(dataset)
+    return read_candles(path, how_to_create=history_command(dataset))
 
 
 def read_ta(path: Path, *, how_to_create: str | None = None) -> pd.DataFrame:
@@ -69,10 +69,10 @@ def read_ta(path: Path, *, how_to_create: str | None = None) -> pd.DataFrame:
     return df
 
 
-def load_ta(symbol: str, interval: str, days: int) -> pd.DataFrame:
+def load_ta(dataset: Dataset) -> pd.DataFrame:
     """The ``_ta`` file of a market and window (see :func:`read_ta`)."""
-    return read_ta(dataset_path(Dataset(symbol, interval, days), "ta"),
-                   how_to_create=indicators_command(Dataset(symbol, interval, days)))
+    return read_ta(dataset_path(dataset, "ta"),
+                   how_to_create=indicators_command(dataset))
 
 
 # --------------------------------------------------------------------------- listing
@@ -84,7 +84,7 @@ def list_datasets(kinds: tuple[str, ...] = ("candles", "ta"), *,
     rows = []
     if base.is_dir():
         for p in base.glob("*.parquet"):
-            parsed = parse_dataset_name(p)
+            parsed = parse_dataset_name(p.name)   # p may be an S3Path (no os.fspath)
             if parsed is None or parsed.kind not in kinds:
                 continue
             st = p.stat()
@@ -145,7 +145,7 @@ class TaResult:
     informative: tuple[str, ...] = ()
 
 
-def make_ta_file(symbol: str, interval: str, days: int, *, config: IndicatorConfig | None = None,
+def make_ta_file(dataset: Dataset, *, config: IndicatorConfig | None = None,
                  informative: tuple[str, ...] | list[str] = (), from_lake: str | None = None) -> TaResult:
     """Read the S1 candle file of a market and window, add the indicators and write
     the ``_ta`` file atomically (nothing is written if any step fails).
@@ -160,17 +160,17 @@ def make_ta_file(symbol: str, interval: str, days: int, *, config: IndicatorConf
 
     config = config or IndicatorConfig()
     informative = parse_intervals(list(informative))
-    src = dataset_path(Dataset(symbol, interval, days))
-    out_path = dataset_path(Dataset(symbol, interval, days), "ta")
+    src = dataset_path(dataset)
+    out_path = dataset_path(dataset, "ta")
     if from_lake:   # the last `days` of the 1m lake's candles (S1.lake_store) instead of the S1 file
         from S1.lake_store import lake_candles
 
-        candles, lake_meta = lake_candles(Dataset(symbol, interval, days), lake=from_lake)
+        candles, lake_meta = lake_candles(dataset, lake=from_lake)
     else:
-        candles = read_candles(src, how_to_create=history_command(Dataset(symbol, interval, days)))
+        candles = read_candles(src, how_to_create=history_command(dataset))
     ta = add_indicators(candles, config=config, what=str(src))
     if informative:
-        ta = add_informative(ta, informative, config=config, base_interval=interval)
+        ta = add_informative(ta, informative, config=config, base_interval=dataset.interval)
     warm = warmup_rows(config)
     meta = dict(lake_meta if from_lake else read_metadata(src))
     meta["indicators"] = {

@@ -49,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import pandas as pd
 
     from S1.datasets import Dataset, report_path
+
+    ds = Dataset.from_args(args)
     from S4.rules import parse_assignments
     from S4.signals import build_signals
 
@@ -62,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from S4.signals import SENTIMENT_SCOPES
 
     scope, sentiment_file = (args.sentiment, None) if args.sentiment in SENTIMENT_SCOPES else ("auto", args.sentiment)
-    res = build_signals(args.symbol, args.interval, args.days, args.rules,
+    res = build_signals(ds, args.rules,
                         params=parse_assignments(args.overrides), sentiment_file=sentiment_file,
                         sentiment_max_age=max_age, sentiment_scope=scope)
     c = res.counts
@@ -84,9 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_png and len(res.frame):
         from S4.plots import save_png, signals_chart
 
-        title = f"{args.symbol.upper()} {args.interval} {args.days}d -- {Path(args.rules).name}" + label
+        title = f"{ds.label} -- {Path(args.rules).name}" + label
         png = save_png(signals_chart(res.frame, title=title, rules=res.rules),
-                       report_path(Dataset.from_args(args), "signals", "png", rules=args.rules))
+                       report_path(ds, "signals", "png", rules=args.rules))
         print(f"chart: {png}")
     return 0
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from S1.datasets import Dataset
 from S1.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -293,18 +294,18 @@ class ModelRun:
     plot: Any = None
 
 
-def train_ml(symbol: str, interval: str, days: int, *, plan: WalkForward | None = None,
+def train_ml(dataset: Dataset, *, plan: WalkForward | None = None,
              model_params: dict[str, Any] | None = None, progress: bool = True, write: bool = True,
              plot: bool = True, threads: int = 1) -> ModelRun:
     """The job behind ``python S4/model.py``: read the ``_ta`` file, run the walk-forward,
     write ``dataset_path(..., "ml")`` atomically (and a per-fold PNG under reports/)."""
     import sklearn
 
-    from S1.datasets import Dataset, dataset_path, read_metadata, report_path, write_parquet
+    from S1.datasets import dataset_path, read_metadata, report_path, write_parquet
     from S4.signals import read_ta_file
 
     plan = plan or WalkForward()
-    ta, ta_path = read_ta_file(symbol, interval, days)
+    ta, ta_path = read_ta_file(dataset)
     if not plan.folds(len(ta)):
         raise UserError(f"{ta_path.name} has {len(ta):,} rows, too few for the walk-forward plan (the first "
                         f"test block starts at row {plan.train_bars + plan.horizon:,})",
@@ -324,13 +325,13 @@ def train_ml(symbol: str, interval: str, days: int, *, plan: WalkForward | None 
             "created_at": pd.Timestamp.now(tz="UTC").isoformat()}
     run = ModelRun(None, res, plan, simulated, meta)
     if write:
-        run.path = write_parquet(ml_frame(ta, res), dataset_path(Dataset(symbol, interval, days), "ml"), metadata=meta)
+        run.path = write_parquet(ml_frame(ta, res), dataset_path(dataset, "ml"), metadata=meta)
         if plot:
             from S4.plots import fold_chart, save_png
 
-            run.plot = save_png(fold_chart(res.folds, title=f"{symbol.upper()} {interval} {days}d: walk-forward "
+            run.plot = save_png(fold_chart(res.folds, title=f"{dataset.label}: walk-forward "
                                            f"ML (horizon {plan.horizon})" + (" [simulated]" if simulated else "")),
-                                report_path(Dataset(symbol, interval, days), "ml_folds", "png"))
+                                report_path(dataset, "ml_folds", "png"))
     return run
 
 

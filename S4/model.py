@@ -43,14 +43,17 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from S1.datasets import Dataset
     from S1.errors import UserError
     from S4.ml_score import WalkForward, fold_lines, train_ml
+
+    ds = Dataset.from_args(args)
 
     if args.max_iter < 1 or args.max_iter > 5000:
         raise UserError(f"--max-iter {args.max_iter} is out of range", "use 1..5000, e.g. --max-iter 200")
     plan = WalkForward(horizon=args.horizon, train_bars=args.train_bars, test_bars=args.test_bars,
                        max_train_bars=args.max_train_bars)
-    run = train_ml(args.symbol, args.interval, args.days, plan=plan, model_params={"max_iter": args.max_iter},
+    run = train_ml(ds, plan=plan, model_params={"max_iter": args.max_iter},
                    plot=not args.no_png, threads=args.threads)
     res = run.result
     print(fold_lines(res.folds))

@@ -81,9 +81,9 @@ def sentiment_command(interval: str, since: pd.Timestamp | None = None) -> str:
     return f"python S3/sentiment.py --since {day} --interval {interval}{offline}"
 
 
-def model_command(symbol: str, interval: str, days: int) -> str:
+def model_command(dataset: Dataset) -> str:
     """The S4 command that writes the ``_ml`` file (``ml_proba``)."""
-    return f"python S4/model.py --symbol {normalize_symbol(symbol)} --interval {interval} --days {int(days)}"
+    return f"python S4/model.py {dataset.args}"
 
 
 # ---------------------------------------------------------------------------- joins
@@ -213,15 +213,15 @@ class SignalsResult:
         return {str(k): int(v) for k, v in vc.items()}
 
 
-def read_ta_file(symbol: str, interval: str, days: int) -> tuple[pd.DataFrame, Path]:
-    path = dataset_path(Dataset(symbol, interval, days), "ta")
+def read_ta_file(dataset: Dataset) -> tuple[pd.DataFrame, Path]:
+    path = dataset_path(dataset, "ta")
     if not path.exists():
         raise UserError(f"{path} does not exist",
-                        f"create it first with: {indicators_command(Dataset(symbol, interval, days))}")
+                        f"create it first with: {indicators_command(dataset)}")
     df = read_parquet(path)
     if not isinstance(df.index, pd.DatetimeIndex) or "close" not in df.columns:
         raise UserError(f"{path} is not an indicator file (no open_time index or close column)",
-                        f"re-create it with: {indicators_command(Dataset(symbol, interval, days))}")
+                        f"re-create it with: {indicators_command(dataset)}")
     return df, path
 
 
@@ -358,7 +358,7 @@ class RuleInputs:
                 for c in ("sentiment_score", "ml_proba") if c in self.joined}
 
 
-def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Path | str, *,
+def load_rule_inputs(dataset: Dataset, rules: RuleSet | Path | str, *,
                      rules_path: Path | str | None = None, params: dict[str, Any] | None = None,
                      sentiment_file: Path | str | None = None, sentiment_max_age=None,
                      sentiment_scope: str = "auto") -> RuleInputs:
@@ -388,7 +388,7 @@ def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Pat
         raise UserError(f"rules must be a RuleSet or a rule file path, got {type(rules).__name__}",
                         "pass load_rules('S4/rules.yaml') or 'S4/rules.yaml'")
     check_sentiment_scope(sentiment_scope)
-    ta, ta_path = read_ta_file(symbol, interval, days)
+    ta, ta_path = read_ta_file(dataset)
     from S2.informative import ensure_informative
 
     ta = ensure_informative(ta, rules.required_columns())  # rsi14_4h ... the _ta file lacks: from its own candles
@@ -400,7 +400,7 @@ def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Pat
     missing = [c for c in rules.required_columns() if c not in allowed]
     if missing:
         raise UserError(f"{ta_path.name} lacks the column(s) {missing} that the rules read",
-                        f"re-create it with the lengths you need, e.g. {indicators_command(Dataset(symbol, interval, days))} "
+                        f"re-create it with the lengths you need, e.g. {indicators_command(dataset)} "
                         f"--sma 50,200; it has: {', '.join(map(str, ta.columns))}")
     meta_ta = read_metadata(ta_path)
     simulated = bool(meta_ta.get("simulated", False))
@@ -415,10 +415,10 @@ def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Pat
             sp = Path(sentiment_file)
             if not sp.exists():
                 raise UserError(f"sentiment file {sp} does not exist",
-                                f"create it with: {sentiment_command(interval, since)}")
+                                f"create it with: {sentiment_command(dataset.interval, since)}")
             choice = SentimentChoice(sp, "file", "file", None, "given explicitly")
         else:
-            choice = choose_sentiment_file(interval, since, symbol=symbol, scope=sentiment_scope)
+            choice = choose_sentiment_file(dataset.interval, since, symbol=dataset.symbol, scope=sentiment_scope)
             sp = choice.path
         frame = join_sentiment(frame, read_parquet(sp), columns=sent_cols, max_age=sentiment_max_age)
         simulated |= bool(read_metadata(sp).get("simulated", False))
@@ -426,10 +426,10 @@ def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Pat
         sources["sentiment_scope"] = choice.used if choice.used != "asset" else f"asset:{choice.asset}"
     ml_cols = [c for c in need if c in ML_COLUMNS and c not in ta.columns]
     if ml_cols:
-        mp = dataset_path(Dataset(symbol, interval, days), "ml")
+        mp = dataset_path(dataset, "ml")
         if not mp.exists():
             raise UserError(f"the rules read ml_proba but {mp} does not exist",
-                            f"create it first with: {model_command(symbol, interval, days)}")
+                            f"create it first with: {model_command(dataset)}")
         frame = join_ml(frame, read_parquet(mp))
         simulated |= bool(read_metadata(mp).get("simulated", False))
         sources["ml"] = mp.name
@@ -437,7 +437,7 @@ def load_rule_inputs(symbol: str, interval: str, days: int, rules: RuleSet | Pat
                       choice.as_dict() if choice is not None else {})
 
 
-def build_signals(symbol: str, interval: str, days: int, rules_path: Path | str | None = None, *,
+def build_signals(dataset: Dataset, rules_path: Path | str | None = None, *,
                   rules: RuleSet | None = None, params: dict[str, Any] | None = None,
                   sentiment_file: Path | str | None = None, sentiment_max_age=None,
                   sentiment_scope: str = "auto", write: bool = True) -> SignalsResult:
@@ -454,7 +454,7 @@ def build_signals(symbol: str, interval: str, days: int, rules_path: Path | str 
         raise UserError("give exactly one of rules_path and rules", "e.g. rules_path='S4/rules.yaml'")
     if rules is None:
         rules = load_rules(rules_path)  # fail fast on the file itself, before reading data
-    inputs = load_rule_inputs(symbol, interval, days, rules, rules_path=rules_path, params=params,
+    inputs = load_rule_inputs(dataset, rules, rules_path=rules_path, params=params,
                               sentiment_file=sentiment_file, sentiment_max_age=sentiment_max_age,
                               sentiment_scope=sentiment_scope)
     rules, simulated, sources, coverage = inputs.rules, inputs.simulated, inputs.sources, inputs.coverage
@@ -475,7 +475,7 @@ def build_signals(symbol: str, interval: str, days: int, rules_path: Path | str 
     }
     path = None
     if write:
-        path = write_parquet(frame, dataset_path(Dataset(symbol, interval, days), "signals", rules=rules_path),
+        path = write_parquet(frame, dataset_path(dataset, "signals", rules=rules_path),
                              metadata=meta)
     return SignalsResult(path, frame, rules, simulated, sources, coverage, meta)
 

@@ -274,7 +274,7 @@ def lookahead_files(symbol: str, interval: str, days: int, rules_path: str, *, c
         else:
             if not mp.exists():
                 raise UserError(f"the rules read ml_proba but {mp} does not exist",
-                                f"create it first with: {model_command(symbol, interval, days)} "
+                                f"create it first with: {model_command(Dataset(symbol, interval, days))} "
                                 "(or pass --recompute-ml)")
             ml = read_parquet(mp)
     report = lookahead_check(candles, rules, indicators=lambda df: add_default_indicators(df, config),

@@ -588,7 +588,7 @@ def optimize_files(symbol: str, interval: str, days: int, rules_path: str | Path
     from S4.signals import load_rule_inputs
 
     rules = load_rules(rules_path)  # fail fast on the file itself, before reading data
-    inputs = load_rule_inputs(symbol, interval, days, rules, rules_path=rules_path)
+    inputs = load_rule_inputs(Dataset(symbol, interval, days), rules, rules_path=rules_path)
     frame, simulated, sources = inputs
     storage = storage or default_storage()
     study_name = study_name or default_study_name(symbol, interval, days, rules_path, config.objective)

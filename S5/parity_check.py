@@ -232,7 +232,7 @@ def parity_files(symbol: str, interval: str, days: int, rules_path: str | Path, 
     from S5.backtest_files import resolve_filters, risk_choice
 
     sym = normalize_symbol(symbol)
-    sig = build_signals(sym, interval, days, rules_path, write=False)
+    sig = build_signals(Dataset(sym, interval, days), rules_path, write=False)
     frame = sig.frame
     cfg, warning = risk_choice(risk)
     if cfg is not None and not use_stops:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from S1.datasets import atomic_write_text, normalize_symbol, portfolio_path, write_parquet
+from S1.datasets import Dataset, atomic_write_text, normalize_symbol, portfolio_path, write_parquet
 from S1.errors import UserError
 from S5.costs import Costs
 from S5.portfolio_backtest import PortfolioResult, SymbolInputs, prepare_symbol, run_portfolio
@@ -95,7 +95,7 @@ def prepare_job(job: PrepareJob) -> SymbolInputs:
     from S4.signals import load_rule_inputs
     from S5.backtest_files import resolve_filters
 
-    inp = load_rule_inputs(job.symbol, job.interval, job.days, job.rules, params=job.params or None)
+    inp = load_rule_inputs(Dataset(job.symbol, job.interval, job.days), job.rules, params=job.params or None)
     frame = inp.frame
     if job.start is not None or job.end is not None:
         keep = np.ones(len(frame), dtype=bool)

@@ -199,7 +199,7 @@ def optimize_command(args) -> int:
 
     from rich.console import Console
 
-    from S1.datasets import atomic_write_text, portfolio_path
+    from S1.datasets import Dataset, atomic_write_text, portfolio_path
     from S4.signals import load_rule_inputs
     from S5.exchange import costs_from_args
     from S5.hooks import load_risk
@@ -217,7 +217,7 @@ def optimize_command(args) -> int:
         raise UserError(f"{', '.join(unsupported)} with --symbols is not supported yet",
                         "drop it: the portfolio search runs in this process")
     syms = parse_symbols(args.symbols)
-    inputs = {s: load_rule_inputs(s, args.interval, args.days, args.rules) for s in syms}
+    inputs = {s: load_rule_inputs(Dataset(s, args.interval, args.days), args.rules) for s in syms}
     rules = inputs[syms[0]].rules
     config = OptimizeConfig(objective=args.objective, n_trials=args.trials,
                             train_frac=0.7 if args.train_frac is None else args.train_frac,

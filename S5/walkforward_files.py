@@ -233,7 +233,7 @@ def walkforward_files(symbol: str, interval: str, days: int, rules_path: str | P
     from S4.signals import load_rule_inputs
 
     rules = load_rules(rules_path)  # fail fast on the file itself, before reading data
-    inputs = load_rule_inputs(symbol, interval, days, rules, rules_path=rules_path)
+    inputs = load_rule_inputs(Dataset(symbol, interval, days), rules, rules_path=rules_path)
     frame, simulated, sources = inputs
     plan = wf.plan(frame.index, interval)  # bad windows fail here, before any trial
     if not rules.param_space():

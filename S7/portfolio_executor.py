@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("only the dry-run replay of several symbols exists", "add --dry-run")
     import pandas as pd
 
-    from S1.datasets import atomic_write_text, portfolio_path
+    from S1.datasets import Dataset, atomic_write_text, portfolio_path
     from S4.signals import load_rule_inputs
     from S5.backtest_files import DEFAULT_RISK, resolve_filters
     from S5.hooks import load_risk
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = rules_map(args.rules, syms)
     frames, rules, filters, simulated = {}, {}, {}, False
     for s in syms:
-        inp = load_rule_inputs(s, args.interval, args.days, table[s])
+        inp = load_rule_inputs(Dataset(s, args.interval, args.days), table[s])
         frame = inp.frame
         if args.replay_days is not None:
             frame = frame.loc[frame.index >= frame.index[-1] - pd.Timedelta(days=int(args.replay_days))]

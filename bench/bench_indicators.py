@@ -68,7 +68,7 @@ def _one(kind: str, days: int, src: Path, dst: Path) -> None:
 
     t = time.perf_counter()
     if kind == "s2":
-        make_ta_file("BTCUSDT", "1m", days)
+        make_ta_file(Dataset("BTCUSDT", "1m", days))
     else:
         floor_once(src, dst)
     print(f"{time.perf_counter() - t:.6f}")
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         ours, floor = [], []
         for _ in range(args.repeat + 1):  # the first round warms caches and is not counted
             t = time.perf_counter()
-            res = make_ta_file("BTCUSDT", "1m", args.days)
+            res = make_ta_file(Dataset("BTCUSDT", "1m", args.days))
             ours.append(time.perf_counter() - t)
             t = time.perf_counter()
             floor_once(src, floor_dst)

@@ -194,7 +194,7 @@ def test_every_sprint_dataset_round_trips(s3_data, exchange, btc_1h, tmp_path, c
     assert indicators(args) == 0, capsys.readouterr()
     from S2.ta_io import load_ta
 
-    ta = load_ta("BTCUSDT", "1h", 30)
+    ta = load_ta(Dataset("BTCUSDT", "1h", 30))
     assert len(ta) == len(candles) and (ta["close"].to_numpy() == candles["close"].to_numpy()).all()
     from S1.datasets import sentiment_path, write_parquet
     from tests.S4.helpers import make_sentiment

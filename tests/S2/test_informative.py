@@ -305,11 +305,11 @@ def test_s4_fills_informative_columns_a_ta_file_lacks(settings_env):
 
     candles = simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-04-01")
     write_parquet(candles, dataset_path(Dataset("BTCUSDT", "1h", 90)), metadata={"simulated": True})
-    make_ta_file("BTCUSDT", "1h", 90)
-    plain = load_rule_inputs("BTCUSDT", "1h", 90, "S4/rules_mtf.yaml").frame
-    make_ta_file("BTCUSDT", "1h", 90, informative=["4h"])
-    mtf = load_rule_inputs("BTCUSDT", "1h", 90, "S4/rules_mtf.yaml").frame
+    make_ta_file(Dataset("BTCUSDT", "1h", 90))
+    plain = load_rule_inputs(Dataset("BTCUSDT", "1h", 90), "S4/rules_mtf.yaml").frame
+    make_ta_file(Dataset("BTCUSDT", "1h", 90), informative=["4h"])
+    mtf = load_rule_inputs(Dataset("BTCUSDT", "1h", 90), "S4/rules_mtf.yaml").frame
     for c in ("close_4h", "ema21_4h", "rsi14_4h"):
         np.testing.assert_array_equal(plain[c].to_numpy(float), mtf[c].to_numpy(float), err_msg=c)
-    res = build_signals("BTCUSDT", "1h", 90, "S4/rules_mtf.yaml", write=False)
+    res = build_signals(Dataset("BTCUSDT", "1h", 90), "S4/rules_mtf.yaml", write=False)
     assert res.frame["entry"].sum() > 0

@@ -27,7 +27,7 @@ def eth_file(settings_env):
 
 def test_make_ta_file_writes_every_column_and_keeps_metadata(eth_file):
     src, df = eth_file
-    res = make_ta_file("ethusdc", "1h", 14, config=IndicatorConfig(sma=(20, 50)))
+    res = make_ta_file(Dataset("ethusdc", "1h", 14), config=IndicatorConfig(sma=(20, 50)))
     assert res.path == dataset_path(Dataset("ETHUSDC", "1h", 14), "ta") and res.path.name == "ethusdc_1h_14d_ta.parquet"
     out = read_parquet(res.path)
     pd.testing.assert_frame_equal(out[df.columns.tolist()], df)
@@ -44,27 +44,27 @@ def test_make_ta_file_writes_every_column_and_keeps_metadata(eth_file):
 def test_not_simulated_flag_is_carried_too(settings_env):
     df = simulate_candles("BTCUSDT", "1h", "2024-01-01", "2024-01-05")
     write_parquet(df, dataset_path(Dataset("BTCUSDT", "1h", 4)), metadata={"simulated": False, "exchange": "binance"})
-    res = make_ta_file("BTCUSDT", "1h", 4)
+    res = make_ta_file(Dataset("BTCUSDT", "1h", 4))
     assert read_metadata(res.path)["simulated"] is False and not res.simulated
 
 
 def test_missing_source_names_the_s1_command(settings_env):
     with pytest.raises(UserError, match=r"create it first with: python S1/historical.py --symbol ETHUSDC "
                                         r"--interval 1h --days 365$"):
-        make_ta_file("ethusdc", "1h", 365)
+        make_ta_file(Dataset("ethusdc", "1h", 365))
     assert not dataset_path(Dataset("ETHUSDC", "1h", 365), "ta").exists()
 
 
 def test_bad_source_leaves_previous_output_intact(eth_file):
     src, df = eth_file
-    good = make_ta_file("ETHUSDC", "1h", 14).path
+    good = make_ta_file(Dataset("ETHUSDC", "1h", 14)).path
     before = good.read_bytes()
     write_parquet(df.drop(columns=["trades"]), src)  # a broken S1 file
     with pytest.raises(UserError, match=r"missing columns \['trades'\]"):
-        make_ta_file("ETHUSDC", "1h", 14)
+        make_ta_file(Dataset("ETHUSDC", "1h", 14))
     write_parquet(df.iloc[:30], src)  # too short for sma50
     with pytest.raises(UserError, match="30 rows, fewer than the 50"):
-        make_ta_file("ETHUSDC", "1h", 14)
+        make_ta_file(Dataset("ETHUSDC", "1h", 14))
     assert good.read_bytes() == before
     assert sorted(p.name for p in good.parent.iterdir()) == [src.name, good.name]  # no temp files left
 
@@ -81,7 +81,7 @@ def test_other_sources_are_normalised_by_s1(eth_file, change):
            "index_name": lambda d: d.rename_axis("time"),
            "ms_index": lambda d: d.set_axis(d.index.as_unit("ms"), axis=0)}[change](df)
     write_parquet(bad, src)
-    out = read_parquet(make_ta_file("ETHUSDC", "1h", 14).path)
+    out = read_parquet(make_ta_file(Dataset("ETHUSDC", "1h", 14)).path)
     pd.testing.assert_frame_equal(out, add_indicators(read_candles(src)), check_exact=True)
 
 
@@ -101,14 +101,14 @@ def test_bad_index_keeps_the_s1_error(eth_file, change, message):
     with pytest.raises(UserError, match=message) as s1:
         read_candles(src)
     with pytest.raises(UserError) as s2:
-        make_ta_file("ETHUSDC", "1h", 14)
+        make_ta_file(Dataset("ETHUSDC", "1h", 14))
     assert str(s2.value) == str(s1.value)
 
 
 def test_load_ta_missing_names_the_s2_command(settings_env):
     with pytest.raises(UserError, match="create it first with: python S2/indicators.py --symbol SOLUSDT "
                                         "--interval 4h --days 90"):
-        load_ta("solusdt", "4h", 90)
+        load_ta(Dataset("solusdt", "4h", 90))
 
 
 def test_dataset_names_round_trip(settings_env):

@@ -172,7 +172,7 @@ def test_fold_table_baseline_is_the_training_majority_class(btc_1h):
 
 def test_train_ml_writes_the_ml_file_with_metadata(settings_env, btc_1h):
     write_market(settings_env.data_dir, btc_1h, simulated=True)
-    run = train_ml("BTCUSDT", "1h", 150, plan=PLAN, model_params=FAST, progress=False)
+    run = train_ml(Dataset("BTCUSDT", "1h", 150), plan=PLAN, model_params=FAST, progress=False)
     path = dataset_path(Dataset("BTCUSDT", "1h", 150), "ml")
     assert run.path == path
     df = read_parquet(path)
@@ -186,4 +186,4 @@ def test_train_ml_writes_the_ml_file_with_metadata(settings_env, btc_1h):
     assert run.plot is not None and run.plot.exists() and run.plot.suffix == ".png"
     too_few = rf"{len(btc_1h):,} rows, too few for the walk-forward plan .* -- load more --days or lower --train-bars"
     with pytest.raises(UserError, match=too_few):
-        train_ml("BTCUSDT", "1h", 150, plan=WalkForward(train_bars=5000), progress=False)
+        train_ml(Dataset("BTCUSDT", "1h", 150), plan=WalkForward(train_bars=5000), progress=False)

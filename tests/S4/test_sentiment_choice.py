@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from S1.datasets import read_metadata, read_parquet, sentiment_path, write_parquet
+from S1.datasets import Dataset, read_metadata, read_parquet, sentiment_path, write_parquet
 from S1.errors import UserError
 from S4.signals import (
     base_asset,
@@ -38,16 +38,16 @@ def market(settings_env, btc_1h):
 
 
 def test_without_a_per_asset_file_nothing_changes(market):
-    inputs = load_rule_inputs("BTCUSDT", "1h", 150, SENT_RULES)
+    inputs = load_rule_inputs(Dataset("BTCUSDT", "1h", 150), SENT_RULES)
     assert inputs.sources["sentiment"] == "sentiment_1h.parquet" and inputs.sources["sentiment_scope"] == "market"
     assert inputs.sentiment["requested"] == "auto" and inputs.sentiment["asset"] == "BTC"
     ref = join_sentiment(inputs.frame.drop(columns=["sentiment_score"]), market, columns=["sentiment_score"])
     np.testing.assert_array_equal(inputs.frame["sentiment_score"], ref["sentiment_score"])
     assert find_sentiment_file("1h", None) == sentiment_path("1h")           # S5 / S7 callers: unchanged
     with pytest.raises(UserError, match=r"sentiment_btc_1h.parquet does not exist -- .*--per-symbol BTC"):
-        load_rule_inputs("BTCUSDT", "1h", 150, SENT_RULES, sentiment_scope="asset")
+        load_rule_inputs(Dataset("BTCUSDT", "1h", 150), SENT_RULES, sentiment_scope="asset")
     with pytest.raises(UserError, match="unknown sentiment scope 'coin'"):
-        load_rule_inputs("BTCUSDT", "1h", 150, SENT_RULES, sentiment_scope="coin")
+        load_rule_inputs(Dataset("BTCUSDT", "1h", 150), SENT_RULES, sentiment_scope="coin")
 
 
 def test_auto_reads_the_base_assets_series(market, btc_1h):
@@ -55,7 +55,7 @@ def test_auto_reads_the_base_assets_series(market, btc_1h):
     eth = make_sentiment(btc_1h.index, seed=3)
     write_parquet(btc, sentiment_path("1h", asset="BTC"), metadata={"scope": "asset", "asset": "BTC"})
     write_parquet(eth, sentiment_path("1h", asset="ETH"), metadata={"scope": "asset", "asset": "ETH"})
-    res = build_signals("BTCUSDT", "1h", 150, SENT_RULES)
+    res = build_signals(Dataset("BTCUSDT", "1h", 150), SENT_RULES)
     ta = read_parquet(res.path)
     np.testing.assert_array_equal(res.frame["sentiment_score"],
                                   join_sentiment(ta.drop(columns=["sentiment_score"]), btc,
@@ -67,10 +67,10 @@ def test_auto_reads_the_base_assets_series(market, btc_1h):
     assert meta["sources"]["sentiment_scope"] == "asset:BTC"
     assert meta["sentiment"] == {"requested": "auto", "used": "asset", "asset": "BTC",
                                  "file": "sentiment_btc_1h.parquet", "reason": "news tagged BTC"}
-    forced = build_signals("BTCUSDT", "1h", 150, SENT_RULES, sentiment_scope="market", write=False)
+    forced = build_signals(Dataset("BTCUSDT", "1h", 150), SENT_RULES, sentiment_scope="market", write=False)
     assert forced.sources["sentiment"] == "sentiment_1h.parquet" and forced.metadata["signals"]["sentiment"][
         "requested"] == "market"
-    own = build_signals("BTCUSDT", "1h", 150, SENT_RULES, sentiment_file=sentiment_path("1h", asset="ETH"),
+    own = build_signals(Dataset("BTCUSDT", "1h", 150), SENT_RULES, sentiment_file=sentiment_path("1h", asset="ETH"),
                         write=False)
     assert own.sources["sentiment_scope"] == "file" and own.sources["sentiment"] == "sentiment_eth_1h.parquet"
     # another symbol reads its own asset; an asset without a file falls back to the market-wide series

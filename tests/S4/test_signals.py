@@ -111,7 +111,7 @@ def test_build_signals_writes_the_inputs_plus_signals(settings_env, btc_1h, btc_
     data = settings_env.data_dir
     write_market(data, btc_1h, simulated=True)
     write_parquet(btc_sentiment, sentiment_path("1h"), metadata={"kind": "sentiment"})
-    res = build_signals("BTCUSDT", "1h", 150, RULE_FILES[0])
+    res = build_signals(Dataset("BTCUSDT", "1h", 150), RULE_FILES[0])
     path = dataset_path(Dataset("BTCUSDT", "1h", 150), "signals")
     assert res.path == path and path.exists()
     df = read_parquet(path)
@@ -137,38 +137,38 @@ def test_build_signals_real_flag_params_and_ml(settings_env, btc_1h):
     ta = read_parquet(dataset_path(Dataset("BTCUSDT", "1h", 150), "ta"))
     proba = pd.DataFrame({"ml_proba": np.linspace(0.3, 0.8, len(ta))}, index=ta.index)
     write_parquet(proba, dataset_path(Dataset("BTCUSDT", "1h", 150), "ml"), metadata={"simulated": False})
-    res = build_signals("BTCUSDT", "1h", 150, RULE_FILES[1], params={"proba_buy": 0.6})
+    res = build_signals(Dataset("BTCUSDT", "1h", 150), RULE_FILES[1], params={"proba_buy": 0.6})
     assert res.simulated is False and read_metadata(res.path)["simulated"] is False
     assert res.rules.params["proba_buy"] == 0.6
     np.testing.assert_allclose(res.frame["ml_proba"], proba["ml_proba"])
     assert res.sources["ml"] == "btcusdt_1h_150d_ml.parquet"
     with pytest.raises(UserError, match="0.9 is above its high 0.7"):
-        build_signals("BTCUSDT", "1h", 150, RULE_FILES[1], params={"proba_buy": 0.9})
+        build_signals(Dataset("BTCUSDT", "1h", 150), RULE_FILES[1], params={"proba_buy": 0.9})
 
 
 def test_missing_inputs_name_the_exact_command(settings_env, btc_1h):
     with pytest.raises(UserError) as exc:
-        build_signals("BTCUSDT", "1h", 150, RULE_FILES[2])
+        build_signals(Dataset("BTCUSDT", "1h", 150), RULE_FILES[2])
     assert str(exc.value).endswith("create it first with: python S2/indicators.py --symbol BTCUSDT "
                                    "--interval 1h --days 150")
     write_market(settings_env.data_dir, btc_1h)
     with pytest.raises(UserError) as exc:
-        build_signals("BTCUSDT", "1h", 150, RULE_FILES[0])
+        build_signals(Dataset("BTCUSDT", "1h", 150), RULE_FILES[0])
     assert str(exc.value).endswith("create it first with: python S3/sentiment.py --since 2023-01-01 --interval 1h")
     with pytest.raises(UserError) as exc:
-        build_signals("BTCUSDT", "1h", 150, RULE_FILES[1])
+        build_signals(Dataset("BTCUSDT", "1h", 150), RULE_FILES[1])
     assert str(exc.value).endswith("create it first with: python S4/model.py --symbol BTCUSDT --interval 1h "
                                    "--days 150")
 
 
 def test_a_failed_run_leaves_the_previous_signals_file_intact(settings_env, btc_1h, tmp_path):
     write_market(settings_env.data_dir, btc_1h)
-    first = build_signals("BTCUSDT", "1h", 150, RULE_FILES[2]).path
+    first = build_signals(Dataset("BTCUSDT", "1h", 150), RULE_FILES[2]).path
     before = first.read_bytes()
     bad = tmp_path / "bad.yaml"
     bad.write_text("entry: {col: sma200, op: '>', value: 1}\n")
     with pytest.raises(UserError, match=r"unknown column 'sma200'.*available columns: open, high"):
-        build_signals("BTCUSDT", "1h", 150, bad)
+        build_signals(Dataset("BTCUSDT", "1h", 150), bad)
     assert first.read_bytes() == before
     assert sorted(p.name for p in first.parent.iterdir() if p.name.startswith(".")) == []
 
@@ -178,11 +178,11 @@ def test_sentiment_file_fallback_and_explicit_path(settings_env, btc_1h, tmp_pat
     sent = make_sentiment(btc_1h.index, seed=1)
     own = tmp_path / "my_sentiment.parquet"
     write_parquet(sent, own)
-    res = build_signals("BTCUSDT", "1h", 150, RULE_FILES[0], sentiment_file=own, write=False)
+    res = build_signals(Dataset("BTCUSDT", "1h", 150), RULE_FILES[0], sentiment_file=own, write=False)
     assert res.path is None and res.sources["sentiment"] == "my_sentiment.parquet"
     assert res.frame["sentiment_score"].iloc[-1] == sent["sentiment_score"].iloc[-1]
     with pytest.raises(UserError, match="sentiment file .*nope.parquet does not exist"):
-        build_signals("BTCUSDT", "1h", 150, RULE_FILES[0], sentiment_file=tmp_path / "nope.parquet")
+        build_signals(Dataset("BTCUSDT", "1h", 150), RULE_FILES[0], sentiment_file=tmp_path / "nope.parquet")
 
 
 # ------------------------------------------------------------------ shared loader
@@ -192,7 +192,7 @@ def test_load_rule_inputs_is_what_build_signals_evaluates(settings_env, btc_1h, 
     write_market(settings_env.data_dir, btc_1h, simulated=False)
     write_parquet(btc_sentiment, sentiment_path("1h"), metadata={"simulated": True})
     ta = read_parquet(dataset_path(Dataset("BTCUSDT", "1h", 150), "ta"))
-    inputs = load_rule_inputs("BTCUSDT", "1h", 150, str(RULE_FILES[0]))   # a path works too
+    inputs = load_rule_inputs(Dataset("BTCUSDT", "1h", 150), str(RULE_FILES[0]))   # a path works too
     frame, simulated, sources = inputs                                       # unpacks as a 3-tuple
     need = [c for c in inputs.rules.required_columns() if c in ("sentiment_score", "n_items", "evidence")]
     assert need and list(frame.columns) == [*ta.columns, *need] and inputs.joined == tuple(need)
@@ -202,10 +202,10 @@ def test_load_rule_inputs_is_what_build_signals_evaluates(settings_env, btc_1h, 
     assert simulated is True                       # the sentiment file says so, the _ta file does not
     assert sources == {"ta": "btcusdt_1h_150d_ta.parquet", "sentiment": "sentiment_1h.parquet",
                        "sentiment_scope": "market"}
-    built = build_signals("BTCUSDT", "1h", 150, RULE_FILES[0], write=False)
+    built = build_signals(Dataset("BTCUSDT", "1h", 150), RULE_FILES[0], write=False)
     pd.testing.assert_frame_equal(built.frame[frame.columns], frame)
     assert built.coverage == inputs.coverage and built.sources == sources and built.simulated is simulated
-    ta_only = load_rule_inputs("BTCUSDT", "1h", 150, load_rules(RULE_FILES[2]))
+    ta_only = load_rule_inputs(Dataset("BTCUSDT", "1h", 150), load_rules(RULE_FILES[2]))
     assert ta_only.joined == () and ta_only.sources == {"ta": "btcusdt_1h_150d_ta.parquet"}
     pd.testing.assert_frame_equal(ta_only.frame, ta)
 
@@ -214,17 +214,17 @@ def test_load_rule_inputs_errors(settings_env, btc_1h, tmp_path):
     from S4.signals import load_rule_inputs
 
     with pytest.raises(UserError, match="create it first with: python S2/indicators.py"):
-        load_rule_inputs("BTCUSDT", "1h", 150, RULE_FILES[2])
+        load_rule_inputs(Dataset("BTCUSDT", "1h", 150), RULE_FILES[2])
     write_market(settings_env.data_dir, btc_1h)
     with pytest.raises(UserError, match="create it first with: python S4/model.py --symbol BTCUSDT"):
-        load_rule_inputs("BTCUSDT", "1h", 150, RULE_FILES[1])
+        load_rule_inputs(Dataset("BTCUSDT", "1h", 150), RULE_FILES[1])
     with pytest.raises(UserError, match="0.9 is above its high 0.7"):
-        load_rule_inputs("BTCUSDT", "1h", 150, RULE_FILES[1], params={"proba_buy": 0.9})
+        load_rule_inputs(Dataset("BTCUSDT", "1h", 150), RULE_FILES[1], params={"proba_buy": 0.9})
     bad = tmp_path / "bad.yaml"
     bad.write_text("entry: {col: sma200, op: '>', value: 1}\n")
     with pytest.raises(UserError, match=r"unknown column 'sma200'.*available columns: open, high"):
-        load_rule_inputs("BTCUSDT", "1h", 150, bad)
+        load_rule_inputs(Dataset("BTCUSDT", "1h", 150), bad)
     with pytest.raises(UserError, match=r"lacks the column\(s\) \['sma200'\].*python S2/indicators.py"):
-        load_rule_inputs("BTCUSDT", "1h", 150, parse_rules("entry: {col: sma200, op: '>', value: 1}"))
+        load_rule_inputs(Dataset("BTCUSDT", "1h", 150), parse_rules("entry: {col: sma200, op: '>', value: 1}"))
     with pytest.raises(UserError, match="RuleSet or a rule file path"):
-        load_rule_inputs("BTCUSDT", "1h", 150, 42)
+        load_rule_inputs(Dataset("BTCUSDT", "1h", 150), 42)

@@ -154,7 +154,7 @@ def test_reads_the_ta_file_through_s4s_loader(settings_env):
     assert "look-ahead check: PASS" in text and "python S5/lookahead_check.py --symbol BTCUSDT" in text
     assert sorted(p.name for p in settings_env.data_dir.iterdir()) == before  # no _signals file, no optuna.db
 
-    built = build_signals("BTCUSDT", "1h", 60, RULES, write=False)
+    built = build_signals(Dataset("BTCUSDT", "1h", 60), RULES, write=False)
     res = run_backtest(built.frame, interval="1h", costs=Costs())
     assert_table_equals(table(nb, "value")["value"], res.metrics, "key metrics")
     assert f"{built.counts['entries']} entries, {built.counts['exits']} exits on 1,440 bars" in text

@@ -114,7 +114,7 @@ def test_cli_writes_rules_report_and_json(settings_env, sim_ta, capsys):
     # S4 uses the file as is
     from S4.signals import build_signals
 
-    res = build_signals("ETHUSDC", "1h", 90, best, write=False)
+    res = build_signals(Dataset("ETHUSDC", "1h", 90), best, write=False)
     assert res.rules.params == reloaded.params
     # resuming the same command adds nothing; a bad storage URL is one line
     assert _main(["--symbol", "ETHUSDC", "--interval", "1h", "--days", "90", "--rules", RULES, "--trials", "8",

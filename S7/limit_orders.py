@@ -198,13 +198,8 @@ class LimitManager:
         try:
             resp = await eng.venue.cancel_order(symbol=eng.symbol, client_order_id=cid)
         except OrderNotFound:            # filled (or cancelled) in the meantime: ask what it is
-            try:
-                resp = await eng.venue.get_order(symbol=eng.symbol, client_order_id=cid)
-            except AuthFailed:
-                raise
-            except ExchangeError as exc:
-                log.warning("order %s: lookup after a refused cancel failed (%s); will retry", cid, exc.message)
-                eng.needs_reconcile = True
+            found, resp = await eng.lookup_order(cid, what="lookup after a refused cancel")
+            if not found:
                 return
         except AuthFailed:
             raise
@@ -219,11 +214,7 @@ class LimitManager:
                  row["quantity"], plain(state.executed_qty), row["quantity"],
                  "cancelled" if state.status == "CANCELED" else state.status)
         if state.executed_qty == done:   # no fill to refresh the balances: the cancel freed the reserve
-            try:
-                await eng.refresh_balances()
-            except ExchangeError as exc:
-                log.warning("balances not refreshed (%s)", exc.message)
-                eng.needs_reconcile = True
+            await eng.try_refresh_balances()
 
     async def _finish(self, row: dict, rec: dict) -> None:
         left = D(row["quantity"]) - D(row["executed_qty"])

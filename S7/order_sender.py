@@ -99,6 +99,27 @@ class OrderSender:
         self.balances = {b["asset"]: (Decimal(b["free"]), Decimal(b["locked"])) for b in acct.get("balances", [])
                          if b["asset"] in (self.base, self.quote)}
 
+    async def try_refresh_balances(self) -> None:
+        """:meth:`refresh_balances`; an exchange error is logged and makes a reconcile due."""
+        try:
+            await self.refresh_balances()
+        except ExchangeError as exc:
+            log.warning("balances not refreshed (%s)", exc.message)
+            self.needs_reconcile = True
+
+    async def lookup_order(self, cid: str, *, what: str = "lookup") -> tuple[bool, dict | None]:
+        """What the exchange says of our order ``cid``: ``(True, order)`` (``order`` None when
+        the exchange does not know it), or ``(False, None)`` when the ``what`` failed (logged; a
+        reconcile is due and the caller retries later). A refused key is raised."""
+        try:
+            return True, await self.venue.get_order(symbol=self.symbol, client_order_id=cid)
+        except AuthFailed:
+            raise
+        except ExchangeError as exc:
+            log.warning("order %s: %s failed (%s); will retry", cid, what, exc.message)
+            self.needs_reconcile = True
+            return False, None
+
     async def sync_orders(self, *, all_orders: bool = False) -> bool:
         """Look up our unresolved orders and record what the exchange says (while the user
         stream is live only the ones of unknown outcome, unless ``all_orders``: the open
@@ -108,13 +129,8 @@ class OrderSender:
             pending = [r for r in pending if r["status"] not in EXCHANGE_OPEN]
         for row in pending:
             cid = row["client_order_id"]
-            try:
-                order = await self.venue.get_order(symbol=self.symbol, client_order_id=cid)
-            except AuthFailed:
-                raise
-            except ExchangeError as exc:
-                log.warning("order %s: lookup failed (%s); will retry", cid, exc.message)
-                self.needs_reconcile = True
+            found, order = await self.lookup_order(cid)
+            if not found:
                 continue
             if order is None:
                 age_s = time.time() - row["updated_ms"] / 1000
@@ -136,11 +152,7 @@ class OrderSender:
             self._place_levels(row, float(state.avg_price))
         self._feed_closed_trips(self.ledger.take_closed())
         if state.executed_qty > 0:
-            try:
-                await self.refresh_balances()
-            except ExchangeError as exc:
-                log.warning("balances not refreshed (%s)", exc.message)
-                self.needs_reconcile = True
+            await self.try_refresh_balances()
         return state
 
     def _booked(self, state: OrderState) -> Decimal:

@@ -149,6 +149,40 @@ def test_partial_fill_then_market_fallback_for_the_remainder(texchange, tmp_path
     run(go())
 
 
+def test_a_failed_lookup_after_a_refused_cancel_is_retried_later(texchange, tmp_path, caplog):
+    """The order fills at the exchange just before the deadline's cancel (-2011), and the lookup
+    that follows fails: the engine flags a reconcile and keeps the order; the next lookup books it."""
+    async def go():
+        rig, c, d, rest = await _place(texchange, tmp_path, policy(timeout_candles=1))
+        real_cancel = c.cancel_order
+
+        async def cancel_after_the_fill(**kw):
+            texchange.exchange.set_price(SYM, "119.8")                   # the whole order fills first
+            texchange.exchange.inject("error", method="GET", path="/api/v3/order", count=8, status=503)
+            return await real_cancel(**kw)
+
+        try:
+            eng, cid = rig.engine, d.client_order_id
+            c.cancel_order = cancel_after_the_fill
+            texchange.exchange.set_price(SYM, "121")
+            with caplog.at_level(logging.WARNING, logger="S7"):
+                await eng.on_candle(rest.iloc[:1])                       # the deadline candle
+            assert f"order {cid}: lookup after a refused cancel failed" in caplog.text
+            assert eng.needs_reconcile and eng.limits.record() is not None
+            assert rig.store.get_order(cid)["status"] == "NEW"           # not booked from a failed lookup
+            texchange.exchange.faults.clear()
+            c.cancel_order = real_cancel
+            assert await eng.sync_orders()                               # the lookup works again: booked
+            row = rig.store.get_order(cid)
+            assert row["status"] == "FILLED" and D(row["executed_qty"]) == QTY
+            assert rig.store.position(SYM).qty == QTY * D("0.999")
+            await eng.limits.step(now_ms=now_ms())
+            assert eng.limits.record() is None
+        finally:
+            await c.close_connection()
+    run(go())
+
+
 @pytest.mark.parametrize("fallback", ["none", "market"])
 def test_post_only_that_would_cross_is_refused_with_2010(texchange, tmp_path, caplog, fallback):
     async def go():

@@ -267,6 +267,7 @@ def _sim_frame():
     return add_indicators(simulate_candles("BTCUSDT", "1h", "2023-01-01", "2023-02-10"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rules_name,leverage", [("busy", 3), ("rules_long_short.yaml", 3), ("busy", 60)],
                          ids=["busy", "long_short", "liquidations"])
 def test_testnet_session_trades_the_backtest(usdm_env, tmp_path, rules_name, leverage):
@@ -339,6 +340,7 @@ def test_testnet_session_trades_the_backtest(usdm_env, tmp_path, rules_name, lev
     assert len(lines) == len(frame) - 1
 
 
+@pytest.mark.slow
 def test_dry_run_replay_through_the_command_line(settings_env, tmp_path, capsys):
     """``--market usdm --dry-run`` (here offline, a replay of the simulated market): one heartbeat
     per closed candle, the summary, the built-in bracket with one note -- the cached one when a

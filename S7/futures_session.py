@@ -648,7 +648,14 @@ async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: a
                 if isinstance(ev, PriceEvent):
                     last_price = ev.price
                     if mode == "dry-run":
+                        n_fills = len(acc.fills)
                         eng.on_price(ev.price, ev.t_ms)
+                        for f in acc.fills[n_fills:]:        # the simulated fills, in the order log too
+                            order_log.append(symbol=symbol, side=f["side"], type="MARKET", quantity=f["qty"],
+                                             price=f["price"], client_id=None, exchange_id=None, status="FILLED",
+                                             reason=f["reason"], event="fill", commission=f["fee"],
+                                             commission_asset="USDT", time=pd.Timestamp(f["time_ms"], unit="ms",
+                                                                                        tz="UTC"))
                 elif isinstance(ev, CandleEvent):
                     c = ev.candle
                     ot = ev.open_ms

@@ -346,7 +346,7 @@ def test_dry_run_replay_through_the_command_line(settings_env, tmp_path, capsys)
     per closed candle, the summary, the built-in bracket with one note -- the cached one when a
     testnet session has stored it."""
     from S1.cli import run
-    from S1.datasets import atomic_write_text, leverage_brackets_path
+    from S1.datasets import atomic_write_text, leverage_brackets_path, orders_log_path
     from S7.executor import main
 
     rules = tmp_path / "busy.yaml"
@@ -366,5 +366,7 @@ def test_dry_run_replay_through_the_command_line(settings_env, tmp_path, capsys)
     assert run(main, argv) == 0
     out = capsys.readouterr().out
     assert "note:" not in out and "maintenance margin 0.0123 from cached leverageBracket of then" in out
+    fills = [json.loads(x) for x in orders_log_path().read_text().splitlines() if "usdm dry-run" in x]
+    assert fills and all(f["status"] == "FILLED" and f["simulated"] for f in fills)
     assert run(main, argv[:-5] + ["--leverage", "60", "--offline", "--replay-days", "2"]) == 2   # above its bracket
     assert "above BTCUSDT's first bracket (50x)" in capsys.readouterr().err

@@ -85,6 +85,11 @@ class S3Stat:
     st_size: int
     st_mtime: float
 
+    @property
+    def st_mtime_ns(self) -> int:
+        """As ``os.stat_result.st_mtime_ns`` (readers key caches on it, e.g. the S7 dashboard)."""
+        return int(round(self.st_mtime * 1e9))
+
 
 class S3Path:
     """An object key (or prefix) in a bucket, with the pathlib operations data paths need."""

@@ -45,6 +45,7 @@ import pandas as pd
 
 from S1.datasets import news_items_path, read_parquet, write_parquet
 from S1.errors import UserError
+from S1.storage import as_path
 from S3.assets import AssetTagger, default_tagger
 
 log = logging.getLogger(__name__)
@@ -249,7 +250,7 @@ def read_items(path: Path | None = None, *, tagger: AssetTagger | None = None) -
     """The stored items (an empty frame when the file does not exist yet). A file
     written before the ``assets`` column existed gets it computed from title +
     summary with ``tagger`` (default: the shipped dictionary)."""
-    path = Path(path) if path is not None else news_items_path()
+    path = as_path(path) if path is not None else news_items_path()
     if not path.exists():
         return empty_items()
     df = read_parquet(path)
@@ -265,7 +266,7 @@ def append_items(new: pd.DataFrame, path: Path | None = None, *, title_window_ho
     """Append the new stories of ``new`` to the items file (atomic write; existing rows
     are kept as they are, an old file gains the ``assets`` column). Returns (all
     items, number added)."""
-    path = Path(path) if path is not None else news_items_path()
+    path = as_path(path) if path is not None else news_items_path()
     existing = read_items(path, tagger=tagger)
     fresh = dedupe(_typed(new, tagger), existing, title_window_hours=title_window_hours)
     if fresh.empty and path.exists():

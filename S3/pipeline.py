@@ -27,6 +27,7 @@ from S1.datasets import news_items_path, sentiment_asset_paths, sentiment_path, 
 from S1.errors import UserError
 from S1.intervals import check_interval
 from S1.settings import Settings, get_settings
+from S1.storage import as_path
 from S3.assets import AssetTagger, has_asset, tag_counts
 from S3.classifiers import classify_frame, get_classifier, resolve_spec
 from S3.config import S3Config, load_config
@@ -88,7 +89,7 @@ def build_sentiment(*, since, until=None, interval: str = "1h", sources: list[st
     if until_ts < since_ts:
         raise UserError(f"--until {until_ts} is before --since {since_ts}", "pass a later --until")
     run = SentimentRun()
-    items_path = Path(items_path) if items_path is not None else news_items_path()
+    items_path = as_path(items_path) if items_path is not None else news_items_path()
     tagger = config.assets.tagger()
     wanted = _wanted_assets(per_symbol, tagger)  # bad input fails before any network
     if fetch:
@@ -130,7 +131,7 @@ def build_sentiment(*, since, until=None, interval: str = "1h", sources: list[st
                 log.warning("no item of the window is tagged %s: its series is 0 throughout", a)
             per_asset[a] = sentiment_series(sub, **kw)
     if write:
-        run.path = Path(out_path) if out_path is not None else sentiment_path(interval)
+        run.path = as_path(out_path) if out_path is not None else sentiment_path(interval)
         meta = {"kind": "sentiment", "scope": "market", "interval": interval, "classifier": run.classifier,
                 "half_life": config.series.half_life, "prior_weight": config.series.prior_weight,
                 "since": since_ts.isoformat(), "until": until_ts.isoformat(), "items_used": run.items_used,

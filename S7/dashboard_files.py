@@ -241,7 +241,7 @@ def coverage_table(*, data_dir: Path | None = None) -> pd.DataFrame:
         for p in sorted(base.glob("*.parquet")):
             if p.name.startswith("."):
                 continue  # temp files of atomic writes
-            parsed = parse_dataset_name(p)
+            parsed = parse_dataset_name(p.name)
             if parsed is not None:
                 kind, market, interval = parsed.kind, parsed.label, parsed.interval
             elif p.name in sentiment_names:

@@ -37,10 +37,10 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from S1.errors import UserError
+from S1.yaml_load import load_file
 
 DEFAULT_ASSETS = Path(__file__).with_name("assets.yaml")
 
@@ -210,13 +210,8 @@ def tag_counts(tags: pd.Series) -> dict[str, int]:
 
 # ------------------------------------------------------------------ loading
 def _read_table(path: Path) -> dict[str, AssetEntry]:
-    if not path.exists():
-        raise UserError(f"asset alias file {path} does not exist",
-                        "fix assets.extra_file in S3/sentiment.yaml (a YAML laid out like S3/assets.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}", "fix the syntax") from exc
+    raw = load_file(path, what="asset alias file",
+                    fix="fix assets.extra_file in S3/sentiment.yaml (a YAML laid out like S3/assets.yaml)") or {}
     if not isinstance(raw, dict):
         raise UserError(f"{path} must map asset codes to aliases", "see S3/assets.yaml for the layout")
     out = {}

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from S1.errors import UserError
-from S1.yaml_load import safe_load
+from S1.yaml_load import load_file
 
 DEFAULT_CONFIG = Path(__file__).with_name("sentiment.yaml")
 
@@ -139,9 +138,7 @@ def load_price_file(name: str | Path) -> dict[str, dict]:
     """
     p = Path(name)
     p = p if p.is_absolute() else DEFAULT_CONFIG.parent / p
-    if not p.exists():
-        raise ValueError(f"price file {p} does not exist (llm.prices_file)")
-    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    raw = load_file(p, what="price file", fix="fix llm.prices_file in S3/sentiment.yaml (see S3/prices.yaml)") or {}
     if not isinstance(raw, dict):
         raise ValueError(f"price file {p} must map model names to {{input, output, as_of}}")  # noqa: TRY004
     for model, entry in raw.items():
@@ -197,12 +194,7 @@ class S3Config(_Frozen):
 def load_config(path: str | Path | None = None) -> S3Config:
     """Read and validate the YAML config (default ``S3/sentiment.yaml``)."""
     p = Path(path) if path is not None else DEFAULT_CONFIG
-    if not p.exists():
-        raise UserError(f"config file {p} does not exist", f"pass an existing YAML file, e.g. --config {DEFAULT_CONFIG}")
-    try:
-        raw = safe_load(p.read_text(encoding="utf-8"), source=str(p)) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}", "fix the syntax") from exc
+    raw = load_file(p, what="config file", fix=f"pass an existing, valid YAML file, e.g. --config {DEFAULT_CONFIG}") or {}
     if not isinstance(raw, dict):
         raise UserError(f"{p} must hold a mapping at the top level", "see S3/sentiment.yaml for the layout")
     try:

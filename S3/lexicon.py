@@ -21,10 +21,10 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from S1.errors import UserError
+from S1.yaml_load import load_file
 from S3.items import clean_text
 from S3.labels import result_frame
 
@@ -34,9 +34,9 @@ DEFAULT_LEXICON = Path(__file__).with_name("crypto_lexicon.yaml")
 @lru_cache(maxsize=4)
 def _load(path: str) -> tuple[dict, dict, tuple[float, float]]:
     p = Path(path)
-    if not p.exists():
-        raise UserError(f"lexicon file {p} does not exist", f"pass an existing YAML, e.g. {DEFAULT_LEXICON}")
-    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    raw = load_file(p, what="lexicon file", fix=f"pass an existing, valid YAML, e.g. {DEFAULT_LEXICON}") or {}
+    if not isinstance(raw, dict):
+        raise UserError(f"lexicon file {p} must map words / phrases / thresholds", f"see {DEFAULT_LEXICON}")
     words = {str(k).lower(): float(v) for k, v in (raw.get("words") or {}).items()}
     phrases = {str(k).lower(): float(v) for k, v in (raw.get("phrases") or {}).items()}
     th = raw.get("thresholds") or {}

@@ -21,10 +21,10 @@ import hashlib
 import json
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from S1.errors import UserError
+from S1.yaml_load import load_file
 
 PROMPTS_DIR = Path(__file__).with_name("prompts")
 
@@ -86,10 +86,10 @@ def load_prompt(spec: str | Path = "default") -> Prompt:
         raise UserError(f"prompt {spec!r} not found",
                         f"use one of {', '.join(available_prompts())} or a path to a prompt YAML "
                         f"laid out like S3/prompts/default.yaml")
+    raw = load_file(path, what="prompt file", fix="lay it out like S3/prompts/default.yaml")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         prompt = Prompt.model_validate(raw if isinstance(raw, dict) else {})
-    except (yaml.YAMLError, ValidationError) as exc:
+    except ValidationError as exc:
         first = str(exc).splitlines()[:3]
         raise UserError(f"prompt file {path} is invalid: {' '.join(first)}",
                         "it needs name and system (text, 20+ characters), optional description; "

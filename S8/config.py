@@ -16,11 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from S1.errors import UserError
 from S1.settings import REPO_ROOT
+from S1.yaml_load import load_file
 
 MODES = ("dry-run", "testnet", "live")
 
@@ -163,13 +163,7 @@ def _resolve(p: Path) -> Path:
 def load_config(path: str | Path) -> ServiceConfig:
     """Read and validate the YAML file (relative rule/risk paths are relative to the repository)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise UserError(f"cannot read the service config {path} ({exc.strerror or exc})",
-                        "pass --config S8/service.yaml or a copy of it") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path} is not valid YAML ({exc})", "fix the file (see S8/service.yaml)") from None
+    raw = load_file(path, what="service config", fix="pass --config S8/service.yaml or a copy of it") or {}
     try:
         cfg = ServiceConfig.model_validate(raw)
     except ValidationError as exc:

@@ -598,6 +598,8 @@ async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: a
             acc: FuturesAccount = ExchangeAccount(balance=balance, fee_rate=cfg.fee_rate, spec=spec, filters=filters,
                                                   client=client, symbol=symbol, interval=interval, strategy=tag,
                                                   order_log=order_log)
+            # funding paid before this session is not ours (a saved state brings its own cursor back)
+            acc.income_cursor_ms = int(time.time() * 1000) + client.time_offset_ms
         else:
             acc = FuturesAccount(balance=balance, fee_rate=cfg.fee_rate, spec=spec, filters=filters,
                                  slippage=cfg.slippage_bps / 1e4)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from S7.local.usdm import LocalUSDM, futures_listing
+from S7.local.usdm import LocalUSDM, _Position, futures_listing
 
 REPO = Path(__file__).resolve().parents[2]
 KEY, SECRET = "usdm-key", "usdm-canary-secret-7f3a"
@@ -51,9 +52,8 @@ class DrivenSource:
                 ft = self.funding.index.as_unit("ms").asi8
                 for k in np.nonzero((ft >= opens[i]) & (ft < opens[i] + HOUR))[0]:
                     mark = self.funding["mark_price"].iloc[k]
-                    self.ex.settle_funding(float(self.funding["funding_rate"].iloc[k]),
-                                           mark=float(f["open"].iloc[i]) if not np.isfinite(mark) else float(mark),
-                                           at_ms=int(ft[k]))
+                    self.ex.settle_funding(float(self.funding["funding_rate"].iloc[k]),   # stamped now, as live
+                                           mark=float(f["open"].iloc[i]) if not np.isfinite(mark) else float(mark))
             self.ex.liquidate("BTCUSDT", open_=float(f["open"].iloc[i]), high=float(f["high"].iloc[i]),
                               low=float(f["low"].iloc[i]))
             self.ex.set_price(float(f["open"].iloc[i + 1]))
@@ -133,6 +133,10 @@ def test_long_and_short_with_reduce_only_leverage_and_funding(usdm_env, tmp_path
     (tmp_path / "rules.yaml").write_text(RULES)
     (tmp_path / "risk.yaml").write_text(RISK)
     ex.inject("error_after_accept", count=1)          # the first order is carried out, its answer lost
+    ex.positions["BTCUSDT"] = _Position(amt=1.0, entry=100.0, margin=50.0)
+    ex.settle_funding(0.01, at_ms=int(time.time() * 1000) - 60_000)   # an old payment on an old position: not ours
+    ex.force_close("BTCUSDT")
+    ex.balance = 10_000.0
     res, lines = _run(_cfg(tmp_path, tmp_path / "rules.yaml", use_stops=False, risk=tmp_path / "risk.yaml"),
                       DrivenSource(frame, ex, funding), FrameFeed(frame, ["atr14"]), leverage=3)
 

@@ -284,4 +284,115 @@ class ReplaySource(_RestMixin):
         pass
 
 
-__all__ = ["CandleEvent", "DbSource", "PriceEvent", "ReplaySource", "RestPollSource", "intrabar_path"]
+# ------------------------------------------------------------------ several symbols
+class MultiDbSource:
+    """Several symbols from ONE streamer database (``python S1/streamer.py --symbols A,B,C`` writes
+    them all to ``data/<a>_<interval>_realtime.db``): the warm-up of each, then every newly
+    closed candle of any symbol, in open-time order, as ``(symbol, CandleEvent)``, and each
+    symbol's price in progress as ``(symbol, PriceEvent)``. One connection and one query per
+    commit (``PRAGMA data_version`` checked every ``poll`` s), so the candles a commit holds --
+    the streamer writes a batch per transaction -- come out together; ``(None, None)`` after each
+    check lets the caller run its timers."""
+
+    def __init__(self, db_path: str | Path, symbols: list[str], interval: str, *, poll: float = 0.05):
+        self.db = Path(db_path)
+        self.symbols, self.interval, self.poll = list(symbols), interval, float(poll)
+        self.description = f"streamer database {self.db} ({', '.join(self.symbols)})"
+        if not self.db.is_file():
+            raise UserError(f"the streamer database {self.db} does not exist",
+                            f"start the streamer first: python S1/streamer.py --symbols {','.join(self.symbols)} "
+                            f"--interval {interval} (or pass --db PATH, or use --source rest)")
+        self.last_open_ms: dict[str, int | None] = {s: None for s in self.symbols}
+
+    async def history(self, n: int) -> dict[str, pd.DataFrame]:
+        from S1.stream_store import read_klines
+
+        out = {}
+        for s in self.symbols:
+            df = read_klines(self.db, s, self.interval, closed_only=True, last_n=n)
+            if len(df):
+                self.last_open_ms[s] = int(_open_ms(df)[-1])
+            out[s] = df
+        return out
+
+    async def events(self, stop: asyncio.Event) -> AsyncIterator[tuple[str | None, CandleEvent | PriceEvent | None]]:
+        con = sqlite3.connect(f"{self.db.resolve().as_uri()}?mode=ro", uri=True, timeout=5, isolation_level=None)
+        marks = ", ".join("?" * len(self.symbols))
+        query = (_NEW_ROWS.replace("symbol = ? AND interval = ? AND open_time > ?",
+                                   f"symbol IN ({marks}) AND interval = ? AND open_time > ?")
+                 .replace("SELECT open_time", "SELECT symbol, open_time").replace("ORDER BY open_time",
+                                                                                "ORDER BY open_time, symbol"))
+        try:
+            version, last_price = None, {}
+            while not stop.is_set():
+                v = con.execute("PRAGMA data_version").fetchone()[0]
+                if v != version:
+                    version = v
+                    known = [t for t in self.last_open_ms.values() if t is not None]
+                    after = min(known) if known else -1
+                    rows = con.execute(query, (*self.symbols, self.interval, after)).fetchall()
+                    live: dict[str, tuple] = {}
+                    for r in rows:
+                        sym, k = r[0], r[1:]
+                        seen = self.last_open_ms[sym]
+                        if k[11] != 1:
+                            live[sym] = k            # the candle in progress
+                            continue
+                        if seen is not None and int(k[0]) <= seen:
+                            continue
+                        self.last_open_ms[sym] = int(k[0])
+                        yield sym, CandleEvent(candles_from_arrays(np.array([k[:11]], dtype=np.float64)))
+                    for sym, k in live.items():
+                        if float(k[4]) != last_price.get(sym):
+                            last_price[sym] = float(k[4])
+                            yield sym, PriceEvent(float(k[4]), int(time.time() * 1000))
+                yield None, None
+                await _pause(stop, self.poll)
+        finally:
+            con.close()
+
+    async def close(self) -> None:
+        pass
+
+
+class MergedSource:
+    """One single-symbol source per symbol (e.g. :class:`RestPollSource`), merged into one stream of
+    ``(symbol, event)`` with ``(None, None)`` at least every ``tick`` seconds."""
+
+    def __init__(self, sources: dict[str, object], *, tick: float = 0.2):
+        self.sources, self.tick = dict(sources), float(tick)
+        self.description = "; ".join(f"{s}: {src.description}" for s, src in self.sources.items())
+
+    async def history(self, n: int) -> dict[str, pd.DataFrame]:
+        return {s: await src.history(n) for s, src in self.sources.items()}
+
+    async def events(self, stop: asyncio.Event) -> AsyncIterator[tuple[str | None, CandleEvent | PriceEvent | None]]:
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(sym, src):
+            async for ev in src.events(stop):
+                await queue.put((sym, ev))
+
+        tasks = [asyncio.create_task(pump(s, src)) for s, src in self.sources.items()]
+        try:
+            while not stop.is_set():
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=self.tick)
+                except asyncio.TimeoutError:
+                    item = (None, None)
+                for t in tasks:
+                    if t.done() and t.exception() is not None:
+                        raise t.exception()
+                yield item
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        for src in self.sources.values():
+            await src.close()
+
+
+__all__ = ["CandleEvent", "DbSource", "MergedSource", "MultiDbSource", "PriceEvent", "ReplaySource", "RestPollSource",
+           "intrabar_path"]

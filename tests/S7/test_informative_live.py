@@ -73,6 +73,7 @@ def _engine(tmp: Path, window: int):
     return eng, store
 
 
+@pytest.mark.slow
 def test_live_informative_columns_equal_the_s2_file_at_every_closed_bar(s2_file, tmp_path):
     from S2.ta import IndicatorConfig
     from S4.evaluate import condition_masks

@@ -205,6 +205,27 @@ def test_an_exit_whose_answer_and_lookup_are_lost_is_resolved_not_resent(usdm_en
     assert res.summary["position"] is None and ex.balance == pytest.approx(10_000 + tr["pnl"])
 
 
+def test_a_refused_order_is_logged_not_retried_and_the_next_signal_trades(usdm_env, tmp_path):
+    """A 429 on the entry: REJECTED with its code, nothing re-sent for that candle, the position
+    stays flat; the rule still firing on the next candle enters then."""
+    from S7.feeds import FrameFeed
+
+    ex = usdm_env
+    frame = _frame([100, 100, 100, 112, 113, 111, 111])
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "risk.yaml").write_text(RISK)
+    ex.inject("429", retry_after=30)
+    res, lines = _run(_cfg(tmp_path, tmp_path / "rules.yaml", use_stops=False, risk=tmp_path / "risk.yaml"),
+                      DrivenSource(frame, ex), FrameFeed(frame, ["atr14"]), leverage=3)
+    orders = [q for m, p, q in ex.requests if m == "POST" and p == "/fapi/v1/order"]
+    assert [q["side"] for q in orders] == ["BUY", "BUY"] and orders[0]["newClientOrderId"] != \
+        orders[1]["newClientOrderId"]
+    assert res.summary["position"]["entry_price"] == 113.0 and res.summary["rejected"] == 1
+    events = [json.loads(x) for x in (tmp_path / "orders.jsonl").read_text().splitlines()]
+    (rej,) = [e for e in events if e["status"] == "REJECTED"]
+    assert rej["code"] == -1003 and rej["client_id"] == orders[0]["newClientOrderId"]
+
+
 def test_restart_keeps_the_position_and_an_outside_close_is_booked(usdm_env, tmp_path):
     from S7.feeds import FrameFeed
 

@@ -19,7 +19,7 @@ proves the backtest and this engine trade the same, trade for trade).
 
 The same engine runs the dry-run replay (``python -m S7.paper_replay --market usdm``) and the
 executor's USD-M sessions (:mod:`S7.futures_session`, ``python S7/executor.py --market usdm``: the
-dry-run on this account, the futures testnet on :class:`S7.futures_session.ExchangeAccount`, a
+dry-run on this account, the futures testnet on :class:`S7.futures_exchange.ExchangeAccount`, a
 subclass booking the exchange's fills through :meth:`FuturesAccount.book`).
 """
 
@@ -96,7 +96,7 @@ class FuturesAccount:
 
     def book(self, o: Order, price: float, fee: float, t_ms: int, **extra) -> dict[str, Any] | None:
         """Book one filled order (at ``price``, paying ``fee``); returns the closed trade, if any.
-        The dry-run fills here at the next price; :class:`S7.futures_session.ExchangeAccount`
+        The dry-run fills here at the next price; :class:`S7.futures_exchange.ExchangeAccount`
         books the exchange's fills here (``extra``: the exchange's ids, kept in ``fills``)."""
         self.fills.append({"side": o.side, "qty": o.qty, "price": price, "fee": fee, "time_ms": t_ms,
                            "reason": o.reason, **extra})
@@ -275,7 +275,7 @@ def replay_usdm(frame: pd.DataFrame, *, rules, risk, interval: str, filters, spe
         row = {c: float(v[i]) for c, v in cols.items()}
         eng.on_candle(int(opens[i]), row, last=i == n - 1, next_is_last=i == n - 2)
     eng.finish(float(cols["close"][-1]), int(opens[-1]))
-    iso = lambda ms: pd.Timestamp(int(ms), unit="ms", tz="UTC").isoformat()  # noqa: E731
+    iso = lambda ms: pd.Timestamp(int(ms), unit="ms", tz="UTC").isoformat()
     trades = [{"side": t["side"], "entry_time": iso(t["entry_ms"]), "exit_time": iso(t["exit_ms"]),
                "entry_price": float(t["entry_price"]), "exit_price": float(t["exit_price"]), "qty": float(t["qty"]),
                "exit_reason": t["exit_reason"], "funding": float(t["funding"]), "pnl": float(t["pnl"])}

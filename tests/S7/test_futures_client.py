@@ -82,8 +82,7 @@ def test_leverage_bracket_payload_and_first_bracket_fallbacks(settings_env, caps
     session's first bracket: from the exchange (cached under data/), else the cache, else the
     built-in table with one printed note."""
     from S1.datasets import leverage_brackets_path
-    from S7.futures_client import FuturesUnavailable
-    from S7.futures_session import first_bracket
+    from S7.futures_exchange import first_bracket
 
     async def go():
         ex = LocalUSDM(mmr=0.0065, symbols={"ETHUSDT": {"symbol": "ETHUSDT", "filters": []}})

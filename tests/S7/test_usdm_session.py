@@ -191,7 +191,7 @@ def test_an_exit_whose_answer_and_lookup_are_lost_is_resolved_not_resent(usdm_en
     (tmp_path / "risk.yaml").write_text(RISK)
     ex.inject("error_after_accept", after=1)                                  # the 2nd order: the exit
     ex.inject("error", path="/fapi/v1/order", method="GET", count=1)          # ... and its lookup
-    res, lines = _run(_cfg(tmp_path, tmp_path / "rules.yaml", use_stops=False, risk=tmp_path / "risk.yaml"),
+    res, _ = _run(_cfg(tmp_path, tmp_path / "rules.yaml", use_stops=False, risk=tmp_path / "risk.yaml"),
                       DrivenSource(frame, ex), FrameFeed(frame, ["atr14"]), leverage=3)
     orders = [q for m, p, q in ex.requests if m == "POST" and p == "/fapi/v1/order"]
     assert [(q["side"], q.get("reduceOnly")) for q in orders] == [("BUY", None), ("SELL", "true")]
@@ -215,7 +215,7 @@ def test_a_refused_order_is_logged_not_retried_and_the_next_signal_trades(usdm_e
     (tmp_path / "rules.yaml").write_text(RULES)
     (tmp_path / "risk.yaml").write_text(RISK)
     ex.inject("429", retry_after=30)
-    res, lines = _run(_cfg(tmp_path, tmp_path / "rules.yaml", use_stops=False, risk=tmp_path / "risk.yaml"),
+    res, _ = _run(_cfg(tmp_path, tmp_path / "rules.yaml", use_stops=False, risk=tmp_path / "risk.yaml"),
                       DrivenSource(frame, ex), FrameFeed(frame, ["atr14"]), leverage=3)
     orders = [q for m, p, q in ex.requests if m == "POST" and p == "/fapi/v1/order"]
     assert [q["side"] for q in orders] == ["BUY", "BUY"] and orders[0]["newClientOrderId"] != \
@@ -342,12 +342,12 @@ def test_testnet_session_trades_the_backtest(usdm_env, tmp_path, rules_name, lev
     feats = [c for c in rules.required_columns() if c in frame.columns] + ["atr14"]
     res, lines = _run(_cfg(tmp_path, path, use_stops=not hot, risk=risk_file), DrivenSource(frame, ex, funding),
                       FrameFeed(frame, feats), leverage=leverage)
-    iso = lambda ms: pd.Timestamp(int(ms), unit="ms", tz="UTC").isoformat()  # noqa: E731
+    iso = lambda ms: pd.Timestamp(int(ms), unit="ms", tz="UTC").isoformat()
     paper = [{"side": t["side"], "entry_time": iso(t["entry_ms"]), "exit_time": iso(t["exit_ms"]),
               "entry_price": t["entry_price"], "exit_price": t["exit_price"], "qty": t["qty"],
               "exit_reason": t["exit_reason"], "funding": t["funding"]} for t in res.trades]
     assert all(t["exit_time"] <= last_open for t in paper)
-    strip = lambda ts: [{k: v for k, v in t.items() if k != "funding"} for t in ts]  # noqa: E731
+    strip = lambda ts: [{k: v for k, v in t.items() if k != "funding"} for t in ts]
     diff = compare_trades(strip(closed), strip(paper), rtol=1e-9)
     assert diff == [], diff[:6]
     # funding: the exchange books each payment rounded to 8 decimals (as Binance's income history shows it)

@@ -226,6 +226,26 @@ def test_a_refused_order_is_logged_not_retried_and_the_next_signal_trades(usdm_e
     assert rej["code"] == -1003 and rej["client_id"] == orders[0]["newClientOrderId"]
 
 
+def test_the_kill_switch_flattens_with_reduce_only_and_blocks_entries(usdm_env, tmp_path):
+    """A drawdown trip while long: the position is closed (``kill_switch``, reduceOnly), later
+    entry signals are skipped and nothing more reaches the exchange -- as on spot."""
+    from S7.feeds import FrameFeed
+
+    ex = usdm_env
+    frame = _frame([100, 100, 100, 112, 113, 108, 109, 112, 113, 113])
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "risk.yaml").write_text(RISK.replace("max_drawdown: 0.9", "max_drawdown: 0.01").replace(
+        "max_consecutive_losses: 50}", "max_consecutive_losses: 50, flatten_on_trip: true}"))
+    res, lines = _run(_cfg(tmp_path, tmp_path / "rules.yaml", use_stops=False, risk=tmp_path / "risk.yaml"),
+                      DrivenSource(frame, ex), FrameFeed(frame, ["atr14"]), leverage=3)
+    orders = [q for m, p, q in ex.requests if m == "POST" and p == "/fapi/v1/order"]
+    assert [(q["side"], q.get("reduceOnly")) for q in orders] == [("BUY", None), ("SELL", "true")]
+    (tr,) = res.trades
+    assert (tr["exit_reason"], tr["exit_price"]) == ("kill_switch", 108.0)      # decided on candle 5, next open
+    assert "signal: exit (kill_switch" in lines[5] and "skipped (kill_switch" in lines[7]
+    assert res.summary["kill_switch"]["tripped"] and res.summary["position"] is None
+
+
 def test_restart_keeps_the_position_and_an_outside_close_is_booked(usdm_env, tmp_path):
     from S7.feeds import FrameFeed
 

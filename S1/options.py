@@ -194,6 +194,6 @@ def rules_label(rules: str | Path | None) -> str:
 
 
 __all__ = ["DEFAULT_CASH", "DEFAULT_FEE", "DEFAULT_RISK", "DEFAULT_RULES", "DEFAULT_SLIPPAGE_BPS", "ORDER_TYPES",
-           "add_cash_option", "add_fee_options", "add_market_options", "add_offline_option", "add_portfolio_options",
-           "add_output_switches", "add_risk_option", "add_rules_option", "deprecated", "order_type",
-           "rules_label", "slippage_fraction"]
+           "add_cash_option", "add_fee_options", "add_market_options", "add_offline_option",
+           "add_output_switches", "add_portfolio_options", "add_risk_option", "add_rules_option", "deprecated",
+           "order_type", "rules_label", "slippage_fraction"]

@@ -9,7 +9,7 @@ On every closed candle of every symbol (the streamer's database of all of them, 
 decision, S6 sizing, S7's orders and ledger -- what ``S7/executor.py`` runs for one symbol) over ONE account
 -- the spot testnet (default), a simulated account with ``--dry-run``, or with ``--live`` and
 ``--i-understand-this-trades-real-money`` real money -- one kill-switch, and the ranking and --max-open of
-``python S5/portfolio.py`` (S7/portfolio_session.py). ``--replay-days N`` (dry-run) replays the last N days of
+``python S5/portfolio.py`` (S7/portfolio_live.py, S7/portfolio_session.py). ``--replay-days N`` (dry-run) replays the last N days of
 each symbol's ``_ta`` file (``--days``) instead and writes data/portfolio_<name>_paper.json. Options are spelled as
 in every script (S1/options.py); the old --balance and --risk-config still work for one release. A separate
 script rather than an option of S7/executor.py: it runs several engines over one account, which the
@@ -82,7 +82,7 @@ def build_parser() -> ArgumentParser:
 
 
 def config_from_args(args):
-    from S7.portfolio_session import PortfolioConfig
+    from S7.portfolio_live import PortfolioConfig
 
     return PortfolioConfig(symbols=tuple(s for s in args.symbols.split(",") if s.strip()), interval=args.interval,
                            rules=args.rules, max_open=args.max_open, mode=args.mode,
@@ -96,7 +96,7 @@ def config_from_args(args):
 
 
 async def _live(cfg) -> int:
-    from S7.portfolio_session import PortfolioSession
+    from S7.portfolio_live import PortfolioSession
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

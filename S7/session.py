@@ -125,7 +125,6 @@ def load_strategy(cfg: SessionConfig):
 
 def default_window(indicators, rules, interval: str | None = None) -> int:
     from S2.ta import warmup_rows
-
     from S7.feeds import informative_window
 
     longest = max(warmup_rows(indicators).values())

@@ -378,7 +378,7 @@ class MergedSource:
             while not stop.is_set():
                 try:
                     item = await asyncio.wait_for(queue.get(), timeout=self.tick)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     item = (None, None)
                 for t in tasks:
                     if t.done() and t.exception() is not None:

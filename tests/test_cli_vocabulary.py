@@ -16,8 +16,9 @@ from S1 import cli
 SCRIPTS = ["S1/historical.py", "S1/streamer.py", "S1/batch.py", "S1/query.py", "S1/funding.py",
            "S2/indicators.py", "S2/preview.py", "S3/sentiment.py", "S3/news.py", "S3/classify.py",
            "S3/evaluate.py", "S3/train_classifier.py", "S4/decision.py", "S4/model.py", "S5/backtest.py",
-           "S5/optimize.py", "S5/lookahead_check.py", "S5/compare.py", "S5/parity.py", "S6/risk.py",
-           "S6/stress.py", "S7/executor.py", "S7/pipeline.py", "S8/service.py"]
+           "S5/optimize.py", "S5/lookahead_check.py", "S5/compare.py", "S5/parity.py", "S5/portfolio.py",
+           "S6/risk.py", "S6/stress.py", "S7/executor.py", "S7/pipeline.py", "S7/portfolio_executor.py",
+           "S8/service.py"]
 
 
 class _Captured(Exception):

@@ -113,7 +113,7 @@ def test_live_informative_columns_equal_the_s2_file_at_every_closed_bar(s2_file,
         np.testing.assert_allclose(np.asarray(got[c]), want[c].to_numpy(), rtol=1e-8, atol=1e-8, err_msg=c)
     # the rules fire on the same bars as on the S2 file's columns (S4's evaluator on the whole file)
     arrays = {c: ta[c].to_numpy(np.float64) for c in rules.required_columns()}
-    ent, ext = condition_masks(arrays, rules, len(ta))
+    ent, _ = condition_masks(arrays, rules, len(ta))
     file_entry = ent.any(axis=0)[n_seed:]
     live_entry = np.array([d.entry_rule is not None for d in decisions])
     assert file_entry.sum() > 0

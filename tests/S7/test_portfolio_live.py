@@ -1,4 +1,4 @@
-"""A live multi-symbol S7 session (S7/portfolio_session.py ``PortfolioSession``, what
+"""A live multi-symbol S7 session (S7/portfolio_live.py ``PortfolioSession``, what
 ``python S7/portfolio_executor.py`` runs) on the local test exchange (S7/local/exchange.py: signed
 orders, one account) with candles arriving through a streamer database, as ``python S1/streamer.py
 --symbols ...`` writes them: it never holds more than --max-open positions, its cash is never
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -58,7 +59,7 @@ def exchange(settings_env, monkeypatch):
 
 def _risk(tmp_path):
     """S6/risk.yaml without the kill-switch limits (the backtest and the session share it)."""
-    doc = yaml.safe_load(open("S6/risk.yaml"))
+    doc = yaml.safe_load(Path("S6/risk.yaml").read_text())
     doc.setdefault("kill_switch", {}).update({"max_drawdown": None, "daily_loss_limit": None,
                                                "max_consecutive_losses": None})
     path = tmp_path / "risk.yaml"
@@ -75,11 +76,12 @@ def _rows(sym: str, frame: pd.DataFrame, i: int) -> tuple:
 
 
 def _backtest(frames, filters, risk_path, start, max_open):
+    from dataclasses import replace
+
     from S4.rules import load_rules
     from S5.costs import Costs
     from S5.portfolio_backtest import prepare_symbol, run_portfolio
     from S6.config import RiskConfig
-    from dataclasses import replace
 
     rules = load_rules(RULES)
     risk = RiskConfig.load(risk_path)
@@ -105,7 +107,7 @@ def _backtest(frames, filters, risk_path, start, max_open):
 @pytest.mark.parametrize("max_open", [1, 2])
 def test_live_session_equals_the_portfolio_backtest(frames, exchange, tmp_path, max_open):
     from S1.stream_store import KlineStore
-    from S7.portfolio_session import PortfolioConfig, PortfolioSession
+    from S7.portfolio_live import PortfolioConfig, PortfolioSession
 
     risk_path = _risk(tmp_path)
     union = pd.DatetimeIndex(sorted(set().union(*(f.index for f in frames.values()))))
@@ -154,7 +156,7 @@ def test_live_session_equals_the_portfolio_backtest(frames, exchange, tmp_path, 
     finally:
         store.close()
     filters = {s: exchange.symbol_filters(s) for s in SYMBOLS}
-    bt, res = _backtest(frames, filters, risk_path, start, max_open)
+    bt, _ = _backtest(frames, filters, risk_path, start, max_open)
     last = live_times[-1]
     want = [t for t in bt if t["entry_signal"] <= last]
     for t in want:
@@ -162,7 +164,7 @@ def test_live_session_equals_the_portfolio_backtest(frames, exchange, tmp_path, 
             t["exit_signal"] = None                    # decided after the session's last candle: still open there
     got = out["trades"]
     assert len(want) > 5 and session.groups == len(live_times)
-    key = lambda t: (t["symbol"], str(pd.Timestamp(t["entry_signal"])))    # noqa: E731
+    key = lambda t: (t["symbol"], str(pd.Timestamp(t["entry_signal"])))
     want, got = sorted(want, key=key), sorted(got, key=key)
     assert [key(t) for t in got] == [key(t) for t in want]
     for g, w in zip(got, want):

@@ -86,7 +86,7 @@ def test_panic_sale_is_a_booked_round_trip(exchange, settings_env, tmp_path, mod
     from S1.settings import get_settings
     from S7.order_log import read_order_log
     from S7.store import ExecutorStore
-    from S8.actions import _open_venue, _close_venue, flatten_market, market_paths
+    from S8.actions import _close_venue, _open_venue, flatten_market, market_paths
     from S8.config import Market
 
     settings = get_settings()
@@ -122,7 +122,7 @@ def test_panic_sale_is_a_booked_round_trip(exchange, settings_env, tmp_path, mod
     finally:
         store.close()
     events = [e for e in read_order_log(orders_log_path()) if e.get("client_id") == out["sell_order"]]
-    assert [e["status"] for e in events][0] == "INTENT" and "FILL" in [e["status"] for e in events]
+    assert events[0]["status"] == "INTENT" and "FILL" in [e["status"] for e in events]
     # idempotent: a second panic finds the market flat and books nothing more
     again = asyncio.run(flatten_market(m, paths, settings, generation=8))
     assert again["sold"] == "0" and not again["errors"]

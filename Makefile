@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python bench/bench_s3.py
 	$(BIN)/python bench/bench_fanout.py
 	$(BIN)/python bench/bench_optimize_workers.py
+	$(BIN)/python bench/bench_walkforward_workers.py
 	$(BIN)/python bench/bench_portfolio.py
 	$(BIN)/python bench/bench_shorts.py
 	$(BIN)/python bench/bench_risk.py

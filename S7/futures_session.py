@@ -323,6 +323,9 @@ async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: a
             acc = FuturesAccount(balance=balance, fee_rate=cfg.fee_rate, spec=spec, filters=filters,
                                  slippage=cfg.slippage_bps / 1e4)
         ks = KillSwitch(risk, path=ks_path)
+        newest = None
+        if len(history) and not cfg.replay:
+            history, newest = history.iloc[:-1], history.iloc[-1:]
         if features is None:
             features = WindowFeatures(indicators, window=window, atr_period=risk.stops.atr_period,
                                       sentiment=sentiment)
@@ -346,7 +349,8 @@ async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: a
                 notes += await _adopt(acc, client, symbol)
             except FuturesAuthError as exc:
                 raise _auth_line(exc) from None
-        start_equity = acc.equity(float(history["close"].iloc[-1])) if len(history) else acc.balance
+        start_equity = acc.equity(float((history if newest is None else newest)["close"].iloc[-1])) \
+            if len(history) or newest is not None else acc.balance
         for n in notes:
             log.info("usdm: %s", n)
         log.info("usdm %s %s %s: leverage %gx isolated, filters from %s, candles: %s", mode, symbol, interval,
@@ -362,12 +366,62 @@ async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: a
             timer = loop.call_later(cfg.duration, _timeout)
         max_age = None if cfg.replay or cfg.max_candle_age_s == 0 else \
             int((cfg.max_candle_age_s or step / 1000) * 1000)
-        candles = 0
-        last_price = float(history["close"].iloc[-1]) if len(history) else None
+        state = {"candles": 0, "last_candle": last_candle,
+                 "last_price": float(history["close"].iloc[-1]) if len(history) else None}
+
+        def window_only(ot: int, row: dict[str, float]) -> None:
+            if eng._t and ot <= eng._t[-1]:
+                return
+            features.push(ot, row)
+            eng._t = (eng._t + [ot])[-eng._keep:]
+            eng._rows = (eng._rows + [row])[-eng._keep:]
+
+        async def handle(c: pd.DataFrame, now_ms: int | None) -> None:
+            """One closed candle: window, staleness, sync, the decision, the orders, state, heartbeat."""
+            ot = int(c.index[-1].value // 1_000_000)
+            row = {k: float(c[k].iloc[-1]) for k in _row_columns(c)}
+            done = state["last_candle"]
+            if done is not None and ot <= done:           # acted on before this (re)start: window only
+                window_only(ot, row)
+                return
+            close_ms = ot + step
+            now = int(time.time() * 1000) if now_ms is None else int(now_ms)
+            state["candles"] += 1
+            state["last_candle"] = ot
+            if max_age is not None and now - close_ms > max_age:
+                window_only(ot, row)
+                heartbeat(f"{pd.Timestamp(ot, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} {symbol} {interval} "
+                          f"close {row['close']:,.2f} | signal: stale (closed {(now - close_ms) / 1000:.0f}s "
+                          "ago: window only)")
+                return
+            features.push(ot, row)
+            try:
+                if isinstance(acc, ExchangeAccount):
+                    gone = await acc.sync(ot)
+                    if gone:
+                        eng.closed(gone, exit_open_ms=ot)
+                act = eng.on_candle(ot, row)
+                if isinstance(acc, ExchangeAccount):
+                    eng.closed(await acc.flush(ot, ot + step))
+            except FuturesAuthError as exc:
+                raise _auth_line(exc) from None
+            except FuturesError as exc:
+                log.warning("candle %s: the futures testnet did not answer (%s): nothing decided",
+                            pd.Timestamp(ot, unit="ms", tz="UTC"), exc)
+                act = None
+            state["last_price"] = row["close"]
+            atomic_write_text(state_file, json.dumps(_state(acc, eng, ot), default=float))
+            p = acc.position
+            signed = 0.0 if p is None else (p.qty if p.side == "long" else -p.qty)
+            heartbeat(heartbeat_text(ot, symbol, interval, row["close"], heartbeat_signal(act), signed,
+                                     acc.equity(row["close"]), "USDT"))
+
         try:
+            if newest is not None:        # the newest closed candle at start: acted on when fresh (as on spot)
+                await handle(newest, None)
             async for ev in source.events(stop):
                 if isinstance(ev, PriceEvent):
-                    last_price = ev.price
+                    state["last_price"] = ev.price
                     if mode == "dry-run":
                         n_fills = len(acc.fills)
                         eng.on_price(ev.price, ev.t_ms)
@@ -378,44 +432,7 @@ async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: a
                                              commission_asset="USDT", time=pd.Timestamp(f["time_ms"], unit="ms",
                                                                                         tz="UTC"))
                 elif isinstance(ev, CandleEvent):
-                    c = ev.candle
-                    ot = ev.open_ms
-                    if last_candle is not None and ot <= last_candle:
-                        continue
-                    row = {k: float(c[k].iloc[-1]) for k in _row_columns(c)}
-                    features.push(ot, row)
-                    candles += 1
-                    close_ms = ot + step
-                    now = int(time.time() * 1000) if ev.now_ms is None else int(ev.now_ms)
-                    if max_age is not None and now - close_ms > max_age:
-                        eng._t = (eng._t + [ot])[-eng._keep:]
-                        eng._rows = (eng._rows + [row])[-eng._keep:]
-                        heartbeat(f"{pd.Timestamp(ot, unit='ms', tz='UTC'):%Y-%m-%d %H:%M} {symbol} {interval} "
-                                  f"close {row['close']:,.2f} | signal: stale (closed {(now - close_ms) / 1000:.0f}s "
-                                  "ago: window only)")
-                        last_candle = ot
-                        continue
-                    try:
-                        if isinstance(acc, ExchangeAccount):
-                            gone = await acc.sync(ot)
-                            if gone:
-                                eng.closed(gone, exit_open_ms=ot)
-                        act = eng.on_candle(ot, row)
-                        if isinstance(acc, ExchangeAccount):
-                            eng.closed(await acc.flush(ot, ot + step))
-                    except FuturesAuthError as exc:
-                        raise _auth_line(exc) from None
-                    except FuturesError as exc:
-                        log.warning("candle %s: the futures testnet did not answer (%s): nothing decided",
-                                    pd.Timestamp(ot, unit="ms", tz="UTC"), exc)
-                        act = None
-                    last_candle = ot
-                    last_price = row["close"]
-                    atomic_write_text(state_file, json.dumps(_state(acc, eng, last_candle), default=float))
-                    p = acc.position
-                    signed = 0.0 if p is None else (p.qty if p.side == "long" else -p.qty)
-                    heartbeat(heartbeat_text(ot, symbol, interval, row["close"], heartbeat_signal(act), signed,
-                                             acc.equity(row["close"]), "USDT"))
+                    await handle(ev.candle, ev.now_ms)
                 if stop.is_set():
                     break
         finally:
@@ -433,13 +450,13 @@ async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: a
                    "position": None if p is None else {"side": p.side, "qty": p.qty, "entry_price": p.entry_price,
                                                        "stop": p.stop, "take_profit": p.take_profit},
                    "start_equity": start_equity,
-                   "equity": acc.equity(last_price) if last_price is not None else acc.balance,
+                   "equity": acc.equity(state["last_price"]) if state["last_price"] is not None else acc.balance,
                    "kill_switch": {"tripped": not ks.allows_entries(), "reason": ks.state.reason,
                                    "detail": ks.state.detail},
                    "rejected": getattr(acc, "rejected", 0), "risk_warning": risk_warning,
                    "order_log_lines": order_log.lines - lines_before, "simulated": simulated}
         notes += getattr(acc, "notes", [])
-        return UsdmResult(summary, state_file, ks_path, log_path, list(acc.trades), why[0], candles, notes)
+        return UsdmResult(summary, state_file, ks_path, log_path, list(acc.trades), why[0], state["candles"], notes)
     finally:
         if own_source:
             await source.close()

@@ -415,3 +415,38 @@ def test_dry_run_replay_through_the_command_line(settings_env, tmp_path, capsys)
     assert fills and all(f["status"] == "FILLED" and f["simulated"] for f in fills)
     assert run(main, argv[:-5] + ["--leverage", "60", "--offline", "--replay-days", "2"]) == 2   # above its bracket
     assert "above BTCUSDT's first bracket (50x)" in capsys.readouterr().err
+
+
+def test_testnet_command_line_from_a_streamer_database(usdm_env, tmp_path, capsys):
+    """The real command line on the streamer's table: indicators from the window (S2), the newest
+    closed candle acted on when fresh -- one entry at the exchange; a second start acts on nothing
+    it acted on before and keeps the position."""
+    from S1.cli import run
+    from S1.datasets import candles_to_rows
+    from S1.intervals import floor_ms
+    from S1.stream_store import KlineStore, rows_from_klines
+    from S7.executor import main
+    from tests.S7.helpers import candles, warm_closes
+
+    df = candles(warm_closes(80, level=120.0), end_ms=floor_ms(int(time.time() * 1000), "1m"))
+    db = tmp_path / "btcusdt_1m.db"
+    st = KlineStore(db)
+    st.write(rows_from_klines("BTCUSDT", "1m", candles_to_rows(df)))
+    st.close()
+    usdm_env.set_price(float(df["close"].iloc[-1]))
+    (tmp_path / "rules.yaml").write_text(RULES)
+    argv = ["--symbol", "BTCUSDT", "--interval", "1m", "--rules", str(tmp_path / "rules.yaml"), "--market", "usdm",
+            "--leverage", "2", "--db", str(db), "--duration", "0.5", "--max-candle-age", "3600"]
+    assert run(main, argv) == 0
+    out = capsys.readouterr().out
+    beats = [x for x in out.splitlines() if " BTCUSDT 1m close " in x]
+    assert len(beats) == 1 and "signal: enter long (rule up)" in beats[0]
+    assert "S7 USD-M testnet BTCUSDT 1m 2x isolated" in out
+    orders = [q for m, p, q in usdm_env.requests if m == "POST" and p == "/fapi/v1/order"]
+    assert [(q["side"], q.get("reduceOnly")) for q in orders] == [("BUY", None)]
+    amt = usdm_env.positions["BTCUSDT"].amt
+    assert amt > 0 and f"position    long {amt:g}" in out
+    assert run(main, argv) == 0                                     # a restart: nothing new to act on
+    out = capsys.readouterr().out
+    assert [q for m, p, q in usdm_env.requests if m == "POST" and p == "/fapi/v1/order"] == orders
+    assert f"position    long {amt:g}" in out and " BTCUSDT 1m close " not in out

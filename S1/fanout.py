@@ -1,8 +1,9 @@
 """Run independent jobs in this process, in local worker processes, or on a Dask cluster.
 
 One function, :func:`fan_out`, for every command that maps the same work over many items (the
-batch runner's datasets, S5's grids and parity checks over symbols): results come back in the
-order of the items, whatever ran them, so a parallel run gives the same output as a sequential one.
+batch runner's datasets, the portfolio's symbols, walk-forward folds, parity checks over symbols):
+results come back in the order of the items, whatever ran them, so a parallel run gives the same
+output as a sequential one.
 Each job writes only its own files (one writer per output, atomically), and the caller writes any
 combined output itself, once, after all jobs are back.
 
@@ -11,7 +12,8 @@ combined output itself, once, after all jobs are back.
 - ``scheduler="tcp://host:8786"``: a Dask distributed cluster. Start one with
   ``dask scheduler`` on one machine and ``dask worker tcp://host:8786 --nworkers 2 --nthreads 1``
   on each machine that has this repository installed (same ``.venv``) and sees the same
-  ``DATA_DIR`` (a shared filesystem: the jobs write there).
+  ``DATA_DIR`` (a shared filesystem or ``s3://...``: jobs that read or write data do it there;
+  the walk-forward ships each fold its data instead).
 
 >>> fan_out(abs, [-2, 3, -4])
 [2, 3, 4]

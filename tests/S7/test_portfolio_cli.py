@@ -6,6 +6,8 @@ skipped by --max-open."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,71 @@ def test_live_testnet_session_through_the_command_line(texchange, rules_file, tm
     assert "S7 testnet portfolio ETHUSDT,BNBUSDT 1h" in out and "skipped {'max_open': 1}" in out
     assert "most open 1 of --max-open 1" in out
     assert sum("ETHUSDT 1h close" in ln for ln in out.splitlines()) == 1     # one heartbeat line per symbol
+
+
+def _write(db, closes: dict, *, live_price: dict | None = None):
+    """Closed 1h candles (the newest fresh), and optionally each symbol's candle in progress."""
+    from S1.stream_store import KlineStore
+
+    store = KlineStore(db, checkpoint_every_s=None)
+    try:
+        for sym, cl in closes.items():
+            f = candles(cl, interval="1h")
+            rows = [(sym, "1h", int(t.value // 1_000_000), int(t.value // 1_000_000) + 3_599_999,
+                     *(float(f[c].iloc[i]) for c in ("open", "high", "low", "close", "volume", "quote_volume",
+                                                     "taker_buy_base", "taker_buy_quote")),
+                     int(f["trades"].iloc[i]), 1) for i, t in enumerate(f.index)]
+            if live_price:
+                t = int(f.index[-1].value // 1_000_000) + 3_600_000
+                p = live_price[sym]
+                rows.append((sym, "1h", t, t + 3_599_999, p, p, p, p, 1.0, p, 0.5, p / 2, 1, 0))
+            store.write(rows)
+    finally:
+        store.close()
+
+
+def test_dry_run_on_live_candles_fills_at_the_next_price_and_restarts_without_reentering(texchange, rules_file,
+                                                                                          tmp_path, capsys):
+    import json
+
+    from S1.datasets import state_path
+    from S7.portfolio_executor import main
+    from S7.store import ExecutorStore
+
+    import yaml
+
+    rules = rules_file(ALWAYS_ENTER)
+    risk = yaml.safe_load(Path("S6/risk.yaml").read_text())
+    risk["sizing"].update({"method": "fixed", "fixed_fraction": 0.3})      # 30 % of the equity per entry
+    (tmp_path / "risk.yaml").write_text(yaml.safe_dump(risk))
+    db = tmp_path / "ethusdt_1h_realtime.db"
+    n = 120
+    _write(db, {"ETHUSDT": 1000 * np.exp(np.linspace(0, 0.02, n)), "BNBUSDT": 300 * np.exp(np.linspace(0, 0.01, n))},
+           live_price={"ETHUSDT": 1025.0, "BNBUSDT": 304.0})
+    argv = ["--symbols", "ETHUSDT,BNBUSDT", "--rules", str(rules), "--max-open", "2", "--db", str(db), "--dry-run",
+            "--duration", "1", "--group-wait", "0", "--cash", "5000", "--order-log", str(tmp_path / "orders.jsonl"),
+            "--name", "duo", "--risk", str(tmp_path / "risk.yaml")]
+    posted = len(texchange.exchange.posted())
+    assert main(argv) == 0
+    assert len(texchange.exchange.posted()) == posted          # nothing left this machine
+    out = capsys.readouterr().out
+    assert "S7 dry-run portfolio ETHUSDT,BNBUSDT 1h" in out and "most open 2 of --max-open 2" in out
+    st = ExecutorStore.open_readonly(state_path("s7_dryrun_portfolio_duo_1h.db"))
+    try:
+        for sym, px in (("ETHUSDT", 1025.0), ("BNBUSDT", 304.0)):
+            fills = st.fills(sym)
+            assert len(fills) == 1 and float(fills[0]["price"]) == pytest.approx(px)   # the next price
+            assert st.position(sym).is_open
+        spent = sum(float(f["qty"]) * float(f["price"]) for s in ("ETHUSDT", "BNBUSDT") for f in st.fills(s))
+    finally:
+        st.close()
+    book = json.loads(state_path("s7_dryrun_portfolio_duo_1h.sim.json").read_text())["book"]
+    assert "ETH" in json.dumps(book) and "BNB" in json.dumps(book)
+    assert spent == pytest.approx(2 * 0.3 * 5000, rel=0.01)      # one balance: 30 % of the same 5,000 each
+    # a restart on the same state: the account is restored, the candle already acted on is not acted on again
+    assert main(argv) == 0
+    st = ExecutorStore.open_readonly(state_path("s7_dryrun_portfolio_duo_1h.db"))
+    try:
+        assert [len(st.orders(s)) for s in ("ETHUSDT", "BNBUSDT")] == [1, 1]
+    finally:
+        st.close()

@@ -112,11 +112,11 @@ def test_dry_run_on_live_candles_fills_at_the_next_price_and_restarts_without_re
                                                                                           tmp_path, capsys):
     import json
 
+    import yaml
+
     from S1.datasets import state_path
     from S7.portfolio_executor import main
     from S7.store import ExecutorStore
-
-    import yaml
 
     rules = rules_file(ALWAYS_ENTER)
     risk = yaml.safe_load(Path("S6/risk.yaml").read_text())

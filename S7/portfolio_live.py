@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -74,7 +74,7 @@ class PortfolioConfig:
         return self.name or "_".join(syms[:4]) + (f"_{len(syms)}" if len(syms) > 4 else "")
 
 
-def session_trades(store, symbols, interval: str) -> list[dict[str, Any]]:
+def session_trades(store, symbols) -> list[dict[str, Any]]:
     """The round trips of a session from its orders and fills: per symbol, a filled BUY and the
     SELL after it; ``entry_signal`` / ``exit_signal`` are the open times (ISO) of the candles that
     decided them (what the backtest's ``entry_bar - 1`` / ``exit_bar - 1`` are), prices the average
@@ -122,8 +122,9 @@ class PortfolioSession:
         self.engines: dict[str, PortfolioEngine] = {}
         self.coordinator: Coordinator | None = None
         self.store = None
-        self.lines: list[str] = []
-        self.checks: list[dict] = []       #: after every candle time: positions open, free quote (invariants)
+        self.lines: deque[str] = deque(maxlen=1000)       #: the latest heartbeat lines
+        #: after every candle time (the latest 100,000): positions open, free quote -- the invariants
+        self.checks: deque[dict] = deque(maxlen=100_000)
 
     def check(self):
         """Every per-symbol setting checked as the single-symbol executor checks it (one line each)."""
@@ -351,8 +352,7 @@ class PortfolioSession:
         coord = self.coordinator
         return {"symbols": list(self.engines), "interval": self.cfg.interval, "mode": self.cfg.mode,
                 "max_open": self.cfg.max_open, "simulated": simulated, "source": source, "stopped_by": stopped_by,
-                "candle_times": self.groups, "trades": session_trades(self.store, list(self.engines),
-                                                                      self.cfg.interval),
+                "candle_times": self.groups, "trades": session_trades(self.store, list(self.engines)),
                 "skipped": dict(coord.skips), "most_open": coord.most_open, "equity": coord.equity(),
                 "orders": dict(Counter(r["status"] for s in self.engines for r in self.store.orders(s))),
                 "risk_warning": warning}

@@ -22,6 +22,7 @@ from S1.errors import NetworkError
 from S1.settings import Settings, get_settings
 from S1.stream_config import _Attempt, backoff
 from S1.stream_connection import run_until_stopped, run_with_signals
+from S1.stream_store import remove_if_empty
 
 log = logging.getLogger("S1.streamer")
 
@@ -83,15 +84,19 @@ class CcxtBookStreamer:
         self._stop_event = asyncio.Event()
         if self.stop_reason:
             self._stop_event.set()
-        self.store = (BookStore(cfg.db_path, busy_timeout_s=1.0) if cfg.book_format == "sqlite"
-                      else BookFiles(cfg.db_path, fmt=cfg.book_format))
+        self.store = None
         self.ex = ex = make_exchange(self.venue, self.settings, pro=True, extra=_taps)
         ex.toolkit_on_connected = self._on_connected
         self._net_error, self._nonce_error = ccxt.NetworkError, ccxt.InvalidNonce
         fatal: BaseException | None = None
+        failed = False
+        created = not cfg.db_path.exists()
         try:
             await ex.load_markets()
             unified = {f: ex.market(g)["symbol"] for f, g in self.markets_in.items()}
+            # opened after the markets resolve: an unknown symbol leaves no empty file
+            self.store = (BookStore(cfg.db_path, busy_timeout_s=1.0) if cfg.book_format == "sqlite"
+                          else BookFiles(cfg.db_path, fmt=cfg.book_format))
             named = []
             for fsym, sym in unified.items():
                 if "depth" in cfg.streams:
@@ -109,13 +114,21 @@ class CcxtBookStreamer:
                                             on_duration=self.stop)
             if fatal is not None:
                 self.stop_reason = self.stop_reason or f"error: {fatal}"
+        except BaseException:
+            failed = True
+            raise
         finally:
             try:
-                self._flush()
+                if self.store is not None:
+                    self._flush()
             finally:
-                self.store.close()
+                if self.store is not None:
+                    self.store.close()
                 ex.timeout_on_exit = 0
                 await ex.close()
+            if ((failed or fatal is not None) and created and cfg.book_format == "sqlite"
+                    and remove_if_empty(cfg.db_path)):
+                log.debug("removed %s: this run created it and wrote no row before failing", cfg.db_path)
         if fatal is not None:
             raise fatal
         s = self.stats

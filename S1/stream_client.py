@@ -70,7 +70,7 @@ from S1.settings import Settings, get_settings
 from S1.stream_config import STREAMS, TRADE_STREAMS, StreamConfig, _Attempt, backoff
 from S1.stream_connection import WsSessions, parse_message, run_until_stopped, run_with_signals, until_stopped
 from S1.stream_stats import StreamStats, StreamSummary
-from S1.stream_store import KlineStore, rows_from_klines
+from S1.stream_store import KlineStore, remove_if_empty, rows_from_klines
 from S1.stream_writer import BatchWriter
 from S1.trade_aggregation import MinuteAggregator, parse_trade
 
@@ -144,8 +144,10 @@ class KlineStreamer(WsSessions):
             self._stop_event.set()
         self.writer = BatchWriter(cfg.db_path, commit_interval=cfg.commit_interval, commit_rows=cfg.commit_rows,
                                   stats=self.stats, clock_offset=lambda: self._offset_ms)
+        created = not cfg.db_path.exists()
         self.writer.open()  # a bad --db fails here, before any network
         fatal: BaseException | None = None
+        failed = False
         try:
             async with self._open_rest() as api:
                 self.api = api
@@ -162,6 +164,9 @@ class KlineStreamer(WsSessions):
                                                 on_duration=self.stop)
                 if fatal is not None:
                     self.stop_reason = self.stop_reason or f"error: {fatal}"
+        except BaseException:
+            failed = True
+            raise
         finally:
             if cfg.write_in_progress:
                 for agg in self._aggs.values():
@@ -172,6 +177,8 @@ class KlineStreamer(WsSessions):
             except Exception:
                 if fatal is None:
                     raise
+            if (failed or fatal is not None) and created and remove_if_empty(cfg.db_path):
+                log.debug("removed %s: this run created it and wrote no row before failing", cfg.db_path)
         if fatal is not None:
             raise fatal
         return self._summary(time.monotonic() - t0)

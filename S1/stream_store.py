@@ -231,6 +231,41 @@ def open_writable(path: Path, busy_timeout_s: float, *, schema: str = SCHEMA,
     return con
 
 
+#: tables that describe a streamer database rather than hold its data
+_BOOKKEEPING_TABLES = ("kline_watermark",)
+
+
+def remove_if_empty(path: str | Path) -> bool:
+    """Delete the streamer database ``path`` with its ``-wal`` / ``-shm`` / ``-journal`` files
+    when none of its data tables holds a row -- what a run that failed at its start leaves
+    behind. True when it was deleted. Callers pass only a file their own run created: a
+    database that was there before is never deleted, however empty.
+
+    >>> import tempfile, os
+    >>> db = os.path.join(tempfile.mkdtemp(), "k.db")
+    >>> KlineStore(db).close()
+    >>> remove_if_empty(db), os.path.exists(db)
+    (True, False)
+    """
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            data = [n for n in names if n not in _BOOKKEEPING_TABLES and not n.startswith("sqlite_")]
+            if any(con.execute(f'SELECT 1 FROM "{n}" LIMIT 1').fetchone() for n in data):
+                return False
+        finally:
+            con.close()
+    except sqlite3.Error:      # not a database we can read: leave it alone
+        return False
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    return True
+
+
 # ------------------------------------------------------------------------- reader
 def read_klines(db_path: str | Path, symbol: str, interval: str, *, closed_only: bool = True,
                 last_n: int | None = None) -> pd.DataFrame:

@@ -100,28 +100,6 @@ def book_streams(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def remove_if_empty(db: Path) -> bool:
-    """Delete the SQLite file ``db`` (and its -wal/-shm) when none of its tables has a row."""
-    import sqlite3
-
-    if not db.is_file():
-        return False
-    try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            rows = sum(con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names)
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return False
-    if rows:
-        return False
-    for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), Path(f"{db}-journal")):
-        p.unlink(missing_ok=True)
-    return True
-
-
 def _main_books(args, symbols: list[str]):
     if args.stream != "kline" or args.aggregate or args.interval or args.closed_only:
         raise UserError("--streams records order books/tickers; --stream/--aggregate/--interval/--closed-only "
@@ -182,14 +160,8 @@ def _main(args, label: str = "") -> int:
 
         summary = run_ccxt_streamer(symbols, venue=Venue(args.exchange, args.market), **options)
     else:
-        cfg = StreamConfig(symbols=tuple(symbols), **options)
-        existed = cfg.db_path.exists()
-        try:
-            summary = run_streamer(cfg)
-        except BaseException:
-            if not existed:   # a run that failed before any row (unknown symbol, no API) leaves no empty file
-                remove_if_empty(cfg.db_path)
-            raise
+        # a run that fails before any row (unknown symbol, no API) leaves no empty file (S1.stream_client)
+        summary = run_streamer(StreamConfig(symbols=tuple(symbols), **options))
     print(summary.line() + label, flush=True)
     if args.stats_json:
         atomic_write_text(args.stats_json, json.dumps(summary.as_dict(), indent=2, default=str))

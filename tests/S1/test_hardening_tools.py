@@ -139,7 +139,7 @@ def test_a_streamer_that_never_starts_leaves_no_empty_database(tmp_path, case):
 def test_remove_if_empty_keeps_a_database_with_rows(tmp_path):
     import sqlite3
 
-    from S1.streamer import remove_if_empty
+    from S1.stream_store import remove_if_empty
 
     db = tmp_path / "x.db"
     con = sqlite3.connect(db)

@@ -169,6 +169,8 @@ class Dataset:
     'data/ethusdc_1h_365d__rules_ta_only_trades.parquet'
     >>> Dataset("BTC/USDT", "4h", 30, exchange="OKX").stem
     'okx_btcusdt_4h_30d'
+    >>> from dataclasses import replace; replace(ds, interval="1m").stem     # the same market at 1m
+    'ethusdc_1m_365d'
     >>> Dataset("BTCUSDT", "1h", 0)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     S1.errors.UserError: --days must be a positive whole number of days, got 0 -- pass a number of days such as ...
@@ -219,10 +221,6 @@ class Dataset:
              data_dir: Path | None = None) -> Path:
         """:func:`dataset_path` of this dataset."""
         return dataset_path(self, kind, rules=rules, data_dir=data_dir)
-
-    def with_days(self, days: int) -> Dataset:
-        """The same market over another window."""
-        return Dataset(self.symbol, self.interval, days, exchange=self.exchange)
 
 
 def as_dataset(dataset: Dataset | str, interval: str | None = None, days: int | None = None, *,

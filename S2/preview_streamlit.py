@@ -102,7 +102,7 @@ def main(argv: list[str]) -> None:
         wanted_key = (wanted.symbol, wanted.interval, wanted.days, None)
         if wanted_key not in groups:
             st.warning(f"{wanted.path('ta').name} is not in {data_dir()}: create it with "
-                       f"`{history_command(*wanted_key[:3])}` then `{indicators_command(*wanted_key[:3])}`")
+                       f"`{history_command(wanted.dataset)}` then `{indicators_command(wanted.dataset)}`")
     if not groups:
         st.error(f"No datasets in {data_dir()}. Create one with "
                  "`python S1/historical.py --symbol BTCUSDT --interval 1h --days 365` then "

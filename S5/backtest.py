@@ -74,10 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.fees, args.slippage = args.fee, slippage_fraction(args)   # the names S5.exchange.costs_from_args reads
     from rich.console import Console
 
+    from S1.datasets import Dataset
     from S5.backtest_files import backtest_files, metrics_table
     from S5.exchange import costs_from_args
 
-    run = backtest_files(args.symbol, args.interval, args.days, costs=costs_from_args(args),
+    ds = Dataset.from_args(args)
+    run = backtest_files(ds, costs=costs_from_args(args),
                          init_cash=args.cash, risk=args.risk, report=not args.no_html,
                          exchange_filters=args.exchange_filters, exchange_info=args.exchange_info,
                          decided_options=_decided_options(args), use_stops=not args.no_stops, rules_file=args.rules)
@@ -85,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     if run.warning:
         print(f"WARNING: {run.warning}", flush=True)
-    console.print(metrics_table(run.result.metrics, title=f"{args.symbol.upper()} {args.interval} {args.days}d -- "
+    console.print(metrics_table(run.result.metrics, title=f"{ds.label} -- "
                                 f"{rules_label(args.rules)}{label}"))
     for trip in run.result.kill_switch:
         console.print(f"kill-switch tripped at {trip['at']}: {trip['reason']} -- {trip['detail']}")

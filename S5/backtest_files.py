@@ -43,31 +43,31 @@ from S5.metrics import METRIC_FORMATS, format_metric, to_jsonable
 DEFAULT_RULES = "S4/rules.yaml"
 
 
-def signals_command(symbol: str, interval: str, days: int, rules: str | None = DEFAULT_RULES) -> str:
+def signals_command(dataset: Dataset, rules: str | None = DEFAULT_RULES) -> str:
     """The exact S4 command that writes the ``_signals`` file."""
-    return (f"python S4/decision.py --symbol {normalize_symbol(symbol)} --interval {interval} "
-            f"--days {int(days)} --rules {rules or DEFAULT_RULES}")
+    return (f"python S4/decision.py --symbol {dataset.symbol} --interval {dataset.interval} "
+            f"--days {dataset.days} --rules {rules or DEFAULT_RULES}")
 
 
-def backtest_command(symbol: str, interval: str, days: int, rules: str | None = None) -> str:
+def backtest_command(dataset: Dataset, rules: str | None = None) -> str:
     extra = f" --rules {rules}" if rules and str(rules) != DEFAULT_RULES else ""
-    return (f"python S5/backtest.py --symbol {normalize_symbol(symbol)} --interval {interval} "
-            f"--days {int(days)}{extra}")
+    return (f"python S5/backtest.py --symbol {dataset.symbol} --interval {dataset.interval} "
+            f"--days {dataset.days}{extra}")
 
 
-def load_signals(symbol: str, interval: str, days: int, *,
+def load_signals(dataset: Dataset, *,
                  rules: str | Path | None = None) -> tuple[pd.DataFrame, Path, dict[str, Any]]:
     """The ``_signals`` frame of ``rules`` (default S4/rules.yaml; a file of the older name
     without the rules name is read with a note), its path and metadata; a missing file names the S4 command."""
-    path = existing_dataset_path(Dataset(symbol, interval, days), "signals", rules=rules)
+    path = existing_dataset_path(dataset, "signals", rules=rules)
     if not path.exists():
         raise UserError(f"{path} does not exist",
-                        f"create it first with: {signals_command(symbol, interval, days, rules)}")
+                        f"create it first with: {signals_command(dataset, rules)}")
     frame = read_parquet(path)
     missing = [c for c in ("open", "high", "low", "close", "entry", "exit") if c not in frame.columns]
     if missing or not isinstance(frame.index, pd.DatetimeIndex):
         raise UserError(f"{path} is not a signals file (missing {missing or 'the open_time index'})",
-                        f"re-create it with: {signals_command(symbol, interval, days)}")
+                        f"re-create it with: {signals_command(dataset)}")
     return frame, path, read_metadata(path)
 
 
@@ -82,11 +82,12 @@ class BacktestRun:
     warning: str | None = None     #: the loud line when the risk settings differ from paper trading
 
 
-def summary_dict(result: BacktestResult, *, symbol: str, interval: str, days: int, simulated: bool,
+def summary_dict(result: BacktestResult, *, dataset: Dataset, simulated: bool,
                  sources: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON document (strict JSON once passed through :func:`to_jsonable`)."""
     return to_jsonable({
-        "symbol": normalize_symbol(symbol), "interval": interval, "days": int(days), "simulated": bool(simulated),
+        "symbol": dataset.symbol, "interval": dataset.interval, "days": dataset.days,
+        "simulated": bool(simulated),
         "metrics": result.metrics, "params": result.params, "kill_switch": result.kill_switch,
         "sources": sources or {}, "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
         "definitions": "see S5/metrics.py: returns per bar vs the previous close, 365-day years, max_drawdown "
@@ -168,7 +169,7 @@ def decided_rules(meta: dict[str, Any], frame: pd.DataFrame):
     return None
 
 
-def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Costs(), init_cash: float = 10_000.0,
+def backtest_files(dataset: Dataset, *, costs: Costs = Costs(), init_cash: float = 10_000.0,
                    risk=None, report: bool = True, write: bool = True, exchange_filters: str = "off",
                    exchange_info=None, use_stops: bool = True, rules_file: str | Path | None = None,
                    decided_options: dict | None = None) -> BacktestRun:
@@ -189,16 +190,17 @@ def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Cost
     liquidation) and lower-timeframe stop resolution; spot refuses rule files with short rules."""
     from S5.exchange import with_filters
 
-    frame, spath, meta = load_signals(symbol, interval, days, rules=rules_file)
+    frame, spath, meta = load_signals(dataset, rules=rules_file)
     simulated = bool(meta.get("simulated", False))
     price = float(frame["close"].iloc[-1])
-    costs = with_filters(costs, symbol, mode=exchange_filters, file=exchange_info, simulated=simulated, price=price)
+    costs = with_filters(costs, dataset.symbol, mode=exchange_filters, file=exchange_info, simulated=simulated,
+                         price=price)
     risk_cfg, warning = risk_choice(risk)
     if risk_cfg is not None and not use_stops:
         warning = "STOPS OFF: --no-stops -- the stop-loss / take-profit of the risk settings are not used" + (
             f"; {warning}" if warning else "")
     sig_meta = meta.get("signals", {}) if isinstance(meta.get("signals"), dict) else {}
-    extra = {"symbol": normalize_symbol(symbol), "days": int(days), "signals_file": spath.name,
+    extra = {"symbol": dataset.symbol, "days": dataset.days, "signals_file": spath.name,
              "rules_file": sig_meta.get("rules_file"), "rules_params": sig_meta.get("params"),
              "risk_file": (str(risk) if isinstance(risk, (str, Path)) else
                            str(DEFAULT_RISK.relative_to(DEFAULT_RISK.parents[1])) if risk is None else None),
@@ -216,44 +218,46 @@ def backtest_files(symbol: str, interval: str, days: int, *, costs: Costs = Cost
         check_market(decided_rules(meta, frame), market)    # spot refuses short rules in one line
         if market != "spot":
             raise UserError(f"{spath.name} does not record its rules: --market {market} needs them",
-                            f"re-create it with: {signals_command(symbol, interval, days)}")
+                            f"re-create it with: {signals_command(dataset)}")
     elif opts:
         from S5.futures import decided_kwargs
 
-        opts = decided_kwargs(symbol, interval, days, frame, **opts)
+        opts = decided_kwargs(dataset, frame, **opts)
     if risk_cfg is None:
-        result = run_backtest(frame, interval=interval, costs=costs, init_cash=init_cash, params=extra)
+        result = run_backtest(frame, interval=dataset.interval, costs=costs, init_cash=init_cash,
+                              params=extra)
     elif rules is None:
         # an older signals file without its rules: the vectorised risk hooks (stops inside the bars)
         warning = (f"NOT THE PAPER-TRADING DECISION: {spath.name} does not record its rules, so the risk settings "
                    "run as vectorised hooks (stops fill inside bars; S7 checks them on closed bars) -- re-create "
-                   f"it with: {signals_command(symbol, interval, days)}") + (f"; {warning}" if warning else "")
+                   f"it with: {signals_command(dataset)}") + (f"; {warning}" if warning else "")
         extra["risk_warning"] = warning
-        result = run_backtest(frame, interval=interval, costs=costs, init_cash=init_cash, risk=risk_cfg,
-                              params=extra)
+        result = run_backtest(frame, interval=dataset.interval, costs=costs, init_cash=init_cash,
+                              risk=risk_cfg, params=extra)
     else:
         from S5.engine import run_decided
 
-        filters = resolve_filters(symbol, mode=exchange_filters, file=exchange_info, simulated=simulated,
+        filters = resolve_filters(dataset.symbol, mode=exchange_filters, file=exchange_info, simulated=simulated,
                                   price=price) if costs.lot is not None else None
-        result = run_decided(frame, rules=rules, interval=interval, risk=risk_cfg, costs=costs, init_cash=init_cash,
+        result = run_decided(frame, rules=rules, interval=dataset.interval, risk=risk_cfg, costs=costs,
+                             init_cash=init_cash,
                              filters=filters, use_stops=use_stops, params=extra, **opts)
-    summary = summary_dict(result, symbol=symbol, interval=interval, days=days, simulated=simulated,
+    summary = summary_dict(result, dataset=dataset, simulated=simulated,
                            sources={"signals": spath.name})
     run = BacktestRun(result, simulated, summary, warning=warning)
     if not write:
         return run
-    paths = {"equity": dataset_path(Dataset(symbol, interval, days), "equity", rules=rules_file),
-             "trades": dataset_path(Dataset(symbol, interval, days), "trades", rules=rules_file),
-             "json": dataset_path(Dataset(symbol, interval, days), "backtest", rules=rules_file)}
+    paths = {"equity": dataset_path(dataset, "equity", rules=rules_file),
+             "trades": dataset_path(dataset, "trades", rules=rules_file),
+             "json": dataset_path(dataset, "backtest", rules=rules_file)}
     html_text = None
     if report:
         from S5.report import backtest_html
 
-        title = (f"{normalize_symbol(symbol)} {interval} {int(days)}d backtest -- "
+        title = (f"{dataset.label} backtest -- "
                  f"{Path(str(rules_file or DEFAULT_RULES)).name}")
         html_text = backtest_html(result, title=title, simulated=simulated)
-        paths["html"] = report_path(Dataset(symbol, interval, days), "backtest", "html", rules=rules_file)
+        paths["html"] = report_path(dataset, "backtest", "html", rules=rules_file)
     file_meta = {"simulated": simulated, "kind": "backtest", "source_file": spath.name,
                  "params": to_jsonable(result.params)}
     write_parquet(equity_frame(result), paths["equity"], metadata=file_meta)

@@ -2,12 +2,14 @@
 
     python S5/compare.py                               # all backtests, optimisations, walk-forwards, parity checks
     python S5/compare.py --symbol BTCUSDT --interval 1h --sort sharpe
-    python S5/compare.py --rules rules_ta_only --csv runs.csv
+    python S5/compare.py --rules S4/rules_ta_only.yaml --csv runs.csv   # or --rules rules_ta_only
 
 Prints a table (market, window, rules, costs, sizing, the main metrics; in- and
 out-of-sample rows of an optimisation) and writes ``reports/compare.html``: the
-table and the equity curves overlaid, each normalised to start at 1. The logic is
-in :mod:`S5.run_catalog`.
+table and the equity curves overlaid, each normalised to start at 1. ``--rules`` picks
+the runs of one rules file exactly (``--rules rules`` is S4/rules.yaml, never
+rules_ta_only). Runs saved under the older file names are listed too, with a note.
+The logic is in :mod:`S5.run_catalog`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python S5/compare.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--symbol", help="only this market, e.g. BTCUSDT")
     p.add_argument("--interval", help="only this interval, e.g. 1h")
-    p.add_argument("--rules", help="only runs whose rules file contains this text, e.g. rules_ta_only")
+    p.add_argument("--rules", help="only runs of this rules file: a path (S4/rules_ta_only.yaml) or its name "
+                                   "(rules_ta_only); exact -- rules is S4/rules.yaml only")
     p.add_argument("--kind", choices=KINDS, help="only this kind of run")
     p.add_argument("--sort", choices=COMPARE_METRICS, help="best first by this metric (max drawdown: smallest first)")
     p.add_argument("--csv", type=Path, metavar="FILE", help="also write the table as CSV")
@@ -43,6 +46,10 @@ def main(argv=None) -> int:
     from S1.report_page import write_page
     from S5.run_catalog import compare_html, load_catalog, rich_table
 
+    if args.rules is not None:
+        from S1.datasets import rules_token
+
+        rules_token(args.rules)         # a name no rule file can have: one line, before reading anything
     full = load_catalog()
     cat = full.filter(symbol=args.symbol, interval=args.interval, rules=args.rules, kind=args.kind).sorted(args.sort)
     if not cat.runs:
@@ -51,6 +58,8 @@ def main(argv=None) -> int:
                         "run e.g. python S5/backtest.py --symbol BTCUSDT --interval 1h --days 365, "
                         "or loosen --symbol/--interval/--rules/--kind")
     console = Console()
+    for note in full.notes:     # on stderr, as S1.datasets.existing_dataset_path's note
+        Console(stderr=True).print(note, style="yellow", markup=False, highlight=False)
     console.print(rich_table(cat, width=console.width))
     for p, why in cat.skipped:
         console.print(f"[yellow]skipped {p.name}: {why}[/yellow]")

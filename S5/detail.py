@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from S1.datasets import Dataset
 from S1.errors import UserError
 
 
@@ -44,17 +45,19 @@ class Detail:
         self.resolved = 0      #: bars where the detail decided (counts, for the report)
 
     @classmethod
-    def load(cls, symbol: str, interval: str, days: int, detail_interval: str = "1m") -> Detail:
+    def load(cls, dataset: Dataset, detail_interval: str = "1m") -> Detail:
         """``data/<symbol>_<detail>_<days>d.parquet`` (S1/historical.py); a clear line when missing."""
-        from S1.datasets import Dataset, dataset_path, normalize_symbol, read_parquet
+        from dataclasses import replace
 
-        path = dataset_path(Dataset(symbol, detail_interval, days))
+        from S1.datasets import dataset_path, history_command, read_parquet
+
+        path = dataset_path(replace(dataset, interval=detail_interval))
         if not path.exists():
             raise UserError(f"no {detail_interval} candles for --detail ({path})",
-                            f"download them: python S1/historical.py --symbol {normalize_symbol(symbol)} "
-                            f"--interval {detail_interval} --days {int(days)} (or drop --detail: the stop is then "
+                            f"download them: {history_command(replace(dataset, interval=detail_interval))} "
+                            f"(or drop --detail: the stop is then "
                             "assumed first)")
-        return cls(read_parquet(path), interval, detail_interval)
+        return cls(read_parquet(path), dataset.interval, detail_interval)
 
     def first_touch(self, bar_time, position) -> str | None:
         """``stop_loss`` / ``take_profit``: which level the lower-timeframe candles of the bar

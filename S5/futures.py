@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from S1.datasets import Dataset
 from S1.errors import UserError
 
 MARKETS = ("spot", "usdm")
@@ -150,7 +151,7 @@ def liquidation_price(side: str, *, qty: float, entry: float, margin: float, mmr
 
 
 
-def decided_kwargs(symbol: str, interval: str, days: int, frame: pd.DataFrame, *, market: str = "spot",
+def decided_kwargs(dataset: Dataset, frame: pd.DataFrame, *, market: str = "spot",
                    leverage: float = 1.0, funding: bool = True, maint_margin_rate: float | None = None,
                    detail: str | None = None) -> dict:
     """The ``market`` / ``futures`` / ``detail`` arguments of :func:`S5.engine.run_decided` from
@@ -160,15 +161,15 @@ def decided_kwargs(symbol: str, interval: str, days: int, frame: pd.DataFrame, *
         raise UserError(f"unknown market {market!r}", f"use one of {', '.join(MARKETS)}")
     out: dict = {"market": market}
     if market == "usdm":
-        fr = load_funding(symbol, frame.index[0], frame.index[-1]) if funding else None
-        out["futures"] = FuturesSpec.for_symbol(symbol, leverage=leverage, funding=fr,
+        fr = load_funding(dataset.symbol, frame.index[0], frame.index[-1]) if funding else None
+        out["futures"] = FuturesSpec.for_symbol(dataset.symbol, leverage=leverage, funding=fr,
                                                 maint_margin_rate=maint_margin_rate)
     elif leverage != 1.0:
         raise UserError("--leverage needs --market usdm", "spot trading has no leverage: add --market usdm")
     if detail:
         from S5.detail import Detail
 
-        out["detail"] = Detail.load(symbol, interval, days, detail)
+        out["detail"] = Detail.load(dataset, detail)
     return out
 
 

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from S1.datasets import Dataset
 from S1.errors import UserError
 
 MAX_RECORDED = 5_000
@@ -227,17 +228,15 @@ class LookaheadRun:
     path: Any = None
 
 
-def lookahead_files(symbol: str, interval: str, days: int, rules_path: str, *, cuts: int = 40,
+def lookahead_files(dataset: Dataset, rules_path: str, *, cuts: int = 40,
                     recompute_ml: bool = False, rtol: float = 1e-9, progress: bool = True,
                     write: bool = True) -> LookaheadRun:
     """The job behind ``python S5/lookahead_check.py``: the S1 candle file, S2's
     indicator config (from the ``_ta`` file's metadata when present), the sentiment
-    and ML files when the rules read them; writes ``reports/<stem>_lookahead_<rules>.json``."""
+    and ML files when the rules read them; writes ``reports/<stem>__<rules>_lookahead.json``."""
     import json
-    from pathlib import Path
 
     from S1.datasets import (
-        Dataset,
         atomic_write_text,
         dataset_path,
         history_command,
@@ -250,21 +249,22 @@ def lookahead_files(symbol: str, interval: str, days: int, rules_path: str, *, c
     from S4.rules import load_rules
     from S4.signals import find_sentiment_file, model_command
 
-    candles = read_candles(dataset_path(Dataset(symbol, interval, days)),
-                           how_to_create=history_command(Dataset(symbol, interval, days)))
+    candles = read_candles(dataset_path(dataset),
+                           how_to_create=history_command(dataset))
     rules = load_rules(rules_path)
     config = load_config()
-    ta_path = dataset_path(Dataset(symbol, interval, days), "ta")
+    ta_path = dataset_path(dataset, "ta")
     if ta_path.exists():
         cfg = read_metadata(ta_path).get("indicators", {}).get("config")
         if cfg:
             config = IndicatorConfig(**cfg)
     sentiment = ml = ml_fn = None
     if rules.uses_sentiment:
-        sentiment = read_parquet(find_sentiment_file(interval, candles.index[0] if len(candles) else None,
-                                                     symbol=symbol))
+        sentiment = read_parquet(find_sentiment_file(dataset.interval,
+                                                     candles.index[0] if len(candles) else None,
+                                                     symbol=dataset.symbol))
     if rules.uses_ml:
-        mp = dataset_path(Dataset(symbol, interval, days), "ml")
+        mp = dataset_path(dataset, "ml")
         if recompute_ml:
             from S4.ml_score import WalkForward, ml_frame, ml_scores
 
@@ -274,16 +274,17 @@ def lookahead_files(symbol: str, interval: str, days: int, rules_path: str, *, c
         else:
             if not mp.exists():
                 raise UserError(f"the rules read ml_proba but {mp} does not exist",
-                                f"create it first with: {model_command(Dataset(symbol, interval, days))} "
+                                f"create it first with: {model_command(dataset)} "
                                 "(or pass --recompute-ml)")
             ml = read_parquet(mp)
     report = lookahead_check(candles, rules, indicators=lambda df: add_default_indicators(df, config),
                              sentiment=sentiment, ml=ml, ml_fn=ml_fn, cuts=cuts, rtol=rtol, progress=progress)
     run = LookaheadRun(report, str(rules_path))
     if write:
-        doc = {"symbol": symbol.upper(), "interval": interval, "days": int(days), "rules": str(rules_path),
+        doc = {"symbol": dataset.symbol, "interval": dataset.interval, "days": dataset.days,
+               "rules": str(rules_path),
                "indicator_config": config.to_dict(), **report.to_dict()}
-        run.path = report_path(Dataset(symbol, interval, days), f"lookahead_{Path(rules_path).stem}", "json")
+        run.path = report_path(dataset, "lookahead", "json", rules=rules_path)
         atomic_write_text(run.path, json.dumps(doc, indent=2, allow_nan=False, default=str))
     return run
 

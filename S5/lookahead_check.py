@@ -5,7 +5,7 @@ report every value that changes once the future is removed.
     python S5/lookahead_check.py --symbol ETHUSDC --interval 1h --days 365 --rules S4/rules_ml.yaml --recompute-ml
 
 reads the S1 candle file (and the sentiment / ML files when the rules read them),
-prints a summary and writes ``reports/<stem>_lookahead_<rules>.json``. Exit code 0:
+prints a summary and writes ``reports/<stem>__<rules>_lookahead.json``. Exit code 0:
 no look-ahead; 1: look-ahead found (the columns and bars are listed). See S5/README.md.
 """
 
@@ -38,13 +38,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.table import Table
 
     from S1.errors import UserError
+    from S1.datasets import Dataset
     from S5.lookahead import lookahead_files
 
     if args.cuts < 2:
         raise UserError(f"--cuts {args.cuts} is too small", "use at least 2 (default 40)")
     if not 0 <= args.rtol < 1:   # also NaN (issue 22)
         raise UserError(f"--rtol {args.rtol} is not a tolerance", "use a small non-negative number, e.g. 1e-9")
-    run = lookahead_files(args.symbol, args.interval, args.days, args.rules, cuts=args.cuts,
+    run = lookahead_files(Dataset.from_args(args), args.rules, cuts=args.cuts,
                           recompute_ml=args.recompute_ml, rtol=args.rtol)
     rep = run.report
     console = Console()

@@ -6,9 +6,9 @@
 
 reads ``data/ethusdc_1h_365d_ta.parquet`` (plus sentiment / ML when the rules read
 them), chooses the params on the first 70 % of the bars, reports them on the last
-30 %, and writes ``data/ethusdc_1h_365d_best_<rules>.yaml`` (a ready rule file),
-``reports/ethusdc_1h_365d_optimize_<rules>.html`` (history, importances, in- vs
-out-of-sample) and ``reports/ethusdc_1h_365d_optimize_<rules>.json``. The study is
+30 %, and writes ``data/ethusdc_1h_365d__<rules>_best.yaml`` (a ready rule file),
+``reports/ethusdc_1h_365d__<rules>_optimize.html`` (history, importances, in- vs
+out-of-sample) and ``reports/ethusdc_1h_365d__<rules>_optimize.json``. The study is
 stored (default ``sqlite:///data/optuna.db``) and resumes where it stopped.
 
 Walk-forward (rolling or anchored re-optimisation, each fold tested on unseen bars):
@@ -17,8 +17,9 @@ Walk-forward (rolling or anchored re-optimisation, each fold tested on unseen ba
         --walk-forward 6 --wf-test 30d [--wf-train 90d] [--wf-mode anchored] [--wf-gap 24] --trials 100 \\
         [--workers 3 | --scheduler tcp://host:8786]      # folds in 3 local processes / on a Dask cluster
 
-writes ``reports/ethusdc_1h_365d_walkforward_<rules>.html|.json``, ``..._folds.parquet``
-and ``..._equity.parquet`` (see S5/walkforward_files.py). See S5/README.md.
+writes ``reports/ethusdc_1h_365d__<rules>_walkforward.html|.json``, ``..._walkforward_folds.parquet``
+and ``..._walkforward_equity.parquet`` (see S5/walkforward_files.py). ``<rules>`` is the rule
+file's name (``rules`` for S4/rules.yaml), as in every output derived from a rule file. See S5/README.md.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--scheduler spreads walk-forward folds; a single study spreads with --workers",
                         "add --walk-forward N, or use --workers N (and the same command on other machines)")
     costs = costs_from_args(args)
-    ta_path = dataset_path(Dataset.from_args(args), "ta")
+    ds = Dataset.from_args(args)
+    ta_path = dataset_path(ds, "ta")
     if ta_path.exists():  # else the loader names the S2 command
         simulated, last_close = peek_market(ta_path)
         costs = with_filters(costs, args.symbol, mode=args.exchange_filters, file=args.exchange_info,
@@ -152,11 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             raise UserError("--fresh / --add-trials are not supported with --walk-forward yet",
                             "pass a new --study for a fresh walk-forward, or a larger --trials per fold")
-        return _walk_forward(args, config, wf)
-    config = _prepare_study(args, config)
+        return _walk_forward(args, config, wf, ds)
+    config = _prepare_study(args, config, ds)
     workers = _start_workers(args, argv, config.n_trials)
     try:
-        run = optimize_files(args.symbol, args.interval, args.days, args.rules, config=config, storage=args.storage,
+        run = optimize_files(ds, args.rules, config=config, storage=args.storage,
                              study_name=args.study_name, report=not args.no_report,
                              progress=not args.worker_only, report_only=args.report_only,
                              search_only=args.worker_only or bool(workers))
@@ -166,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if workers:  # every worker is done: the report reads the whole study
         print(f"{len(workers) + 1} workers finished (extra workers' exit codes: {codes})", flush=True)
-        run = optimize_files(args.symbol, args.interval, args.days, args.rules, config=config, storage=args.storage,
+        run = optimize_files(ds, args.rules, config=config, storage=args.storage,
                              study_name=args.study_name, report=not args.no_report, progress=False,
                              report_only=True)
     res = run.result
@@ -189,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _prepare_study(args, config):
+def _prepare_study(args, config, ds):
     """``--fresh`` and ``--add-trials`` act once, here, before any worker starts: the workers then share
     one plain budget (``--trials`` = the study's total)."""
     from dataclasses import replace
@@ -203,8 +205,7 @@ def _prepare_study(args, config):
         raise UserError("--report-only runs no trial", "drop --fresh / --add-trials, or drop --report-only")
     storage = args.storage or default_storage()
     args.storage = storage
-    args.study_name = args.study_name or default_study_name(args.symbol, args.interval, args.days, args.rules,
-                                                            args.objective)
+    args.study_name = args.study_name or default_study_name(ds, args.rules, args.objective)
     if args.fresh:
         delete_stored_study(storage, args.study_name)
     if args.add_trials is not None:
@@ -252,7 +253,7 @@ def _walk_forward_config(args):
                              train_frac=0.7 if args.train_frac is None else args.train_frac)
 
 
-def _walk_forward(args, config, wf) -> int:
+def _walk_forward(args, config, wf, ds) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -260,7 +261,7 @@ def _walk_forward(args, config, wf) -> int:
     from S5.optimizer import REPORT_METRICS, redact_url
     from S5.walkforward_files import FOLD_METRICS, walkforward_files
 
-    run = walkforward_files(args.symbol, args.interval, args.days, args.rules, config=config, wf=wf,
+    run = walkforward_files(ds, args.rules, config=config, wf=wf,
                             storage=args.storage, study_name=args.study_name, report=not args.no_report,
                             workers=args.workers, scheduler=args.scheduler)
     res = run.result

@@ -428,11 +428,11 @@ def optimize(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeConfi
                           counts, rules.params, edges=params_on_edges(best_params, space))
 
 
-def default_study_name(symbol: str, interval: str, days: int, rules_path: str | Path, objective: str) -> str:
+def default_study_name(dataset: Dataset, rules_path: str | Path, objective: str) -> str:
     """``<symbol>_<interval>_<days>d_<rules>_<objective>``, the study ``python S5/optimize.py`` uses by default."""
-    from S1.datasets import Dataset, dataset_stem
+    from S1.datasets import dataset_stem
 
-    return f"{dataset_stem(Dataset(symbol, interval, days))}_{Path(rules_path).stem}_{objective}"
+    return f"{dataset_stem(dataset)}_{Path(rules_path).stem}_{objective}"
 
 
 def finished_trials(storage: str, study_name: str) -> int:
@@ -575,7 +575,7 @@ class OptimizeRun:
     storage: str
 
 
-def optimize_files(symbol: str, interval: str, days: int, rules_path: str | Path, *,
+def optimize_files(dataset: Dataset, rules_path: str | Path, *,
                    config: OptimizeConfig = OptimizeConfig(), storage: str | None = None,
                    study_name: str | None = None, progress: bool = True, report: bool = True,
                    report_only: bool = False, search_only: bool = False, fresh: bool = False,
@@ -583,43 +583,44 @@ def optimize_files(symbol: str, interval: str, days: int, rules_path: str | Path
     """The job behind ``python S5/optimize.py``: search, then write the best rules YAML,
     the HTML report and a JSON summary. ``search_only`` (an extra worker): add trials to
     the study and write nothing; ``report_only``: add no trial, report the study as it is."""
-    from S1.datasets import Dataset, atomic_write_text, normalize_symbol, report_path
+    from S1.datasets import atomic_write_text, report_path
     from S4.rules import load_rules
     from S4.signals import load_rule_inputs
 
     rules = load_rules(rules_path)  # fail fast on the file itself, before reading data
-    inputs = load_rule_inputs(Dataset(symbol, interval, days), rules, rules_path=rules_path)
+    inputs = load_rule_inputs(dataset, rules, rules_path=rules_path)
     frame, simulated, sources = inputs
     storage = storage or default_storage()
-    study_name = study_name or default_study_name(symbol, interval, days, rules_path, config.objective)
-    market = {"symbol": normalize_symbol(symbol), "interval": interval, "days": int(days),
+    study_name = study_name or default_study_name(dataset, rules_path, config.objective)
+    market = {"symbol": dataset.symbol, "interval": dataset.interval, "days": dataset.days,
               "first": frame.index[0].isoformat() if len(frame) else None,
               "last": frame.index[-1].isoformat() if len(frame) else None, "rows": len(frame)}
-    res = optimize(frame, rules, interval=interval, config=config, storage=storage, study_name=study_name,
+    res = optimize(frame, rules, interval=dataset.interval, config=config, storage=storage,
+                   study_name=study_name,
                    market=market, progress=progress, report_only=report_only, search_only=search_only,
                    fresh=fresh, add_trials=add_trials)
     if res is None:
         return None
     ins, oos = res.in_sample.metrics, res.out_of_sample.metrics
-    header = (f"# Optimised by S5/optimize.py from {Path(rules_path).as_posix()} on {normalize_symbol(symbol)} "
-              f"{interval} {int(days)}d{' (SIMULATED data)' if simulated else ''}\n"
+    header = (f"# Optimised by S5/optimize.py from {Path(rules_path).as_posix()} on {dataset.symbol} "
+              f"{dataset.interval} {dataset.days}d{' (SIMULATED data)' if simulated else ''}\n"
               f"# objective {config.objective}: in-sample {res.best_value:.4f} on "
               f"{res.split.train_start_time:%Y-%m-%d}..{res.split.test_start_time:%Y-%m-%d}; out-of-sample "
               f"{config.objective} {_fmt(oos.get(config.objective))}, total return {_fmt(oos.get('total_return'))} "
               f"({_fmt(oos.get('n_trades'))} trades) on {res.split.test_start_time:%Y-%m-%d}.."
               f"{res.split.end_time:%Y-%m-%d}\n# study {study_name!r} in {redact_url(storage)}\n"
-              f"# use it: python S4/decision.py --symbol {normalize_symbol(symbol)} --interval {interval} "
-              f"--days {int(days)} --rules <this file>\n")
-    paths = {"rules": best_rules_path(Dataset(symbol, interval, days), rules_path),
-             "json": report_path(Dataset(symbol, interval, days), f"optimize_{Path(rules_path).stem}", "json")}
-    summary = {"symbol": normalize_symbol(symbol), "interval": interval, "days": int(days),
+              f"# use it: python S4/decision.py --symbol {dataset.symbol} --interval {dataset.interval} "
+              f"--days {dataset.days} --rules <this file>\n")
+    paths = {"rules": best_rules_path(dataset, rules_path),
+             "json": report_path(dataset, "optimize", "json", rules=rules_path)}
+    summary = {"symbol": dataset.symbol, "interval": dataset.interval, "days": dataset.days,
                "rules": str(rules_path), "simulated": simulated, "sources": sources,
                "storage": redact_url(storage), **res.summary(),
                "in_sample_objective_check": ins.get(config.objective)}
     html_text = None
     if report:
-        paths["html"] = report_path(Dataset(symbol, interval, days), f"optimize_{Path(rules_path).stem}", "html")
-        html_text = optimization_html(res, title=f"{normalize_symbol(symbol)} {interval} {int(days)}d: optimising "
+        paths["html"] = report_path(dataset, "optimize", "html", rules=rules_path)
+        html_text = optimization_html(res, title=f"{dataset.label}: optimising "
                                       f"{Path(rules_path).name} ({config.objective})", simulated=simulated)
     atomic_write_text(paths["rules"], header + res.best_rules.to_yaml())
     atomic_write_text(paths["json"], json.dumps(to_jsonable(summary), indent=2, allow_nan=False))

@@ -244,8 +244,8 @@ def parity_files(symbol: str, interval: str, days: int, rules_path: str | Path, 
     if market != "spot":      # USD-M: leverage, data/<symbol>_funding.parquet, the first bracket (S5.futures)
         from S5.futures import decided_kwargs
 
-        futures = decided_kwargs(sym, interval, days, frame, market=market, leverage=leverage, funding=funding,
-                                 maint_margin_rate=maint_margin_rate)["futures"]
+        futures = decided_kwargs(Dataset(sym, interval, days), frame, market=market, leverage=leverage,
+                                 funding=funding, maint_margin_rate=maint_margin_rate)["futures"]
     out = run_parity(frame, sig.rules, symbol=sym, interval=interval, risk=cfg, use_stops=use_stops, filters=filters,
                      fee=fee, init_cash=init_cash, market=market, futures=futures)
     out.warning = warning

@@ -6,16 +6,19 @@ rules file, costs, sizing and main metrics, and the equity curves that exist.
 Files read (names from :mod:`S1.datasets`; ``<stem>`` = ``ethusdc_1h_365d`` and, for
 outputs derived from a rule file, possibly ``<stem>__<rules>``):
 
-- ``data/<stem>_backtest.json`` (+ ``_equity.parquet``): the rules file comes from
-  the JSON (``params.rules_file`` / ``rules``), not from the file name;
-- ``reports/<stem>_optimize_<rules>.json``: in-sample and out-of-sample metrics of
+- ``data/<stem>__<rules>_backtest.json`` (+ ``_equity.parquet``): the rules file comes
+  from the JSON (``params.rules_file`` / ``rules``), not from the file name;
+- ``reports/<stem>__<rules>_optimize.json``: in-sample and out-of-sample metrics of
   the best params (``rules`` key);
-- ``reports/<stem>_walkforward_<rules>.json`` (+ ``_equity.parquet``): the stitched
+- ``reports/<stem>__<rules>_walkforward.json`` (+ ``_equity.parquet``): the stitched
   out-of-sample result;
-- ``data/<stem>_parity.json``: backtest vs paper-trading trade lists.
+- ``data/<stem>__<rules>_parity.json``: backtest vs paper-trading trade lists.
 
 Files written by older versions lack some keys: a missing value is blank (``None``),
-never an error; a file that is not JSON is skipped with a note.
+never an error; a file that is not JSON is skipped with a note. Files named before
+every rule-derived output carried the rules name the one way (``<stem>_backtest.json``,
+``<stem>_optimize_<rules>.json``, ``<stem>_walkforward_<rules>.json``) are still read,
+with one note each (:attr:`Catalog.notes`) -- unless a run under the new name replaced them.
 
 >>> import tempfile, json; from pathlib import Path
 >>> d = Path(tempfile.mkdtemp())
@@ -109,16 +112,24 @@ class Run:
 class Catalog:
     runs: list[Run]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    #: one line per file read under its older name (``note: reading ... re-run to get ...``)
+    notes: list[str] = field(default_factory=list)
 
-    def filter(self, *, symbol: str | None = None, interval: str | None = None, rules: str | None = None,
-               kind: str | None = None) -> Catalog:
-        """Runs of ``symbol`` / ``interval`` / ``kind``, whose rules file contains ``rules``."""
+    def filter(self, *, symbol: str | None = None, interval: str | None = None,
+               rules: str | Path | None = None, kind: str | None = None) -> Catalog:
+        """Runs of ``symbol`` / ``interval`` / ``kind`` made with the rules file ``rules`` -- a path
+        (``S4/rules_ta_only.yaml``) or its name (``rules_ta_only``), compared by
+        :func:`S1.datasets.rules_token`: ``rules`` never selects ``rules_ta_only``."""
+        from S1.datasets import rules_token
+
+        want = None if rules is None else rules_token(rules)
+
         def keep(r: Run) -> bool:
             return ((symbol is None or (r.symbol or "").upper() == symbol.replace("/", "").upper())
                     and (interval is None or r.interval == interval)
                     and (kind is None or r.kind == kind)
-                    and (rules is None or rules.lower() in (r.rules or "").lower()))
-        return Catalog([r for r in self.runs if keep(r)], self.skipped)
+                    and (want is None or _token(r.rules) == want))
+        return Catalog([r for r in self.runs if keep(r)], self.skipped, self.notes)
 
     def sorted(self, metric: str | None) -> Catalog:
         """Best first by ``metric`` (largest, or smallest for max_drawdown); blanks last."""
@@ -133,7 +144,7 @@ class Catalog:
         def key(r: Run):
             v = _num(r.metrics.get(metric))
             return (v is None or not np.isfinite(v), sign * v if v is not None and np.isfinite(v) else 0.0)
-        return Catalog(sorted(self.runs, key=key), self.skipped)
+        return Catalog(sorted(self.runs, key=key), self.skipped, self.notes)
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame([r.row() for r in self.runs], columns=list(COLUMNS))
@@ -175,6 +186,19 @@ def _get(d: Any, *keys, default=None):
             return default
         d = d[k]
     return d
+
+
+def _token(rules: str | None) -> str | None:
+    """The rules name of a run's rules file (None when unknown or not a file name)."""
+    from S1.datasets import rules_token
+    from S1.errors import UserError
+
+    if not rules:
+        return None
+    try:
+        return rules_token(rules)
+    except UserError:
+        return None
 
 
 def _rules_name(*values) -> str | None:
@@ -346,8 +370,29 @@ def parity_runs(path: Path, doc: dict) -> list[Run]:
                 metrics={"n_trades": len(bt), "paper_trades": len(paper), "mismatches": n_mism, "ok": doc.get("ok")})]
 
 
-_READERS = (("backtest", "*_backtest.json", backtest_runs), ("optimize", "*_optimize_*.json", optimize_runs),
-            ("walk_forward", "*_walkforward_*.json", walkforward_runs), ("parity", "*_parity.json", parity_runs))
+#: (kind, file patterns, reader): the names :mod:`S1.datasets` gives (``<stem>__<rules>_<kind>``), then
+#: the older optimiser / walk-forward names (``<stem>_<kind>_<rules>``,
+#: :func:`S1.datasets.renamed_research_path`)
+_READERS = (("backtest", ("*_backtest.json",), backtest_runs),
+            ("optimize", ("*__*_optimize.json", "*_optimize_*.json"), optimize_runs),
+            ("walk_forward", ("*__*_walkforward.json", "*_walkforward_*.json"), walkforward_runs),
+            ("parity", ("*_parity.json",), parity_runs))
+
+
+def _older_name(path: Path) -> str | None:
+    """The note for a file named before the one convention (None for a current name): which file,
+    and the name a re-run gives it."""
+    from S1.datasets import parse_dataset_name, renamed_research_path
+
+    new = renamed_research_path(path)
+    if new is None:
+        parsed = parse_dataset_name(path.name)
+        if parsed is None or parsed.rules != "":     # "": a rule-derived file named without the rules
+            return None
+        return (f"note: reading {path.name} (written before outputs carried the rules name; re-run the "
+                f"backtest to get {parsed.dataset.stem}__<rules>_backtest.json)")
+    return (f"note: reading {path.name} (written before outputs were named <stem>__<rules>_<kind>; "
+            f"re-run to get {new.name})")
 
 
 def load_catalog(*, data: Path | None = None, reports: Path | None = None) -> Catalog:
@@ -355,17 +400,26 @@ def load_catalog(*, data: Path | None = None, reports: Path | None = None) -> Ca
     from S1.datasets import data_dir, reports_dir
 
     folders = [Path(data) if data is not None else data_dir(), Path(reports) if reports is not None else reports_dir()]
+    from S1.datasets import renamed_research_path
+
     seen: set[Path] = set()
     runs: list[Run] = []
     skipped: list[tuple[Path, str]] = []
-    for _, pattern, reader in _READERS:
+    notes: list[str] = []
+    for _, patterns, reader in _READERS:
         for folder in dict.fromkeys(folders):
             if not folder.is_dir():
                 continue
-            for p in sorted(folder.glob(pattern)):
+            for p in sorted({q for pattern in patterns for q in folder.glob(pattern)}):
                 if p in seen or not p.is_file():
                     continue
                 seen.add(p)
+                renamed = renamed_research_path(p)
+                if renamed is not None and renamed.is_file():
+                    continue            # a newer run under the current name replaced this one
+                note = _older_name(p)
+                if note:
+                    notes.append(note)
                 doc = _read(p)
                 if doc is None:
                     skipped.append((p, "not a JSON object"))
@@ -375,7 +429,7 @@ def load_catalog(*, data: Path | None = None, reports: Path | None = None) -> Ca
                 except Exception as exc:  # noqa: BLE001 - an unexpected shape: skip the file, keep the others
                     log.warning("skipping %s: %s", p, exc)
                     skipped.append((p, str(exc)))
-    return Catalog(runs, skipped)
+    return Catalog(runs, skipped, notes)
 
 
 # ---------------------------------------------------------------------------- output

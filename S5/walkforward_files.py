@@ -4,15 +4,15 @@ Outputs for ``--symbol ETHUSDC --interval 1h --days 365 --rules S4/rules.yaml``
 (names from :func:`S1.datasets.report_path`; each file written atomically, only
 after every fold was computed -- a failed run leaves the previous files intact):
 
-- ``reports/ethusdc_1h_365d_walkforward_rules.html``: fold timeline, stitched
+- ``reports/ethusdc_1h_365d__rules_walkforward.html``: fold timeline, stitched
   out-of-sample equity (chosen params vs the rule file's defaults vs buy-and-hold,
   fold boundaries marked) and drawdown, in- vs out-of-sample objective per fold,
   params per fold, the fold table, the stitched metrics and the stability table;
-- ``reports/ethusdc_1h_365d_walkforward_rules.json``: the summary
+- ``reports/ethusdc_1h_365d__rules_walkforward.json``: the summary
   (:meth:`S5.walkforward_search.WalkForwardResult.summary`, strict JSON);
-- ``reports/ethusdc_1h_365d_walkforward_rules_folds.parquet``: one row per fold
+- ``reports/ethusdc_1h_365d__rules_walkforward_folds.parquet``: one row per fold
   (:meth:`~S5.walkforward_search.WalkForwardResult.fold_table`);
-- ``reports/ethusdc_1h_365d_walkforward_rules_equity.parquet``: UTC ``open_time``
+- ``reports/ethusdc_1h_365d__rules_walkforward_equity.parquet``: UTC ``open_time``
   index, ``equity`` (stitched, chosen params), ``fold``, ``defaults_equity``,
   ``buy_and_hold`` (same initial cash, from the first test bar's open, no fees).
 """
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from S1.datasets import Dataset
 from S5.exchange import describe_costs
 from S5.metrics import format_metric, to_jsonable
 from S5.optimizer import REPORT_METRICS, OptimizeConfig, default_storage, redact_url
@@ -208,17 +209,16 @@ class WalkForwardRun:
     summary: dict[str, Any]
 
 
-def walkforward_paths(symbol: str, interval: str, days: int, rules_path: str | Path) -> dict[str, Path]:
-    from S1.datasets import Dataset, report_path
+def walkforward_paths(dataset: Dataset, rules_path: str | Path) -> dict[str, Path]:
+    from S1.datasets import report_path
 
-    name = f"walkforward_{Path(rules_path).stem}"
-    return {"json": report_path(Dataset(symbol, interval, days), name, "json"),
-            "folds": report_path(Dataset(symbol, interval, days), f"{name}_folds", "parquet"),
-            "equity": report_path(Dataset(symbol, interval, days), f"{name}_equity", "parquet"),
-            "html": report_path(Dataset(symbol, interval, days), name, "html")}
+    return {"json": report_path(dataset, "walkforward", "json", rules=rules_path),
+            "folds": report_path(dataset, "walkforward_folds", "parquet", rules=rules_path),
+            "equity": report_path(dataset, "walkforward_equity", "parquet", rules=rules_path),
+            "html": report_path(dataset, "walkforward", "html", rules=rules_path)}
 
 
-def walkforward_files(symbol: str, interval: str, days: int, rules_path: str | Path, *,
+def walkforward_files(dataset: Dataset, rules_path: str | Path, *,
                       config: OptimizeConfig = OptimizeConfig(), wf: WalkForwardConfig = WalkForwardConfig(),
                       storage: str | None = None, study_name: str | None = None, progress: bool = True,
                       report: bool = True, memory: bool = False, workers: int = 1,
@@ -228,14 +228,14 @@ def walkforward_files(symbol: str, interval: str, days: int, rules_path: str | P
     files and (``report``) the HTML. ``memory=True`` keeps the studies in memory.
     ``workers`` / ``scheduler``: the folds' searches fan out (local processes / a Dask
     cluster); the files are written here, once, after every fold is back."""
-    from S1.datasets import Dataset, atomic_write_text, dataset_stem, normalize_symbol, write_parquet
+    from S1.datasets import atomic_write_text, dataset_stem, write_parquet
     from S4.rules import load_rules
     from S4.signals import load_rule_inputs
 
     rules = load_rules(rules_path)  # fail fast on the file itself, before reading data
-    inputs = load_rule_inputs(Dataset(symbol, interval, days), rules, rules_path=rules_path)
+    inputs = load_rule_inputs(dataset, rules, rules_path=rules_path)
     frame, simulated, sources = inputs
-    plan = wf.plan(frame.index, interval)  # bad windows fail here, before any trial
+    plan = wf.plan(frame.index, dataset.interval)  # bad windows fail here, before any trial
     if not rules.param_space():
         from S1.errors import UserError
 
@@ -243,19 +243,19 @@ def walkforward_files(symbol: str, interval: str, days: int, rules_path: str | P
                         "give params ranges, e.g. rsi_buy: {value: 30, low: 20, high: 40}")
     storage = None if memory else (storage or default_storage())
     if study_name is None:
-        study_name = (f"{dataset_stem(Dataset(symbol, interval, days))}_{Path(rules_path).stem}_{config.objective}_wf"
+        study_name = (f"{dataset_stem(dataset)}_{Path(rules_path).stem}_{config.objective}_wf"
                       f"{len(plan.folds)}{plan.mode[0]}_{plan.train_bars}_{plan.test_bars}_{plan.gap}")
-    market = {"symbol": normalize_symbol(symbol), "interval": interval, "days": int(days),
+    market = {"symbol": dataset.symbol, "interval": dataset.interval, "days": dataset.days,
               "first": frame.index[0].isoformat() if len(frame) else None,
               "last": frame.index[-1].isoformat() if len(frame) else None, "rows": len(frame)}
-    res = walk_forward(frame, inputs.rules, interval=interval, config=config, wf=wf, storage=storage,
+    res = walk_forward(frame, inputs.rules, interval=dataset.interval, config=config, wf=wf, storage=storage,
                        study_name=study_name, market=market, progress=progress, workers=workers,
                        scheduler=scheduler)
-    paths = walkforward_paths(symbol, interval, days, rules_path)
-    latest_command = (f"python S4/decision.py --symbol {normalize_symbol(symbol)} --interval {interval} --days "
-                      f"{int(days)} --rules {Path(rules_path).as_posix()} "
+    paths = walkforward_paths(dataset, rules_path)
+    latest_command = (f"python S4/decision.py --symbol {dataset.symbol} --interval {dataset.interval} --days "
+                      f"{dataset.days} --rules {Path(rules_path).as_posix()} "
                       + " ".join(f"--set {k}={v}" for k, v in res.latest_params.items()))
-    summary = to_jsonable({"symbol": normalize_symbol(symbol), "interval": interval, "days": int(days),
+    summary = to_jsonable({"symbol": dataset.symbol, "interval": dataset.interval, "days": dataset.days,
                            "rules": str(rules_path), "simulated": simulated, "sources": sources,
                            "storage": redact_url(storage) if storage else "memory", "study_name": study_name,
                            **res.summary(), "latest_params_command": latest_command, "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
@@ -267,7 +267,7 @@ def walkforward_files(symbol: str, interval: str, days: int, rules_path: str | P
                             if c.startswith("param_") and folds[c].dtype == object})
     html_text = None
     if report:
-        title = (f"{normalize_symbol(symbol)} {interval} {int(days)}d: walk-forward of {Path(rules_path).name} "
+        title = (f"{dataset.label}: walk-forward of {Path(rules_path).name} "
                  f"({config.objective}, {len(plan.folds)} {plan.mode} folds)")
         html_text = walkforward_html(res, title=title, simulated=simulated)
     else:

@@ -118,11 +118,12 @@ def cmd_size(args, cfg) -> int:
     method = args.method or cfg.sizing.method
     win_rate, payoff, n = args.win_rate, args.payoff, args.n_trades
     if method == "kelly" and args.from_backtest:
+        from S1.datasets import Dataset
         from S6.stress_analysis import load_backtest
 
         if not args.symbol or not args.days:
             raise UserError("--from-backtest needs --symbol, --interval and --days", "e.g. --symbol BTCUSDT --days 365")
-        bt = load_backtest(args.symbol, args.interval, args.days, rules=args.rules)
+        bt = load_backtest(Dataset.from_args(args), rules=args.rules)
         win_rate, payoff, n = kelly_stats(bt.trades["return"].to_numpy())
     res = size_position(equity=args.equity, price=args.price, config=cfg, atr=args.atr, win_rate=win_rate,
                         payoff=payoff, n_trades=n, method=method)

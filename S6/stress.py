@@ -56,8 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from S1.errors import UserError
 
         raise UserError(f"--paths must be within 100..200000, got {args.paths}", "e.g. --paths 5000")
-    bt = load_backtest(args.symbol, args.interval, args.days, initial_equity=args.initial_equity, rules=args.rules)
-    cpath = dataset_path(Dataset.from_args(args))
+    ds = Dataset.from_args(args)
+    bt = load_backtest(ds, initial_equity=args.initial_equity, rules=args.rules)
+    cpath = dataset_path(ds)
     candles = None
     simulated = bool(get_settings().simulated_market)
     if cpath.exists():
@@ -65,15 +66,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         simulated = simulated or bool(read_metadata(cpath).get("simulated", False))
     else:
         log.warning("no candle file %s: worst-move replay skipped (create it with: %s)", cpath,
-                    history_command(Dataset.from_args(args)))
+                    history_command(ds))
     result = run_stress(bt, candles, config=cfg, paths=args.paths, seed=args.seed, ruin_level=args.ruin,
                         top=args.top, progress=True, simulated=simulated)
     result.summary["rules_file"] = Path(str(args.rules)).name     # titles name the rules file
-    outputs = [write_json(result, dataset_path(Dataset.from_args(args), kind="stress", rules=args.rules))]
+    outputs = [write_json(result, dataset_path(ds, "stress", rules=args.rules))]
     if not args.no_html:
-        outputs.append(write_html(result, report_path(Dataset.from_args(args), "stress", "html", rules=args.rules)))
+        outputs.append(write_html(result, report_path(ds, "stress", "html", rules=args.rules)))
     if not args.no_png:
-        outputs.append(write_png(result, report_path(Dataset.from_args(args), "stress", "png", rules=args.rules)))
+        outputs.append(write_png(result, report_path(ds, "stress", "png", rules=args.rules)))
 
     s = result.summary
     h = s["historical"]

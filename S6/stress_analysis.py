@@ -44,6 +44,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from S1.datasets import Dataset
 from S1.errors import UserError
 from S6.config import RiskConfig
 from S6.killswitch import first_trip
@@ -57,11 +58,9 @@ CHUNK = 1000          #: paths simulated per block (memory bound; results do not
 PLOT_PATHS = 1000     #: paths kept for the fan chart
 
 
-def s5_command(symbol: str, interval: str, days: int) -> str:
+def s5_command(dataset: Dataset) -> str:
     """The S5 command that writes the trades and equity files of a market and window."""
-    from S1.datasets import normalize_symbol
-
-    return f"python S5/backtest.py --symbol {normalize_symbol(symbol)} --interval {interval} --days {int(days)}"
+    return f"python S5/backtest.py {dataset.args}"
 
 
 # ---------------------------------------------------------------- loading
@@ -127,20 +126,20 @@ class Backtest:
     simulated: bool = False
 
 
-def load_backtest(symbol: str, interval: str, days: int, *, initial_equity: float | None = None,
+def load_backtest(dataset: Dataset, *, initial_equity: float | None = None,
                   data_dir: Path | None = None, rules: str | Path | None = None) -> Backtest:
     """Read the S5 files of a market and window. A missing trades file is a
     :class:`UserError` naming the S5 command that creates it; a missing equity file
     falls back to ``initial_equity`` (default 10,000) with a warning."""
-    from S1.datasets import Dataset, existing_dataset_path, read_parquet
+    from S1.datasets import existing_dataset_path, read_parquet
 
-    tpath = existing_dataset_path(Dataset(symbol, interval, days), "trades", data_dir=data_dir, rules=rules)
+    tpath = existing_dataset_path(dataset, "trades", data_dir=data_dir, rules=rules)
     if not tpath.exists():
-        raise UserError(f"no backtest trades at {tpath}", f"create them first with: {s5_command(symbol, interval, days)}")
+        raise UserError(f"no backtest trades at {tpath}", f"create them first with: {s5_command(dataset)}")
     trades = validate_trades(read_parquet(tpath), what=str(tpath))
     if trades.empty:
         raise UserError(f"{tpath} holds no trades", "nothing to stress: change the strategy or the window")
-    epath = existing_dataset_path(Dataset(symbol, interval, days), "equity", data_dir=data_dir, rules=rules, note=False)
+    epath = existing_dataset_path(dataset, "equity", data_dir=data_dir, rules=rules, note=False)
     equity = load_equity(epath) if epath.exists() else None
     if initial_equity is None:
         if equity is not None:
@@ -153,7 +152,8 @@ def load_backtest(symbol: str, interval: str, days: int, *, initial_equity: floa
     from S1.datasets import read_metadata
 
     simulated = any(bool(read_metadata(p).get("simulated", False)) for p in (tpath, epath) if p.exists())
-    return Backtest(symbol, interval, int(days), trades, equity, float(initial_equity), tpath,
+    return Backtest(dataset.symbol, dataset.interval, dataset.days, trades, equity, float(initial_equity),
+                    tpath,
                     epath if equity is not None else None, simulated)
 
 

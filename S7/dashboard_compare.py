@@ -50,6 +50,10 @@ def compare_section() -> None:
     if table.empty:
         return
     st.header(TITLE, anchor=ANCHOR)
+    from S5.run_catalog import load_catalog
+
+    for note in load_catalog().notes:     # runs saved under the older file names: listed, named once
+        st.caption(note)
     c = st.columns([2, 2, 1])
     syms = sorted(s for s in table["symbol"].dropna().unique())
     kinds = [k for k in KINDS if k in set(table["kind"])]

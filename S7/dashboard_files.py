@@ -33,7 +33,6 @@ from S1.datasets import (
     history_command,
     indicators_command,
     news_items_path,
-    normalize_symbol,
     orders_log_path,
     parse_dataset_name,
     read_metadata,
@@ -85,16 +84,17 @@ def commands(symbol: str = DEFAULT_MARKET[0], interval: str = DEFAULT_MARKET[1],
     from S4.signals import sentiment_command
     from S5.backtest_files import backtest_command, signals_command
 
-    s, d = normalize_symbol(symbol), int(days)
+    ds = Dataset(symbol, interval, days)
+    s, d = ds.symbol, ds.days
     since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=d)
     return {
         "all": "make demo",
         "offline": "make demo ARGS=--offline",
-        "history": history_command(Dataset(s, interval, d)),
-        "indicators": indicators_command(Dataset(s, interval, d)),
+        "history": history_command(ds),
+        "indicators": indicators_command(ds),
         "sentiment": sentiment_command(interval, since),
-        "signals": signals_command(s, interval, d),
-        "backtest": backtest_command(s, interval, d),
+        "signals": signals_command(ds),
+        "backtest": backtest_command(ds),
         "paper": f"python S7/executor.py --symbol {s} --interval {interval} --rules S4/rules.yaml --dry-run "
                  "--replay-days 7",
         "streamer": f"python S1/streamer.py --symbol {s} --interval 1m",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
-from S1.datasets import Dataset, dataset_path, normalize_symbol, orders_log_path, report_path, sentiment_path
+from S1.datasets import Dataset, dataset_path, orders_log_path, report_path, sentiment_path
 from S1.errors import UserError
 from S1.offline import local_market
 from S1.options import add_offline_option
@@ -50,21 +50,22 @@ def online(api_url: str, timeout: float = 4.0) -> bool:
         return False
 
 
-def build_steps(symbol: str, interval: str, days: int, *, rules: str, sources: str, dry_run_seconds: int,
+def build_steps(dataset: Dataset, *, rules: str, sources: str, dry_run_seconds: int,
                 since: str) -> list[Step]:
     py = sys.executable
-    common = ["--symbol", symbol, "--interval", interval, "--days", str(days)]
+    common = ["--symbol", dataset.symbol, "--interval", dataset.interval, "--days", str(dataset.days)]
     return [
-        Step("S1 history", [py, "S1/historical.py", *common], [dataset_path(Dataset(symbol, interval, days))]),
-        Step("S2 indicators", [py, "S2/indicators.py", *common], [dataset_path(Dataset(symbol, interval, days), "ta")]),
-        Step("S3 sentiment", [py, "S3/sentiment.py", "--since", since, "--interval", interval,
-                              "--sources", sources], [sentiment_path(interval)]),
+        Step("S1 history", [py, "S1/historical.py", *common], [dataset_path(dataset)]),
+        Step("S2 indicators", [py, "S2/indicators.py", *common], [dataset_path(dataset, "ta")]),
+        Step("S3 sentiment", [py, "S3/sentiment.py", "--since", since, "--interval", dataset.interval,
+                              "--sources", sources], [sentiment_path(dataset.interval)]),
         Step("S4 signals", [py, "S4/decision.py", *common, "--rules", rules],
-             [dataset_path(Dataset(symbol, interval, days), "signals", rules=rules)]),
+             [dataset_path(dataset, "signals", rules=rules)]),
         Step("S5 backtest", [py, "S5/backtest.py", *common, "--rules", rules],
-             [report_path(Dataset(symbol, interval, days), "backtest", "html", rules=rules),
-              dataset_path(Dataset(symbol, interval, days), "backtest", rules=rules)]),
-        Step("S7 dry-run", [py, "S7/executor.py", "--symbol", symbol, "--interval", interval, "--rules", rules,
+             [report_path(dataset, "backtest", "html", rules=rules),
+              dataset_path(dataset, "backtest", rules=rules)]),
+        Step("S7 dry-run", [py, "S7/executor.py", "--symbol", dataset.symbol, "--interval", dataset.interval,
+                            "--rules", rules,
                             "--dry-run", "--replay-days", "60", "--duration", str(dry_run_seconds)],
              []),
     ]
@@ -73,17 +74,15 @@ def build_steps(symbol: str, interval: str, days: int, *, rules: str, sources: s
 STEP_IDS = ("S1", "S2", "S3", "S4", "S5", "S7")
 
 
-def validate_args(args) -> str:
+def validate_args(args) -> Dataset:
     """Every argument checked before any step runs (a typo must not cost a download);
-    returns the normalised symbol."""
+    returns the dataset the chain makes."""
     from S1.history import MAX_DAYS
-    from S1.intervals import check_interval
     from S4.rules import load_rules
 
-    symbol = normalize_symbol(args.symbol)
-    check_interval(args.interval)
     if not 0 < args.days <= MAX_DAYS:
         raise UserError(f"--days must be from 1 to {MAX_DAYS:,}, got {args.days}", "e.g. --days 365")
+    dataset = Dataset.from_args(args)
     if not 0 < args.dry_run_seconds <= 86_400:
         raise UserError(f"--dry-run-seconds must be from 1 to 86400, got {args.dry_run_seconds}", "e.g. 20")
     bad = [s for s in args.skip if s.upper() not in STEP_IDS]
@@ -92,7 +91,7 @@ def validate_args(args) -> str:
     args.skip = [s.upper() for s in args.skip]
     if "S4" not in args.skip or "S7" not in args.skip:   # the rules are read by S4 and the S7 dry-run
         load_rules(REPO / args.rules)                     # exists, and parses (the steps run in REPO)
-    return symbol
+    return dataset
 
 
 def main(argv=None) -> int:
@@ -107,7 +106,7 @@ def main(argv=None) -> int:
                    help=f"steps to skip, among {' '.join(STEP_IDS)} (e.g. --skip S3 S7)")
     add_common_args(p)
     args = p.parse_args(argv)
-    symbol = validate_args(args)
+    dataset = validate_args(args)
     settings = get_settings()
     env = dict(os.environ)
     offline = args.offline or settings.offline or not online(settings.binance_api_url)
@@ -116,13 +115,13 @@ def main(argv=None) -> int:
         print(f"no internet ({settings.binance_api_url} unreachable): running offline on a local simulated "
               "market; every output is labelled 'simulated'", flush=True)
     since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - args.days * 86400))
-    steps = [s for s in build_steps(symbol, args.interval, args.days, rules=args.rules, sources=sources,
+    steps = [s for s in build_steps(dataset, rules=args.rules, sources=sources,
                                     dry_run_seconds=args.dry_run_seconds, since=since)
              if s.name.split()[0] not in args.skip]
     with ExitStack() as stack:
         if offline:
             env.update(stack.enter_context(local_market(days=args.days + 30)))
-            env.update(stack.enter_context(local_news(symbol=symbol, days=args.days)))
+            env.update(stack.enter_context(local_news(symbol=dataset.symbol, days=dataset.days)))
         failed = _run_steps(steps, env)
     if failed:
         raise UserError(f"the chain stopped at {failed.name} (its error is above)",

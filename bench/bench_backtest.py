@@ -175,10 +175,11 @@ def bench_warm(frames: dict, repeat: int) -> dict:
         filt += t1(lambda: run_backtest(sig, interval=INTERVAL, costs=exch))
     with_risk = t(lambda: run_backtest(sig, interval=INTERVAL, costs=Costs(), risk=risk))
     res = run_backtest(sig, interval=INTERVAL)
+    from S1.datasets import Dataset
     from S5.backtest_files import backtest_files
 
-    files = t(lambda: backtest_files(SYMBOL, INTERVAL, DAYS, report=False))[: max(3, repeat)]
-    report = t(lambda: backtest_files(SYMBOL, INTERVAL, DAYS, report=True))[: max(2, repeat - 1)]
+    files = t(lambda: backtest_files(Dataset(SYMBOL, INTERVAL, DAYS), report=False))[: max(3, repeat)]
+    report = t(lambda: backtest_files(Dataset(SYMBOL, INTERVAL, DAYS), report=True))[: max(2, repeat - 1)]
     print(f"\n2. warm in-process backtest ({len(sig):,} bars, {res.metrics['n_trades']} trades)")
     line("run_backtest (median)", med(plain), 0.3, extra=f"  best {min(plain):.3f} s")
     line("run_backtest + exchange filters + mixed fees (median)", med(filt), 0.3,

@@ -89,8 +89,8 @@ def test_s6_stress_reads_our_files(settings_env, signals_file):
     from S5.backtest_files import backtest_files
     from S6.stress_analysis import load_backtest
 
-    run_ = backtest_files("ETHUSDC", "1h", 90, report=False)
-    bt = load_backtest("ETHUSDC", "1h", 90)
+    run_ = backtest_files(Dataset("ETHUSDC", "1h", 90), report=False)
+    bt = load_backtest(Dataset("ETHUSDC", "1h", 90))
     assert len(bt.trades) == len(run_.result.trades)
     assert bt.initial_equity == pytest.approx(10_000.0)
     np.testing.assert_allclose(bt.trades["pnl"].to_numpy(), run_.result.trades.sort_values("exit_time")["pnl"])
@@ -99,7 +99,7 @@ def test_s6_stress_reads_our_files(settings_env, signals_file):
 def test_failed_run_keeps_previous_files(settings_env, signals_file):
     from S5.backtest_files import backtest_files
 
-    backtest_files("ETHUSDC", "1h", 90, report=False)
+    backtest_files(Dataset("ETHUSDC", "1h", 90), report=False)
     before = dataset_path(Dataset("ETHUSDC", "1h", 90), "backtest").read_bytes()
     bad = read_parquet(signals_file)
     bad = bad.drop(columns=["exit"])
@@ -107,7 +107,7 @@ def test_failed_run_keeps_previous_files(settings_env, signals_file):
     from S1.errors import UserError
 
     with pytest.raises(UserError, match="not a signals file"):
-        backtest_files("ETHUSDC", "1h", 90, report=False)
+        backtest_files(Dataset("ETHUSDC", "1h", 90), report=False)
     assert dataset_path(Dataset("ETHUSDC", "1h", 90), "backtest").read_bytes() == before
 
 

@@ -24,7 +24,7 @@ def runs_on_disk(settings_env, sim_signals, sim_ta):
     meta = {"simulated": True, "signals": {"rules_file": RULES, "params": {"rsi_buy": 40}}}
     for sym in ("ETHUSDC", "BTCUSDT"):
         write_parquet(sim_signals, dataset_path(Dataset(sym, "1h", 90), "signals"), metadata=meta)
-        backtest_files(sym, "1h", 90)
+        backtest_files(Dataset(sym, "1h", 90))
     write_parquet(sim_ta, dataset_path(Dataset("ETHUSDC", "1h", 90), "ta"), metadata={"simulated": True})
     assert run(optimize, ["--symbol", "ETHUSDC", "--interval", "1h", "--days", "90", "--rules", RULES,
                           "--trials", "4", "--min-trades", "2"]) == 0
@@ -39,7 +39,7 @@ def test_catalog_metrics_are_the_files_metrics(runs_on_disk):
     assert set(by) == {("backtest", "ETHUSDC", "full"), ("backtest", "BTCUSDT", "full"),
                        ("optimize", "ETHUSDC", "in-sample"), ("optimize", "ETHUSDC", "out-of-sample")}
     bt = json.loads(dataset_path(Dataset("ETHUSDC", "1h", 90), "backtest").read_text())
-    opt = json.loads(report_path(Dataset("ETHUSDC", "1h", 90), "optimize_rules_ta_only", "json").read_text())
+    opt = json.loads(report_path(Dataset("ETHUSDC", "1h", 90), "optimize", "json", rules=RULES).read_text())
     for run_, metrics in ((by["backtest", "ETHUSDC", "full"], bt["metrics"]),
                           (by["optimize", "ETHUSDC", "in-sample"], opt["in_sample"]),
                           (by["optimize", "ETHUSDC", "out-of-sample"], opt["out_of_sample"])):
@@ -60,8 +60,70 @@ def test_rules_name_comes_from_the_json_not_the_file_name(runs_on_disk):
     doc = json.loads(src.read_text())
     doc["params"]["rules_file"] = "my/rules_momentum.yaml"
     (src.parent / "ethusdc_1h_90d__rules_momentum_backtest.json").write_text(json.dumps(doc))
-    cat = load_catalog().filter(rules="momentum")
+    cat = load_catalog().filter(rules="rules_momentum")
     assert [r.rules for r in cat.runs] == ["my/rules_momentum.yaml"]
+
+
+def _backtest_doc(rules_file: str, sharpe: float) -> str:
+    return json.dumps({"symbol": "BTCUSDT", "interval": "1h", "days": 30, "params": {"rules_file": rules_file},
+                       "metrics": {"sharpe": sharpe, "n_trades": 40}})
+
+
+def test_rules_filter_is_the_rules_name_not_a_substring(settings_env, capsys):
+    """``--rules rules`` is S4/rules.yaml: it must not list the runs of rules_ta_only (or my_rules)."""
+    from S5.run_catalog import load_catalog
+
+    d = settings_env.data_dir
+    d.mkdir(parents=True, exist_ok=True)
+    for token, rules_file, sharpe in (("rules", "S4/rules.yaml", 1.0), ("rules_ta_only", "S4/rules_ta_only.yaml", 2.0),
+                                      ("my_rules", "elsewhere/my_rules.yaml", 3.0)):
+        (d / f"btcusdt_1h_30d__{token}_backtest.json").write_text(_backtest_doc(rules_file, sharpe))
+    cat = load_catalog()
+    assert [r.rules for r in cat.filter(rules="rules").runs] == ["S4/rules.yaml"]
+    assert [r.rules for r in cat.filter(rules="S4/rules.yaml").runs] == ["S4/rules.yaml"]
+    assert [r.rules for r in cat.filter(rules="S4/rules_ta_only.yaml").runs] == ["S4/rules_ta_only.yaml"]
+    assert [r.rules for r in cat.filter(rules="rules_ta_only").runs] == ["S4/rules_ta_only.yaml"]
+    assert cat.filter(rules="ta_only").runs == []                   # a part of a name is not a name
+    out_csv = settings_env.data_dir / "runs.csv"
+    assert _compare(["--rules", "rules", "--no-html", "--csv", str(out_csv)]) == 0
+    assert pd.read_csv(out_csv)["rules"].tolist() == ["S4/rules.yaml"]
+    capsys.readouterr()
+    assert _compare(["--rules", "!!!", "--no-html"]) == 2        # no rule file can have that name: one line
+    assert "cannot name outputs after the rules file" in capsys.readouterr().err
+
+
+def test_runs_saved_under_the_older_names_are_still_listed(settings_env, capsys):
+    """Optimiser and walk-forward files named ``<stem>_<kind>_<rules>`` (before ``<stem>__<rules>_<kind>``)
+    are read, with one note each naming the new name; a re-run under the new name replaces them."""
+    from S5.run_catalog import load_catalog
+
+    reports = settings_env.reports_dir
+    reports.mkdir(parents=True, exist_ok=True)
+    opt = {"symbol": "BTCUSDT", "interval": "1h", "days": 30, "rules": "S4/rules_ta_only.yaml",
+           "in_sample": {"sharpe": 2.0}, "out_of_sample": {"sharpe": 0.5}}
+    (reports / "btcusdt_1h_30d_optimize_rules_ta_only.json").write_text(json.dumps(opt))
+    wf = {"symbol": "BTCUSDT", "interval": "1h", "days": 30, "rules": "S4/rules.yaml",
+          "stitched_out_of_sample": {"sharpe": 0.7}}
+    (reports / "btcusdt_1h_30d_walkforward_rules.json").write_text(json.dumps(wf))
+    idx = pd.date_range("2024-01-01", periods=3, freq="h", tz="UTC", name="open_time")
+    write_parquet(pd.DataFrame({"equity": [1.0, 2.0, 3.0]}, index=idx),
+                  reports / "btcusdt_1h_30d_walkforward_rules_equity.parquet")
+    cat = load_catalog()
+    assert sorted((r.kind, r.sample, r.metrics["sharpe"]) for r in cat.runs) == [
+        ("optimize", "in-sample", 2.0), ("optimize", "out-of-sample", 0.5),
+        ("walk_forward", "out-of-sample (stitched)", 0.7)]
+    [wf_run] = [r for r in cat.runs if r.kind == "walk_forward"]
+    assert wf_run.equity().tolist() == [1.0, 2.0, 3.0]
+    assert len(cat.notes) == 2 and all(n.startswith("note: reading ") for n in cat.notes)
+    assert any("btcusdt_1h_30d__rules_ta_only_optimize.json" in n for n in cat.notes)
+    assert any("btcusdt_1h_30d__rules_walkforward.json" in n for n in cat.notes)
+    assert _compare(["--no-html"]) == 0
+    assert capsys.readouterr().err.count("note: reading ") == 2
+    # a re-run writes the new name: the old file is no longer listed twice
+    (reports / "btcusdt_1h_30d__rules_ta_only_optimize.json").write_text(json.dumps({**opt, "in_sample": {"sharpe": 9.0}}))
+    cat = load_catalog()
+    assert sorted(r.metrics["sharpe"] for r in cat.runs if r.kind == "optimize") == [0.5, 9.0]
+    assert len(cat.notes) == 1
 
 
 def test_older_files_missing_keys_show_blanks(settings_env):
@@ -185,10 +247,10 @@ def test_walk_forward_run_is_its_stitched_out_of_sample(settings_env, sim_ta):
     write_parquet(sim_ta, dataset_path(Dataset("ETHUSDC", "1h", 90), "ta"), metadata={"simulated": True})
     assert run(optimize, ["--symbol", "ETHUSDC", "--interval", "1h", "--days", "90", "--rules", RULES,
                           "--trials", "3", "--min-trades", "1", "--walk-forward", "2", "--wf-test", "300"]) == 0
-    doc = json.loads(report_path(Dataset("ETHUSDC", "1h", 90), "walkforward_rules_ta_only", "json").read_text())
+    doc = json.loads(report_path(Dataset("ETHUSDC", "1h", 90), "walkforward", "json", rules=RULES).read_text())
     [r] = load_catalog().runs
     assert (r.kind, r.sample, r.rules) == ("walk_forward", "out-of-sample (stitched)", RULES)
     assert r.row()["sharpe"] == pytest.approx(doc["stitched_out_of_sample"]["sharpe"])
     assert r.window == f"{doc['folds'][0]['test'][0][:10]}..{doc['folds'][-1]['test'][1][:10]}"
-    eq = read_parquet(report_path(Dataset("ETHUSDC", "1h", 90), "walkforward_rules_ta_only_equity", "parquet"))["equity"]
+    eq = read_parquet(report_path(Dataset("ETHUSDC", "1h", 90), "walkforward_equity", "parquet", rules=RULES))["equity"]
     assert r.equity().iloc[-1] == pytest.approx(eq.iloc[-1])

@@ -124,7 +124,7 @@ def test_cli(settings_env, candles, capsys):
                   "--cuts", "12"]) == 0
     out = capsys.readouterr().out
     assert "PASS" in out
-    assert (settings_env.reports_dir / "ethusdc_1h_45d_lookahead_rules_ta_only.json").exists()
+    assert (settings_env.reports_dir / "ethusdc_1h_45d__rules_ta_only_lookahead.json").exists()
     assert _main(["--symbol", "ETHUSDC", "--interval", "1h", "--days", "45", "--rules", "S4/rules.yaml"]) == 2
     assert "python S3/sentiment.py" in capsys.readouterr().err
     write_parquet(synthetic_sentiment(candles.index), sentiment_path("1h"), metadata={"simulated": True})

@@ -99,9 +99,9 @@ def test_cli_writes_rules_report_and_json(settings_env, sim_ta, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "out-of-sample" in out and "SIMULATED" in out
-    best = settings_env.data_dir / "ethusdc_1h_90d_best_rules_ta_only.yaml"
-    html = settings_env.reports_dir / "ethusdc_1h_90d_optimize_rules_ta_only.html"
-    js = settings_env.reports_dir / "ethusdc_1h_90d_optimize_rules_ta_only.json"
+    best = settings_env.data_dir / "ethusdc_1h_90d__rules_ta_only_best.yaml"
+    html = settings_env.reports_dir / "ethusdc_1h_90d__rules_ta_only_optimize.html"
+    js = settings_env.reports_dir / "ethusdc_1h_90d__rules_ta_only_optimize.json"
     assert (settings_env.data_dir / "optuna.db").exists()
     doc = json.loads(js.read_text())
     assert doc["objective"] == "sortino" and doc["simulated"] is True

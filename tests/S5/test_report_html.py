@@ -21,7 +21,7 @@ def backtest_run(settings_env, sim_signals):
 
     meta = {"simulated": True, "signals": {"rules_file": RULES, "params": {"rsi_buy": 40}}}
     write_parquet(sim_signals, dataset_path(Dataset("ETHUSDC", "1h", 90), "signals"), metadata=meta)
-    return backtest_files("ETHUSDC", "1h", 90)
+    return backtest_files(Dataset("ETHUSDC", "1h", 90))
 
 
 def _rows(page: str) -> list[list[str]]:

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from S1.datasets import Dataset
 from S1.errors import UserError
 from S4.rules import parse_rules
 from S5.costs import Costs
@@ -232,17 +233,17 @@ def test_command_line_choices(settings_env, tmp_path):
     assert _decided_options(build_parser().parse_args(["--symbol", "X", "--interval", "1h", "--days", "1"])) is None
     f = frame([100] * 24, [100] * 24, volume=[0] * 24)
     with pytest.raises(UserError, match="no funding history") as exc:
-        decided_kwargs("BTCUSDT", "1h", 1, f, **opts)
+        decided_kwargs(Dataset("BTCUSDT", "1h", 1), f, **opts)
     assert "python S1/funding.py --symbol BTCUSDT" in exc.value.fix
     ft = pd.date_range("2023-12-31 16:00", periods=5, freq="8h", tz="UTC", name="funding_time")
     write_parquet(pd.DataFrame({"funding_rate": 0.0001, "mark_price": 100.0}, index=ft), funding_path("BTCUSDT"))
-    kw = decided_kwargs("BTCUSDT", "1h", 1, f, **opts)
+    kw = decided_kwargs(Dataset("BTCUSDT", "1h", 1), f, **opts)
     assert kw["market"] == "usdm" and kw["futures"].leverage == 3 and len(kw["futures"].funding_times) == 5
     assert kw["futures"].maint_margin_rate == 0.004                                  # BTCUSDT's first bracket
     with pytest.raises(UserError, match="needs --market usdm"):
-        decided_kwargs("BTCUSDT", "1h", 1, f, market="spot", leverage=2.0)
+        decided_kwargs(Dataset("BTCUSDT", "1h", 1), f, market="spot", leverage=2.0)
     with pytest.raises(UserError, match="no 1m candles"):
-        decided_kwargs("BTCUSDT", "1h", 1, f, market="spot", detail="1m")
+        decided_kwargs(Dataset("BTCUSDT", "1h", 1), f, market="spot", detail="1m")
 
 
 def test_real_funding_body_paid_by_side(shared_dir):

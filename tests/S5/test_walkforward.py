@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from S1.cli import run
-from S1.datasets import Dataset, dataset_path, read_parquet, report_path, write_parquet
+from S1.datasets import Dataset, dataset_path, read_parquet, write_parquet
 from S1.errors import UserError
 from S4.rules import load_rules, parse_rules
 from S5.engine import run_backtest
@@ -291,8 +291,15 @@ def test_cli_writes_report_json_and_parquet(market, capsys):
     assert _main(argv) == 0
     out = capsys.readouterr().out
     assert "stitched out-of-sample" in out and "SIMULATED" in out and "3 anchored folds" in out
-    name = "walkforward_rules_ta_only"
-    doc = json.loads(report_path(Dataset("BTCUSDT", "1h", 100), name, "json").read_text())
+    from S5.walkforward_files import walkforward_paths
+
+    paths = walkforward_paths(Dataset("BTCUSDT", "1h", 100), RULES)
+    assert {k: p.name for k, p in paths.items()} == {    # <stem>__<rules>_<kind>, as every rule-derived output
+        "json": "btcusdt_1h_100d__rules_ta_only_walkforward.json",
+        "folds": "btcusdt_1h_100d__rules_ta_only_walkforward_folds.parquet",
+        "equity": "btcusdt_1h_100d__rules_ta_only_walkforward_equity.parquet",
+        "html": "btcusdt_1h_100d__rules_ta_only_walkforward.html"}
+    doc = json.loads(paths["json"].read_text())
     assert doc["kind"] == "walk_forward" and doc["simulated"] is True and doc["seed"] == 3
     assert doc["plan"]["mode"] == "anchored" and doc["plan"]["gap_bars"] == 2 and doc["plan"]["test_bars"] == 200
     assert [f["fold"] for f in doc["folds"]] == [1, 2, 3]
@@ -307,22 +314,22 @@ def test_cli_writes_report_json_and_parquet(market, capsys):
     from S4.rules import parse_assignments
 
     assert parse_assignments([cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]) == doc["latest_params"]
-    folds = read_parquet(report_path(Dataset("BTCUSDT", "1h", 100), f"{name}_folds", "parquet"))
+    folds = read_parquet(paths["folds"])
     assert folds.index.tolist() == [1, 2, 3]
     assert folds["oos_total_return"].tolist() == pytest.approx([f["out_of_sample"]["total_return"]
                                                                 for f in doc["folds"]])
     assert {f"param_{k}" for k in doc["latest_params"]} <= set(folds.columns)
-    eq = read_parquet(report_path(Dataset("BTCUSDT", "1h", 100), f"{name}_equity", "parquet"))
+    eq = read_parquet(paths["equity"])
     assert list(eq.columns) == ["equity", "fold", "defaults_equity", "buy_and_hold"] and len(eq) == 600
     assert str(eq.index.tz) == "UTC" and eq.index[0] == pd.Timestamp(doc["folds"][0]["test"][0])
     assert eq["equity"].iloc[-1] == pytest.approx(doc["stitched_out_of_sample"]["final_equity"])
-    page = report_path(Dataset("BTCUSDT", "1h", 100), name, "html").read_text()
+    page = paths["html"].read_text()
     for part in ("SIMULATED", "Stitched out-of-sample", "Parameter stability", "In-sample vs out-of-sample"):
         assert part in page
     assert page.count("<script src='plotly.min.js'") == 1      # plotly.js once per reports folder
     # the same command resumes the stored fold studies: same result, nothing new
     assert _main([*argv, "--no-report"]) == 0
-    again = json.loads(report_path(Dataset("BTCUSDT", "1h", 100), name, "json").read_text())
+    again = json.loads(paths["json"].read_text())
     assert [f["best_params"] for f in again["folds"]] == [f["best_params"] for f in doc["folds"]]
     assert [f["trials"] for f in again["folds"]] == [f["trials"] for f in doc["folds"]]
 
@@ -353,7 +360,7 @@ def test_optimiser_and_walk_forward_read_inputs_through_s4s_loader(settings_env,
     real = sig.load_rule_inputs
 
     def spy(*a, **k):
-        calls.append(a[:3])
+        calls.append(a[0])
         return real(*a, **k)
 
     monkeypatch.setattr(sig, "load_rule_inputs", spy)
@@ -365,10 +372,10 @@ def test_optimiser_and_walk_forward_read_inputs_through_s4s_loader(settings_env,
                      "      - {col: sentiment_score, op: '>', value: -2}\n"
                      "exit:\n  - {name: rsi_down, col: rsi14, op: crosses_below, param: lvl}\n")
     cfg = OptimizeConfig(n_trials=3, min_trades=1)
-    opt = optimize_files("BTCUSDT", "1h", 100, rules, config=cfg, progress=False, report=False)
-    wf = walkforward_files("BTCUSDT", "1h", 100, rules, config=cfg, wf=WalkForwardConfig(n_folds=2),
+    opt = optimize_files(Dataset("BTCUSDT", "1h", 100), rules, config=cfg, progress=False, report=False)
+    wf = walkforward_files(Dataset("BTCUSDT", "1h", 100), rules, config=cfg, wf=WalkForwardConfig(n_folds=2),
                            progress=False, report=False, memory=True)
-    assert calls == [("BTCUSDT", "1h", 100)] * 2
+    assert calls == [Dataset("BTCUSDT", "1h", 100)] * 2
     for run_ in (opt, wf):
         assert run_.simulated is True
     doc = json.loads(opt.paths["json"].read_text())

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from S1.cli import run
+from S1.datasets import Dataset
 from S1.errors import UserError
 from S6.config import RiskConfig
 from S6.stress_analysis import (
@@ -145,7 +146,7 @@ def test_validate_trades_contract():
 
 
 def test_load_backtest_and_initial_equity(sim_backtest):
-    bt = load_backtest("BTCUSDT", "1h", 90)
+    bt = load_backtest(Dataset("BTCUSDT", "1h", 90))
     assert len(bt.trades) == len(sim_backtest["trades"]) > 50
     assert bt.trades["exit_time"].is_monotonic_increasing
     assert bt.initial_equity == pytest.approx(10_000.0)      # the strategy's cash before the first fee
@@ -165,7 +166,7 @@ def test_missing_trades_names_the_s5_command(settings_env, capsys):
 
 
 def test_run_stress_reproducible_and_sane(sim_backtest):
-    bt = load_backtest("BTCUSDT", "1h", 90)
+    bt = load_backtest(Dataset("BTCUSDT", "1h", 90))
     cfg = RiskConfig()
     a = run_stress(bt, sim_backtest["candles"], config=cfg, paths=600, seed=5)
     b = run_stress(bt, sim_backtest["candles"], config=cfg, paths=600, seed=5)

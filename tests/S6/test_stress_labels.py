@@ -47,7 +47,7 @@ def test_stop_honoured_bars_are_not_hidden(sim_backtest):
     from S6.stress_analysis import load_backtest, run_stress
     from S6.stress_report import build_figure
 
-    bt = load_backtest("BTCUSDT", "1h", 90)
+    bt = load_backtest(Dataset("BTCUSDT", "1h", 90))
     res = run_stress(bt, read_candles(dataset_path(Dataset("BTCUSDT", "1h", 90))), config=RiskConfig(), paths=200, seed=1)
     bars = [t for t in build_figure(res).data if t.type == "bar"]
     stop = [b for b in bars if "stop honoured" in b.name]

@@ -91,8 +91,8 @@ def build_data(tmp: Path) -> dict:
                                                             "classifier": "lexicon", "half_life": "6h",
                                                             "simulated": True})
         # S4 + S5 with their own functions
-        build_signals(*ETH, "S4/rules_ta_only.yaml")
-        run = backtest_files(*ETH, rules_file="S4/rules_ta_only.yaml")
+        build_signals(Dataset(*ETH), "S4/rules_ta_only.yaml")
+        run = backtest_files(Dataset(*ETH), rules_file="S4/rules_ta_only.yaml")
         # the streamer's SQLite file (S1's writer), 1m candles with a gap of 2
         m1 = simulate_candles("BTCUSDT", "1m", "2024-03-01", "2024-03-01 02:00")
         m1 = m1.drop(m1.index[[10, 11]])
@@ -366,7 +366,7 @@ def test_a_rerun_shows_what_changed_on_disk(full, monkeypatch, settings_env):
 
 
 def test_a_real_candle_file_is_not_labelled_simulated(settings_env, monkeypatch):
-    from S1.datasets import Dataset, dataset_path, write_parquet
+    from S1.datasets import dataset_path, write_parquet
     from S1.local.simulated import simulate_candles
 
     write_parquet(simulate_candles("BTCUSDT", "4h", "2024-01-01", "2024-03-01"), dataset_path(*BTC4),
@@ -647,13 +647,14 @@ def test_dashboard_data_is_the_one_import():
 
 
 def test_commands_are_the_owning_sprints(settings_env):
+    from S1.datasets import Dataset
     from S4.signals import sentiment_command
     from S5.backtest_files import backtest_command, signals_command
     from S7.dashboard_data import commands
 
     c = commands("solusdt", "15m", 30)
-    assert c["signals"] == signals_command("SOLUSDT", "15m", 30)
-    assert c["backtest"] == backtest_command("SOLUSDT", "15m", 30)
+    assert c["signals"] == signals_command(Dataset("SOLUSDT", "15m", 30))
+    assert c["backtest"] == backtest_command(Dataset("SOLUSDT", "15m", 30))
     since = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=30)).strftime("%Y-%m-%d")
     assert c["sentiment"] == sentiment_command("15m", pd.Timestamp(since)) == (
         f"python S3/sentiment.py --since {since} --interval 15m")

@@ -167,12 +167,12 @@ def add_market_options(p, *, symbol_default: str | None = None, interval_default
                    help="window length in days up to now, e.g. 365")
 
 
-def add_portfolio_options(p, *, max_open_required: bool = True) -> None:
+def add_portfolio_options(p, *, max_open_required: bool = True, interval_default: str = "1h") -> None:
     """``--symbols --interval --days --max-open --rank-lookback --name`` of the portfolio scripts
-    (``S5/portfolio.py``, ``S7/portfolio_executor.py``): ``--interval`` 1h and ``--days`` 365 by default,
-    as :func:`add_market_options`."""
+    (``S5/portfolio.py``, ``S7/portfolio_executor.py``): ``--days`` 365 by default, ``--interval`` that of the
+    sprint's single-symbol script (1h for S5's backtest, 1m for S7's executor), as :func:`add_market_options`."""
     p.add_argument("--symbols", required=True, help="comma-separated, same quote asset, e.g. BTCUSDT,ETHUSDT,BNBUSDT")
-    p.add_argument("--interval", default="1h", help="Binance interval, e.g. 1h")
+    p.add_argument("--interval", default=interval_default, help="Binance interval, e.g. 1h")
     p.add_argument("--days", type=int, default=365, help="window length in days up to now, e.g. 365")
     p.add_argument("--max-open", required=max_open_required, type=int, default=None if max_open_required else 1,
                    help="most positions open at once, e.g. 2")

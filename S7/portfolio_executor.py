@@ -2,7 +2,8 @@
 
     python S7/portfolio_executor.py --symbols BTCUSDT,ETHUSDT --interval 1h --rules S4/rules.yaml --max-open 2
     python S7/portfolio_executor.py --symbols BTCUSDT,ETHUSDT,BNBUSDT --interval 1m --max-open 2 --dry-run
-    python S7/portfolio_executor.py --symbols BTCUSDT,ETHUSDT,BNBUSDT --days 365 --max-open 2 --dry-run --replay-days 30
+    python S7/portfolio_executor.py --symbols BTCUSDT,ETHUSDT,BNBUSDT --interval 1h --days 365 --max-open 2 \\
+        --dry-run --replay-days 30
 
 On every closed candle of every symbol (the streamer's database of all of them, ``python S1/streamer.py
 --symbols BTCUSDT,ETHUSDT --interval 1h``; or ``--source rest``): one S7 engine per symbol (indicators, S4's
@@ -39,7 +40,7 @@ from S1.options import (
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python S7/portfolio_executor.py", description=__doc__.split("\n\n")[0])
-    add_portfolio_options(p)
+    add_portfolio_options(p, interval_default="1m")       # as S7/executor.py (the streamer's default too)
     add_rules_option(p, help="S4 rule file for every symbol (default S4/rules.yaml), or a YAML map "
                              "'symbols: {SYM: file}' (+ 'default:') as S5/portfolio.py takes")
     mode = p.add_mutually_exclusive_group()

@@ -33,7 +33,7 @@ def test_s7_portfolio_executor_old_spellings_and_defaults(capsys):
     a = build_parser().parse_args(["--symbols", "BTCUSDT,ETHUSDT", "--max-open", "2", "--balance", "750",
                                    "--risk-config", "S6/risk.yaml", "--fees", "0.0005"])
     assert (a.cash, a.risk, a.fee, a.mode) == (750.0, "S6/risk.yaml", 0.0005, "testnet")
-    assert (a.interval, a.days, a.slippage_bps) == ("1h", 365, 0.0)
+    assert (a.interval, a.days, a.slippage_bps) == ("1m", 365, 0.0)            # as S7/executor.py
     err = capsys.readouterr().err
     assert "deprecated: --balance is now --cash" in err and "deprecated: --risk-config is now --risk" in err
     with pytest.raises(SystemExit):
@@ -77,7 +77,8 @@ def test_live_testnet_session_through_the_command_line(texchange, rules_file, tm
     finally:
         store.close()
     before = len(texchange.exchange.posted())
-    assert main(["--symbols", "ETHUSDT,BNBUSDT", "--rules", str(rules), "--max-open", "1", "--db", str(db),
+    assert main(["--symbols", "ETHUSDT,BNBUSDT", "--interval", "1h", "--rules", str(rules), "--max-open", "1",
+                 "--db", str(db),
                  "--duration", "1", "--group-wait", "0", "--order-log", str(tmp_path / "orders.jsonl")]) == 0
     out = capsys.readouterr().out
     posted = texchange.exchange.posted()[before:]
@@ -126,7 +127,8 @@ def test_dry_run_on_live_candles_fills_at_the_next_price_and_restarts_without_re
     n = 120
     _write(db, {"ETHUSDT": 1000 * np.exp(np.linspace(0, 0.02, n)), "BNBUSDT": 300 * np.exp(np.linspace(0, 0.01, n))},
            live_price={"ETHUSDT": 1025.0, "BNBUSDT": 304.0})
-    argv = ["--symbols", "ETHUSDT,BNBUSDT", "--rules", str(rules), "--max-open", "2", "--db", str(db), "--dry-run",
+    argv = ["--symbols", "ETHUSDT,BNBUSDT", "--interval", "1h", "--rules", str(rules), "--max-open", "2", "--db",
+            str(db), "--dry-run",
             "--duration", "1", "--group-wait", "0", "--cash", "5000", "--order-log", str(tmp_path / "orders.jsonl"),
             "--name", "duo", "--risk", str(tmp_path / "risk.yaml")]
     posted = len(texchange.exchange.posted())

@@ -37,7 +37,7 @@ def build_parser() -> ArgumentParser:
     add_rules_option(p)
     add_risk_option(p, help="S6 risk config of both sides (default S6/risk.yaml); 'none': all in, no stops")
     p.add_argument("--no-stops", action="store_true", help="both sides ignore the stop-loss / take-profit levels")
-    add_fee_options(p, slippage=False)
+    add_fee_options(p)      # --fee, --slippage-bps: the backtest's defaults (0.001, 5 bp), both sides
     add_cash_option(p)
     p.add_argument("--market", choices=("spot", "usdm"), default="spot",
                    help="spot (long only) or usdm: USD-M perpetuals on both sides (shorts, funding, liquidation)")
@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.init_cash = args.cash      # the one vocabulary (S1/options.py): --cash
     from S1.errors import UserError
     from S1.fanout import check_scheduler
+    from S1.options import slippage_fraction
+    from S1.datasets import Dataset
     from S5.parity_check import parity_files
 
     if (args.symbol is None) == (args.symbols is None):
@@ -65,10 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--workers / --scheduler spread --symbols", "list the symbols with --symbols A,B,...")
     options = {"risk": args.risk, "use_stops": not args.no_stops, "fee": args.fee, "init_cash": args.init_cash,
                "exchange_info": args.exchange_info, "market": args.market, "leverage": args.leverage,
-               "funding": not args.no_funding, "maint_margin_rate": args.maint_margin_rate}
+               "funding": not args.no_funding, "maint_margin_rate": args.maint_margin_rate,
+               "slippage": slippage_fraction(args)}
     if args.symbols is not None:
         return _many(args, options)
-    res = parity_files(args.symbol, args.interval, args.days, args.rules, **options)
+    res = parity_files(Dataset.from_args(args), args.rules, **options)
     if res.warning:
         print(f"WARNING: {res.warning}", flush=True)
     for m in res.mismatches[:10]:

@@ -12,8 +12,9 @@ through the S5 backtest and an S7 dry-run replay, and their trade lists compared
 with the same settings on both sides: the rule file, S6 risk settings (``risk=None``:
 all in with no stops and no kill-switch), the exchange filters (both round the same
 way), the fee rate (the simulator charges it in the quote asset, as the backtest books
-it), no slippage (the simulator rounds slipped prices to the tick; the backtest does
-not), the starting cash. Then :func:`compare_trades`: entry / exit times must be equal,
+it), the slippage (default :data:`S5.costs.DEFAULT_SLIPPAGE`, 5 bp: both sides fill MARKET
+orders at :func:`S5.costs.fill_price` -- slipped against the side, then onto the tick grid,
+buys up and sells down), the starting cash. Then :func:`compare_trades`: entry / exit times must be equal,
 prices and quantities equal to ``rtol`` (1e-9 relative), sides and exit reasons equal.
 
 A trade is ``{"side", "entry_time", "exit_time", "entry_price", "exit_price", "qty",
@@ -43,6 +44,7 @@ from typing import Any
 
 import pandas as pd
 
+from S1.datasets import Dataset
 from S1.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,7 +185,8 @@ def run_parity(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk=N
     then compare (see the module docstring). ``risk``: an S6 RiskConfig, or None for all
     in without stops. ``filters``: S6 SymbolFilters (with their exchangeInfo entry).
     ``market="usdm"`` (``futures``: an :class:`S5.futures.FuturesSpec`): both sides trade
-    USD-M (shorts, leverage, funding, liquidation; the paper side is :mod:`S7.futures_engine`)."""
+    USD-M (shorts, leverage, funding, liquidation; the paper side is :mod:`S7.futures_engine`).
+    ``slippage``: a fraction per side (None: the backtest's default, 5 bp)."""
     from S5.futures import FuturesSpec
 
     if market == "usdm" and futures is None:
@@ -196,7 +199,9 @@ def run_parity(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk=N
                         "pass the S4 signals frame")
     cfg = risk if risk is not None else all_in_risk()
     stops = bool(use_stops and risk is not None)
-    slippage = 0.0 if slippage is None else float(slippage)
+    from S5.costs import DEFAULT_SLIPPAGE
+
+    slippage = DEFAULT_SLIPPAGE if slippage is None else float(slippage)
     res = run_decided(frame, rules=rules, interval=interval, risk=cfg, costs=Costs(fees=fee, slippage=slippage),
                       init_cash=init_cash, filters=filters, use_stops=stops, market=market, futures=futures)
     backtest = backtest_trades(res)
@@ -219,20 +224,21 @@ def run_parity(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk=N
     return ParityResult(backtest, paper, compare_trades(backtest, paper, rtol=rtol), settings, info)
 
 
-def parity_files(symbol: str, interval: str, days: int, rules_path: str | Path, *, risk: str | Path | None = None,
+def parity_files(dataset: Dataset, rules_path: str | Path, *, risk: str | Path | None = None,
                  use_stops: bool = True, fee: float = 0.001, init_cash: float = 10_000.0,
                  exchange_info: str | Path | None = None, write: bool = True, market: str = "spot",
-                 leverage: float = 1.0, funding: bool = True, maint_margin_rate: float | None = None
-                 ) -> ParityResult:
+                 leverage: float = 1.0, funding: bool = True, maint_margin_rate: float | None = None,
+                 slippage: float | None = None) -> ParityResult:
     """``python S5/parity.py``: build the S4 signals frame of ``rules_path`` from the S2 /
     S3 / S4 files (nothing written), run :func:`run_parity` and write
-    ``data/<stem>_parity.json``. ``risk``: default S6/risk.yaml, ``"none"``: all in."""
-    from S1.datasets import Dataset, atomic_write_text, normalize_symbol, parity_path
+    ``data/<stem>__<rules>_parity.json`` (``dataset``: the market and window). ``risk``: default S6/risk.yaml, ``"none"``: all in;
+    ``slippage``: a fraction per side (None: the backtest's default, 5 bp)."""
+    from S1.datasets import atomic_write_text, parity_path
     from S4.signals import build_signals
     from S5.backtest_files import resolve_filters, risk_choice
 
-    sym = normalize_symbol(symbol)
-    sig = build_signals(Dataset(sym, interval, days), rules_path, write=False)
+    sym = dataset.symbol
+    sig = build_signals(dataset, rules_path, write=False)
     frame = sig.frame
     cfg, warning = risk_choice(risk)
     if cfg is not None and not use_stops:
@@ -244,17 +250,18 @@ def parity_files(symbol: str, interval: str, days: int, rules_path: str | Path, 
     if market != "spot":      # USD-M: leverage, data/<symbol>_funding.parquet, the first bracket (S5.futures)
         from S5.futures import decided_kwargs
 
-        futures = decided_kwargs(Dataset(sym, interval, days), frame, market=market, leverage=leverage,
+        futures = decided_kwargs(dataset, frame, market=market, leverage=leverage,
                                  funding=funding, maint_margin_rate=maint_margin_rate)["futures"]
-    out = run_parity(frame, sig.rules, symbol=sym, interval=interval, risk=cfg, use_stops=use_stops, filters=filters,
-                     fee=fee, init_cash=init_cash, market=market, futures=futures)
+    out = run_parity(frame, sig.rules, symbol=sym, interval=dataset.interval, risk=cfg, use_stops=use_stops,
+                     filters=filters, fee=fee, init_cash=init_cash, market=market, futures=futures,
+                     slippage=slippage)
     out.warning = warning
-    out.settings.update({"days": int(days), "rules_file": str(rules_path), "simulated": bool(sig.simulated),
+    out.settings.update({"days": dataset.days, "rules_file": str(rules_path), "simulated": bool(sig.simulated),
                          "risk_file": str(risk) if risk is not None else "S6/risk.yaml"})
     if write:
         from S5.metrics import to_jsonable
 
-        path = parity_path(Dataset(sym, interval, days), rules=rules_path)
+        path = parity_path(dataset, rules=rules_path)
         atomic_write_text(path, json.dumps(to_jsonable(out.as_dict()), indent=1, allow_nan=False))
         out.path = path
     return out

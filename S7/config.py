@@ -19,10 +19,11 @@ from pathlib import Path
 
 from S1.errors import UserError
 from S1.intervals import check_interval
+from S1.options import DEFAULT_FEE, DEFAULT_SLIPPAGE_BPS
 from S1.settings import Settings
 
 DEFAULT_BALANCE = 10_000.0
-DEFAULT_FEE_RATE = 0.001
+DEFAULT_FEE_RATE = DEFAULT_FEE            #: the backtest's (S1/options.py: one default for every script)
 TESTNET_KEYS_URL = "https://testnet.binance.vision"
 SOURCES = ("db", "rest")
 ORDER_TYPES = ("market", "limit")
@@ -54,7 +55,7 @@ class SessionConfig:
     flatten_on_trip: bool | None = None
     balance: float = DEFAULT_BALANCE
     fee_rate: float = DEFAULT_FEE_RATE
-    slippage_bps: float = 0.0
+    slippage_bps: float = DEFAULT_SLIPPAGE_BPS   #: dry-run MARKET fills, as the backtest (S5.costs.fill_price)
     recv_window_ms: int = 5000
     max_candle_age_s: float | None = None
     exchange_info: Path | None = None

@@ -99,9 +99,9 @@ def build_parser() -> ArgumentParser:
     sim = p.add_argument_group("dry-run simulator")
     add_offline_option(sim)
     add_cash_option(sim)
-    # slippage: the dry-run simulator's MARKET fills default to no slippage (its fills are the next price,
-    # which the parity and replay tests pin); S5's backtest assumes 5 bp -- same option, same unit
-    add_fee_options(sim, slippage_bps=0.0)
+    # --fee / --slippage-bps: the backtest's defaults (S1/options.py); the dry-run simulator fills MARKET orders
+    # at S5.costs.fill_price (slipped against the side, on the tick grid), as the backtest does
+    add_fee_options(sim)
     sim.add_argument("--exchange-info", type=Path, metavar="FILE", help="saved exchangeInfo body for the filters")
     files = p.add_argument_group("files")
     files.add_argument("--state", type=Path, help="executor database (default data/state/s7_<mode>_<sym>_<iv>.db)")
@@ -176,6 +176,18 @@ def _usdm_checks(args) -> float | None:
     return 1.0 if args.leverage is None else float(args.leverage)
 
 
+def _say_costs(args) -> None:
+    """The dry run's simulator fills with --fee / --slippage-bps: one loud line when they are not
+    the backtest's defaults (testnet and live fills are the exchange's own)."""
+    if args.mode != "dry-run" and not args.offline:
+        return
+    from S5.costs import costs_warning
+
+    line = costs_warning(fee=args.fee, slippage_bps=args.slippage_bps)
+    if line:
+        print(f"WARNING: {line}", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     leverage = _usdm_checks(args)
@@ -185,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def checked(settings):
         """Bad input: one line, before anything starts (USD-M: its own keys, S7.futures_session)."""
+        _say_costs(args)
         if leverage is None:
             return check_config(config_from_args(args), settings)
         from dataclasses import replace

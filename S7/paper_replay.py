@@ -41,6 +41,7 @@ import pandas as pd
 
 from S1.cli import ArgumentParser, add_common_args, main_entry
 from S1.errors import UserError
+from S1.options import DEFAULT_SLIPPAGE_BPS
 
 
 def _iso(ms: int) -> str:
@@ -100,7 +101,8 @@ def candle_frame(frame: pd.DataFrame, interval: str) -> pd.DataFrame:
 async def replay_frame(frame: pd.DataFrame, *, symbol: str, interval: str, rules, risk, filters,
                        state_dir: Path, use_stops: bool = True, flatten_on_trip: bool | None = None,
                        balance: float = 10_000.0, fee_rate: float = 0.001, fee_asset: str = "quote",
-                       slippage_bps: float = 0.0, market: str = "spot", futures=None) -> dict[str, Any]:
+                       slippage_bps: float = DEFAULT_SLIPPAGE_BPS, market: str = "spot", futures=None
+                       ) -> dict[str, Any]:
     """Run the engine over every candle of ``frame`` (see the module docstring)."""
     from S5.hooks import check_market
 
@@ -187,7 +189,7 @@ def build_parser() -> ArgumentParser:
     from S1.options import add_cash_option, add_fee_options
 
     add_cash_option(p)
-    add_fee_options(p, slippage_bps=0.0)
+    add_fee_options(p)      # --slippage-bps: the backtest's default (5 bp)
     p.add_argument("--fee-asset", choices=("quote", "received"), default="quote")
     p.add_argument("--state-dir", type=Path, default=None, help="state folder (default: a temporary one)")
     p.add_argument("--market", choices=("spot", "usdm"), default="spot",

@@ -192,7 +192,7 @@ def test_long_short_parity_usdm(request, data):
     assert any(a["exit_time"] == b["entry_time"] for a, b in zip(res.backtest, res.backtest[1:]))   # reversals
     hot = FuturesSpec.for_symbol(SYMBOL, leverage=60, funding=_funding(frame))
     res = run_parity(frame, busy, symbol=SYMBOL, interval="1h", risk=_risk().replace(stops={"stop_loss_pct": 0.5}),
-                     filters=filters, market="usdm", futures=hot, use_stops=False)
+                     filters=filters, market="usdm", futures=hot, use_stops=False, slippage=0.0)   # the path that liquidates
     _check(res, rules_name="liquidations")
     assert "liquidation" in {t["exit_reason"] for t in res.backtest}
 

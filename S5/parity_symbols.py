@@ -46,11 +46,12 @@ class SymbolParity:
 
 def check_symbol(job: tuple[str, str, int, str, dict[str, Any]]) -> SymbolParity:
     """One symbol's parity check (module level: pickled to worker processes and Dask workers)."""
+    from S1.datasets import Dataset
     from S5.parity_check import parity_files
 
     symbol, interval, days, rules_path, kwargs = job
     try:
-        res = parity_files(symbol, interval, days, rules_path, **kwargs)
+        res = parity_files(Dataset(symbol, interval, days), rules_path, **kwargs)
     except UserError as exc:
         return SymbolParity(symbol, error=f"{exc.problem} -- {exc.fix}" if exc.fix else exc.problem)
     first = tuple(f"trade {m['trade']}: {m['field']}: backtest {m['backtest']!r} != paper {m['paper']!r}"

@@ -130,7 +130,7 @@ def test_dry_run_on_live_candles_fills_at_the_next_price_and_restarts_without_re
     argv = ["--symbols", "ETHUSDT,BNBUSDT", "--interval", "1h", "--rules", str(rules), "--max-open", "2", "--db",
             str(db), "--dry-run",
             "--duration", "1", "--group-wait", "0", "--cash", "5000", "--order-log", str(tmp_path / "orders.jsonl"),
-            "--name", "duo", "--risk", str(tmp_path / "risk.yaml"), "--slippage-bps", "0"]     # fills at the price
+            "--name", "duo", "--risk", str(tmp_path / "risk.yaml"), "--slippage-bps", "0"]
     posted = len(texchange.exchange.posted())
     assert main(argv) == 0
     assert len(texchange.exchange.posted()) == posted          # nothing left this machine

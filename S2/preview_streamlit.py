@@ -32,14 +32,20 @@ RUN_HINT = "streamlit run S2/preview_streamlit.py -- --symbol ETHUSDC --interval
 PANEL_NAMES = {"volume": "Volume", "rsi": "RSI", "macd": "MACD", "atr": "ATR", "natr": "NATR %"}
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The app's options (``python S2/preview_streamlit.py --help`` prints them)."""
+    p = argparse.ArgumentParser(prog="S2/preview_streamlit.py", add_help=False, exit_on_error=False,
+                                description=f"Interactive preview of candles and indicators. Run it with: {RUN_HINT}")
+    p.add_argument("--symbol", help="dataset shown first, e.g. ETHUSDC (default: the first one found)")
+    p.add_argument("--interval", help="its interval, e.g. 1h")
+    p.add_argument("--days", type=int, help="its window in days, e.g. 365")
+    p.add_argument("--max-candles", type=int, default=5000, help="most candles drawn at once (default 5000)")
+    return p
+
+
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(prog="preview_streamlit.py", add_help=False, exit_on_error=False)
-    p.add_argument("--symbol")
-    p.add_argument("--interval")
-    p.add_argument("--days", type=int)
-    p.add_argument("--max-candles", type=int, default=5000, help="most candles drawn at once")
     try:
-        return p.parse_known_args(argv)
+        return build_parser().parse_known_args(argv)
     except argparse.ArgumentError as exc:
         raise UserError(f"bad app argument: {exc}",
                         f"e.g. {RUN_HINT}")
@@ -183,4 +189,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    streamlit_entry(main, hint=RUN_HINT)
+    streamlit_entry(main, hint=RUN_HINT, build_parser=build_parser)

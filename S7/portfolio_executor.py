@@ -73,7 +73,7 @@ def build_parser() -> ArgumentParser:
     sim = p.add_argument_group("dry-run simulator")
     add_offline_option(sim)
     add_cash_option(sim)
-    add_fee_options(sim, slippage_bps=0.0)
+    add_fee_options(sim)      # the backtest's defaults (S1/options.py): fee 0.001, slippage 5 bp
     sim.add_argument("--exchange-info", type=Path, metavar="FILE", help="saved exchangeInfo body for the filters")
     files = p.add_argument_group("files")
     files.add_argument("--order-log", type=Path, help="order log (default data/orders.jsonl)")
@@ -163,6 +163,12 @@ def _replay(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.mode == "dry-run" or args.offline or args.replay_days is not None:
+        from S5.costs import costs_warning
+
+        line = costs_warning(fee=args.fee, slippage_bps=args.slippage_bps, who="the portfolio dry run")
+        if line:
+            print(f"WARNING: {line}", flush=True)
     if args.replay_days is not None:
         return _replay(args)
     from S1.offline import offline_mode, offline_requested

@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from S1.errors import UserError
+from S1.options import DEFAULT_SLIPPAGE_BPS
 from S7.portfolio_session import Coordinator, LiveAccount, PortfolioEngine, SharedAccount
 
 log = logging.getLogger("S7.portfolio")
@@ -57,7 +58,7 @@ class PortfolioConfig:
     risk_config: Path | None = None
     balance: float = 10_000.0                  #: dry-run: the simulated account's quote cash
     fee_rate: float = 0.001                    #: dry-run
-    slippage_bps: float = 0.0                  #: dry-run
+    slippage_bps: float = DEFAULT_SLIPPAGE_BPS  #: dry-run: the backtest's default
     exchange_info: Path | None = None          #: dry-run: the filters
     use_stops: bool = True
     flatten_on_trip: bool | None = None

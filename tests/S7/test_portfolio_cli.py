@@ -33,7 +33,7 @@ def test_s7_portfolio_executor_old_spellings_and_defaults(capsys):
     a = build_parser().parse_args(["--symbols", "BTCUSDT,ETHUSDT", "--max-open", "2", "--balance", "750",
                                    "--risk-config", "S6/risk.yaml", "--fees", "0.0005"])
     assert (a.cash, a.risk, a.fee, a.mode) == (750.0, "S6/risk.yaml", 0.0005, "testnet")
-    assert (a.interval, a.days, a.slippage_bps) == ("1m", 365, 0.0)            # as S7/executor.py
+    assert (a.interval, a.days, a.slippage_bps) == ("1m", 365, 5.0)            # as S7/executor.py and the backtest
     err = capsys.readouterr().err
     assert "deprecated: --balance is now --cash" in err and "deprecated: --risk-config is now --risk" in err
     with pytest.raises(SystemExit):

@@ -75,9 +75,10 @@ def _insert(table: str) -> str:
 class BookStore:
     """SQLite destination (WAL; readers never block it). ``write`` commits one batch."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0):
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0, simulated: bool | None = None):
         self.path = Path(path)
-        self.con = open_writable(self.path, busy_timeout_s, schema=BOOK_SCHEMA, check_kline=False)
+        self.con = open_writable(self.path, busy_timeout_s, schema=BOOK_SCHEMA, check_kline=False,
+                                 simulated=simulated)
         self.rows_written = 0
 
     def write(self, *, book: Sequence[tuple] = (), book_ticker: Sequence[tuple] = (),

@@ -234,7 +234,7 @@ class BookStreamer(WsSessions):
     def _open_store(self):
         cfg = self.config
         if cfg.book_format == "sqlite":
-            return BookStore(cfg.db_path, busy_timeout_s=1.0)
+            return BookStore(cfg.db_path, busy_timeout_s=1.0, simulated=bool(self.settings.simulated_market))
         return BookFiles(cfg.db_path, fmt=cfg.book_format)
 
     async def run(self) -> BookSummary:

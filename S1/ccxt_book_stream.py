@@ -95,7 +95,8 @@ class CcxtBookStreamer:
             await ex.load_markets()
             unified = {f: ex.market(g)["symbol"] for f, g in self.markets_in.items()}
             # opened after the markets resolve: an unknown symbol leaves no empty file
-            self.store = (BookStore(cfg.db_path, busy_timeout_s=1.0) if cfg.book_format == "sqlite"
+            self.store = (BookStore(cfg.db_path, busy_timeout_s=1.0, simulated=bool(self.settings.simulated_market))
+                          if cfg.book_format == "sqlite"
                           else BookFiles(cfg.db_path, fmt=cfg.book_format))
             named = []
             for fsym, sym in unified.items():

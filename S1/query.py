@@ -11,6 +11,9 @@
 Results print as a table (``--max-rows`` rows) or go to ``--out FILE.parquet|csv``. A file
 already in the data directory is never replaced by ``--out`` or a ``COPY ... TO`` of the
 query unless ``--force`` is given (the datasets there are what the other sprints read).
+When the query reads a source labelled simulated (a Parquet file made offline, a streamer
+database written from the simulated market), a ``SIMULATED`` line after the result names it;
+``--tables`` names every simulated source.
 """
 
 from __future__ import annotations
@@ -106,6 +109,37 @@ def check_statements(con, sql: str, data_dir: Path, *, force: bool) -> None:
         check_overwrite(target, data_dir, force=force, what=f"{kind} ... TO")
 
 
+def simulated_sources(data_dir=None, sql: str | None = None) -> dict[str, str]:
+    """``{SQL name: file name}`` of the lake's sources labelled simulated -- Parquet files
+    whose toolkit metadata says ``simulated``, streamer databases whose ``toolkit_meta``
+    does (:func:`S1.stream_store.database_simulated`). With ``sql``: only the ones it names
+    (the ``candles`` view names every candles file)."""
+    from S1.datasets import read_metadata
+    from S1.lake import scan
+    from S1.stream_store import database_simulated
+
+    words = set(re.findall(r"[a-z_][a-z0-9_]*", sql.lower())) if sql is not None else None
+    out = {}
+    for e in scan(data_dir):
+        if words is not None and e.name not in words and not (e.kind == "candles" and "candles" in words):
+            continue
+        try:
+            sim = database_simulated(e.path) if e.kind == "sqlite" else read_metadata(e.path).get("simulated")
+        except Exception:  # noqa: BLE001 - an unreadable file is reported by the query itself
+            continue
+        if sim:
+            out[e.name] = e.path.name
+    return out
+
+
+def simulated_line(sources: dict[str, str]) -> str | None:
+    """The line printed after a result that read simulated sources (None when there is none)."""
+    if not sources:
+        return None
+    return ("SIMULATED market data (offline mode, not real prices) in: "
+            + ", ".join(f"{k} ({v})" for k, v in sorted(sources.items())))
+
+
 def render(df: pd.DataFrame, max_rows: int) -> str:
     """A DataFrame as a plain text table (head and tail when longer than ``max_rows``)."""
     with pd.option_context("display.max_rows", max_rows, "display.min_rows", min(max_rows, 20),
@@ -137,12 +171,17 @@ def main(argv=None) -> int:
             check_statements(con, sql, folder, force=args.force)
         if args.tables:
             print(render(tables(con), 10_000))
+            if (line := simulated_line(simulated_sources(args.data_dir))) is not None:
+                print(line)
             if sql is None:
                 return 0
+        sim = simulated_line(simulated_sources(args.data_dir, sql)) if sql is not None else None
         t0 = time.perf_counter()
         if args.out is not None:
             path, n = write_result(con, sql, args.out)
             print(f"wrote {n:,} rows to {path} ({time.perf_counter() - t0:.2f}s)")
+            if sim is not None:
+                print(sim)
             return 0
         rel = run(con, sql)
         if rel is None:
@@ -151,6 +190,8 @@ def main(argv=None) -> int:
         df = to_frame(rel)
         print(render(df, args.max_rows))
         print(f"({len(df):,} rows, {len(df.columns)} columns, {time.perf_counter() - t0:.2f}s)")
+        if sim is not None:
+            print(sim)
     finally:
         con.close()
     return 0

@@ -145,7 +145,8 @@ class KlineStreamer(WsSessions):
         self.writer = BatchWriter(cfg.db_path, commit_interval=cfg.commit_interval, commit_rows=cfg.commit_rows,
                                   stats=self.stats, clock_offset=lambda: self._offset_ms)
         created = not cfg.db_path.exists()
-        self.writer.open()  # a bad --db fails here, before any network
+        # a bad --db fails here, before any network; a run on the simulated market labels the file
+        self.writer.open(simulated=bool(self.settings.simulated_market))
         fatal: BaseException | None = None
         failed = False
         try:

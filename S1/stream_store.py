@@ -28,6 +28,13 @@ candle the exchange has before it is present). It is committed in the same
 transaction as the rows that justify it, so a restart backfills exactly from
 there.
 
+A third, ``toolkit_meta (key, value)``, labels the database as the Parquet files'
+toolkit metadata does: ``simulated`` is ``1`` when a run wrote rows from the
+simulated market (offline mode, ``SIMULATED_MARKET=1``) -- for good: a database that
+ever held simulated rows stays labelled -- and ``0`` when only real runs wrote it
+(:func:`label_database`, read by :func:`database_simulated`; the order-book
+databases carry the same table).
+
 >>> import tempfile, os
 >>> db = os.path.join(tempfile.mkdtemp(), "k.db")
 >>> store = KlineStore(db)
@@ -59,6 +66,9 @@ KLINE_COLUMNS = ("symbol", "interval", "open_time", "close_time", "open", "high"
                  "is_closed", "updated_at")
 #: A row as the writer passes it: every column but ``updated_at`` (set at commit).
 ROW_COLUMNS = KLINE_COLUMNS[:-1]
+#: the table that labels a streamer database (``key``, ``value``): ``simulated`` 1 / 0
+META_TABLE = "toolkit_meta"
+META_SCHEMA = f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kline (
@@ -114,9 +124,10 @@ class KlineStore:
     writer thread). Bad paths raise :class:`UserError` with a fix.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0, checkpoint_every_s: float | None = 1.0):
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0, checkpoint_every_s: float | None = 1.0,
+                 simulated: bool | None = None):
         self.path = Path(path)
-        self.con = open_writable(self.path, busy_timeout_s)
+        self.con = open_writable(self.path, busy_timeout_s, simulated=simulated)
         self.rows_written = 0
         self.commits = 0
         self._stop_checkpoints = threading.Event()
@@ -193,9 +204,10 @@ class KlineStore:
 
 
 def open_writable(path: Path, busy_timeout_s: float, *, schema: str = SCHEMA,
-                   check_kline: bool = True) -> sqlite3.Connection:
+                   check_kline: bool = True, simulated: bool | None = None) -> sqlite3.Connection:
     """A WAL connection to a streamer database with ``schema`` created (also used by
-    :mod:`S1.book_store`); bad paths and foreign files raise :class:`UserError`."""
+    :mod:`S1.book_store`); bad paths and foreign files raise :class:`UserError`.
+    ``simulated`` (not None: a run about to write) labels it (:func:`label_database`)."""
     fix = "pass --db a file path in a folder you can write to, e.g. --db data/btcusdt_1m_realtime.db"
     if path.is_dir():
         raise UserError(f"--db {path} is a folder", fix)
@@ -222,6 +234,8 @@ def open_writable(path: Path, busy_timeout_s: float, *, schema: str = SCHEMA,
         if check_kline and cols != KLINE_COLUMNS:
             raise UserError(f"{path} has a 'kline' table with other columns ({', '.join(cols)})",
                             "pass --db a new file; this one was not written by S1/streamer.py")
+        if simulated is not None:
+            label_database(con, simulated=simulated)
     except sqlite3.DatabaseError as exc:
         con.close()
         raise UserError(f"cannot write the database {path} ({exc})", fix) from None
@@ -232,7 +246,7 @@ def open_writable(path: Path, busy_timeout_s: float, *, schema: str = SCHEMA,
 
 
 #: tables that describe a streamer database rather than hold its data
-_BOOKKEEPING_TABLES = ("kline_watermark",)
+_BOOKKEEPING_TABLES = ("kline_watermark", META_TABLE)
 
 
 def remove_if_empty(path: str | Path) -> bool:
@@ -264,6 +278,42 @@ def remove_if_empty(path: str | Path) -> bool:
     for suffix in ("", "-wal", "-shm", "-journal"):
         path.with_name(path.name + suffix).unlink(missing_ok=True)
     return True
+
+
+# ------------------------------------------------------------------------- label
+def label_database(con: sqlite3.Connection, *, simulated: bool) -> None:
+    """Record in ``toolkit_meta`` whether this run's rows are simulated: ``1`` overrides
+    anything (it never goes back), a real run writes ``0`` only where nothing is recorded."""
+    with con:
+        con.execute(META_SCHEMA)
+        if simulated:
+            con.execute(f"INSERT INTO {META_TABLE}(key, value) VALUES ('simulated', '1') "
+                        "ON CONFLICT(key) DO UPDATE SET value = '1'")
+        else:
+            con.execute(f"INSERT OR IGNORE INTO {META_TABLE}(key, value) VALUES ('simulated', '0')")
+
+
+def database_simulated(path: str | Path) -> bool | None:
+    """The ``simulated`` label of a streamer database: True / False, or None when it records
+    none (written before the label existed, or not a streamer database).
+
+    >>> import tempfile, os
+    >>> db = os.path.join(tempfile.mkdtemp(), "k.db")
+    >>> KlineStore(db, simulated=True).close()
+    >>> database_simulated(db)
+    True
+    """
+    try:
+        con = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = con.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'simulated'").fetchone()
+    except sqlite3.Error:      # no label table
+        return None
+    finally:
+        con.close()
+    return None if row is None else str(row[0]).strip() == "1"
 
 
 # ------------------------------------------------------------------------- reader

@@ -51,8 +51,9 @@ class BatchWriter:
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
 
-    def open(self) -> None:
-        self.store = KlineStore(self.path, busy_timeout_s=0.1)
+    def open(self, *, simulated: bool | None = None) -> None:
+        """Open the database (``simulated``: label it, see :func:`S1.stream_store.label_database`)."""
+        self.store = KlineStore(self.path, busy_timeout_s=0.1, simulated=simulated)
 
     def put(self, row: tuple, recv: float | None = None, event_ms: int | None = None) -> None:
         key = row[:3]

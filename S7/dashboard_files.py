@@ -45,6 +45,7 @@ from S1.datasets import data_dir as _data_dir
 from S1.errors import UserError
 from S1.history import find_gaps
 from S1.intervals import INTERVALS
+from S1.stream_store import database_simulated
 
 #: Columns of :func:`coverage_table`.
 COVERAGE_COLUMNS = ("file", "kind", "market", "interval", "rows", "first", "last", "gaps", "missing",
@@ -56,8 +57,11 @@ DEFAULT_MARKET = ("BTCUSDT", "1h", 365)
 
 
 def simulated_text(flag: bool | None) -> str:
-    """How a ``simulated`` metadata flag is shown: ``SIMULATED`` / ``real`` / ``not recorded``."""
-    return SIMULATED_LABEL if flag else ("real" if flag is False else "not recorded")
+    """How a ``simulated`` metadata flag is shown: ``SIMULATED`` / ``real`` / ``not recorded``
+    (numpy / pandas booleans as Python's: a column of flags is often of a bool dtype)."""
+    if flag is None or pd.isna(flag):
+        return "not recorded"
+    return SIMULATED_LABEL if bool(flag) else "real"
 
 
 def simulated_flag(path: Path) -> bool | None:
@@ -257,7 +261,8 @@ def coverage_table(*, data_dir: Path | None = None) -> pd.DataFrame:
             wal = p.with_name(p.name + "-wal")
             version = (signature(p), signature(wal) if wal.exists() else None)
             for info in _stream_summary(str(p), version):
-                rows.append({"file": p.name, "kind": "stream", "simulated": None, **_file_columns(p), **info})
+                rows.append({"file": p.name, "kind": "stream", "simulated": database_simulated(p),
+                             **_file_columns(p), **info})
     out = pd.DataFrame(rows, columns=list(COVERAGE_COLUMNS))
     if len(out):
         order = {k: i for i, k in enumerate([*KINDS, "sentiment", "news", "stream", "other"])}

@@ -94,6 +94,9 @@ def test_streamer_offline_streams_the_simulated_market(tmp_path):
     assert proc.returncode == 0, err
     assert "SIMULATED" in out
     assert _kline_rows(db) > 0
+    from S1.stream_store import database_simulated
+
+    assert database_simulated(db) is True          # the file itself says so (toolkit_meta), not only the run
 
 
 def test_sentiment_offline_reads_the_local_feed_and_labels_its_output(tmp_path):

@@ -268,7 +268,7 @@ def simulate(bars: Bars, entries, exits, *, costs: Costs = Costs(), init_cash: f
                       min_size=np.ascontiguousarray(np.where(E & ~X, min_lots[:, None], 0.0)))
 
     v = vbt()
-    col2 = lambda a: np.ascontiguousarray((a if a.ndim == 2 else a[:, None]) * step if step != 1.0 else  # noqa: E731
+    col2 = lambda a: np.ascontiguousarray((a if a.ndim == 2 else a[:, None]) * step if step != 1.0 else
                                           (a if a.ndim == 2 else a[:, None]))
     close_arg: Any = col2(close_v)
     freq = bars.freq

@@ -54,10 +54,10 @@ def build_parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.init_cash = args.cash      # the one vocabulary (S1/options.py): --cash
+    from S1.datasets import Dataset
     from S1.errors import UserError
     from S1.fanout import check_scheduler
     from S1.options import slippage_fraction
-    from S1.datasets import Dataset
     from S5.parity_check import parity_files
 
     if (args.symbol is None) == (args.symbols is None):

@@ -226,7 +226,7 @@ def run_portfolio(inputs: list[SymbolInputs], *, risk, interval: str, max_open: 
     from S5.costs import price_grid
 
     grids = [price_grid(s.filters) if s.filters is not None else costs.tick_grid for s in inputs]
-    fill_at = lambda k, px, buy: costs.fill(px, buy=buy, grid=grids[k])   # noqa: E731  (S5.costs.fill_price, as S7)
+    fill_at = lambda k, px, buy: costs.fill(px, buy=buy, grid=grids[k])
     exit_rate = (lambda risk_exit: single if single is not None else
                  (costs.taker_rate if risk_exit else costs.maker_rate))
     end_rate = single if single is not None else costs.taker_rate

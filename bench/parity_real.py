@@ -35,8 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from S1.cli import ArgumentParser  # noqa: E402
-from S1.options import DEFAULT_SLIPPAGE_BPS  # noqa: E402
+from S1.cli import ArgumentParser
+from S1.options import DEFAULT_SLIPPAGE_BPS
 
 SYMBOL, INTERVAL = "BTCUSDT", "1h"
 END = "2023-06-01"            # the archive files end on 2023-05-31 23:00 UTC
@@ -105,7 +105,13 @@ def main(argv=None) -> int:
     if not 30 <= args.days <= 150:
         raise SystemExit("error: --days must be from 30 to 150 (the archive files cover Jan-May 2023)")
     rule_files = args.rules or sorted((REPO / "S4").glob("*.yaml"))
-    work = args.keep or Path(tempfile.mkdtemp(prefix="parity_real_"))
+    if args.keep is not None:
+        return run_in(args.keep, args, shared, rule_files)
+    with tempfile.TemporaryDirectory(prefix="parity_real_") as tmp:
+        return run_in(Path(tmp), args, shared, rule_files)
+
+
+def run_in(work: Path, args, shared: Path, rule_files: list[Path]) -> int:
     work.mkdir(parents=True, exist_ok=True)
     empty_env = work / "empty.env"
     empty_env.write_text("")

@@ -64,7 +64,7 @@ def test_s7_simulator_fills_at_the_shared_price():
 
     f = SymbolFilters(symbol="BTCUSDT", base_asset="BTC", quote_asset="USDT", tick_size=Decimal("0.01"),
                       min_price=Decimal("0.01"), step_size=Decimal("0.00001"), min_qty=Decimal("0.00001"),
-                      min_notional=Decimal("10"))
+                      min_notional=Decimal(10))
     sim = SimulatedExchange(f, balance=100_000, slippage_bps=5, fee_asset="quote")
     sim.on_price(16600.5, 1_000)
     asyncio.run(sim.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.5", newClientOrderId="b1"))
@@ -80,13 +80,13 @@ def test_s7_simulator_fills_at_the_shared_price():
 def test_vectorised_engine_fills_on_the_grid_like_the_decided_path(btc_1h_sim):
     """run_backtest (the vectorised path) with the symbol's filters and 5 bp fills at the same
     tick-grid prices as run_decided (the decided path) on the same signals."""
+    from S1.offline import simulated_symbol_info
+    from S2.ta import add_indicators
     from S4.evaluate import evaluate
     from S4.rules import parse_rules
     from S5.engine import run_backtest, run_decided
     from S5.hooks import all_in_risk
     from S6.filters import SymbolFilters
-    from S1.offline import simulated_symbol_info
-    from S2.ta import add_indicators
 
     frame = add_indicators(btc_1h_sim.iloc[:2000])
     rules = parse_rules("entry: {col: rsi14, op: crosses_above, value: 50}\n"

@@ -4,10 +4,13 @@
 
 Each figure is one whole ``python S5/optimize.py ... --walk-forward N`` command (process start-up,
 data load, the worker processes' own start-up and the files included) on a simulated BTCUSDT 1h
-market with S2 indicators and ``S4/rules_ta_only.yaml``, a fresh SQLite study file per run. The
-runs' ``_folds.parquet`` and ``_equity.parquet`` must be equal (checked) and the ratio is against
-the sequential run in the same process. On a 2-core machine 2 workers can at best halve the time;
-each worker process pays its own imports (vectorbt) and the parent still backtests every fold.
+market with S2 indicators and ``S4/rules_ta_only.yaml``, fresh fold studies per run on SQLite
+(one file: its writers take turns) and, when Debian's PostgreSQL is installed, on a PostgreSQL
+server started in a temp dir (concurrent writers). The runs' ``_folds.parquet`` and
+``_equity.parquet`` must be equal (checked); each ratio is against the sequential run on the same
+storage in the same process. On a 2-core machine 2 workers can at best halve the time; each fresh
+worker process also pays the numba compilation of the backtest kernels (a few seconds of CPU that
+the sequential run pays once), and the parent still backtests every fold.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def main() -> int:
     args = ap.parse_args()
     import pandas as pd
 
-    from S1.datasets import Dataset, dataset_path, read_parquet, write_parquet
+    from S1.datasets import Dataset, dataset_path, write_parquet
     from S1.offline import simulate_candles
     from S2.ta import add_indicators
 
@@ -45,30 +48,58 @@ def main() -> int:
     ta = add_indicators(simulate_candles("BTCUSDT", "1h", str((end - pd.Timedelta(days=args.days)).date()),
                                          str(end.date())))
     write_parquet(ta, dataset_path(Dataset("BTCUSDT", "1h", args.days), "ta"), metadata={"simulated": True})
+    from tests.real_servers import start_postgres
+
+    pg, why = start_postgres(tmp / "pg")
+    storages = {"sqlite": lambda w: f"sqlite:///{tmp / f'wf-{w}.db'}"}
+    if pg is not None:
+        storages["postgresql"] = lambda w: pg.url
+    else:
+        print(f"PostgreSQL skipped: {why}")
+    try:
+        return _runs(args, tmp, env, storages)
+    finally:
+        if pg is not None:
+            pg.stop()
+
+
+def _runs(args, tmp: Path, env: dict, storages: dict) -> int:
+    import pandas as pd
+
+    from S1.datasets import read_parquet
+
     results, files = {}, {}
-    for workers in (1, args.workers):
-        reports = tmp / f"reports-{workers}"
-        cmd = [sys.executable, "-m", "S5.optimize", "--symbol", "BTCUSDT", "--interval", "1h", "--days",
-               str(args.days), "--rules", "S4/rules_ta_only.yaml", "--walk-forward", str(args.folds),
-               "--trials", str(args.trials), "--min-trades", "5", "--no-html",
-               "--storage", f"sqlite:///{tmp / f'wf-{workers}.db'}", "--workers", str(workers)]
-        t0 = time.perf_counter()
-        r = subprocess.run(cmd, cwd=REPO, env={**env, "REPORTS_DIR": str(reports)}, capture_output=True, text=True,
-                           check=False)
-        dt = time.perf_counter() - t0
-        if r.returncode != 0:
-            print(r.stderr[-2000:])
-            return 1
-        results[workers] = dt
-        files[workers] = {p.name: read_parquet(p) for p in sorted(reports.glob("*.parquet"))}
-        print(f"{workers} worker(s): {args.folds} folds x {args.trials} trials in {dt:6.1f} s", flush=True)
-    seq, par = files[1], files[args.workers]
-    assert seq.keys() == par.keys() and len(seq) == 2, (seq.keys(), par.keys())
-    for name, frame in seq.items():
-        pd.testing.assert_frame_equal(frame, par[name], check_exact=True)
-    print(f"files equal: {', '.join(seq)}")
-    print(f"ratio --workers {args.workers} / sequential: {results[args.workers] / results[1]:.2f} "
-          f"(< 1 is faster); load average at the end: {os.getloadavg()[0]:.1f} (2 cores)")
+    for backend, url in storages.items():
+        for workers in (1, args.workers):
+            reports = tmp / f"reports-{backend}-{workers}"
+            cmd = [sys.executable, "-m", "S5.optimize", "--symbol", "BTCUSDT", "--interval", "1h", "--days",
+                   str(args.days), "--rules", "S4/rules_ta_only.yaml", "--walk-forward", str(args.folds),
+                   "--trials", str(args.trials), "--min-trades", "5", "--no-html", "--storage", url(workers),
+                   "--study", f"bench-{backend}-{workers}", "--workers", str(workers)]
+            t0 = time.perf_counter()
+            r = subprocess.run(cmd, cwd=REPO, env={**env, "REPORTS_DIR": str(reports)}, capture_output=True,
+                               text=True, check=False)
+            dt = time.perf_counter() - t0
+            if r.returncode != 0:
+                print(r.stderr[-2000:])
+                return 1
+            results[(backend, workers)] = dt
+            files[(backend, workers)] = {p.name: read_parquet(p) for p in sorted(reports.glob("*.parquet"))}
+            print(f"{backend:10s} {workers} worker(s): {args.folds} folds x {args.trials} trials in {dt:6.1f} s",
+                  flush=True)
+    first = files[next(iter(files))]
+    assert len(first) == 2, first.keys()
+    for key, got in files.items():      # every run: the same folds table and stitched equity
+        assert got.keys() == first.keys(), (key, got.keys())
+        for name, frame in first.items():
+            pd.testing.assert_frame_equal(frame, got[name], check_exact=True)
+    print(f"files equal across all runs: {', '.join(first)}")
+    print("ratios (--workers N vs sequential on the same storage; < 1 is faster):")
+    for backend in storages:
+        print(f"  {backend:10s} x{args.workers}: {results[(backend, args.workers)] / results[(backend, 1)]:.2f}")
+    if "postgresql" in storages:
+        print(f"  postgresql x1 vs sqlite x1: {results[('postgresql', 1)] / results[('sqlite', 1)]:.2f}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (2 cores)")
     return 0
 
 

@@ -114,7 +114,8 @@ def risk_hooks(frame: pd.DataFrame, risk, *, bars=None, costs=None, interval: st
             raise UserError("risk_hooks needs bars= or interval=", "e.g. interval='1h'")
         bars = Bars.from_frame(frame, interval)
     if costs is None:
-        costs = Costs(fees=0.001 if fees is None else fees, slippage=0.0005 if slippage is None else slippage)
+        costs = Costs(**({} if fees is None else {"fees": fees}),           # None: the one default (S5.costs)
+                      **({} if slippage is None else {"slippage": slippage}))
     n = len(bars)
     ent = np.asarray(frame["entry"] if entries is None else entries, dtype=bool)
     decided = np.flatnonzero(ent[:-1])                        # an entry on the last bar never fills
@@ -264,7 +265,7 @@ def decided_path(frame: pd.DataFrame, rules, *, risk, interval: str, costs=None,
     from S1.intervals import interval_ms
     from S4.decide import ENTER, EXIT, Bar, Policy, Position, decide, levels, size_entry, trail, trail_spec
     from S5.costs import Costs, price_grid
-    from S5.futures import MARKETS, FuturesSpec, funding_payment, liquidation_price, side_sign
+    from S5.futures import MARKETS, FuturesSpec, funding_payment, side_sign
 
     if market not in MARKETS:
         raise UserError(f"unknown market {market!r}", f"use one of {', '.join(MARKETS)}")
@@ -356,9 +357,8 @@ def decided_path(frame: pd.DataFrame, rules, *, risk, interval: str, costs=None,
                 cash -= pay
                 open_trade["funding"] += pay
             if fut.liquidation:
-                liq = liquidation_price(pos.side, qty=pos.qty, entry=open_trade["entry_price"],
-                                        margin=open_trade["margin"], mmr=fut.maint_margin_rate,
-                                        cum=fut.maint_amount)
+                liq = fut.liquidation_price(pos.side, qty=pos.qty, entry=open_trade["entry_price"],
+                                            margin=open_trade["margin"])
                 short = pos.side == "short"
                 if (h[i] >= liq) if short else (lo[i] <= liq):
                     px = max(o[i], liq) if short else min(o[i], liq)

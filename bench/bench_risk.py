@@ -69,7 +69,7 @@ def main(argv=None) -> int:
 
     r = rng.normal(0.002, 0.02, 500)
     for method in ("bootstrap", "shuffle"):
-        t = _median_s(lambda: simulate_paths(r, n_paths=5_000, method=method, seed=1), args.repeat)
+        t = _median_s(lambda m=method: simulate_paths(r, n_paths=5_000, method=m, seed=1), args.repeat)
         print(f"simulate_paths {method}: 5,000 paths x 500 trades {t:.3f} s")
 
     with tempfile.TemporaryDirectory() as tmp:

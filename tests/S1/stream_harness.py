@@ -128,7 +128,7 @@ def ctrl_c_when(cond, *, timeout: float = 120.0, poll: float = 0.02):
         while not done.is_set() and time.monotonic() < deadline:
             try:
                 ok = bool(cond())
-            except Exception:
+            except Exception:  # noqa: BLE001 -- e.g. the database not created yet: not yet
                 ok = False
             if ok:
                 with lock:

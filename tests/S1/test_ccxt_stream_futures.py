@@ -29,8 +29,17 @@ from S1.local.simulated import simulate_candles
 from S1.rest_client import run
 from S1.settings import Settings, get_settings
 from S1.stream_store import read_klines
-from tests.S1.stream_harness import (capture, closed_rows, ctrl_c_when, db_rows, fast, local_futures_market,
-                                     published, replay, streamer_cli)
+from tests.S1.stream_harness import (
+    capture,
+    closed_rows,
+    ctrl_c_when,
+    db_rows,
+    fast,
+    local_futures_market,
+    published,
+    replay,
+    streamer_cli,
+)
 
 pytest.importorskip("ccxt.pro")
 

@@ -37,8 +37,17 @@ from S1.stream_store import read_klines
 REPO = Path(__file__).resolve().parents[2]
 
 
-from tests.S1.stream_harness import (closed_rows, ctrl_c_when, db_rows, fast, local_market, point_at, published, replay,
-                                     streamer_cli)
+from tests.S1.stream_harness import (
+    closed_rows,
+    ctrl_c_when,
+    db_rows,
+    fast,
+    local_market,
+    point_at,
+    published,
+    replay,
+    streamer_cli,
+)
 
 
 # ----------------------------------------------------------------- the acceptance test

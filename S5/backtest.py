@@ -53,8 +53,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--leverage", type=float, default=1.0, help="USD-M leverage (isolated margin = notional / N)")
     p.add_argument("--no-funding", action="store_true", help="USD-M: ignore funding (no funding file needed)")
     p.add_argument("--maint-margin-rate", type=float, default=None,
-                   help="USD-M: the first leverage bracket's maintenance margin rate (default: BTCUSDT 0.004, "
-                        "ETHUSDT 0.005, others 0.01)")
+                   help="USD-M: an explicit maintenance margin rate (default: the leverage brackets an S7 testnet "
+                        "session cached in data/<symbol>_leverage_brackets.json, else the built-in table with a note)")
     p.add_argument("--detail", default=None, metavar="INTERVAL",
                    help="resolve a bar touching both the stop and the take-profit on lower-timeframe candles "
                         "(e.g. 1m: data/<symbol>_1m_<days>d.parquet); without it the stop is assumed first")

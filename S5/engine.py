@@ -628,10 +628,12 @@ def path_futures_params(futures) -> dict[str, Any]:
     from S5.futures import FuturesSpec
 
     f = futures or FuturesSpec()
-    return {"leverage": f.leverage, "maint_margin_rate": f.maint_margin_rate, "funding_events": len(f.funding_times),
+    return {"leverage": f.leverage, "maint_margin_rate": f.maint_margin_rate, "maint_amount": f.maint_amount,
+            "maint_margin_origin": f.maint_origin, "leverage_brackets": len(f.brackets.brackets),
+            "funding_events": len(f.funding_times),
             "liquidation": f.liquidation,
             "accounting": "S5.futures: wallet + isolated margin, funding at each funding time, liquidation at the "
-                          "first bracket's maintenance margin"}
+                          "maintenance margin of the leverage bracket holding the notional (Binance's rule)"}
 
 
 def path_simulation(path, bars: Bars, init_cash: float) -> Simulation:

@@ -265,7 +265,7 @@ def decided_path(frame: pd.DataFrame, rules, *, risk, interval: str, costs=None,
     from S1.intervals import interval_ms
     from S4.decide import ENTER, EXIT, Bar, Policy, Position, decide, levels, size_entry, trail, trail_spec
     from S5.costs import Costs, price_grid
-    from S5.futures import MARKETS, FuturesSpec, funding_payment, liquidation_price, side_sign
+    from S5.futures import MARKETS, FuturesSpec, funding_payment, side_sign
 
     if market not in MARKETS:
         raise UserError(f"unknown market {market!r}", f"use one of {', '.join(MARKETS)}")
@@ -357,9 +357,8 @@ def decided_path(frame: pd.DataFrame, rules, *, risk, interval: str, costs=None,
                 cash -= pay
                 open_trade["funding"] += pay
             if fut.liquidation:
-                liq = liquidation_price(pos.side, qty=pos.qty, entry=open_trade["entry_price"],
-                                        margin=open_trade["margin"], mmr=fut.maint_margin_rate,
-                                        cum=fut.maint_amount)
+                liq = fut.liquidation_price(pos.side, qty=pos.qty, entry=open_trade["entry_price"],
+                                            margin=open_trade["margin"])
                 short = pos.side == "short"
                 if (h[i] >= liq) if short else (lo[i] <= liq):
                     px = max(o[i], liq) if short else min(o[i], liq)

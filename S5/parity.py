@@ -44,7 +44,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--leverage", type=float, default=1.0, help="USD-M leverage (isolated margin = notional / N)")
     p.add_argument("--no-funding", action="store_true", help="USD-M: ignore funding (no funding file needed)")
     p.add_argument("--maint-margin-rate", type=float, default=None,
-                   help="USD-M: the first leverage bracket's maintenance margin rate (default: S5.futures' table)")
+                   help="USD-M: an explicit maintenance margin rate (default: the cached leverage brackets, else "
+                        "S5.futures' table -- both sides)")
     p.add_argument("--exchange-info", default=None, metavar="FILE",
                    help="saved exchangeInfo body for the symbol's filters (default: the cache, else generic filters)")
     add_common_args(p)

@@ -142,7 +142,7 @@ def paper_command(work: Path, *, symbol: str, interval: str, use_stops: bool, ba
            "--state-dir", str(work / "state")]
     if futures is not None:
         cmd += ["--market", "usdm", "--leverage", repr(float(futures.leverage)),
-                "--maint-margin-rate", repr(float(futures.maint_margin_rate))]
+                "--leverage-brackets", str(work / "brackets.json")]     # the backtest's brackets, as they are
         if len(futures.funding_times):
             cmd += ["--funding", str(work / "funding.parquet")]
         if not futures.liquidation:  # pragma: no cover - the CLI always liquidates
@@ -167,6 +167,11 @@ def run_paper(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk, f
             fr = pd.DataFrame({"funding_rate": futures.funding_rates, "mark_price": futures.funding_marks},
                               index=pd.DatetimeIndex(futures.funding_times, tz="UTC", name="funding_time"))
             write_parquet(fr, work / "funding.parquet", metadata={"kind": "parity"})
+        if futures is not None:
+            from S5.futures import save_brackets
+
+            save_brackets(symbol, futures.brackets.rows(), source="S5 parity check", path=work / "brackets.json",
+                          origin=futures.maint_origin)
         cmd = paper_command(work, symbol=symbol, interval=interval, use_stops=use_stops, balance=init_cash, fee=fee,
                             futures=futures, slippage=slippage)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -219,6 +224,7 @@ def run_parity(frame: pd.DataFrame, rules, *, symbol: str, interval: str, risk=N
                 "market": market}
     if market == "usdm":
         settings.update(leverage=futures.leverage, maint_margin_rate=futures.maint_margin_rate,
+                        maint_amount=futures.maint_amount, maint_margin_origin=futures.maint_origin,
                         funding_events=len(futures.funding_times))
     info = {k: v for k, v in paper_out.items() if k != "trades"}
     return ParityResult(backtest, paper, compare_trades(backtest, paper, rtol=rtol), settings, info)

@@ -34,7 +34,7 @@ import pandas as pd
 
 from S4.decide import ENTER, EXIT, Bar, Policy, Position, decide, levels, size_entry, trail, trail_spec
 from S4.evaluate import condition_masks
-from S5.futures import FuturesSpec, funding_payment, liquidation_price, side_sign
+from S5.futures import FuturesSpec, funding_payment, side_sign
 
 
 @dataclass
@@ -135,8 +135,7 @@ class FuturesAccount:
         p = self.position
         if p is None or not self.spec.liquidation:
             return None
-        liq = liquidation_price(p.side, qty=p.qty, entry=p.entry_price, margin=self.margin,
-                                mmr=self.spec.maint_margin_rate, cum=self.spec.maint_amount)
+        liq = self.spec.liquidation_price(p.side, qty=p.qty, entry=p.entry_price, margin=self.margin)
         short = p.side == "short"
         if not ((h >= liq) if short else (lo <= liq)):
             return None

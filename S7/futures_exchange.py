@@ -1,16 +1,16 @@
 """The Binance USD-M futures testnet as the :class:`~S7.futures_engine.FuturesEngine`'s account
 (:class:`ExchangeAccount`: orders sent at once with deterministic client ids and ``reduceOnly`` on
 exits, fills read back, funding from ``/fapi/v1/income``, the exchange's liquidations and outside
-closes booked) and the first leverage bracket (:func:`first_bracket`: ``GET
-/fapi/v1/leverageBracket`` cached under ``data/``, else the cache, else the built-in table). Driven
-by :mod:`S7.futures_session`.
+closes booked) and the leverage brackets (:func:`first_bracket`: ``GET /fapi/v1/leverageBracket``
+cached under ``data/``, else :func:`S5.futures.lookup_brackets` -- the cache, else the built-in
+table -- the one lookup the S5 backtest and parity check use too). Driven by
+:mod:`S7.futures_session`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import math
 import time
@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from S4.decide import Position
-from S5.futures import FIRST_BRACKET_MMR, first_bracket_mmr, liquidation_price
+from S5.futures import BracketTable, brackets_from_rows, lookup_brackets, save_brackets
 from S7.futures_client import FuturesAuthError, FuturesError, FuturesUnavailable, UsdmClient
 from S7.futures_engine import FuturesAccount, Order
 
@@ -29,73 +29,23 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------- brackets
-@dataclass(frozen=True)
-class Bracket:
-    """The first leverage bracket: maintenance margin ``notional x mmr - cum`` up to ``cap``."""
-
-    mmr: float
-    cum: float
-    max_leverage: int | None
-    cap: float | None
-    origin: str
-
-
-def builtin_bracket(symbol: str) -> Bracket:
-    table = "S5.futures.FIRST_BRACKET_MMR" + ("" if symbol.upper() in FIRST_BRACKET_MMR else " default")
-    return Bracket(first_bracket_mmr(symbol), 0.0, None, None, f"built-in table ({table})")
-
-
-def _bracket_of(rows: list[dict], origin: str) -> Bracket:
-    b = rows[0]
-    return Bracket(float(b["maintMarginRatio"]), float(b.get("cum", 0.0)),
-                   int(b["initialLeverage"]) if b.get("initialLeverage") is not None else None,
-                   float(b["notionalCap"]) if b.get("notionalCap") is not None else None, origin)
-
-
-def cached_bracket(symbol: str) -> Bracket | None:
-    """The first bracket from the cache (``data/<symbol>_leverage_brackets.json``), if any."""
-    from S1.datasets import leverage_brackets_path
-
-    path = leverage_brackets_path(symbol)
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return _bracket_of(data["brackets"], f"cached leverageBracket of {data.get('fetched_at', '?')} ({path})")
-    except (ValueError, KeyError, IndexError, TypeError, OSError) as exc:
-        log.warning("leverage bracket cache %s not usable (%s)", path, exc)
-        return None
-
-
-def _note(text: str) -> None:
-    print(f"note: {text}", flush=True)
-
-
-async def first_bracket(client: UsdmClient | None, symbol: str) -> Bracket:
-    """``symbol``'s first leverage bracket: ``GET /fapi/v1/leverageBracket`` when there is a
-    client (keys), cached under ``data/`` (:func:`S1.datasets.leverage_brackets_path`); else (or when
-    the call fails) the cache; else :data:`S5.futures.FIRST_BRACKET_MMR`, with one printed note."""
-    from S1.datasets import atomic_write_text, leverage_brackets_path
-
+async def first_bracket(client: UsdmClient | None, symbol: str) -> BracketTable:
+    """``symbol``'s leverage brackets (a :class:`S5.futures.BracketTable`: ``.mmr``, ``.cum``,
+    ``.max_leverage`` are the first bracket's): ``GET /fapi/v1/leverageBracket`` when there is a
+    client (keys), cached under ``data/`` (:func:`S5.futures.save_brackets`); else (or when the call
+    fails) THE lookup the backtest uses too, :func:`S5.futures.lookup_brackets` -- the cache, else
+    the built-in table with one printed note."""
     why = "no futures keys"
     if client is not None:
         try:
             rows = await client.leverage_brackets(symbol)
-            path = leverage_brackets_path(symbol)
-            atomic_write_text(path, json.dumps({"symbol": symbol, "source": client.base_url,
-                                                "fetched_at": pd.Timestamp.now(tz="UTC").isoformat(),
-                                                "brackets": rows}, indent=1))
-            return _bracket_of(rows, f"GET /fapi/v1/leverageBracket at {client.base_url}")
+            save_brackets(symbol, rows, source=client.base_url)
+            return brackets_from_rows(symbol, rows, origin=f"GET /fapi/v1/leverageBracket at {client.base_url}")
         except FuturesAuthError:
             raise
         except FuturesError as exc:
             why = f"leverageBracket failed: {exc.msg or exc}"
-    cached = cached_bracket(symbol)
-    if cached is not None:
-        return cached
-    b = builtin_bracket(symbol)
-    _note(f"{why}: liquidation uses the {b.origin} maintenance margin rate {b.mmr:g} for {symbol}")
-    return b
+    return lookup_brackets(symbol, why=why)
 
 
 # ----------------------------------------------------------------- exchange
@@ -192,8 +142,7 @@ class ExchangeAccount(FuturesAccount):
         trades = [t for t in await self.client.user_trades(self.symbol, start_time=start)
                   if t["orderId"] not in ours and str(t["id"]) not in self.booked_trades]
         self.booked_trades = (self.booked_trades + [str(t["id"]) for t in trades])[-500:]
-        liq = liquidation_price(p.side, qty=p.qty, entry=p.entry_price, margin=self.margin,
-                                mmr=self.spec.maint_margin_rate, cum=self.spec.maint_amount)
+        liq = self.spec.liquidation_price(p.side, qty=p.qty, entry=p.entry_price, margin=self.margin)
         if trades:
             _, px = _vwap(trades)
             fee = sum(float(t["commission"]) for t in trades)
@@ -309,4 +258,4 @@ async def _adopt(acc: ExchangeAccount, client: UsdmClient, symbol: str, ex: dict
     return lines
 
 
-__all__ = ["Bracket", "ExchangeAccount", "builtin_bracket", "cached_bracket", "client_order_id", "first_bracket"]
+__all__ = ["ExchangeAccount", "client_order_id", "first_bracket"]

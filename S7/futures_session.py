@@ -306,9 +306,7 @@ async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: a
         if mode == "dry-run":
             fr, text = _dry_run_funding(symbol)
             notes.append(text)
-        base = FuturesSpec.for_symbol(symbol, leverage=leverage, funding=fr, maint_margin_rate=bracket.mmr)
-        spec = FuturesSpec(base.leverage, base.maint_margin_rate, bracket.cum, base.funding_times, base.funding_rates,
-                           base.funding_marks, True)
+        spec = FuturesSpec.for_symbol(symbol, leverage=leverage, funding=fr, brackets=bracket)
         simulated = bool(settings.simulated_market or (mode == "dry-run" and settings.is_local))
         order_log = OrderLog(log_path, mode=f"usdm {mode}" + (" replay" if cfg.replay else ""), extra_secrets=secrets,
                              simulated=simulated)

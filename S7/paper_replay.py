@@ -197,7 +197,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--leverage", type=float, default=1.0, help="USD-M leverage (isolated margin = notional / N)")
     p.add_argument("--funding", type=Path, default=None, help="USD-M: funding-rate parquet (python S1/funding.py)")
     p.add_argument("--maint-margin-rate", type=float, default=None,
-                   help="USD-M: the first leverage bracket's maintenance margin rate (default: S5.futures' table)")
+                   help="USD-M: an explicit maintenance margin rate (default: S5.futures.lookup_brackets -- the "
+                        "cached leverageBracket answer, else the built-in table)")
+    p.add_argument("--leverage-brackets", type=Path, default=None, metavar="FILE",
+                   help="USD-M: the leverage brackets to use (S5.futures.save_brackets' JSON; the parity check's)")
     add_common_args(p)
     return p
 
@@ -220,8 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from S5.futures import FuturesSpec
 
         funding = read_parquet(args.funding) if args.funding is not None else None
-        futures = FuturesSpec.for_symbol(args.symbol, leverage=args.leverage, funding=funding,
-                                         maint_margin_rate=args.maint_margin_rate)
+        from S5.futures import read_brackets_file, resolve_brackets
+
+        brackets = (read_brackets_file(args.leverage_brackets, args.symbol) if args.leverage_brackets is not None
+                    and args.maint_margin_rate is None else resolve_brackets(args.symbol, args.maint_margin_rate))
+        futures = FuturesSpec.for_symbol(args.symbol, leverage=args.leverage, funding=funding, brackets=brackets)
 
     def go(state_dir: Path) -> dict:
         return asyncio.run(replay_frame(frame, symbol=args.symbol.upper(), interval=args.interval, rules=rules,

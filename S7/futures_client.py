@@ -110,7 +110,7 @@ class UsdmClient:
             async with self._session.request(method, url, headers=headers) as resp:
                 text = await resp.text()
                 status = resp.status
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise FuturesUnavailable(0, None, f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
         try:
             import json

@@ -44,6 +44,7 @@ from S5.futures import FuturesSpec
 from S7.futures_client import FuturesAuthError, FuturesError, UsdmClient, futures_filters
 from S7.futures_engine import FuturesAccount, FuturesEngine
 from S7.futures_exchange import ExchangeAccount, _adopt, first_bracket
+from S7.sources import SessionEnd
 
 log = logging.getLogger(__name__)
 
@@ -354,14 +355,6 @@ async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: a
         log.info("usdm %s %s %s: leverage %gx isolated, filters from %s, candles: %s", mode, symbol, interval,
                  leverage, origin, source.description)
 
-        loop = asyncio.get_running_loop()
-        why = ["end of data"]
-        timer = None
-        if cfg.duration is not None:
-            def _timeout():
-                why[0] = f"--duration {cfg.duration:g}s"
-                stop.set()
-            timer = loop.call_later(cfg.duration, _timeout)
         max_age = None if cfg.replay or cfg.max_candle_age_s == 0 else \
             int((cfg.max_candle_age_s or step / 1000) * 1000)
         state = {"candles": 0, "last_candle": last_candle,
@@ -414,7 +407,7 @@ async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: a
             heartbeat(heartbeat_text(ot, symbol, interval, row["close"], heartbeat_signal(act), signed,
                                      acc.equity(row["close"]), "USDT"))
 
-        try:
+        with SessionEnd(stop, cfg.duration) as end:
             if newest is not None:        # the newest closed candle at start: acted on when fresh (as on spot)
                 await handle(newest, None)
             async for ev in source.events(stop):
@@ -433,11 +426,6 @@ async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: a
                     await handle(ev.candle, ev.now_ms)
                 if stop.is_set():
                     break
-        finally:
-            if timer is not None:
-                timer.cancel()
-        if stop.is_set() and why[0] == "end of data":
-            why[0] = "stop signal"
         p = acc.position
         summary = {"mode": mode, "market": "usdm", "symbol": symbol, "interval": interval, "leverage": leverage,
                    "maint_margin_rate": spec.maint_margin_rate, "bracket_origin": bracket.origin,
@@ -454,7 +442,7 @@ async def run_usdm_session(cfg, *, leverage: float = 1.0, settings=None, stop: a
                    "rejected": getattr(acc, "rejected", 0), "risk_warning": risk_warning,
                    "order_log_lines": order_log.lines - lines_before, "simulated": simulated}
         notes += getattr(acc, "notes", [])
-        return UsdmResult(summary, state_file, ks_path, log_path, list(acc.trades), why[0], state["candles"], notes)
+        return UsdmResult(summary, state_file, ks_path, log_path, list(acc.trades), end.reason, state["candles"], notes)
     finally:
         if own_source:
             await source.close()

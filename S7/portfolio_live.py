@@ -204,7 +204,7 @@ class PortfolioSession:
                 filters[s], _ = await dry_run_filters(s, settings, file=cfg.exchange_info,
                                                            price=float(h["close"].iloc[-1]) if len(h) else None)
             account: Any = SharedAccount(filters, balance=cfg.balance, fee_rate=cfg.fee_rate,
-                                         slippage_bps=cfg.slippage_bps, fee_asset="received",
+                                         slippage_bps=cfg.slippage_bps, fee_asset="quote",
                                          state_file=sdir / f"{base}.sim.json")
             venues = {s: account.venue(s) for s in syms}
             for s in syms:
@@ -278,19 +278,11 @@ class PortfolioSession:
                 await client.close_connection()
 
     async def _loop(self, source, pending: dict[int, dict[str, Any]]) -> str:
-        from S7.sources import CandleEvent, PriceEvent
+        from S7.sources import CandleEvent, PriceEvent, SessionEnd
 
         cfg = self.cfg
-        loop = asyncio.get_running_loop()
-        why = ["end of data"]
-        timer = None
-        if cfg.duration is not None:
-            def _timeout():
-                why[0] = f"--duration {cfg.duration:g}s"
-                self.stop.set()
-            timer = loop.call_later(cfg.duration, _timeout)
         first_seen = {t: time.monotonic() for t in pending}
-        try:
+        with SessionEnd(self.stop, cfg.duration) as end:
             await self._ready(pending, first_seen, force=True)
             async for sym, ev in source.events(self.stop):
                 if isinstance(ev, PriceEvent):
@@ -301,12 +293,7 @@ class PortfolioSession:
                 await self._ready(pending, first_seen)
                 if self.stop.is_set():
                     break
-        finally:
-            if timer is not None:
-                timer.cancel()
-        if self.stop.is_set() and why[0] == "end of data":
-            why[0] = "stop signal"
-        return why[0]
+        return end.reason
 
     async def _ready(self, pending: dict, first_seen: dict, *, force: bool = False) -> None:
         """Decide the candle times whose candles are all in (oldest first), or whose wait is over."""

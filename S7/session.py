@@ -53,7 +53,7 @@ from S7.ledger import Ledger
 from S7.order_log import OrderLog
 from S7.orders import D
 from S7.simulator import SimulatedExchange
-from S7.sources import CandleEvent, DbSource, PriceEvent, ReplaySource, RestPollSource
+from S7.sources import CandleEvent, DbSource, PriceEvent, ReplaySource, RestPollSource, SessionEnd
 from S7.store import ExecutorStore
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,8 @@ async def run_session(cfg: SessionConfig, *, settings: Settings | None = None, s
         filters, origin = await dry_run_filters(symbol, settings, file=cfg.exchange_info, price=price)
         sim_file = None if cfg.replay else db_path.with_suffix(".sim.json")
         venue: Any = SimulatedExchange(filters, balance=cfg.balance, fee_rate=cfg.fee_rate,
-                                       slippage_bps=cfg.slippage_bps, state_file=sim_file)
+                                       slippage_bps=cfg.slippage_bps, state_file=sim_file,
+                                       fee_asset=cfg.fee_asset)
         if price is not None and venue.last_price is None:
             venue.on_price(price, int(history.index[-1].value // 1_000_000))
         log.info("venue: %s, filters from %s%s", venue.name, origin,
@@ -365,14 +366,6 @@ async def _loop(engine: Engine, source, cfg: SessionConfig, stop: asyncio.Event,
     """Feed the source's events to the engine until the end, ``stop`` or the duration;
     returns why it stopped."""
     from S7.heartbeat import heartbeat_line
-    loop = asyncio.get_running_loop()
-    why = ["end of data"]
-    timer = None
-    if cfg.duration is not None:
-        def _timeout():
-            why[0] = f"--duration {cfg.duration:g}s"
-            stop.set()
-        timer = loop.call_later(cfg.duration, _timeout)
     bar = None
     if cfg.replay:
         from tqdm import tqdm
@@ -380,26 +373,23 @@ async def _loop(engine: Engine, source, cfg: SessionConfig, stop: asyncio.Event,
         bar = tqdm(total=source.replay_count, desc=f"replay {cfg.symbol} {cfg.interval}", unit="candle",
                    disable=None if progress is None else not progress, leave=False)
     try:
-        async for ev in source.events(stop):
-            if isinstance(ev, PriceEvent):
-                await engine.on_price(ev.price, ev.t_ms)
-            elif isinstance(ev, CandleEvent):
-                decision = await engine.on_candle(ev.candle, ev.now_ms)
-                if decision is not None:       # the one-line heartbeat per closed candle (S7.heartbeat)
-                    line = heartbeat_line(engine, decision, ev.candle)
-                    bar.write(line) if bar is not None else print(line, flush=True)
-                if bar is not None:
-                    bar.update(1)
-            if stop.is_set():
-                break
+        with SessionEnd(stop, cfg.duration) as end:
+            async for ev in source.events(stop):
+                if isinstance(ev, PriceEvent):
+                    await engine.on_price(ev.price, ev.t_ms)
+                elif isinstance(ev, CandleEvent):
+                    decision = await engine.on_candle(ev.candle, ev.now_ms)
+                    if decision is not None:       # the one-line heartbeat per closed candle (S7.heartbeat)
+                        line = heartbeat_line(engine, decision, ev.candle)
+                        bar.write(line) if bar is not None else print(line, flush=True)
+                    if bar is not None:
+                        bar.update(1)
+                if stop.is_set():
+                    break
     finally:
-        if timer is not None:
-            timer.cancel()
         if bar is not None:
             bar.close()
-    if stop.is_set() and why[0] == "end of data":
-        why[0] = "stop signal"
-    return why[0]
+    return end.reason
 
 
 # ---------------------------------------------------------------------- summary

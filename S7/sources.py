@@ -63,6 +63,43 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
+
+class SessionEnd:
+    """Why a session's event loop ended: the end of the data, ``--duration`` (which sets
+    ``stop`` when it runs out) or a stop signal. One per loop, used as a context manager
+    around it so the duration timer is always cancelled::
+
+        with SessionEnd(stop, cfg.duration) as end:
+            async for ev in source.events(stop):
+                ...
+        return end.reason
+    """
+
+    def __init__(self, stop: asyncio.Event, duration: float | None):
+        self.stop, self.duration = stop, duration
+        self._timed_out = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __enter__(self) -> SessionEnd:
+        if self.duration is not None:
+            self._timer = asyncio.get_running_loop().call_later(self.duration, self._time_out)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _time_out(self) -> None:
+        self._timed_out = True
+        self.stop.set()
+
+    @property
+    def reason(self) -> str:
+        if self._timed_out:
+            return f"--duration {self.duration:g}s"
+        return "stop signal" if self.stop.is_set() else "end of data"
+
+
 def _open_ms(df: pd.DataFrame) -> np.ndarray:
     return df.index.as_unit("ms").asi8
 
@@ -395,4 +432,4 @@ class MergedSource:
 
 
 __all__ = ["CandleEvent", "DbSource", "MergedSource", "MultiDbSource", "PriceEvent", "ReplaySource", "RestPollSource",
-           "intrabar_path"]
+           "SessionEnd", "intrabar_path"]

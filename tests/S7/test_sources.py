@@ -132,3 +132,24 @@ def test_rest_poll_source_picks_up_the_next_close(settings_env, monkeypatch):
             assert after in ([], [polls[-1]])                                  # no later poll was needed
         run(go())
     get_settings.cache_clear()
+
+
+def test_session_end_names_why_a_loop_ended_and_cancels_its_timer():
+    from S7.sources import SessionEnd
+
+    async def run():
+        stop = asyncio.Event()
+        with SessionEnd(stop, 0.01) as end:          # --duration runs out: it sets stop
+            await asyncio.wait_for(stop.wait(), timeout=30)
+        timed_out = end.reason
+        stop = asyncio.Event()
+        with SessionEnd(stop, None) as end:
+            stop.set()                               # Ctrl-C / SIGTERM
+        signal = end.reason
+        stop = asyncio.Event()
+        with SessionEnd(stop, 0.01) as end:          # the data ended first: the timer must not fire later
+            pass
+        await asyncio.sleep(0.05)
+        return timed_out, signal, end.reason, stop.is_set()
+
+    assert asyncio.run(run()) == ("--duration 0.01s", "stop signal", "end of data", False)

@@ -164,24 +164,30 @@ def fill_price(price, *, buy, slippage: float, tick: float | None = None, base: 
     return float(out) if scalar else out
 
 
-def costs_warning(*, fee: float, slippage_bps: float, who: str = "the executor's dry run") -> str | None:
-    """One loud line when ``fee`` / ``slippage_bps`` differ from the backtest's defaults (None when
-    they are the same), e.g. for ``python S7/executor.py --dry-run --slippage-bps 0``.
+def costs_warning(*, fee: float, slippage_bps: float, fee_asset: str = "quote",
+                  who: str = "the executor's dry run") -> str | None:
+    """One loud line when ``fee`` / ``slippage_bps`` / ``fee_asset`` differ from the backtest's
+    (None when they are the same), e.g. for ``python S7/executor.py --dry-run --slippage-bps 0``.
+    The backtest books the commission in the quote asset (``fee_asset="quote"``).
 
     >>> costs_warning(fee=0.001, slippage_bps=5) is None
     True
     >>> print(costs_warning(fee=0.001, slippage_bps=0))
-    COSTS DIFFER FROM THE BACKTEST: the executor's dry run fills with slippage 0 bp (backtest default 5 bp); S5/backtest.py and S5/parity.py compare with the same --fee / --slippage-bps only
+    COSTS DIFFER FROM THE BACKTEST: the executor's dry run fills with slippage 0 bp (backtest default 5 bp); S5/backtest.py and S5/parity.py compare with the same --fee / --slippage-bps and quote-asset fees only
+    >>> print(costs_warning(fee=0.001, slippage_bps=5, fee_asset="received"))  # doctest: +ELLIPSIS
+    COSTS DIFFER FROM THE BACKTEST: ... fills with the commission in the asset received (the backtest books it in the quote asset); ...
     """
     diffs = []
     if not math.isclose(float(fee), DEFAULT_FEE, rel_tol=1e-12, abs_tol=1e-15):
         diffs.append(f"fee {float(fee):g} (backtest default {DEFAULT_FEE:g})")
     if not math.isclose(float(slippage_bps), DEFAULT_SLIPPAGE_BPS, rel_tol=1e-12, abs_tol=1e-12):
         diffs.append(f"slippage {float(slippage_bps):g} bp (backtest default {DEFAULT_SLIPPAGE_BPS:g} bp)")
+    if fee_asset != "quote":
+        diffs.append(f"the commission in the asset {fee_asset} (the backtest books it in the quote asset)")
     if not diffs:
         return None
     return (f"COSTS DIFFER FROM THE BACKTEST: {who} fills with {', '.join(diffs)}; S5/backtest.py and "
-            "S5/parity.py compare with the same --fee / --slippage-bps only")
+            "S5/parity.py compare with the same --fee / --slippage-bps and quote-asset fees only")
 
 
 def fee_rates(fees: float, maker_fee: float | None, bnb_discount: bool) -> tuple[float, float]:

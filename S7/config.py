@@ -56,6 +56,7 @@ class SessionConfig:
     balance: float = DEFAULT_BALANCE
     fee_rate: float = DEFAULT_FEE_RATE
     slippage_bps: float = DEFAULT_SLIPPAGE_BPS   #: dry-run MARKET fills, as the backtest (S5.costs.fill_price)
+    fee_asset: str = "quote"                   #: dry-run commission: quote (as the backtest) | received
     recv_window_ms: int = 5000
     max_candle_age_s: float | None = None
     exchange_info: Path | None = None
@@ -126,6 +127,9 @@ def check_config(cfg: SessionConfig, settings: Settings) -> SessionConfig:
         raise UserError(f"--cash must be positive, got {cfg.balance:g}", "e.g. --cash 10000")
     if not 0 <= cfg.fee_rate < 0.05:
         raise UserError(f"--fee must be in [0, 0.05), got {cfg.fee_rate:g}", "e.g. --fee 0.001 (0.1 %)")
+    if cfg.fee_asset not in ("quote", "received"):
+        raise UserError(f"--fee-asset must be quote or received, got {cfg.fee_asset!r}",
+                        "e.g. --fee-asset quote (as the backtest books fees)")
     if not 0 <= cfg.slippage_bps <= 500:
         raise UserError(f"--slippage-bps must be in [0, 500], got {cfg.slippage_bps:g}", "e.g. --slippage-bps 2")
     if not 1000 <= cfg.recv_window_ms <= 60_000:

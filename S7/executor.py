@@ -102,6 +102,10 @@ def build_parser() -> ArgumentParser:
     # --fee / --slippage-bps: the backtest's defaults (S1/options.py); the dry-run simulator fills MARKET orders
     # at S5.costs.fill_price (slipped against the side, on the tick grid), as the backtest does
     add_fee_options(sim)
+    sim.add_argument("--fee-asset", choices=("quote", "received"), default="quote",
+                     help="quote (default): the commission paid in the quote asset, as S5's backtest and "
+                          "S5/parity.py book it; received: in the asset received, as Binance charges without BNB "
+                          "(the holding then leaves the lot grid and quantities drift from the backtest)")
     sim.add_argument("--exchange-info", type=Path, metavar="FILE", help="saved exchangeInfo body for the filters")
     files = p.add_argument_group("files")
     files.add_argument("--state", type=Path, help="executor database (default data/state/s7_<mode>_<sym>_<iv>.db)")
@@ -126,7 +130,7 @@ def config_from_args(args):
                          state=args.state,
                          kill_switch_state=args.kill_switch_state, flatten_on_trip=args.flatten,
                          balance=args.cash, fee_rate=args.fee, slippage_bps=args.slippage_bps,
-                         recv_window_ms=args.recv_window, max_candle_age_s=args.max_candle_age,
+                         fee_asset=args.fee_asset, recv_window_ms=args.recv_window, max_candle_age_s=args.max_candle_age,
                          exchange_info=args.exchange_info, use_stops=not args.no_stops, order_log=args.order_log,
                          order_type=args.order_type, post_only=args.post_only,
                          limit_offset_bps=args.limit_offset_bps, limit_timeout_s=args.limit_timeout_s,
@@ -183,7 +187,7 @@ def _say_costs(args) -> None:
         return
     from S5.costs import costs_warning
 
-    line = costs_warning(fee=args.fee, slippage_bps=args.slippage_bps)
+    line = costs_warning(fee=args.fee, slippage_bps=args.slippage_bps, fee_asset=args.fee_asset)
     if line:
         print(f"WARNING: {line}", flush=True)
 

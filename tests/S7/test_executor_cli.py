@@ -67,6 +67,8 @@ def test_dry_run_replay_end_to_end(sim_market, tmp_path):
     # each fill is at the open of the candle after the signal (the next price), not at the signal's close,
     # slipped against the side by the backtest's default 5 bp and on the tick grid (S5.costs.fill_price)
     assert "COSTS DIFFER" not in out
+    # the commission in the quote asset by default, as the backtest and S5/parity.py book it
+    assert {f["commission_asset"] for f in fills} == {"USDT"}
     rows = sim_market.market[("BTCUSDT", "1h")]
     opens = {int(t): o for t, o in zip(rows[:, 0], rows[:, 1])}
     by_id = {e["client_id"]: e for e in events if e["event"] == "intent"}
@@ -82,18 +84,20 @@ def test_dry_run_replay_end_to_end(sim_market, tmp_path):
         slipped = next_open(f) * (1.0005 if buy else 0.9995)
         px = float(f["price"])
         assert (slipped <= px <= slipped * (1 + 1e-6)) if buy else (slipped * (1 - 1e-6) <= px <= slipped)
-    # --slippage-bps 0: one loud line, fills at the next open exactly
+    # --slippage-bps 0 --fee-asset received: one loud line naming both, fills at the next open exactly,
+    # the BUY commission paid in the coin received (as Binance charges without BNB)
     (tmp_path / "zero").mkdir()
     env0 = _env(tmp_path / "zero", BINANCE_API_URL=sim_market.api_url)
     r0 = _run(["--symbol", "BTCUSDT", "--interval", "1h", "--rules", str(rules), "--dry-run", "--replay-days", "7",
-               "--slippage-bps", "0"], env0)
+               "--slippage-bps", "0", "--fee-asset", "received"], env0)
     assert r0.returncode == 0, r0.stderr
     assert sum("WARNING: COSTS DIFFER FROM THE BACKTEST" in x and "slippage 0 bp (backtest default 5 bp)" in x
-               for x in r0.stdout.splitlines()) == 1
+               and "commission in the asset received" in x for x in r0.stdout.splitlines()) == 1
     ev0 = read_order_log(tmp_path / "zero" / "data" / "orders.jsonl")
     by_id.update({e["client_id"]: e for e in ev0 if e["event"] == "intent"})
     fills0 = [e for e in ev0 if e["status"] == "FILL"]
     assert len(fills0) >= 2
+    assert {f["commission_asset"] for f in fills0 if by_id[f["client_id"]]["side"] == "BUY"} == {"BTC"}
     for f in fills0:
         assert float(f["price"]) == pytest.approx(next_open(f), rel=1e-9)
     # a second replay starts from a fresh simulated account: same decisions, same fills

@@ -50,7 +50,15 @@ from S1.datasets import Dataset, best_rules_path, optuna_storage_url
 from S1.errors import UserError
 from S5.engine import BacktestResult, Costs, run_backtest
 from S5.metrics import to_jsonable
-from S5.trial_loop import DEFAULT_HEARTBEAT, SAMPLERS, make_sampler, open_storage, run_trials, trial_lock
+from S5.trial_loop import (
+    DEFAULT_HEARTBEAT,
+    SAMPLERS,
+    best_trial,
+    make_sampler,
+    open_storage,
+    run_trials,
+    trial_lock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +385,7 @@ def search(data: _Data, rules, study, config: OptimizeConfig, lo: int, hi: int, 
                         f"({counts.get('pruned', 0)} pruned{best_seen})",
                         f"lower --min-trades (e.g. --min-trades {max(1, max(seen) if seen else 1)}), widen the "
                         "params ranges, or use a longer window")
-    return study.best_trial, counts
+    return best_trial(study), counts
 
 
 def optimize(frame: pd.DataFrame, rules, *, interval: str, config: OptimizeConfig = OptimizeConfig(),

@@ -21,6 +21,7 @@ import pandas as pd
 
 from S1.errors import UserError
 from S5.portfolio_backtest import PortfolioResult, SymbolInputs, prepare_symbol, run_portfolio
+from S5.trial_loop import best_trial
 
 
 def slice_inputs(inp: SymbolInputs, start_ns: int | None = None, end_ns: int | None = None) -> SymbolInputs:
@@ -121,10 +122,11 @@ def optimize_portfolio(frames: dict[str, pd.DataFrame], rules, *, interval: str,
     objective = _objective_fn(lambda trial: run(train_frames, rules.suggest(trial)), config)
 
     study, counts = _search(objective, config, storage=storage, study_name=study_name, progress=progress)
-    best_rules = rules.with_params(**{k: v for k, v in study.best_params.items() if k in space})
+    best = best_trial(study)
+    best_rules = rules.with_params(**{k: v for k, v in best.params.items() if k in space})
     best_params = {k: best_rules.param(k) for k in space}
     return PortfolioOptimizeResult(
-        best_params, float(study.best_value), pd.Timestamp(split_ns, tz="UTC"),
+        best_params, float(best.value), pd.Timestamp(split_ns, tz="UTC"),
         run(train_frames, best_rules), run(frames, best_rules, split_ns),
         run(train_frames, rules), run(frames, rules, split_ns), counts, study)
 
@@ -171,12 +173,13 @@ def walk_forward_portfolio(frames: dict[str, pd.DataFrame], rules, *, interval: 
         objective = _objective_fn(lambda trial, f=f: run(rules.suggest(trial), f.train_start, f.train_end,
                                                          config.init_cash), config)
         study, counts = _search(objective, config, seed_offset=f.k)
-        best = rules.with_params(**{k: v for k, v in study.best_params.items() if k in space})
+        top = best_trial(study)
+        best = rules.with_params(**{k: v for k, v in top.params.items() if k in space})
         test = run(best, f.test_start, f.test_end, cash)
         cash = test.final_equity
         tests.append(test)
         folds.append({**plan.fold_dict(f), "params": {k: best.param(k) for k in space},
-                      "train_value": float(study.best_value), "trials": counts,
+                      "train_value": float(top.value), "trials": counts,
                       "test_metrics": {k: test.metrics.get(k)
                                        for k in ("total_return", "sharpe", "max_drawdown", "n_trades")}})
     equity = pd.concat([t.equity["equity"] for t in tests])

@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["S5.metrics", "S5.engine", "S5.exchange", "S5.hooks", "S5.report", "S5.lookahead", "S5.grid", "S5.optimizer",
+           "S5.trial_loop",
            "S5.walkforward_search", "S5.parity_symbols"]
 
 

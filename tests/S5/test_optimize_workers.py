@@ -163,3 +163,25 @@ def test_add_trials_and_fresh_with_two_workers_on_sqlite(market, tmp_path):
     fresh = _cli(market, _args(storage, name, 3, "--fresh", "--workers", "2"))
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     _check_budget(_study(storage, name), 3)
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_the_best_of_tied_trials_is_the_first_on_postgresql_and_sqlite(postgres, tmp_path, direction):
+    """Trials that score the same (a parameter that moves no trade) must not let the storage's row
+    order pick the best: both storages name the lowest-numbered of the tied best trials."""
+    from optuna.distributions import FloatDistribution
+
+    from S5.trial_loop import best_trial, open_storage
+
+    values = [0.5, 2.0, 1.0, 2.0, 2.0, 0.1] if direction == "maximize" else [0.5, -2.0, 1.0, -2.0, -2.0, 3.0]
+    dist = {"band": FloatDistribution(0.9, 1.1)}
+    picked = {}
+    for name, url in (("postgresql", postgres.url), ("sqlite", f"sqlite:///{tmp_path / 'ties.db'}")):
+        study = optuna.create_study(study_name=f"ties_{direction}", storage=open_storage(url, heartbeat=None),
+                                    direction=direction)
+        # three trials tie for the best value: trial 1 is the first of them
+        for i, v in enumerate(values):
+            study.add_trial(optuna.trial.create_trial(value=v, params={"band": 0.9 + 0.01 * i}, distributions=dist))
+        best = best_trial(study)
+        picked[name] = (best.number, best.params["band"], best.value)
+    assert picked["postgresql"] == picked["sqlite"] == (1, pytest.approx(0.91), values[1])

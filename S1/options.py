@@ -180,6 +180,21 @@ def add_portfolio_options(p, *, max_open_required: bool = True, interval_default
     p.add_argument("--name", default=None, help="names the output files (default: from the symbols)")
 
 
+def add_trading_mode_options(p, *, dry_run_help: str) -> None:
+    """``--testnet`` (the default) | ``--dry-run`` | ``--live`` (dest ``mode``) and
+    ``--i-understand-this-trades-real-money`` (dest ``real_money``) of the S7 executors: live trading
+    needs both the flag and live keys."""
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--testnet", dest="mode", action="store_const", const="testnet",
+                      help="trade on the Binance spot testnet (default; keys in .env)")
+    mode.add_argument("--dry-run", dest="mode", action="store_const", const="dry-run", help=dry_run_help)
+    mode.add_argument("--live", dest="mode", action="store_const", const="live",
+                      help="REAL MONEY: needs --i-understand-this-trades-real-money and live keys")
+    p.set_defaults(mode="testnet")
+    p.add_argument("--i-understand-this-trades-real-money", dest="real_money", action="store_true",
+                   help="required with --live")
+
+
 def order_type(text: str) -> str:
     """argparse ``type`` for order types: ``market``/``limit`` in any case -> lower case."""
     v = str(text).strip().lower()
@@ -195,5 +210,6 @@ def rules_label(rules: str | Path | None) -> str:
 
 __all__ = ["DEFAULT_CASH", "DEFAULT_FEE", "DEFAULT_RISK", "DEFAULT_RULES", "DEFAULT_SLIPPAGE_BPS", "ORDER_TYPES",
            "add_cash_option", "add_fee_options", "add_market_options", "add_offline_option",
-           "add_output_switches", "add_portfolio_options", "add_risk_option", "add_rules_option", "deprecated",
+           "add_output_switches", "add_portfolio_options", "add_risk_option", "add_rules_option",
+           "add_trading_mode_options", "deprecated",
            "order_type", "rules_label", "slippage_fraction"]

@@ -34,6 +34,7 @@ from S1.options import (
     add_offline_option,
     add_risk_option,
     add_rules_option,
+    add_trading_mode_options,
     order_type,
 )
 
@@ -45,21 +46,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--symbol", required=True, help="e.g. BTCUSDT")
     p.add_argument("--interval", default="1m", help="candle interval (default 1m)")
     add_rules_option(p)
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--testnet", dest="mode", action="store_const", const="testnet",
-                      help="trade on the Binance spot testnet (default; keys in .env)")
-    mode.add_argument("--dry-run", dest="mode", action="store_const", const="dry-run",
-                      help="local fill simulator: no keys, no orders leave this machine")
-    mode.add_argument("--live", dest="mode", action="store_const", const="live",
-                      help="REAL MONEY: needs --i-understand-this-trades-real-money and live keys")
-    p.set_defaults(mode="testnet")
+    add_trading_mode_options(p, dry_run_help="local fill simulator: no keys, no orders leave this machine")
     p.add_argument("--market", choices=("spot", "usdm"), default="spot",
                    help="spot (default); usdm: Binance USD-M perpetuals on the futures testnet "
                         "(BINANCE_FUTURES_TESTNET_* in .env) or --dry-run: shorts, leverage, funding, liquidation")
     p.add_argument("--leverage", type=float, default=None,
                    help="usdm: leverage, isolated margin = notional / N (default 1)")
-    p.add_argument("--i-understand-this-trades-real-money", dest="real_money", action="store_true",
-                   help="required with --live")
     src = p.add_argument_group("candles")
     src.add_argument("--source", choices=("db", "rest"), default="db",
                      help="db: the streamer's SQLite table (default); rest: poll REST klines")

@@ -35,6 +35,7 @@ from S1.options import (
     add_portfolio_options,
     add_risk_option,
     add_rules_option,
+    add_trading_mode_options,
 )
 
 
@@ -43,16 +44,8 @@ def build_parser() -> ArgumentParser:
     add_portfolio_options(p, interval_default="1m")       # as S7/executor.py (the streamer's default too)
     add_rules_option(p, help="S4 rule file for every symbol (default S4/rules.yaml), or a YAML map "
                              "'symbols: {SYM: file}' (+ 'default:') as S5/portfolio.py takes")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--testnet", dest="mode", action="store_const", const="testnet",
-                      help="trade on the Binance spot testnet (default; keys in .env)")
-    mode.add_argument("--dry-run", dest="mode", action="store_const", const="dry-run",
-                      help="a simulated account on the live candles: no keys, no orders leave this machine")
-    mode.add_argument("--live", dest="mode", action="store_const", const="live",
-                      help="REAL MONEY: needs --i-understand-this-trades-real-money and live keys")
-    p.set_defaults(mode="testnet")
-    p.add_argument("--i-understand-this-trades-real-money", dest="real_money", action="store_true",
-                   help="required with --live")
+    add_trading_mode_options(p, dry_run_help="a simulated account on the live candles: no keys, no orders leave "
+                                             "this machine")
     src = p.add_argument_group("candles")
     src.add_argument("--source", choices=("db", "rest"), default="db",
                      help="db: the streamer's SQLite table of all the symbols (default); rest: poll REST klines")

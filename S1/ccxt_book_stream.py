@@ -87,7 +87,7 @@ class CcxtBookStreamer:
         self.store = None
         self.ex = ex = make_exchange(self.venue, self.settings, pro=True, extra=_taps)
         ex.toolkit_on_connected = self._on_connected
-        self._net_error, self._nonce_error = ccxt.NetworkError, ccxt.InvalidNonce
+        self._net_error, self._nonce_error = (ccxt.NetworkError, ConnectionError), ccxt.InvalidNonce
         fatal: BaseException | None = None
         failed = False
         created = not cfg.db_path.exists()

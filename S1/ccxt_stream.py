@@ -245,7 +245,10 @@ class CcxtStreamer(KlineStreamer):
         self.ex.newUpdates = True
         self.ex.toolkit_on_connected = lambda client: self._on_connected()
         self.url = self.ex.toolkit_url
-        self._ccxt_network_error = ccxt.NetworkError
+        # CCXT wraps most socket failures in NetworkError, but a send on a connection the server is
+        # closing (a subscription racing a drop) surfaces as aiohttp's ConnectionResetError("Cannot
+        # write to closing transport"): a dropped connection all the same, so reconnect
+        self._ccxt_network_error = (ccxt.NetworkError, ConnectionError)
         return CcxtRest(self.venue, self.settings, self.ex, self.histories)
 
     async def _startup(self) -> None:

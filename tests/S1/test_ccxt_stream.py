@@ -208,3 +208,34 @@ def test_trade_fields_keep_real_ids_and_mark_made_up_ones():
     assert trade_fields({**agg, "info": {}}, 0) == ((1, 2.0, 3.0, False, 10, 10), True)
     uuid = {"timestamp": 1, "price": 2.0, "amount": 3.0, "side": "sell", "id": "a1-b2"}
     assert trade_fields(uuid, 42) == ((1, 2.0, 3.0, True, 42, 42), False)
+
+
+def test_a_send_on_a_closing_connection_is_a_drop_not_the_end(settings_env, monkeypatch, tmp_path):
+    """aiohttp raises a bare ConnectionResetError ("Cannot write to closing transport") when CCXT
+    subscribes on a connection the server is closing -- seen in CI when a drop raced a subscription.
+    The streamer must reconnect as for any drop, not die. The race is injected deterministically here:
+    the third watch call fails that way, then the real CCXT call goes on against the local server."""
+    import ccxt.pro
+
+    start, end = to_ms("2024-03-01 01:00"), to_ms("2024-03-01 01:40")
+    frames = {("BTCUSDT", "1m"): simulate_candles("BTCUSDT", "1m", "2024-02-29 23:00", "2024-03-01 02:00")}
+    real_watch = ccxt.pro.binance.watch_ohlcv
+    calls = {"n": 0}
+
+    async def watch_racing_a_close(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise ConnectionResetError("Cannot write to closing transport")
+        return await real_watch(self, *a, **kw)
+
+    monkeypatch.setattr(ccxt.pro.binance, "watch_ohlcv", watch_racing_a_close)
+    with local_market(frames, start=start, end=end, wall_per_candle=0.05, interval="1m",
+                      updates_per_candle=2) as (ex, st, clock):
+        point_at(monkeypatch, ex, st)
+        db = tmp_path / "live.db"
+        s = ccxt_streamer({"BTCUSDT": "BTC/USDT"}, db_path=db, backfill_minutes=30)
+        run(replay(s, clock, done=lambda: all(w >= end for w in s.watermarks.values()) and calls["n"] > 3,
+                   timeout=120))
+    assert calls["n"] > 3
+    window = slice(pd.Timestamp(start - 30 * 60_000, unit="ms", tz="UTC"), pd.Timestamp(end - 1, unit="ms", tz="UTC"))
+    pd.testing.assert_frame_equal(read_klines(db, "BTCUSDT", "1m"), published(frames[("BTCUSDT", "1m")].loc[window]))

@@ -180,6 +180,19 @@ def add_portfolio_options(p, *, max_open_required: bool = True, interval_default
     p.add_argument("--name", default=None, help="names the output files (default: from the symbols)")
 
 
+def add_futures_options(p) -> None:
+    """``--market spot|usdm --leverage --no-funding --maint-margin-rate`` of the S5 commands that
+    backtest USD-M perpetuals (``S5/backtest.py``, ``S5/parity.py``)."""
+    p.add_argument("--market", choices=("spot", "usdm"), default="spot",
+                   help="spot (long only) or usdm: Binance USD-M perpetuals -- short rules, --leverage, funding "
+                        "from data/<symbol>_funding.parquet (python S1/funding.py) and liquidation")
+    p.add_argument("--leverage", type=float, default=1.0, help="USD-M leverage (isolated margin = notional / N)")
+    p.add_argument("--no-funding", action="store_true", help="USD-M: ignore funding (no funding file needed)")
+    p.add_argument("--maint-margin-rate", type=float, default=None,
+                   help="USD-M: an explicit maintenance margin rate (default: the leverage brackets an S7 testnet "
+                        "session cached in data/<symbol>_leverage_brackets.json, else the built-in table with a note)")
+
+
 def add_trading_mode_options(p, *, dry_run_help: str) -> None:
     """``--testnet`` (the default) | ``--dry-run`` | ``--live`` (dest ``mode``) and
     ``--i-understand-this-trades-real-money`` (dest ``real_money``) of the S7 executors: live trading
@@ -209,7 +222,7 @@ def rules_label(rules: str | Path | None) -> str:
 
 
 __all__ = ["DEFAULT_CASH", "DEFAULT_FEE", "DEFAULT_RISK", "DEFAULT_RULES", "DEFAULT_SLIPPAGE_BPS", "ORDER_TYPES",
-           "add_cash_option", "add_fee_options", "add_market_options", "add_offline_option",
+           "add_cash_option", "add_fee_options", "add_futures_options", "add_market_options", "add_offline_option",
            "add_output_switches", "add_portfolio_options", "add_risk_option", "add_rules_option",
            "add_trading_mode_options", "deprecated",
            "order_type", "rules_label", "slippage_fraction"]

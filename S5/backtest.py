@@ -22,6 +22,7 @@ from S1.cli import ArgumentParser, add_common_args, main_entry
 from S1.options import (
     add_cash_option,
     add_fee_options,
+    add_futures_options,
     add_output_switches,
     add_risk_option,
     add_rules_option,
@@ -47,14 +48,7 @@ def build_parser() -> ArgumentParser:
     from S5.exchange import add_execution_args
 
     add_execution_args(p)
-    p.add_argument("--market", choices=("spot", "usdm"), default="spot",
-                   help="spot (long only) or usdm: Binance USD-M perpetuals -- short rules, --leverage, funding "
-                        "from data/<symbol>_funding.parquet (python S1/funding.py) and liquidation")
-    p.add_argument("--leverage", type=float, default=1.0, help="USD-M leverage (isolated margin = notional / N)")
-    p.add_argument("--no-funding", action="store_true", help="USD-M: ignore funding (no funding file needed)")
-    p.add_argument("--maint-margin-rate", type=float, default=None,
-                   help="USD-M: an explicit maintenance margin rate (default: the leverage brackets an S7 testnet "
-                        "session cached in data/<symbol>_leverage_brackets.json, else the built-in table with a note)")
+    add_futures_options(p)
     p.add_argument("--detail", default=None, metavar="INTERVAL",
                    help="resolve a bar touching both the stop and the take-profit on lower-timeframe candles "
                         "(e.g. 1m: data/<symbol>_1m_<days>d.parquet); without it the stop is assumed first")

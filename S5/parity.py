@@ -32,20 +32,20 @@ def build_parser() -> ArgumentParser:
                         "repo and the same DATA_DIR, e.g. s3://...)")
     p.add_argument("--interval", default="1h", help="Binance interval (default 1h, as S1/historical.py)")
     p.add_argument("--days", type=int, default=365, help="window of the S1/S2 files (default 365, as S1/historical.py)")
-    from S1.options import add_cash_option, add_fee_options, add_risk_option, add_rules_option
+    from S1.options import (
+        add_cash_option,
+        add_fee_options,
+        add_futures_options,
+        add_risk_option,
+        add_rules_option,
+    )
 
     add_rules_option(p)
     add_risk_option(p, help="S6 risk config of both sides (default S6/risk.yaml); 'none': all in, no stops")
     p.add_argument("--no-stops", action="store_true", help="both sides ignore the stop-loss / take-profit levels")
     add_fee_options(p)      # --fee, --slippage-bps: the backtest's defaults (0.001, 5 bp), both sides
     add_cash_option(p)
-    p.add_argument("--market", choices=("spot", "usdm"), default="spot",
-                   help="spot (long only) or usdm: USD-M perpetuals on both sides (shorts, funding, liquidation)")
-    p.add_argument("--leverage", type=float, default=1.0, help="USD-M leverage (isolated margin = notional / N)")
-    p.add_argument("--no-funding", action="store_true", help="USD-M: ignore funding (no funding file needed)")
-    p.add_argument("--maint-margin-rate", type=float, default=None,
-                   help="USD-M: an explicit maintenance margin rate (default: the cached leverage brackets, else "
-                        "S5.futures' table -- both sides)")
+    add_futures_options(p)   # the backtest and the replay take the same market, leverage and brackets
     p.add_argument("--exchange-info", default=None, metavar="FILE",
                    help="saved exchangeInfo body for the symbol's filters (default: the cache, else generic filters)")
     add_common_args(p)
